@@ -1,0 +1,1 @@
+"""tokenwire clients (the full client API arrives with the client issue)."""

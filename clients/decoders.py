@@ -1,0 +1,129 @@
+"""Pure decoders for the wire formats: bytes in, events out, no I/O.
+
+``SSEDecoder`` follows the WHATWG "Server-sent events" parsing rules; ``NDJSONDecoder``
+splits newline-delimited JSON across arbitrary chunk boundaries. Both are incremental:
+feed them chunks as they arrive, in any sizes, and they return complete items.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class SSEMessage:
+    """One dispatched SSE event (WHATWG ``MessageEvent`` fields)."""
+
+    event: str
+    data: str
+    last_event_id: str
+    retry: int | None = None
+
+
+class SSEDecoder:
+    """Incremental WHATWG SSE parser.
+
+    Lines end with CR, LF or CRLF (a CRLF split across two chunks is one line end); one
+    leading BOM is stripped; lines starting with ``:`` are comments; ``data`` lines are
+    joined with LF; an ``id`` containing NUL is ignored; ``retry`` is taken only if all
+    digits; an event whose data buffer is empty dispatches nothing; an unterminated last
+    event is dropped (never returned).
+    """
+
+    def __init__(self) -> None:
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buf = ""
+        self._first = True
+        self._after_cr = False
+        self._data: list[str] = []
+        self._event = ""
+        self.last_event_id = ""
+        self.retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEMessage]:
+        text = self._utf8.decode(chunk)
+        if self._first and text:
+            if text.startswith("\ufeff"):
+                text = text[1:]
+            self._first = False
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]  # the LF of a CRLF split across chunks
+        self._after_cr = False
+        self._buf += text
+        out: list[SSEMessage] = []
+        start = 0
+        buf = self._buf
+        n = len(buf)
+        while True:
+            cr = buf.find("\r", start)
+            lf = buf.find("\n", start)
+            if cr < 0 and lf < 0:
+                break
+            if cr >= 0 and (lf < 0 or cr < lf):
+                end = cr
+                if cr + 1 < n:
+                    nxt = cr + 2 if buf[cr + 1] == "\n" else cr + 1
+                else:
+                    nxt = cr + 1
+                    self._after_cr = True
+            else:
+                end, nxt = lf, lf + 1
+            msg = self._line(buf[start:end])
+            if msg is not None:
+                out.append(msg)
+            start = nxt
+        self._buf = buf[start:]
+        return out
+
+    def _line(self, line: str) -> SSEMessage | None:
+        if line == "":
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\x00" not in value:
+                self.last_event_id = value
+        elif name == "retry":
+            if value.isascii() and value.isdigit():
+                self.retry = int(value)
+        return None
+
+    def _dispatch(self) -> SSEMessage | None:
+        data, event = self._data, self._event
+        self._data, self._event = [], ""
+        if not data:
+            return None
+        return SSEMessage(event or "message", "\n".join(data), self.last_event_id, self.retry)
+
+
+class NDJSONDecoder:
+    """Incremental newline-delimited JSON: returns one object per complete line.
+
+    Empty lines (heartbeats) are skipped. Bytes are split at LF only, so a multi-byte
+    UTF-8 character cut across chunks is joined before decoding.
+    """
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        buf = self._buf + chunk
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()
+        return [orjson.loads(line) for line in lines if line.strip()]
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an unterminated last line (dropped if the stream ends here)."""
+        return self._buf

@@ -1,0 +1,60 @@
+"""The REST routes: create, status, cancel, health and metrics."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from server.keys import HUB, METRICS
+from server.transports.common import client_address, read_json
+
+TRANSPORT_LINKS = ("sse", "ws", "poll", "chunked")
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def links(stream_id: str) -> dict[str, str]:
+    base = f"/api/streams/{stream_id}"
+    return {
+        "sse": f"{base}/sse",
+        "ws": "/api/ws",
+        "poll": f"{base}/poll",
+        "chunked": f"{base}/chunked",
+        "self": base,
+    }
+
+
+async def create_stream(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    st = await hub.create(await read_json(request), client_address(request))
+    return _json(
+        {"id": st.id, "links": links(st.id)},
+        status=201,
+        headers={"Location": f"/api/streams/{st.id}"},
+    )
+
+
+async def stream_status(request: web.Request) -> web.Response:
+    st = request.app[HUB].get(request.match_info["id"])
+    return _json(st.status())
+
+
+async def cancel_stream(request: web.Request) -> web.Response:
+    request.app[HUB].cancel(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return _json({"status": "closing" if hub.closing else "ok", "live_streams": hub.live})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )

@@ -1,0 +1,142 @@
+"""The app factory: ``create_app(settings) -> web.Application``, and ``serve()``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import orjson
+from aiohttp import web
+
+from server import api
+from server.errors import ApiError, MethodNotAllowed, NotFound, TooLarge
+from server.hub import Hub
+from server.keys import HUB, METRICS, SETTINGS, SOCKETS, Closable
+from server.metrics import Metrics
+from server.settings import Settings
+from server.sources import build_sources
+from server.sources.base import TokenSource
+from server.store import LogStore, MemoryStore
+from server.transports import chunked, longpoll, sse, ws
+
+log = logging.getLogger("tokenwire.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(err: ApiError) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(err.body()),
+        status=err.status,
+        content_type="application/json",
+        headers=err.headers(),
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as ``{"error": {"code", "message"}}`` with a fitting status."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return _error_response(e)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return _error_response(
+            TooLarge(f"request body is larger than {limit} bytes", code="body_too_large")
+        )
+    except web.HTTPNotFound:
+        return _error_response(NotFound(f"no route {request.method} {request.path}"))
+    except web.HTTPMethodNotAllowed as e:
+        err = _error_response(
+            MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        )
+        err.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
+        return err
+    except web.HTTPException:
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_response(ApiError("internal server error"))
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB]
+    for source in hub.sources.values():
+        await source.start()
+    sweeper = asyncio.create_task(hub.run_sweeper(), name="tokenwire-sweeper")
+    yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    await hub.store.aclose()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    # Live streams end with a final event; sockets flush it and close with 1001.
+    await app[HUB].shutdown()
+    conns: set[Closable] = app[SOCKETS]
+    await asyncio.gather(*(c.shutdown() for c in list(conns)))
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    sources: Mapping[str, TokenSource] | None = None,
+    store: LogStore | None = None,
+) -> web.Application:
+    """Build the tokenwire application. ``sources``/``store`` override the defaults."""
+    settings = settings or Settings()
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    metrics = Metrics()
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[SOCKETS] = set[Closable]()
+    app[HUB] = Hub(
+        settings,
+        store or MemoryStore(settings.max_log_events),
+        sources if sources is not None else build_sources(settings),
+        metrics,
+    )
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_on_shutdown)
+
+    r = app.router
+    r.add_post("/api/streams", api.create_stream)
+    r.add_get("/api/streams/{id}", api.stream_status, allow_head=False)
+    r.add_delete("/api/streams/{id}", api.cancel_stream)
+    r.add_get("/api/streams/{id}/sse", sse.subscribe, allow_head=False)
+    r.add_get("/api/streams/{id}/chunked", chunked.subscribe, allow_head=False)
+    r.add_get("/api/streams/{id}/poll", longpoll.poll, allow_head=False)
+    r.add_post("/api/sse", sse.create_and_stream)
+    r.add_post("/api/chunked", chunked.create_and_stream)
+    r.add_get("/api/ws", ws.websocket, allow_head=False)
+    r.add_get("/metrics", api.metrics)
+    r.add_get("/healthz", api.healthz)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the server until SIGINT/SIGTERM, with uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        loop = asyncio.new_event_loop()
+    else:
+        loop = uvloop.new_event_loop()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        backlog=settings.backlog,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        handler_cancellation=True,
+        access_log=None,
+        loop=loop,
+        print=lambda s: log.info("%s", s.strip()),
+    )

@@ -1,0 +1,86 @@
+"""The event: one JSON object, encoded once, framed per transport.
+
+Every transport carries the same UTF-8 JSON line for an event::
+
+    {"stream":"<id>","seq":0,"type":"token","text":"Hel","t":1732170000000000000}
+    {"stream":"<id>","seq":57,"type":"done","finish_reason":"stop","tokens":57,"sha256":"…","t":…}
+    {"stream":"<id>","seq":12,"type":"error","code":"…","message":"…","t":…}
+
+An :class:`Event` holds that line as bytes, so the JSON encoding happens once per event,
+however many subscribers read it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+EventType = Literal["token", "done", "error"]
+DoneReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One logged event: its sequence number, its type and its encoded JSON (no newline)."""
+
+    seq: int
+    type: EventType
+    data: bytes
+
+    @property
+    def terminal(self) -> bool:
+        """``done`` and ``error`` are always the last event of a stream."""
+        return self.type != "token"
+
+
+def token_event(stream: str, seq: int, text: str) -> Event:
+    return Event(
+        seq,
+        "token",
+        orjson.dumps(
+            {"stream": stream, "seq": seq, "type": "token", "text": text, "t": time.time_ns()}
+        ),
+    )
+
+
+def done_event(stream: str, seq: int, reason: DoneReason, tokens: int, sha256: str) -> Event:
+    return Event(
+        seq,
+        "done",
+        orjson.dumps(
+            {
+                "stream": stream,
+                "seq": seq,
+                "type": "done",
+                "finish_reason": reason,
+                "tokens": tokens,
+                "sha256": sha256,
+                "t": time.time_ns(),
+            }
+        ),
+    )
+
+
+def error_event(stream: str, seq: int, code: str, message: str) -> Event:
+    return Event(
+        seq,
+        "error",
+        orjson.dumps(
+            {
+                "stream": stream,
+                "seq": seq,
+                "type": "error",
+                "code": code,
+                "message": message,
+                "t": time.time_ns(),
+            }
+        ),
+    )
+
+
+def created_message(stream: str) -> bytes:
+    """The control message that tells a create-and-stream client its stream id (no seq)."""
+    return orjson.dumps({"type": "created", "stream": stream})

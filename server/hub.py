@@ -1,0 +1,355 @@
+"""The hub: one generation per stream, any number of subscribers per stream.
+
+::
+
+    create() ──► generation task ──append──► LogStore[stream] ◄──read(after)── Subscription
+                 (source.stream())                                (one per connection)
+
+Creating a stream starts exactly one generation task. It appends ``token`` events with
+``seq`` 0, 1, 2, ... and then one terminal ``done``/``error`` event. Subscribers read the
+log from any position, so fan-out, late join and resume are one mechanism; a slow reader
+only falls behind in its own position and never slows the generation.
+
+A background sweeper cancels streams nobody has watched for ``grace_s`` and forgets
+finished streams after ``retention_s`` (remembering their ids, so they answer 410).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from server.errors import (
+    ServerBusy,
+    SourceError,
+    StreamGone,
+    TooManyStreams,
+    UnknownStream,
+)
+from server.events import DoneReason, Event, done_event, error_event, token_event
+from server.metrics import TRANSPORTS, Metrics
+from server.settings import Settings
+from server.sources.base import Finish, GenerationRequest, TokenSource
+from server.store.base import LogStore
+from server.validation import parse_create_body
+
+log = logging.getLogger("tokenwire.hub")
+
+StreamState = Literal["running", "done", "error"]
+CancelReason = Literal["cancelled", "abandoned", "shutdown"]
+
+#: How many expired stream ids are remembered to answer 410 instead of 404.
+TOMBSTONES = 100_000
+#: Largest batch one read hands to a transport.
+READ_LIMIT = 512
+
+
+@dataclass(slots=True, eq=False)
+class Stream:
+    """What the hub knows about one stream (the events themselves live in the store)."""
+
+    id: str
+    source: str
+    client: str
+    max_tokens: int
+    unpaced: bool
+    created_at: float = field(default_factory=time.time)
+    state: StreamState = "running"
+    tokens: int = 0
+    final_seq: int | None = None
+    finish_reason: str | None = None
+    finished_at: float | None = None
+    subscribers: Counter[str] = field(default_factory=Counter)
+    last_present: float = field(default_factory=time.monotonic)
+    cancel_reason: CancelReason | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def total_subscribers(self) -> int:
+        return sum(self.subscribers.values())
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "source": self.source,
+            "tokens": self.tokens,
+            "max_tokens": self.max_tokens,
+            "finish_reason": self.finish_reason,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "subscribers": {t: self.subscribers.get(t, 0) for t in TRANSPORTS},
+        }
+
+
+class Subscription:
+    """One reader's position in one stream's log.
+
+    ``await sub.next_batch(wait)`` returns the next events (``[]`` when ``wait`` seconds
+    passes with none); ``sub.finished`` turns true once the terminal event was returned.
+    """
+
+    __slots__ = ("after", "finished", "stream", "_store")
+
+    def __init__(self, store: LogStore, stream: Stream, after: int) -> None:
+        self._store = store
+        self.stream = stream
+        self.after = after
+        self.finished = stream.final_seq is not None and after >= stream.final_seq
+
+    async def next_batch(self, wait: float | None) -> list[Event]:
+        if self.finished:
+            return []
+        events = await self._store.read(
+            self.stream.id, self.after, limit=READ_LIMIT, wait=wait
+        )
+        if events:
+            self.after = events[-1].seq
+            self.finished = events[-1].terminal
+        elif self.stream.final_seq is not None and self.after >= self.stream.final_seq:
+            self.finished = True
+        return events
+
+
+class Hub:
+    """Owns the streams of this process: creation, caps, cancellation, subscriptions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: LogStore,
+        sources: Mapping[str, TokenSource],
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.sources = dict(sources)
+        self.metrics = metrics
+        self.streams: dict[str, Stream] = {}
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
+        self._per_client: Counter[str] = Counter()
+        self._live = 0
+        self._unpaced = 0
+        self._subs_by_transport: Counter[str] = Counter()
+        self.closing = False
+        metrics.bind_live(lambda: self._live, lambda t: self._subs_by_transport[t])
+
+    # ----- creation -----
+
+    async def create(self, body: Any, client: str) -> Stream:
+        """Validate a create body, check the caps and start the one generation."""
+        if self.closing:
+            raise ServerBusy("the server is shutting down", code="shutting_down", retry_after=5)
+        parsed = parse_create_body(body, self.settings, self.sources)
+        s = self.settings
+        if self._live >= s.max_live_streams:
+            raise ServerBusy(
+                f"{self._live} streams are live; the server limit is {s.max_live_streams}",
+                code="too_many_streams",
+                retry_after=5,
+            )
+        if self._per_client[client] >= s.max_streams_per_client:
+            raise TooManyStreams(
+                f"this client has {self._per_client[client]} live streams; "
+                f"the limit per client is {s.max_streams_per_client}",
+                retry_after=5,
+            )
+        unpaced = parsed.source.is_unpaced(parsed.request.params)
+        if unpaced and self._unpaced >= s.max_unpaced_streams:
+            raise ServerBusy(
+                f"{self._unpaced} unpaced streams (tokens_per_s=0) are live; "
+                f"the limit is {s.max_unpaced_streams}",
+                code="too_many_unpaced_streams",
+                retry_after=5,
+            )
+        stream_id = secrets.token_urlsafe(12)
+        st = Stream(
+            id=stream_id,
+            source=parsed.source.name,
+            client=client,
+            max_tokens=parsed.request.max_tokens,
+            unpaced=unpaced,
+        )
+        await self.store.open(stream_id)
+        self.streams[stream_id] = st
+        self._live += 1
+        self._per_client[client] += 1
+        self._unpaced += unpaced
+        self.metrics.streams_created.labels(st.source).inc()
+        st.task = asyncio.create_task(
+            self._generate(st, parsed.source, parsed.request), name=f"generate-{stream_id}"
+        )
+        log.debug("> created %s source=%s client=%s", stream_id, st.source, client)
+        return st
+
+    async def _generate(self, st: Stream, source: TokenSource, req: GenerationRequest) -> None:
+        digest = hashlib.sha256()
+        seq = 0
+        final: Event
+        reason: DoneReason = "stop"
+        try:
+            async with asyncio.timeout(self.settings.generation_timeout_s or None):
+                agen = source.stream(req)
+                try:
+                    async for item in agen:
+                        if isinstance(item, Finish):
+                            reason = item.reason
+                            break
+                        if not item:
+                            continue
+                        digest.update(item.encode())
+                        await self.store.append(st.id, token_event(st.id, seq, item))
+                        seq += 1
+                        st.tokens = seq
+                        if seq >= req.max_tokens:  # even if a source overruns
+                            reason = "length"
+                            break
+                finally:
+                    await agen.aclose()  # type: ignore[attr-defined]
+            final = done_event(st.id, seq, reason, seq, digest.hexdigest())
+        except asyncio.CancelledError:
+            if st.cancel_reason is None:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            if st.cancel_reason == "shutdown":
+                final = error_event(st.id, seq, "shutdown", "the server is shutting down")
+            else:
+                reason = "cancelled"
+                final = done_event(st.id, seq, reason, seq, digest.hexdigest())
+        except TimeoutError:
+            final = error_event(
+                st.id,
+                seq,
+                "generation_timeout",
+                f"generation took longer than {self.settings.generation_timeout_s:g} s",
+            )
+        except SourceError as e:
+            final = error_event(st.id, seq, e.code, e.message)
+        except Exception as e:
+            log.exception("source %s failed on stream %s", source.name, st.id)
+            final = error_event(st.id, seq, "source_error", f"{type(e).__name__}: {e}")
+        self.metrics.tokens_generated.inc(seq)
+        await self.store.append(st.id, final)
+        self._finish(st, final, reason)
+
+    def _finish(self, st: Stream, final: Event, reason: DoneReason) -> None:
+        st.final_seq = final.seq
+        st.state = "done" if final.type == "done" else "error"
+        st.finished_at = time.time()
+        if final.type == "done":
+            st.finish_reason = reason
+        self._live -= 1
+        self._per_client[st.client] -= 1
+        if not self._per_client[st.client]:
+            del self._per_client[st.client]
+        self._unpaced -= st.unpaced
+        self.metrics.streams_finished.labels(st.state).inc()
+        log.debug("> finished %s state=%s tokens=%d", st.id, st.state, st.tokens)
+
+    # ----- lookup, cancel -----
+
+    def get(self, stream_id: str) -> Stream:
+        st = self.streams.get(stream_id)
+        if st is None:
+            if stream_id in self._tombstones:
+                raise StreamGone(f"stream {stream_id!r} has expired")
+            raise UnknownStream(stream_id)
+        return st
+
+    def cancel(self, stream_id: str, reason: CancelReason = "cancelled") -> Stream:
+        """Stop a running stream's source; it ends with ``done``/``cancelled``. Idempotent."""
+        st = self.get(stream_id)
+        if st.state == "running" and st.cancel_reason is None and st.task is not None:
+            st.cancel_reason = reason
+            st.task.cancel()
+            log.debug("> cancel %s (%s)", stream_id, reason)
+        return st
+
+    async def wait_finished(self, stream_id: str) -> None:
+        st = self.get(stream_id)
+        if st.task is not None:
+            await asyncio.shield(st.task)
+
+    # ----- subscribers -----
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, stream_id: str, after: int, transport: str
+    ) -> AsyncIterator[Subscription]:
+        """Count a reader on ``transport`` while it reads the stream from ``after``."""
+        st = self.get(stream_id)
+        # Fail fast (410) if the asked position is already evicted.
+        await self.store.read(stream_id, after, limit=1, wait=0)
+        st.subscribers[transport] += 1
+        self._subs_by_transport[transport] += 1
+        try:
+            yield Subscription(self.store, st, after)
+        finally:
+            st.subscribers[transport] -= 1
+            self._subs_by_transport[transport] -= 1
+            st.last_present = time.monotonic()
+
+    def touch(self, st: Stream) -> None:
+        """A long-poll client is present between its polls."""
+        st.last_present = time.monotonic()
+
+    # ----- background upkeep -----
+
+    def sweep(self) -> None:
+        """Cancel abandoned streams; forget finished ones past retention."""
+        now_mono = time.monotonic()
+        now = time.time()
+        grace = self.settings.grace_s
+        expired: list[str] = []
+        for st in self.streams.values():
+            if st.state == "running":
+                if (
+                    st.cancel_reason is None
+                    and st.total_subscribers == 0
+                    and now_mono - st.last_present >= grace
+                ):
+                    self.cancel(st.id, "abandoned")
+            elif st.finished_at is not None and now - st.finished_at >= self.settings.retention_s:
+                expired.append(st.id)
+        for stream_id in expired:
+            del self.streams[stream_id]
+            self._tombstones[stream_id] = None
+            if len(self._tombstones) > TOMBSTONES:
+                self._tombstones.popitem(last=False)
+            asyncio.get_running_loop().create_task(self.store.drop(stream_id))
+
+    async def run_sweeper(self) -> None:
+        period = max(0.05, min(1.0, self.settings.grace_s / 4, self.settings.retention_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            self.sweep()
+
+    async def shutdown(self) -> None:
+        """End every live stream with a final ``error``/``shutdown`` event."""
+        self.closing = True
+        tasks = []
+        for st in list(self.streams.values()):
+            if st.state == "running" and st.task is not None:
+                self.cancel(st.id, "shutdown")
+                tasks.append(st.task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout_s)
+        for source in self.sources.values():
+            try:
+                await source.aclose()
+            except Exception:
+                log.exception("closing source %s", source.name)
+
+    @property
+    def live(self) -> int:
+        return self._live

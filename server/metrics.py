@@ -1,0 +1,71 @@
+"""Prometheus metrics, one registry per app (so tests can build many apps)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+TRANSPORTS = ("sse", "ws", "poll", "chunked")
+
+
+class Metrics:
+    """The server's counters and gauges. Transports count per write, not per byte loop."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.live_streams = Gauge(
+            "tokenwire_live_streams", "Streams still generating", registry=self.registry
+        )
+        self.subscribers = Gauge(
+            "tokenwire_subscribers",
+            "Open subscriptions by transport",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.streams_created = Counter(
+            "tokenwire_streams_created",
+            "Streams created, by source",
+            ["source"],
+            registry=self.registry,
+        )
+        self.streams_finished = Counter(
+            "tokenwire_streams_finished",
+            "Streams ended, by final state",
+            ["state"],
+            registry=self.registry,
+        )
+        self.tokens_generated = Counter(
+            "tokenwire_tokens_generated", "Token events appended", registry=self.registry
+        )
+        self.events_sent = Counter(
+            "tokenwire_events_sent",
+            "Events written to clients, by transport",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.bytes_sent = Counter(
+            "tokenwire_bytes_sent",
+            "Body bytes written to clients, by transport",
+            ["transport"],
+            registry=self.registry,
+        )
+        self._sent = {
+            t: (self.events_sent.labels(t), self.bytes_sent.labels(t)) for t in TRANSPORTS
+        }
+
+    def bind_live(self, live: Callable[[], int], subs: Callable[[str], int]) -> None:
+        """Read gauges from the hub at scrape time instead of updating them per event."""
+        self.live_streams.set_function(live)
+        for t in TRANSPORTS:
+            self.subscribers.labels(t).set_function(functools.partial(subs, t))
+
+    def sent(self, transport: str, events: int, nbytes: int) -> None:
+        ev, by = self._sent[transport]
+        if events:
+            ev.inc(events)
+        by.inc(nbytes)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,137 @@
+"""All server configuration in one frozen dataclass, read from flags and the environment.
+
+Every field can be set by the ``TOKENWIRE_<FIELD>`` environment variable (upper case) or
+the matching ``tokenwire serve --<field-with-dashes>`` flag; flags win over the environment.
+The OpenAI source also honours the SDK's own ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+SourceName = Literal["synthetic", "hf", "openai"]
+SOURCE_NAMES: tuple[SourceName, ...] = typing.get_args(SourceName)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Server settings. Defaults are what ``make run`` serves."""
+
+    # --- listening ---
+    host: str = "127.0.0.1"
+    port: int = 8080
+    backlog: int = 4096
+
+    # --- sources ---
+    source: SourceName = "synthetic"
+    """Default source; ``synthetic`` is always enabled as well."""
+    model: str | None = None
+    """``hf``: hub name or local path (default ``openai-community/gpt2``).
+    ``openai``: the model name sent upstream (default ``gpt-4o-mini``)."""
+    base_url: str | None = None
+    """``openai``: an OpenAI-compatible base URL (default: the SDK's, or OPENAI_BASE_URL)."""
+    api_key: str | None = None
+    hf_device: str = "cpu"
+    hf_max_concurrent: int = 1
+    openai_timeout_s: float = 60.0
+
+    # --- synthetic source pacing (defaults; requests override within the caps) ---
+    ttft_ms: float = 200.0
+    tokens_per_s: float = 30.0
+    jitter: float = 0.2
+    seed: int = 0
+    max_ttft_ms: float = 10_000.0
+    max_tokens_per_s: float = 5_000.0
+    max_unpaced_streams: int = 8
+    """How many streams may run with ``tokens_per_s=0`` (as fast as possible) at once."""
+
+    # --- caps ---
+    default_max_tokens: int = 256
+    max_tokens_cap: int = 4096
+    max_prompt_chars: int = 8_000
+    max_body_bytes: int = 64 * 1024
+    max_live_streams: int = 1_000
+    max_streams_per_client: int = 64
+    max_log_events: int = 10_000
+    """Events kept per stream; older positions answer ``gone``."""
+    generation_timeout_s: float = 600.0
+
+    # --- lifetimes ---
+    retention_s: float = 300.0
+    grace_s: float = 10.0
+    heartbeat_s: float = 15.0
+    send_timeout_s: float = 30.0
+    sse_retry_ms: int = 1_000
+    poll_timeout_s: float = 25.0
+    max_poll_timeout_s: float = 60.0
+    shutdown_timeout_s: float = 5.0
+
+    # --- WebSocket ---
+    ws_max_msg_bytes: int = 64 * 1024
+    ws_max_msgs_per_s: float = 50.0
+    ws_heartbeat_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCE_NAMES:
+            raise ValueError(f"source must be one of {', '.join(SOURCE_NAMES)}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ValueError(f"{f.name} must be >= 0, got {value}")
+        if self.max_tokens_cap < 1 or not 1 <= self.default_max_tokens <= self.max_tokens_cap:
+            raise ValueError("need 1 <= default_max_tokens <= max_tokens_cap")
+        if self.max_log_events < 2:
+            raise ValueError("max_log_events must be >= 2")
+
+    @property
+    def hf_model(self) -> str:
+        return self.model or "openai-community/gpt2"
+
+    @property
+    def openai_model(self) -> str:
+        return self.model or "gpt-4o-mini"
+
+    @property
+    def enabled_sources(self) -> tuple[SourceName, ...]:
+        """The sources a request may name: ``synthetic`` plus the configured default."""
+        return ("synthetic",) if self.source == "synthetic" else ("synthetic", self.source)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``TOKENWIRE_*`` variables, then apply ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"TOKENWIRE_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f.name, hints[f.name], raw)
+        if "api_key" not in values and env.get("OPENAI_API_KEY"):
+            values["api_key"] = env["OPENAI_API_KEY"]
+        if "base_url" not in values and env.get("OPENAI_BASE_URL"):
+            values["base_url"] = env["OPENAI_BASE_URL"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(name: str, hint: Any, raw: str) -> Any:
+    """Convert an environment string to the field's type."""
+    args = typing.get_args(hint)
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if typing.get_origin(hint) is Literal:
+        return raw
+    try:
+        if base is bool:
+            return raw.lower() in ("1", "true", "yes", "on")
+        if base is int:
+            return int(raw)
+        if base is float:
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"TOKENWIRE_{name.upper()}: not a number: {raw!r}") from None
+    return raw

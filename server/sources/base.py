@@ -1,0 +1,80 @@
+"""The one async interface every token source implements.
+
+A source turns a :class:`GenerationRequest` into an async iterator of text pieces
+(``str``), optionally ending with a :class:`Finish` that says why it stopped. The hub
+owns everything else: sequence numbers, the log, fan-out, cancellation and errors.
+
+Contract, for every source:
+
+- ``stream(request)`` is an async generator. Each yielded ``str`` is one token's text
+  (never empty, never a split multi-byte character: it is a Python ``str``).
+- It may yield one :class:`Finish` as its very last item. If it ends without one, the hub
+  infers ``"length"`` when ``max_tokens`` pieces were produced, ``"stop"`` otherwise.
+- Cancelling: the hub cancels the task that iterates the generator (``CancelledError`` is
+  raised at the current ``await``) and then calls ``aclose()`` on the generator. The source
+  must stop its upstream work promptly in its ``finally``/cleanup (close the HTTP stream,
+  tell the worker thread to stop) and must not swallow ``CancelledError``.
+- Failing: raise :class:`~server.errors.SourceError` with a stable ``code`` for failures the
+  user should see (upstream errors, generation exceptions). Any other exception is also
+  turned into an ``error`` event by the hub (code ``source_error``), never a hang.
+- ``validate_params(params)`` checks the request's source-specific ``params`` object and
+  returns the cleaned mapping; it raises :class:`~server.errors.InvalidField` on bad input.
+  It runs before the stream is created, so bad input is a 400, not an error event.
+- ``start()`` loads what the source needs (runs once at server startup, may be slow;
+  heavy blocking work goes to a thread). ``aclose()`` releases long-lived resources
+  (HTTP clients, thread pools) at shutdown.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Optional last item of a source's stream: why the generation ended."""
+
+    reason: FinishReason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerationRequest:
+    """What one generation is asked to do (already validated against the server's caps)."""
+
+    prompt: str
+    max_tokens: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TokenSource(ABC):
+    """Base class of every token source (see the module docstring for the contract)."""
+
+    #: The name clients use in the create body's ``source`` field.
+    name: str = ""
+
+    def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Return cleaned source-specific params; raise ``InvalidField`` on bad input."""
+        if params:
+            from server.errors import InvalidField
+
+            raise InvalidField("params", f"source {self.name!r} takes no params")
+        return {}
+
+    def is_unpaced(self, params: Mapping[str, Any]) -> bool:
+        """True if these params ask for output as fast as possible (capped server-wide)."""
+        return False
+
+    @abstractmethod
+    def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
+        """Yield the generation's text pieces, then optionally one ``Finish``."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook with a default
+        """Load what the source needs (a model, an HTTP client). Called once at startup."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook with a default
+        """Release long-lived resources. Called once at server shutdown."""

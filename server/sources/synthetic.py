@@ -1,0 +1,153 @@
+"""The synthetic source: deterministic, paced sub-word pieces of a bundled text.
+
+The bundled text (``server/data/corpus.txt``) holds the cases that break naive framing:
+English, Korean, Japanese, emoji (including ZWJ sequences and flags), accents, ``\\n``,
+``\\r\\n``, a lone ``\\r``, quotes, backslashes, lines starting with ``data:``, ``event:``,
+``id:``, ``retry:`` and ``:``, HTML-looking text and code.
+
+It is cut into pieces the way a byte-level BPE tokenizer would roughly cut it: a GPT-2
+style pre-tokenizer split (words with their leading space, runs of digits, punctuation,
+whitespace), with longer words split again into 2-5 character sub-words. Grapheme clusters
+such as ZWJ emoji may be split across pieces, as real tokenizers do; a piece is never
+an invalid string.
+
+Output is a pure function of ``(prompt, seed, max_tokens)``: the start position in the
+piece list is derived from a hash of the prompt and seed, and pieces wrap around the
+text. Pacing (``ttft_ms``, ``tokens_per_s``, ``jitter``) changes timing only, never text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+from collections.abc import AsyncIterator, Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from server.errors import InvalidField
+from server.sources.base import Finish, GenerationRequest, TokenSource
+
+# GPT-2's pre-tokenizer pattern, with ``[^\W\d_]`` standing for ``\p{L}``.
+_PRETOKEN = re.compile(
+    r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?[^\s\w]+|\s+(?!\S)|\s+""",
+)
+
+
+def split_pieces(text: str, rng: random.Random) -> list[str]:
+    """Cut ``text`` into realistic sub-word pieces; ``"".join(result) == text``."""
+    pieces: list[str] = []
+    for m in _PRETOKEN.finditer(text):
+        word = m.group()
+        # Keep CR LF together, as byte-level BPE merges usually do.
+        while len(word) > 5 and "\r\n" not in word:
+            n = rng.randint(2, 5)
+            pieces.append(word[:n])
+            word = word[n:]
+        pieces.append(word)
+    assert "".join(pieces) == text
+    return pieces
+
+
+@cache
+def corpus() -> str:
+    """The bundled sample text."""
+    return resources.files("server").joinpath("data/corpus.txt").read_bytes().decode("utf-8")
+
+
+@cache
+def corpus_pieces() -> tuple[str, ...]:
+    """The bundled text cut into pieces, the same on every run."""
+    return tuple(split_pieces(corpus(), random.Random(0)))
+
+
+def synthetic_text(prompt: str, seed: int, max_tokens: int) -> list[str]:
+    """The exact pieces the synthetic source emits for a prompt and seed."""
+    pieces = corpus_pieces()
+    digest = hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()
+    start = int.from_bytes(digest[:8], "big") % len(pieces)
+    return [pieces[(start + i) % len(pieces)] for i in range(max_tokens)]
+
+
+def _number(params: Mapping[str, Any], key: str, lo: float, hi: float) -> float | None:
+    if key not in params:
+        return None
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise InvalidField(f"params.{key}", f"must be a number from {lo:g} to {hi:g}")
+    return float(value)
+
+
+class SyntheticSource(TokenSource):
+    """Paced, deterministic pieces of the bundled text. Needs no model and no network."""
+
+    name = "synthetic"
+
+    def __init__(
+        self,
+        *,
+        ttft_ms: float = 200.0,
+        tokens_per_s: float = 30.0,
+        jitter: float = 0.2,
+        seed: int = 0,
+        max_ttft_ms: float = 10_000.0,
+        max_tokens_per_s: float = 5_000.0,
+    ) -> None:
+        self.defaults = {
+            "ttft_ms": ttft_ms,
+            "tokens_per_s": tokens_per_s,
+            "jitter": jitter,
+            "seed": seed,
+        }
+        self.max_ttft_ms = max_ttft_ms
+        self.max_tokens_per_s = max_tokens_per_s
+
+    def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Accept ``ttft_ms``, ``tokens_per_s`` (0 = unpaced), ``jitter`` (0..1), ``seed``."""
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise InvalidField(
+                f"params.{unknown[0]}",
+                "unknown parameter (allowed: jitter, seed, tokens_per_s, ttft_ms)",
+            )
+        out = dict(self.defaults)
+        for key, lo, hi in (
+            ("ttft_ms", 0.0, self.max_ttft_ms),
+            ("tokens_per_s", 0.0, self.max_tokens_per_s),
+            ("jitter", 0.0, 1.0),
+        ):
+            value = _number(params, key, lo, hi)
+            if value is not None:
+                out[key] = value
+        if "seed" in params:
+            seed = params["seed"]
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+                raise InvalidField("params.seed", "must be an integer from 0 to 2^63-1")
+            out["seed"] = seed
+        return out
+
+    def is_unpaced(self, params: Mapping[str, Any]) -> bool:
+        return float(params.get("tokens_per_s", self.defaults["tokens_per_s"])) == 0.0
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
+        p = {**self.defaults, **request.params}
+        rate = float(p["tokens_per_s"])
+        jitter = float(p["jitter"])
+        pacing = random.Random(int(p["seed"]) ^ 0x5EED)
+        ttft = float(p["ttft_ms"]) / 1000.0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ttft
+        if ttft > 0:
+            await asyncio.sleep(ttft)
+        pieces = synthetic_text(request.prompt, int(p["seed"]), request.max_tokens)
+        for i, piece in enumerate(pieces):
+            if i and rate > 0:
+                # Schedule against an absolute clock so pacing does not drift with load.
+                deadline += (1.0 / rate) * (1.0 + jitter * pacing.uniform(-1.0, 1.0))
+                await asyncio.sleep(max(0.0, deadline - loop.time()))
+            elif i:
+                await asyncio.sleep(0)  # unpaced: still let every other stream run
+            yield piece
+        yield Finish("length")

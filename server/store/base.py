@@ -1,0 +1,51 @@
+"""The log store interface: append-only per-stream logs, read from any position.
+
+A store keeps, for each stream id, the events ``seq = 0, 1, 2, ...`` appended by the
+stream's one generation. Readers never take anything away: fan-out, late join and resume
+are all ``read(stream, after=seq)``. A store may forget old events (a retention cap); a
+read from a forgotten position raises :class:`~server.errors.StreamGone`, never returns a
+silent gap.
+
+Implementations must make ``read`` wait efficiently (no polling loop) and must not let
+the number of readers grow memory: readers hold only their own position.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from server.events import Event
+
+
+class LogStore(ABC):
+    """Append-only event logs keyed by stream id."""
+
+    @abstractmethod
+    async def open(self, stream_id: str) -> None:
+        """Create an empty log for a new stream."""
+
+    @abstractmethod
+    async def append(self, stream_id: str, event: Event) -> None:
+        """Append the next event (its ``seq`` is the log's next position).
+
+        A terminal event (``done``/``error``) closes the log: nothing follows it.
+        """
+
+    @abstractmethod
+    async def read(
+        self, stream_id: str, after: int, *, limit: int, wait: float | None
+    ) -> list[Event]:
+        """Events with ``seq > after``, at most ``limit``, oldest first.
+
+        If none exist yet and the log is open, wait up to ``wait`` seconds (``None``:
+        no limit) for one; return ``[]`` when that time passes, or at once if the log is closed.
+        Raises ``StreamGone`` if ``after + 1`` is older than what is retained and
+        ``UnknownStream`` if there is no such log.
+        """
+
+    @abstractmethod
+    async def drop(self, stream_id: str) -> None:
+        """Forget a stream's log (after its retention period). Wakes waiting readers."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections at shutdown."""

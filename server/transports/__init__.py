@@ -1,0 +1,1 @@
+"""One thin adapter per transport: each moves bytes between the stream log and a socket."""

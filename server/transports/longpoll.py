@@ -1,0 +1,35 @@
+"""Long polling: ``GET /api/streams/{id}/poll?after=&timeout=``.
+
+Answers as soon as at least one event after ``after`` exists (all that exist, batched), or
+after ``timeout`` seconds with none. A polling client counts as present between polls for
+the stream's grace period.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.framing.longpoll import poll_body
+from server.keys import HUB, METRICS, SETTINGS
+from server.validation import parse_after, parse_timeout
+
+
+async def poll(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    settings = request.app[SETTINGS]
+    after = parse_after(request.query.get("after"))
+    timeout = parse_timeout(
+        request.query.get("timeout"), settings.poll_timeout_s, settings.max_poll_timeout_s
+    )
+    st = hub.get(request.match_info["id"])
+    hub.touch(st)
+    async with hub.subscribe(st.id, after, "poll") as sub:
+        events = await sub.next_batch(timeout)
+        done = sub.finished
+    body = poll_body(events, after, done)
+    request.app[METRICS].sent("poll", len(events), len(body))
+    return web.Response(
+        body=body,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )

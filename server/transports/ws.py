@@ -1,0 +1,166 @@
+"""WebSocket: ``GET /api/ws``, JSON text messages, several streams per socket.
+
+Client -> server: ``{"op":"generate", ...create body}``, ``{"op":"subscribe","stream":id,
+"after":seq}``, ``{"op":"cancel","stream":id}``. Server -> client: ``{"type":"created",
+"stream":id}`` and then each event's JSON as one text message. A bad message is answered
+with ``{"type":"error","code","message","op"?,"stream"?}`` and the socket stays usable.
+Abuse closes the socket: 1009 for an oversized message (aiohttp enforces it), 1008 for a
+message flood or a reader too slow to take its events; 1001 when the server shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from server.errors import ApiError, BadRequest, StreamGone
+from server.events import created_message
+from server.framing.ws import Cancel, Generate, Subscribe, parse_client_message, ws_error
+from server.hub import Hub
+from server.keys import HUB, METRICS, SETTINGS, SOCKETS
+from server.metrics import Metrics
+from server.transports.common import client_address
+
+log = logging.getLogger("tokenwire.ws")
+
+#: Per socket, how long to wait for pumps to flush final events before a shutdown close.
+FLUSH_ON_SHUTDOWN_S = 1.0
+
+
+class _TokenBucket:
+    """Allows ``rate`` messages per second with bursts up to ``rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class _Connection:
+    """One socket's pumps: a task per subscribed stream, each writing its events."""
+
+    def __init__(self, ws: web.WebSocketResponse, hub: Hub, metrics: Metrics, send_timeout: float):
+        self.ws = ws
+        self.hub = hub
+        self.metrics = metrics
+        self.send_timeout = send_timeout or None
+        self.pumps: dict[str, asyncio.Task[None]] = {}
+
+    async def send_error(
+        self, err: ApiError, stream: str | None = None, op: str | None = None
+    ) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(ws_error(err, stream, op))
+
+    def start_pump(self, stream_id: str, after: int) -> None:
+        old = self.pumps.pop(stream_id, None)
+        if old is not None:
+            old.cancel()  # a re-subscribe on the same socket replaces the old position
+        task = asyncio.create_task(self._pump(stream_id, after), name=f"ws-pump-{stream_id}")
+        self.pumps[stream_id] = task
+        task.add_done_callback(
+            lambda t: self.pumps.pop(stream_id, None) if self.pumps.get(stream_id) is t else None
+        )
+
+    async def _pump(self, stream_id: str, after: int) -> None:
+        ws = self.ws
+        try:
+            async with self.hub.subscribe(stream_id, after, "ws") as sub:
+                while not sub.finished and not ws.closed:
+                    batch = await sub.next_batch(None)
+                    async with asyncio.timeout(self.send_timeout):
+                        for event in batch:
+                            await ws.send_frame(event.data, WSMsgType.TEXT)
+                    self.metrics.sent("ws", len(batch), sum(len(e.data) for e in batch))
+        except StreamGone as e:
+            await self.send_error(e, stream_id)
+        except ApiError as e:
+            await self.send_error(e, stream_id, "subscribe")
+        except TimeoutError:
+            log.info("closing a WebSocket: send timed out on %s", stream_id)
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"send timeout")
+        except ConnectionResetError:
+            pass
+
+    async def handle(self, text: str) -> None:
+        try:
+            msg = parse_client_message(text)
+        except ApiError as e:
+            await self.send_error(e)
+            return
+        op = type(msg).__name__.lower()
+        try:
+            if isinstance(msg, Generate):
+                st = await self.hub.create(msg.body, self.client)
+                await self.ws.send_frame(created_message(st.id), WSMsgType.TEXT)
+                self.start_pump(st.id, -1)
+            elif isinstance(msg, Subscribe):
+                self.hub.get(msg.stream)
+                self.start_pump(msg.stream, msg.after)
+            elif isinstance(msg, Cancel):
+                self.hub.cancel(msg.stream)
+        except ApiError as e:
+            await self.send_error(e, getattr(msg, "stream", None), op)
+
+    client = "unknown"
+
+    async def shutdown(self) -> None:
+        """Let pumps flush their final events, then close with 1001 (going away)."""
+        await self.close_pumps(flush=FLUSH_ON_SHUTDOWN_S)
+        if not self.ws.closed:
+            await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    async def close_pumps(self, flush: float = 0.0) -> None:
+        tasks = list(self.pumps.values())
+        if flush and tasks:
+            await asyncio.wait(tasks, timeout=flush)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    settings = request.app[SETTINGS]
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat_s or None,
+        max_msg_size=settings.ws_max_msg_bytes,
+        compress=False,
+    )
+    await ws.prepare(request)
+    conn = _Connection(ws, request.app[HUB], request.app[METRICS], settings.send_timeout_s)
+    conn.client = client_address(request)
+    sockets = request.app[SOCKETS]
+    sockets.add(conn)
+    bucket = _TokenBucket(settings.ws_max_msgs_per_s)
+    try:
+        async for msg in ws:
+            if not bucket.take():
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"message rate limit")
+                break
+            if msg.type == WSMsgType.TEXT:
+                await conn.handle(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await conn.send_error(
+                    BadRequest("binary messages are not supported; send JSON text", code="bad_json")
+                )
+    finally:
+        sockets.discard(conn)
+        await conn.close_pumps()
+    return ws

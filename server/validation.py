@@ -1,0 +1,99 @@
+"""Checks on what clients send: the create body and query parameters.
+
+Pure functions: they take plain values and raise ``ApiError`` subclasses with the exact
+message a client sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from server.errors import BadRequest, InvalidField, TooLarge
+from server.settings import Settings
+from server.sources.base import GenerationRequest, TokenSource
+
+CREATE_FIELDS = frozenset({"prompt", "max_tokens", "source", "params"})
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    source: TokenSource
+    request: GenerationRequest
+
+
+def parse_create_body(
+    body: Any, settings: Settings, sources: Mapping[str, TokenSource]
+) -> CreateRequest:
+    """Validate ``{"prompt", "max_tokens"?, "source"?, "params"?}`` against the caps."""
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object", code="bad_json")
+    unknown = sorted(set(body) - CREATE_FIELDS)
+    if unknown:
+        raise InvalidField(
+            unknown[0], "unknown field (allowed: max_tokens, params, prompt, source)"
+        )
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise InvalidField("prompt", "must be a string")
+    if len(prompt) > settings.max_prompt_chars:
+        raise TooLarge(
+            f"prompt is {len(prompt)} characters; the limit is {settings.max_prompt_chars}",
+            code="prompt_too_long",
+        )
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = settings.default_max_tokens
+    if (
+        isinstance(max_tokens, bool)
+        or not isinstance(max_tokens, int)
+        or not 1 <= max_tokens <= settings.max_tokens_cap
+    ):
+        raise InvalidField("max_tokens", f"must be an integer from 1 to {settings.max_tokens_cap}")
+    name = body.get("source")
+    if name is None:
+        name = settings.source
+    if not isinstance(name, str):
+        raise InvalidField("source", "must be a string")
+    source = sources.get(name)
+    if source is None:
+        raise BadRequest(
+            f"source {name!r} is not enabled on this server (enabled: {', '.join(sources)})",
+            code="unknown_source",
+        )
+    params = body.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidField("params", "must be an object")
+    clean = source.validate_params(params)
+    return CreateRequest(
+        source, GenerationRequest(prompt=prompt, max_tokens=max_tokens, params=clean)
+    )
+
+
+def parse_after(raw: str | None, field: str = "after") -> int:
+    """``after=SEQ``: events with ``seq > SEQ``; absent means from the start (-1)."""
+    if raw is None or raw == "":
+        return -1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidField(field, "must be an integer >= -1") from None
+    if value < -1 or value > 2**53:
+        raise InvalidField(field, "must be an integer >= -1")
+    return value
+
+
+def parse_timeout(raw: str | None, default: float, maximum: float) -> float:
+    """Long-poll ``timeout`` in seconds, from 0 to ``maximum``."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidField("timeout", f"must be a number from 0 to {maximum:g}") from None
+    if not 0 <= value <= maximum:  # also rejects NaN
+        raise InvalidField("timeout", f"must be a number from 0 to {maximum:g}")
+    return value

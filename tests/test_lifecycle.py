@@ -1,0 +1,191 @@
+"""Cancel (DELETE, WebSocket, abandonment), retention, presence, and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.conftest import MakeServer, base_url, create
+from tests.readers import TRANSPORTS, read
+from tests.spy import spy_sources
+
+SLOW = {"ttft_ms": 0, "tokens_per_s": 50, "jitter": 0}
+
+
+async def wait_closed(spy_closed: asyncio.Event) -> None:
+    async with asyncio.timeout(10):
+        await spy_closed.wait()
+
+
+async def status(session: aiohttp.ClientSession, base: str, sid: str) -> dict[str, object]:
+    async with session.get(f"{base}/api/streams/{sid}") as resp:
+        assert resp.status == 200
+        return dict(await resp.json())
+
+
+async def test_cancel_by_delete_stops_the_source(
+    make_server: MakeServer, session: aiohttp.ClientSession
+) -> None:
+    spy, sources = spy_sources()
+    srv = await make_server(sources=sources)
+    base = base_url(srv)
+    sid = await create(session, srv, prompt="del", max_tokens=1000, params=SLOW)
+    head = await read(session, base, "chunked", sid, limit=3)
+    async with session.delete(f"{base}/api/streams/{sid}") as resp:
+        assert resp.status == 204
+        assert await resp.read() == b""
+    await wait_closed(spy.closed["del"])
+    assert spy.cancelled["del"] is True
+    events = await read(session, base, "sse", sid)
+    done = events[-1]
+    n = done["seq"]
+    assert done["type"] == "done"
+    assert done["finish_reason"] == "cancelled"
+    assert done["tokens"] == n == spy.yielded["del"]
+    assert n < 1000
+    assert events[:3] == head
+    st = await status(session, base, sid)
+    assert st["state"] == "done"
+    assert st["finish_reason"] == "cancelled"
+    assert st["tokens"] == n
+    # A second DELETE on a finished stream is still 204 (idempotent).
+    async with session.delete(f"{base}/api/streams/{sid}") as resp:
+        assert resp.status == 204
+
+
+async def test_cancel_over_websocket(
+    make_server: MakeServer, session: aiohttp.ClientSession
+) -> None:
+    spy, sources = spy_sources()
+    srv = await make_server(sources=sources)
+    async with session.ws_connect(f"{base_url(srv)}/api/ws") as ws:
+        await ws.send_json({"op": "generate", "prompt": "wsc", "max_tokens": 1000, "params": SLOW})
+        created = await ws.receive_json()
+        sid = created["stream"]
+        first = await ws.receive_json()
+        assert first["seq"] == 0
+        await ws.send_json({"op": "cancel", "stream": sid})
+        events = [first]
+        async with asyncio.timeout(10):
+            while events[-1]["type"] != "done":
+                events.append(await ws.receive_json())
+    assert events[-1]["finish_reason"] == "cancelled"
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    await wait_closed(spy.closed["wsc"])
+    assert spy.yielded["wsc"] == events[-1]["tokens"]
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws", "chunked"])
+async def test_abandoned_stream_is_cancelled_after_grace(
+    make_server: MakeServer, session: aiohttp.ClientSession, transport: str
+) -> None:
+    spy, sources = spy_sources()
+    srv = await make_server(sources=sources, grace_s=0.3)
+    base = base_url(srv)
+    sid = await create(session, srv, prompt="abandon", max_tokens=1000, params=SLOW)
+    await read(session, base, transport, sid, limit=2)  # read a little, then hang up
+    await wait_closed(spy.closed["abandon"])
+    st = await status(session, base, sid)
+    assert st["state"] == "done"
+    assert st["finish_reason"] == "cancelled"
+    assert st["subscribers"] == {"sse": 0, "ws": 0, "poll": 0, "chunked": 0}
+
+
+async def test_stream_nobody_reads_is_cancelled(
+    make_server: MakeServer, session: aiohttp.ClientSession
+) -> None:
+    spy, sources = spy_sources()
+    srv = await make_server(sources=sources, grace_s=0.2)
+    await create(session, srv, prompt="nobody", max_tokens=1000, params=SLOW)
+    await wait_closed(spy.closed["nobody"])
+    assert spy.cancelled["nobody"] is True
+
+
+async def test_long_poll_client_counts_as_present_between_polls(
+    make_server: MakeServer, session: aiohttp.ClientSession
+) -> None:
+    spy, sources = spy_sources()
+    srv = await make_server(sources=sources, grace_s=0.4)
+    base = base_url(srv)
+    sid = await create(
+        session, srv, prompt="poller", max_tokens=60, params={"ttft_ms": 0, "tokens_per_s": 40}
+    )
+    # A poller that pauses 0.2 s between polls (less than the grace) keeps it alive.
+    events: list[dict[str, object]] = []
+    after = -1
+    for _ in range(500):
+        async with session.get(
+            f"{base}/api/streams/{sid}/poll", params={"after": str(after), "timeout": "5"}
+        ) as resp:
+            body = orjson.loads(await resp.read())
+        events.extend(body["events"])
+        after = body["next"]
+        if body["done"]:
+            break
+        await asyncio.sleep(0.2)
+    assert events[-1]["type"] == "done"
+    assert events[-1]["finish_reason"] == "length"
+    assert [e["seq"] for e in events] == list(range(61))
+    assert spy.cancelled["poller"] is False
+
+
+async def test_finished_stream_expires_after_retention(
+    make_server: MakeServer, session: aiohttp.ClientSession
+) -> None:
+    srv = await make_server(retention_s=0.2)
+    base = base_url(srv)
+    sid = await create(session, srv, max_tokens=3, params={"tokens_per_s": 0, "ttft_ms": 0})
+    await read(session, base, "poll", sid)
+    gone = {"error": {"code": "gone", "message": f"stream {sid!r} has expired"}}
+    async with asyncio.timeout(10):
+        while True:
+            async with session.get(f"{base}/api/streams/{sid}") as resp:
+                if resp.status == 410:
+                    assert await resp.json() == gone
+                    break
+                assert resp.status == 200
+            await asyncio.sleep(0.05)
+    for path in ("sse", "chunked", "poll"):
+        async with session.get(f"{base}/api/streams/{sid}/{path}") as resp:
+            assert resp.status == 410
+            assert await resp.json() == gone
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_shutdown_with_streams_open(
+    make_server: MakeServer, session: aiohttp.ClientSession, transport: str
+) -> None:
+    srv = await make_server(shutdown_timeout_s=5)
+    base = base_url(srv)
+    sid = await create(session, srv, max_tokens=4000, params=SLOW)
+    reader = asyncio.create_task(read(session, base, transport, sid))
+    async with asyncio.timeout(10):
+        while True:  # wait until the reader is attached
+            st = await status(session, base, sid)
+            if st["subscribers"][transport] and st["tokens"]:  # type: ignore[index]
+                break
+            await asyncio.sleep(0.02)
+    close_codes: list[int | None] = []
+
+    async def watch_close() -> None:
+        async with session.ws_connect(f"{base}/api/ws") as ws:
+            await ws.send_json({"op": "subscribe", "stream": sid})
+            async for _ in ws:
+                pass
+            close_codes.append(ws.close_code)
+
+    watcher = asyncio.create_task(watch_close())
+    await asyncio.sleep(0.1)
+    async with asyncio.timeout(15):
+        await srv.close()
+        events = await reader
+        await watcher
+    last = events[-1]
+    assert last["type"] == "error"
+    assert last["code"] == "shutdown"
+    assert last["message"] == "the server is shutting down"
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert close_codes == [1001]
