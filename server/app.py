@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import orjson
@@ -120,23 +121,52 @@ def create_app(
     return app
 
 
+async def drain(app: web.Application) -> None:
+    """First step of a graceful stop, while the listener still accepts connections.
+
+    Every live stream ends with its final event; then, for ``shutdown_drain_s``, clients
+    between two long polls (or reconnecting) can still come and fetch it. The runner's
+    cleanup afterwards closes WebSockets with 1001 and waits for open responses.
+    """
+    await app[HUB].shutdown()
+    await asyncio.sleep(app[SETTINGS].shutdown_drain_s)
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM), then stop gracefully."""
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout_s,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.backlog)
+    await site.start()
+    log.info("tokenwire serving on http://%s:%d", settings.host, settings.port)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("stopping: ending live streams")
+        await drain(app)
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 def serve(settings: Settings) -> None:
     """Run the server until SIGINT/SIGTERM, with uvloop when it is installed."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        loop = asyncio.new_event_loop()
+        loop_factory = None
     else:
-        loop = uvloop.new_event_loop()
+        loop_factory = uvloop.new_event_loop
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        backlog=settings.backlog,
-        shutdown_timeout=settings.shutdown_timeout_s,
-        handler_cancellation=True,
-        access_log=None,
-        loop=loop,
-        print=lambda s: log.info("%s", s.strip()),
-    )
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(run(settings))

@@ -70,6 +70,8 @@ class Settings:
     poll_timeout_s: float = 25.0
     max_poll_timeout_s: float = 60.0
     shutdown_timeout_s: float = 5.0
+    shutdown_drain_s: float = 0.5
+    """On stop: how long clients may still fetch the final events before the listener closes."""
 
     # --- WebSocket ---
     ws_max_msg_bytes: int = 64 * 1024

@@ -8,6 +8,7 @@ import aiohttp
 import orjson
 import pytest
 
+from server.app import drain
 from tests.conftest import MakeServer, base_url, create
 from tests.readers import TRANSPORTS, read
 from tests.spy import spy_sources
@@ -158,7 +159,7 @@ async def test_finished_stream_expires_after_retention(
 async def test_shutdown_with_streams_open(
     make_server: MakeServer, session: aiohttp.ClientSession, transport: str
 ) -> None:
-    srv = await make_server(shutdown_timeout_s=5)
+    srv = await make_server(shutdown_timeout_s=5, shutdown_drain_s=0.3)
     base = base_url(srv)
     sid = await create(session, srv, max_tokens=4000, params=SLOW)
     reader = asyncio.create_task(read(session, base, transport, sid))
@@ -180,6 +181,7 @@ async def test_shutdown_with_streams_open(
     watcher = asyncio.create_task(watch_close())
     await asyncio.sleep(0.1)
     async with asyncio.timeout(15):
+        await drain(srv.app)
         await srv.close()
         events = await reader
         await watcher

@@ -1,0 +1,340 @@
+"""Token source backed by an OpenAI-compatible Chat Completions API.
+
+The source sends the prompt as one user message to ``POST {base_url}/chat/completions``
+with ``stream=True`` through the official ``openai`` SDK, and yields each non-empty
+``choices[0].delta.content`` as one piece, then a :class:`~server.sources.base.Finish`
+mapped from the upstream ``finish_reason``. It works with the OpenAI cloud and with local
+OpenAI-compatible servers (vLLM, llama.cpp, Ollama, LM Studio, ...).
+
+Configuration: ``base_url`` and ``api_key`` fall back to the ``OPENAI_BASE_URL`` and
+``OPENAI_API_KEY`` environment variables, like the SDK itself. Without any key a placeholder
+is sent when a base URL is set (local servers usually need none); without a key and without
+a base URL, :meth:`OpenAISource.start` raises ``ValueError``. The SDK never retries
+(``max_retries=0``): the hub, not the source, decides what a failure means.
+
+Errors become :class:`~server.errors.SourceError` with one of these codes:
+
+==========================  ====================================================================
+``upstream_error``          HTTP 4xx/5xx answer (message names the status, the upstream code
+                            and message), an in-band ``{"error": ...}`` event, an event that is
+                            not JSON, or a stream that ended or broke before ``finish_reason``
+``upstream_timeout``        no answer, or no bytes mid-stream, within ``timeout`` seconds
+``upstream_unavailable``    the upstream cannot be reached (connection refused, DNS, TLS, ...)
+==========================  ====================================================================
+
+Cancelling the iterating task, or ``aclose()`` on the generator, closes the upstream HTTP
+response, so the upstream sees the connection go away and stops generating.
+
+Note: this module is ``server.sources.openai``; ``import openai`` below is an absolute import
+and resolves to the SDK package, not to this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, Final, Literal
+
+import openai
+from openai.types.chat import ChatCompletionChunk
+
+from server.errors import InvalidField, SourceError
+from server.sources.base import Finish, FinishReason, GenerationRequest, TokenSource
+
+__all__ = ["CLOSED_EARLY_MESSAGE", "PLACEHOLDER_API_KEY", "OpenAISource"]
+
+#: API key sent when none is configured but a base URL is (local servers ignore it).
+PLACEHOLDER_API_KEY: Final = "tokenwire-no-key"
+
+#: ``SourceError`` message when the upstream stream ends or breaks without a finish_reason.
+CLOSED_EARLY_MESSAGE: Final = "upstream closed the stream before finish_reason"
+
+MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
+
+_MAX_TOKENS_FIELDS: Final[frozenset[str]] = frozenset({"max_tokens", "max_completion_tokens"})
+_PARAM_NAMES: Final[tuple[str, ...]] = ("model", "seed", "temperature", "top_p")
+_SEED_MIN: Final = -(2**63)
+_SEED_MAX: Final = 2**63 - 1
+_BODY_TEXT_LIMIT: Final = 300
+_FINISH_REASONS: Final[Mapping[str, FinishReason]] = {"stop": "stop", "length": "length"}
+
+
+def map_finish_reason(reason: str) -> FinishReason:
+    """Map an upstream ``finish_reason`` to tokenwire's.
+
+    ``"length"`` stays ``"length"``; ``"stop"`` and everything else (``"content_filter"``,
+    ``"tool_calls"``, ``"function_call"``, vendor-specific values) become ``"stop"``.
+    """
+    return _FINISH_REASONS.get(reason, "stop")
+
+
+def _number(params: Mapping[str, Any], key: str) -> float:
+    """Return ``params[key]`` as a float; bool and non-numbers raise ``InvalidField``."""
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidField(f"params.{key}", "must be a number")
+    return float(value)
+
+
+class OpenAISource(TokenSource):
+    """Streams a chat completion from an OpenAI-compatible API through the ``openai`` SDK.
+
+    Args:
+        model: Model name sent upstream unless the request's ``params.model`` overrides it.
+        base_url: API base URL (e.g. ``http://127.0.0.1:8000/v1``); ``None`` uses
+            ``OPENAI_BASE_URL`` or the SDK's default (the OpenAI cloud).
+        api_key: API key; ``None`` uses ``OPENAI_API_KEY``, else a placeholder when a base
+            URL is set.
+        timeout: Seconds the SDK waits to connect, to send, and for each read (for the first
+            byte of the answer and between bytes of the stream).
+        max_tokens_field: Body field that carries ``max_tokens``: ``"max_tokens"`` (widest
+            support among compatible servers) or ``"max_completion_tokens"`` (required by
+            OpenAI's reasoning models).
+
+    Raises:
+        ValueError: ``model`` is empty, ``timeout`` is not positive, or ``max_tokens_field``
+            is not one of the two names.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_tokens_field: MaxTokensField = "max_tokens",
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError("OpenAISource: model must be a non-empty string")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not (math.isfinite(timeout) and timeout > 0)
+        ):
+            raise ValueError("OpenAISource: timeout must be a positive number of seconds")
+        if max_tokens_field not in _MAX_TOKENS_FIELDS:
+            raise ValueError(
+                "OpenAISource: max_tokens_field must be 'max_tokens' or 'max_completion_tokens'"
+            )
+        self.model = model
+        self.base_url = base_url
+        self.api_key = api_key
+        self.timeout = float(timeout)
+        self.max_tokens_field: MaxTokensField = max_tokens_field
+        self._client: openai.AsyncOpenAI | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client (only between :meth:`start` and :meth:`aclose`).
+
+        Raises:
+            RuntimeError: The source is not started.
+        """
+        if self._client is None:
+            raise RuntimeError("OpenAISource is not started: await start() first")
+        return self._client
+
+    async def start(self) -> None:
+        """Create the SDK client (idempotent).
+
+        ``base_url``/``api_key`` given as ``None`` (or empty) fall back to ``OPENAI_BASE_URL``
+        and ``OPENAI_API_KEY``; with no key at all, :data:`PLACEHOLDER_API_KEY` is used when a
+        base URL is known.
+
+        Raises:
+            ValueError: No API key and no base URL are configured.
+        """
+        if self._client is not None:
+            return
+        base_url = self.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        api_key = self.api_key or os.environ.get("OPENAI_API_KEY") or None
+        if api_key is None:
+            if base_url is None:
+                raise ValueError(
+                    "OpenAISource needs an API key: pass api_key or set OPENAI_API_KEY "
+                    "(a local OpenAI-compatible server needs none: set base_url or "
+                    "OPENAI_BASE_URL instead)"
+                )
+            api_key = PLACEHOLDER_API_KEY
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key, timeout=self.timeout, max_retries=0
+        )
+
+    async def aclose(self) -> None:
+        """Close the SDK client and its connection pool (idempotent)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    # -- params ----------------------------------------------------------------------------
+
+    def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Check the request's ``params`` and return them cleaned.
+
+        Accepted keys, all optional: ``temperature`` (number, 0 to 2), ``top_p`` (number,
+        greater than 0 and at most 1), ``seed`` (integer), ``model`` (non-empty string that
+        replaces the configured model). ``bool`` is not accepted as a number.
+
+        Raises:
+            InvalidField: ``params`` is not an object, a key is unknown, or a value has the
+                wrong type or is out of range (the field is ``params.<key>``).
+        """
+        if not isinstance(params, Mapping):
+            raise InvalidField("params", "must be an object")
+        cleaned: dict[str, Any] = {}
+        for key in params:
+            if key not in _PARAM_NAMES:
+                raise InvalidField(
+                    f"params.{key}", f"unknown parameter (allowed: {', '.join(_PARAM_NAMES)})"
+                )
+        if "temperature" in params:
+            temperature = _number(params, "temperature")
+            if not 0.0 <= temperature <= 2.0:
+                raise InvalidField("params.temperature", "must be between 0 and 2")
+            cleaned["temperature"] = temperature
+        if "top_p" in params:
+            top_p = _number(params, "top_p")
+            if not 0.0 < top_p <= 1.0:
+                raise InvalidField("params.top_p", "must be greater than 0 and at most 1")
+            cleaned["top_p"] = top_p
+        if "seed" in params:
+            seed = params["seed"]
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise InvalidField("params.seed", "must be an integer")
+            if not _SEED_MIN <= seed <= _SEED_MAX:
+                raise InvalidField("params.seed", "must fit in a signed 64-bit integer")
+            cleaned["seed"] = seed
+        if "model" in params:
+            model = params["model"]
+            if not isinstance(model, str) or not model.strip():
+                raise InvalidField("params.model", "must be a non-empty string")
+            cleaned["model"] = model
+        return cleaned
+
+    # -- streaming -------------------------------------------------------------------------
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[str | Finish, None]:
+        """Yield the upstream's content deltas, then one ``Finish``.
+
+        An async generator (so ``aclose()`` is typed): closing it, or cancelling the task
+        that iterates it, closes the upstream HTTP response.
+
+        ``request.params`` is expected to come from :meth:`validate_params`; only its known
+        keys are read. Empty and ``None`` deltas, chunks without choices (e.g. a usage chunk)
+        and choices other than index 0 carry no text and are skipped.
+
+        Raises:
+            SourceError: The upstream failed (see the module docstring for the codes).
+            RuntimeError: The source is not started.
+        """
+        client = self.client
+        params = request.params
+        max_tokens = request.max_tokens
+        use_completion_field = self.max_tokens_field == "max_completion_tokens"
+        try:
+            upstream = await client.chat.completions.create(
+                model=params.get("model", self.model),
+                messages=[{"role": "user", "content": request.prompt}],
+                stream=True,
+                max_tokens=openai.omit if use_completion_field else max_tokens,
+                max_completion_tokens=max_tokens if use_completion_field else openai.omit,
+                temperature=params.get("temperature", openai.omit),
+                top_p=params.get("top_p", openai.omit),
+                seed=params.get("seed", openai.omit),
+            )
+        except openai.APIError as exc:
+            raise self._translate(exc, mid_stream=False) from exc
+
+        finish_reason: str | None = None
+        try:
+            async for chunk in upstream:
+                for piece, reason in _read_chunk(chunk):
+                    if reason is not None:
+                        finish_reason = reason
+                    if piece:
+                        yield piece
+        except openai.APIError as exc:
+            raise self._translate(exc, mid_stream=True) from exc
+        except json.JSONDecodeError as exc:
+            raise SourceError("upstream_error", "upstream sent an event that is not JSON") from exc
+        finally:
+            # Runs on normal end, on errors, on CancelledError at an await and on aclose() at
+            # a yield: close the HTTP response so the upstream sees the disconnect.
+            await _close_quietly(upstream)
+
+        if finish_reason is None:
+            raise SourceError("upstream_error", CLOSED_EARLY_MESSAGE)
+        yield Finish(map_finish_reason(finish_reason))
+
+    def _translate(self, exc: openai.APIError, *, mid_stream: bool) -> SourceError:
+        """Turn an SDK error into a ``SourceError`` with a stable code."""
+        if isinstance(exc, openai.APITimeoutError):
+            if mid_stream:
+                return SourceError(
+                    "upstream_timeout", f"upstream sent nothing for {self.timeout:g} s mid-stream"
+                )
+            return SourceError(
+                "upstream_timeout", f"upstream did not answer within {self.timeout:g} s"
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            if mid_stream:
+                return SourceError("upstream_error", CLOSED_EARLY_MESSAGE)
+            cause = exc.__cause__
+            detail = str(cause) if cause is not None and str(cause) else exc.message
+            base_url = str(self._client.base_url if self._client is not None else self.base_url)
+            return SourceError(
+                "upstream_unavailable", f"cannot reach {base_url.rstrip('/')}: {detail}"
+            )
+        if isinstance(exc, openai.APIStatusError):
+            return SourceError("upstream_error", _status_message(exc))
+        if mid_stream:
+            return SourceError("upstream_error", f"upstream error event: {exc.message}")
+        return SourceError("upstream_error", f"upstream error: {exc.message}")
+
+
+def _read_chunk(chunk: ChatCompletionChunk) -> list[tuple[str | None, str | None]]:
+    """``(content, finish_reason)`` of the chunk's choice 0 (empty list if it has none)."""
+    out: list[tuple[str | None, str | None]] = []
+    for choice in chunk.choices or ():
+        if choice.index != 0:
+            continue
+        delta = choice.delta
+        content = delta.content if delta is not None else None
+        out.append((content, choice.finish_reason))
+    return out
+
+
+def _status_message(exc: openai.APIStatusError) -> str:
+    """``upstream answered HTTP <status> (<code>): <upstream message>``.
+
+    The code and message come from OpenAI's ``{"error": {"message", "type", "param",
+    "code"}}`` body; a body that is not JSON is quoted (truncated) instead.
+    """
+    body = exc.body
+    code: object = None
+    detail: str | None = None
+    if isinstance(body, Mapping):
+        code = body.get("code")
+        message = body.get("message")
+        if isinstance(message, str) and message.strip():
+            detail = message.strip()
+    elif isinstance(body, str) and body.strip():
+        detail = body.strip()[:_BODY_TEXT_LIMIT]
+    text = f"upstream answered HTTP {exc.status_code}"
+    if isinstance(code, str | int) and not isinstance(code, bool) and str(code):
+        text += f" ({code})"
+    return f"{text}: {detail}" if detail else text
+
+
+async def _close_quietly(upstream: openai.AsyncStream[ChatCompletionChunk]) -> None:
+    """Close the upstream response; a failure to close must not mask the real outcome."""
+    with contextlib.suppress(Exception):
+        await upstream.close()

@@ -1,0 +1,106 @@
+"""Sans-I/O framing, table-tested: events in, exact bytes out."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.errors import BadRequest, InvalidField
+from server.events import Event, created_message
+from server.framing.longpoll import poll_body
+from server.framing.ndjson import HEARTBEAT, ndjson_lines
+from server.framing.sse import PING, sse_control, sse_frame, sse_frames, sse_retry
+from server.framing.ws import Cancel, Generate, Subscribe, parse_client_message
+
+TOK = Event(3, "token", b'{"stream":"s","seq":3,"type":"token","text":"a\\r\\nb","t":1}')
+DONE = Event(4, "done", b'{"stream":"s","seq":4,"type":"done","finish_reason":"stop"}')
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (
+            TOK,
+            b'id: 3\nevent: token\ndata: {"stream":"s","seq":3,"type":"token",'
+            b'"text":"a\\r\\nb","t":1}\n\n',
+        ),
+        (
+            DONE,
+            b'id: 4\nevent: done\ndata: {"stream":"s","seq":4,"type":"done",'
+            b'"finish_reason":"stop"}\n\n',
+        ),
+    ],
+)
+def test_sse_frame(event: Event, expected: bytes) -> None:
+    assert sse_frame(event) == expected
+
+
+def test_sse_batch_control_retry_ping() -> None:
+    assert sse_frames([TOK, DONE]) == sse_frame(TOK) + sse_frame(DONE)
+    assert sse_frames([]) == b""
+    assert sse_retry(1500) == b"retry: 1500\n\n"
+    assert PING == b": ping\n\n"
+    assert sse_control("created", created_message("abc")) == (
+        b'event: created\ndata: {"type":"created","stream":"abc"}\n\n'
+    )
+
+
+def test_ndjson() -> None:
+    assert ndjson_lines([TOK, DONE]) == TOK.data + b"\n" + DONE.data + b"\n"
+    assert HEARTBEAT == b"\n"
+
+
+@pytest.mark.parametrize(
+    ("events", "after", "done", "expected"),
+    [
+        ([], -1, False, b'{"events":[],"next":-1,"done":false}'),
+        ([], 7, True, b'{"events":[],"next":7,"done":true}'),
+        ([TOK], 2, False, b'{"events":[' + TOK.data + b'],"next":3,"done":false}'),
+        (
+            [TOK, DONE],
+            2,
+            True,
+            b'{"events":[' + TOK.data + b"," + DONE.data + b'],"next":4,"done":true}',
+        ),
+    ],
+)
+def test_poll_body(events: list[Event], after: int, done: bool, expected: bytes) -> None:
+    assert poll_body(events, after, done) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"op":"generate","prompt":"hi"}', Generate({"prompt": "hi"})),
+        ('{"op":"subscribe","stream":"s"}', Subscribe("s", -1)),
+        ('{"op":"subscribe","stream":"s","after":null}', Subscribe("s", -1)),
+        ('{"op":"subscribe","stream":"s","after":12}', Subscribe("s", 12)),
+        ('{"op":"cancel","stream":"s"}', Cancel("s")),
+    ],
+)
+def test_parse_client_message(text: str, expected: object) -> None:
+    assert parse_client_message(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "message"),
+    [
+        ("{", BadRequest, "message is not valid JSON"),
+        ('"x"', BadRequest, "message must be a JSON object"),
+        ("{}", BadRequest, "op must be one of 'generate', 'subscribe', 'cancel'"),
+        ('{"op":"cancel","stream":""}', InvalidField, "stream: must be a non-empty string"),
+        (
+            '{"op":"subscribe","stream":"s","after":-2}',
+            InvalidField,
+            "after: must be an integer >= -1",
+        ),
+        (
+            '{"op":"subscribe","stream":"s","after":true}',
+            InvalidField,
+            "after: must be an integer >= -1",
+        ),
+    ],
+)
+def test_parse_client_message_errors(text: str, error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as info:
+        parse_client_message(text)
+    assert str(info.value) == message

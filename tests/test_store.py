@@ -1,0 +1,78 @@
+"""The in-memory log store: append, read from any position, wait, evict, drop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server.errors import StreamGone, UnknownStream
+from server.events import done_event, token_event
+from server.store.memory import MemoryStore
+
+
+async def filled(n: int, cap: int = 100, close: bool = True) -> MemoryStore:
+    store = MemoryStore(cap)
+    await store.open("s")
+    for i in range(n):
+        await store.append("s", token_event("s", i, f"t{i}"))
+    if close:
+        await store.append("s", done_event("s", n, "stop", n, ""))
+    return store
+
+
+async def test_read_from_any_position() -> None:
+    store = await filled(10)
+    assert [e.seq for e in await store.read("s", -1, limit=100, wait=0)] == list(range(11))
+    assert [e.seq for e in await store.read("s", 4, limit=3, wait=0)] == [5, 6, 7]
+    assert await store.read("s", 10, limit=5, wait=None) == []  # closed: no wait
+
+
+@pytest.mark.parametrize("n", [9, 10, 16, 17, 40, 1000])
+async def test_eviction_keeps_exactly_the_last_cap_events(n: int) -> None:
+    cap = 8
+    store = await filled(n, cap=cap)
+    first = n + 1 - cap
+    got = await store.read("s", first - 1, limit=100, wait=0)
+    assert [e.seq for e in got] == list(range(first, n + 1))
+    with pytest.raises(StreamGone) as info:
+        await store.read("s", first - 2, limit=100, wait=0)
+    assert str(info.value) == (
+        f"events after seq {first - 2} are no longer retained; the oldest retained seq is {first}"
+    )
+
+
+async def test_waiting_readers_wake_on_append_and_time_out() -> None:
+    store = await filled(2, close=False)
+    readers = [asyncio.create_task(store.read("s", 1, limit=10, wait=5)) for _ in range(50)]
+    await asyncio.sleep(0)
+    await store.append("s", token_event("s", 2, "x"))
+    results = await asyncio.gather(*readers)
+    assert all([e.seq for e in r] == [2] for r in results)
+    assert await store.read("s", 2, limit=10, wait=0.01) == []
+
+
+async def test_a_cancelled_reader_does_not_disturb_the_others() -> None:
+    store = await filled(1, close=False)
+    a = asyncio.create_task(store.read("s", 0, limit=10, wait=5))
+    b = asyncio.create_task(store.read("s", 0, limit=10, wait=5))
+    await asyncio.sleep(0)
+    a.cancel()
+    await store.append("s", token_event("s", 1, "y"))
+    assert [e.seq for e in await b] == [1]
+
+
+async def test_append_rules_and_unknown_and_drop() -> None:
+    store = await filled(3)
+    with pytest.raises(RuntimeError, match="is closed"):
+        await store.append("s", token_event("s", 4, "late"))
+    store2 = await filled(1, close=False)
+    with pytest.raises(RuntimeError, match="expected seq 1, got 5"):
+        await store2.append("s", token_event("s", 5, "gap"))
+    with pytest.raises(UnknownStream):
+        await store.read("x", -1, limit=1, wait=0)
+    waiter = asyncio.create_task(store2.read("s", 0, limit=1, wait=5))
+    await asyncio.sleep(0)
+    await store2.drop("s")
+    with pytest.raises(StreamGone, match="has expired"):
+        await waiter

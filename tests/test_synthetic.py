@@ -1,0 +1,71 @@
+"""The synthetic source: determinism, realistic pieces, pacing params, validation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from server.errors import InvalidField
+from server.sources.base import Finish, GenerationRequest
+from server.sources.synthetic import SyntheticSource, corpus, corpus_pieces, split_pieces
+
+
+async def run(source: SyntheticSource, prompt: str, n: int, **params: float) -> list[object]:
+    req = GenerationRequest(prompt=prompt, max_tokens=n, params=source.validate_params(params))
+    return [item async for item in source.stream(req)]
+
+
+async def test_deterministic_for_prompt_and_seed() -> None:
+    src = SyntheticSource()
+    a = await run(src, "p", 30, tokens_per_s=0, ttft_ms=0)
+    b = await run(src, "p", 30, tokens_per_s=0, ttft_ms=0, jitter=1)
+    c = await run(src, "p", 30, tokens_per_s=0, ttft_ms=0, seed=1)
+    d = await run(src, "q", 30, tokens_per_s=0, ttft_ms=0)
+    assert a == b  # pacing never changes the text
+    assert a != c
+    assert a != d
+    assert a[-1] == Finish("length")
+    assert len(a) == 31
+    assert all(isinstance(p, str) and p for p in a[:-1])
+
+
+def test_pieces_rebuild_the_text_and_look_like_subwords() -> None:
+    pieces = corpus_pieces()
+    assert "".join(pieces) == corpus()
+    assert max(len(p) for p in pieces if not p.isspace()) <= 5
+    assert split_pieces("hello world", random.Random(1)) == ["hello", " wo", "rld"]
+    for case in ("\r\n", "\r", "data:", "event:", "안녕", "🚀", "\\", '"'):
+        assert case in corpus()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"tokens_per_s": -1}, "params.tokens_per_s: must be a number from 0 to 5000"),
+        ({"tokens_per_s": True}, "params.tokens_per_s: must be a number from 0 to 5000"),
+        ({"ttft_ms": 10001}, "params.ttft_ms: must be a number from 0 to 10000"),
+        ({"jitter": 2}, "params.jitter: must be a number from 0 to 1"),
+        ({"seed": -1}, "params.seed: must be an integer from 0 to 2^63-1"),
+        (
+            {"top_p": 1},
+            "params.top_p: unknown parameter (allowed: jitter, seed, tokens_per_s, ttft_ms)",
+        ),
+    ],
+)
+def test_validate_params(params: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidField) as info:
+        SyntheticSource().validate_params(params)
+    assert str(info.value) == message
+
+
+def test_unpaced_detection_and_defaults() -> None:
+    src = SyntheticSource(tokens_per_s=0)
+    assert src.is_unpaced(src.validate_params({})) is True
+    assert src.is_unpaced(src.validate_params({"tokens_per_s": 5})) is False
+    assert SyntheticSource().validate_params({"seed": 3}) == {
+        "ttft_ms": 200.0,
+        "tokens_per_s": 30.0,
+        "jitter": 0.2,
+        "seed": 3,
+    }
