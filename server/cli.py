@@ -11,7 +11,7 @@ import dataclasses
 import typing
 from collections.abc import Sequence
 
-from server.settings import SOURCE_NAMES, Settings
+from server.settings import Settings
 
 HELP = {
     "host": "interface to listen on",
@@ -33,8 +33,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default_help = f"(default: {f.default})"
         help_text = f"{HELP.get(f.name, f.name.replace('_', ' '))} {default_help}"
-        if f.name == "source":
-            parser.add_argument(flag, choices=SOURCE_NAMES, default=None, help=help_text)
+        if typing.get_origin(hint) is typing.Literal:
+            choices = typing.get_args(hint)
+            parser.add_argument(flag, choices=choices, default=None, help=help_text)
         elif kind in (int, float, str):
             parser.add_argument(flag, type=kind, default=None, help=help_text)
 

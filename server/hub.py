@@ -108,9 +108,7 @@ class Subscription:
     async def next_batch(self, wait: float | None) -> list[Event]:
         if self.finished:
             return []
-        events = await self._store.read(
-            self.stream.id, self.after, limit=READ_LIMIT, wait=wait
-        )
+        events = await self._store.read(self.stream.id, self.after, limit=READ_LIMIT, wait=wait)
         if events:
             self.after = events[-1].seq
             self.finished = events[-1].terminal

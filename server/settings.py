@@ -39,6 +39,8 @@ class Settings:
     hf_device: str = "cpu"
     hf_max_concurrent: int = 1
     openai_timeout_s: float = 60.0
+    openai_max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    """Reasoning models on api.openai.com want ``max_completion_tokens``."""
 
     # --- synthetic source pacing (defaults; requests override within the caps) ---
     ttft_ms: float = 200.0
@@ -85,8 +87,10 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ValueError(f"{f.name} must be >= 0, got {value}")
-        if self.max_tokens_cap < 1 or not 1 <= self.default_max_tokens <= self.max_tokens_cap:
-            raise ValueError("need 1 <= default_max_tokens <= max_tokens_cap")
+        if self.max_tokens_cap < 1 or self.default_max_tokens < 1:
+            raise ValueError("max_tokens_cap and default_max_tokens must be >= 1")
+        if self.default_max_tokens > self.max_tokens_cap:  # a lower cap lowers the default
+            object.__setattr__(self, "default_max_tokens", self.max_tokens_cap)
         if self.max_log_events < 2:
             raise ValueError("max_log_events must be >= 2")
 

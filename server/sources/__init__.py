@@ -37,5 +37,6 @@ def build_sources(settings: Settings) -> dict[str, TokenSource]:
             base_url=settings.base_url,
             api_key=settings.api_key,
             timeout=settings.openai_timeout_s,
+            max_tokens_field=settings.openai_max_tokens_field,
         )
     return sources

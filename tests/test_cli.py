@@ -1,0 +1,93 @@
+"""``tokenwire serve`` / ``python -m server`` as a real process: flags, env, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+
+import aiohttp
+import pytest
+
+from server.cli import build_parser, settings_from_args
+from server.settings import Settings
+from tests.readers import read
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENWIRE_GRACE_S", "3.5")
+    monkeypatch.setenv("TOKENWIRE_PORT", "9000")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")
+    ns = build_parser().parse_args(
+        ["serve", "--port", "9001", "--source", "openai", "--max-tokens-cap", "100"]
+    )
+    s = settings_from_args(ns)
+    assert (s.port, s.grace_s, s.source, s.max_tokens_cap) == (9001, 3.5, "openai", 100)
+    assert s.base_url == "http://127.0.0.1:1/v1"
+    assert s.enabled_sources == ("synthetic", "openai")
+    assert s.openai_model == "gpt-4o-mini"
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="grace_s must be >= 0, got -1"):
+        Settings(grace_s=-1)
+    with pytest.raises(ValueError, match="TOKENWIRE_PORT: not a number: 'x'"):
+        Settings.from_env({"TOKENWIRE_PORT": "x"})
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--source", "nope"])
+
+
+async def test_process_serves_and_stops_gracefully_on_sigterm() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "--port",
+        str(port),
+        "--grace-s",
+        "30",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        async with session.get(f"{base}/healthz") as resp:
+                            assert await resp.json() == {"status": "ok", "live_streams": 0}
+                            break
+                    except aiohttp.ClientConnectorError:
+                        await asyncio.sleep(0.05)
+            async with session.post(
+                f"{base}/api/streams",
+                json={"prompt": "x", "max_tokens": 4000, "params": {"tokens_per_s": 20}},
+            ) as resp:
+                sid = (await resp.json())["id"]
+            reader = asyncio.create_task(read(session, base, "sse", sid))
+            await asyncio.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            events = await reader
+            async with asyncio.timeout(20):
+                code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0
+    assert events[-1]["type"] == "error"
+    assert events[-1]["code"] == "shutdown"
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert proc.stdout is not None
+    out = (await proc.stdout.read()).decode()
+    assert f"tokenwire serving on http://127.0.0.1:{port}" in out
+    assert "Traceback" not in out
