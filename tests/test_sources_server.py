@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -95,3 +96,69 @@ async def test_cancel_closes_the_upstream_stream(
     assert events[-1]["finish_reason"] == "cancelled"
     assert record.disconnected is True
     assert record.pieces_written < 10_000
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    import torch
+
+    from tests.tinymodel import build_tiny_gpt2
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; spare the shared CPU
+    yield build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+    torch.set_num_threads(threads)
+
+
+async def test_hf_source_over_all_transports(
+    make_server: MakeServer, session: aiohttp.ClientSession, tiny_model: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    srv = await make_server(source="hf", model=str(tiny_model))
+    base = base_url(srv)
+    sid = await create(session, srv, prompt="Emoji:", max_tokens=24, source="hf")
+    results = await asyncio.gather(*(read(session, base, t, sid) for t in TRANSPORTS))
+    for events in results:
+        assert events == results[0]
+    events = results[0]
+    # The text is exactly what generate() gives for the same model, decoded at once.
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+    ids = tok("Emoji:", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=24, do_sample=False, pad_token_id=tok.eos_token_id)
+    new = out[0, ids["input_ids"].shape[1] :].tolist()
+    expected = tok.decode(new, skip_special_tokens=True)
+    done = events[-1]
+    assert done["type"] == "done"
+    assert text_of(events) == expected
+    assert done["sha256"] == hashlib.sha256(expected.encode()).hexdigest()
+    assert done["finish_reason"] == ("stop" if tok.eos_token_id in new else "length")
+    assert len(events) - 1 > len(expected.split())  # token by token, not word by word
+
+
+async def test_hf_cancel_stops_generation(
+    make_server: MakeServer, session: aiohttp.ClientSession, tiny_model: Path
+) -> None:
+    import threading
+
+    from server.sources.hf import THREAD_NAME_PREFIX
+    from tests.tinymodel import build_tiny_gpt2
+
+    # Untrained (seeded random weights): greedy decoding repeats tokens and never hits EOS.
+    untrained = build_tiny_gpt2(tiny_model.parent / "untrained", train_steps=0)
+    srv = await make_server(source="hf", model=str(untrained))
+    base = base_url(srv)
+    sid = await create(session, srv, prompt="한", max_tokens=4096, source="hf")
+    head = await read(session, base, "sse", sid, limit=2)
+    async with session.delete(f"{base}/api/streams/{sid}") as resp:
+        assert resp.status == 204
+    events = await read(session, base, "poll", sid)
+    assert events[:2] == head
+    assert events[-1]["type"] == "done"
+    assert events[-1]["finish_reason"] == "cancelled"
+    assert events[-1]["tokens"] < 4096
+    workers = [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME_PREFIX)]
+    for t in workers:
+        await asyncio.to_thread(t.join, 10)
+    assert [t for t in workers if t.is_alive()] == []
