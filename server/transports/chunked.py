@@ -4,42 +4,24 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.events import created_message
 from server.framing.ndjson import HEARTBEAT, ndjson_control, ndjson_lines
-from server.keys import HUB
-from server.transports.common import client_address, pump, read_json
+from server.transports import common
 from server.validation import parse_after
 
-CONTENT_TYPE = "application/x-ndjson; charset=utf-8"
+FORMAT = common.StreamFormat(
+    transport="chunked",
+    content_type="application/x-ndjson; charset=utf-8",
+    frame=ndjson_lines,
+    heartbeat=HEARTBEAT,
+    preamble=lambda settings: b"",
+    created=ndjson_control,
+)
 
 
 async def subscribe(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
     after = parse_after(request.query.get("after"))
-    async with hub.subscribe(request.match_info["id"], after, "chunked") as sub:
-        if sub.finished:
-            return web.Response(status=204)
-        return await pump(
-            request,
-            sub,
-            transport="chunked",
-            content_type=CONTENT_TYPE,
-            frame=ndjson_lines,
-            heartbeat=HEARTBEAT,
-        )
+    return await common.stream_from(request, FORMAT, request.match_info["id"], after)
 
 
 async def create_and_stream(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
-    st = await hub.create(await read_json(request), client_address(request))
-    async with hub.subscribe(st.id, -1, "chunked") as sub:
-        return await pump(
-            request,
-            sub,
-            transport="chunked",
-            content_type=CONTENT_TYPE,
-            frame=ndjson_lines,
-            heartbeat=HEARTBEAT,
-            prefix=ndjson_control(created_message(st.id)),
-            headers={"Tokenwire-Stream": st.id, "Location": f"/api/streams/{st.id}"},
-        )
+    return await common.create_and_stream(request, FORMAT)

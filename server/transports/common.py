@@ -1,9 +1,10 @@
-"""What the HTTP transports share: reading the request, and pumping a subscription.
+"""What the HTTP streaming transports share: reading the request and pumping a subscription.
 
-``pump()`` is the whole life of a streaming response (SSE and chunked differ only in the
-framing functions they pass): prepare, write each batch of events in one write, write a
-heartbeat when idle, stop after the terminal event. A client that stops reading is dropped
-after ``send_timeout_s``; a client that leaves ends the loop at the next write.
+SSE and chunked NDJSON differ only in a :class:`StreamFormat` (content type, framing
+functions, heartbeat, preamble). ``pump()`` is the whole life of a streaming response:
+prepare, write each batch of events in one write, write a heartbeat when idle, stop after
+the terminal event. A client that stops reading is dropped after ``send_timeout_s``; a
+client that leaves ends the loop at the next write.
 """
 
 from __future__ import annotations
@@ -11,19 +12,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from server.errors import BadRequest, StreamGone
-from server.events import Event
+from server.events import Event, created_message
 from server.hub import Subscription
-from server.keys import METRICS, SETTINGS
+from server.keys import HUB, METRICS, SETTINGS
+from server.settings import Settings
 
 log = logging.getLogger("tokenwire.transport")
 
-Framer = Callable[[Sequence[Event]], bytes]
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamFormat:
+    """How one streaming HTTP transport frames what it sends."""
+
+    transport: str
+    content_type: str
+    frame: Callable[[Sequence[Event]], bytes]
+    heartbeat: bytes
+    #: Bytes sent once before any event (e.g. SSE ``retry:``).
+    preamble: Callable[[Settings], bytes]
+    #: The ``created`` control message of a create-and-stream request.
+    created: Callable[[bytes], bytes]
 
 
 def client_address(request: web.Request) -> str:
@@ -41,14 +56,34 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"request body is not valid JSON: {e}", code="bad_json") from None
 
 
+async def stream_from(
+    request: web.Request, fmt: StreamFormat, stream_id: str, after: int
+) -> web.StreamResponse:
+    """``GET`` an existing stream from ``after``; ``204`` if everything was delivered."""
+    async with request.app[HUB].subscribe(stream_id, after, fmt.transport) as sub:
+        if sub.finished:
+            return web.Response(status=204)
+        return await pump(request, sub, fmt, fmt.preamble(request.app[SETTINGS]))
+
+
+async def create_and_stream(request: web.Request, fmt: StreamFormat) -> web.StreamResponse:
+    """``POST`` a create body and stream the new stream in the same response."""
+    hub = request.app[HUB]
+    st = await hub.create(await read_json(request), client_address(request))
+    async with hub.subscribe(st.id, -1, fmt.transport) as sub:
+        return await pump(
+            request,
+            sub,
+            fmt,
+            fmt.preamble(request.app[SETTINGS]) + fmt.created(created_message(st.id)),
+            headers={"Tokenwire-Stream": st.id, "Location": f"/api/streams/{st.id}"},
+        )
+
+
 async def pump(
     request: web.Request,
     sub: Subscription,
-    *,
-    transport: str,
-    content_type: str,
-    frame: Framer,
-    heartbeat: bytes,
+    fmt: StreamFormat,
     prefix: bytes = b"",
     headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
@@ -57,7 +92,7 @@ async def pump(
     metrics = request.app[METRICS]
     resp = web.StreamResponse(
         headers={
-            "Content-Type": content_type,
+            "Content-Type": fmt.content_type,
             "Cache-Control": "no-cache, no-transform",
             "X-Accel-Buffering": "no",
             **(headers or {}),
@@ -65,27 +100,28 @@ async def pump(
     )
     resp.enable_chunked_encoding()
     send_timeout = settings.send_timeout_s or None
+    heartbeat = settings.heartbeat_s or None
     try:
         await resp.prepare(request)
         if prefix:
             await resp.write(prefix)
         while not sub.finished:
             try:
-                batch = await sub.next_batch(settings.heartbeat_s or None)
+                batch = await sub.next_batch(heartbeat)
             except StreamGone:
                 # Fell behind what the log retains: end without a terminal event, so the
                 # client's resume is answered 410 ``gone`` rather than silently skipping.
                 log.info("subscriber of %s fell out of the retained log", sub.stream.id)
                 break
-            data = frame(batch) if batch else heartbeat
+            data = fmt.frame(batch) if batch else fmt.heartbeat
             async with asyncio.timeout(send_timeout):
                 await resp.write(data)
-            metrics.sent(transport, len(batch), len(data))
+            metrics.sent(fmt.transport, len(batch), len(data))
         await resp.write_eof()
     except TimeoutError:
-        log.info("dropping a %s client of %s: send timed out", transport, sub.stream.id)
+        log.info("dropping a %s client of %s: send timed out", fmt.transport, sub.stream.id)
         if request.transport is not None:
             request.transport.abort()
     except ConnectionResetError:
-        log.debug("%s client of %s left", transport, sub.stream.id)
+        log.debug("%s client of %s left", fmt.transport, sub.stream.id)
     return resp
