@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # Everything the tests use: dev tools, torch (CPU build, pinned), transformers.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,hf]"
+	$(BIN)/pip install -q -e ".[dev,hf,bench]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -41,8 +41,8 @@ pytest: install-dev
 
 test: lint typecheck pytest
 
-bench-overhead: install
-	$(BIN)/python bench/overhead.py
+bench-overhead: install-dev
+	$(BIN)/python bench/overhead.py --repeat 3
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -8,22 +8,29 @@ Every transport carries the same UTF-8 JSON line for an event::
 
 An :class:`Event` holds that line as bytes, so the JSON encoding happens once per event,
 however many subscribers read it.
+
+Events are encoded with msgspec, not orjson: orjson 3.13 returns each small ``bytes`` in a
+~4 KiB allocation, which a log that retains 10,000 events per stream cannot afford
+(measured with tracemalloc: 4097 B vs 135 B per token event). ``Event`` is a NamedTuple so
+the garbage collector can untrack it (a tuple of ints, str and bytes holds no cycles):
+at 1000 streams the collector otherwise took about a quarter of the server's CPU.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
-import orjson
+import msgspec
 
 EventType = Literal["token", "done", "error"]
 DoneReason = Literal["stop", "length", "cancelled"]
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+_encode = msgspec.json.Encoder().encode
+
+
+class Event(NamedTuple):
     """One logged event: its sequence number, its type and its encoded JSON (no newline)."""
 
     seq: int
@@ -40,9 +47,7 @@ def token_event(stream: str, seq: int, text: str) -> Event:
     return Event(
         seq,
         "token",
-        orjson.dumps(
-            {"stream": stream, "seq": seq, "type": "token", "text": text, "t": time.time_ns()}
-        ),
+        _encode({"stream": stream, "seq": seq, "type": "token", "text": text, "t": time.time_ns()}),
     )
 
 
@@ -50,7 +55,7 @@ def done_event(stream: str, seq: int, reason: DoneReason, tokens: int, sha256: s
     return Event(
         seq,
         "done",
-        orjson.dumps(
+        _encode(
             {
                 "stream": stream,
                 "seq": seq,
@@ -68,7 +73,7 @@ def error_event(stream: str, seq: int, code: str, message: str) -> Event:
     return Event(
         seq,
         "error",
-        orjson.dumps(
+        _encode(
             {
                 "stream": stream,
                 "seq": seq,
@@ -83,4 +88,4 @@ def error_event(stream: str, seq: int, code: str, message: str) -> Event:
 
 def created_message(stream: str) -> bytes:
     """The control message that tells a create-and-stream client its stream id (no seq)."""
-    return orjson.dumps({"type": "created", "stream": stream})
+    return _encode({"type": "created", "stream": stream})
