@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 import orjson
@@ -191,3 +192,46 @@ async def test_shutdown_with_streams_open(
     assert last["message"] == "the server is shutting down"
     assert [e["seq"] for e in events] == list(range(len(events)))
     assert close_codes == [1001]
+
+
+async def test_a_stuck_reader_is_dropped_and_slows_no_one(
+    make_server: MakeServer, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that never reads fills its socket, is dropped after the send timeout, and
+    meanwhile the generation and another reader of the same stream run to the end."""
+    import socket
+
+    caplog.set_level(logging.INFO, logger="tokenwire.transport")
+    # 60k events of ~120 bytes outgrow the kernel's socket buffers (4 MiB at most here).
+    n = 60_000
+    srv = await make_server(send_timeout_s=0.5, max_tokens_cap=n, max_log_events=n + 1)
+    base = base_url(srv)
+    sid = await create(session, srv, max_tokens=n, params={"tokens_per_s": 0, "ttft_ms": 300})
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(stuck, ("127.0.0.1", srv.port or 0))
+    await loop.sock_sendall(
+        stuck, f"GET /api/streams/{sid}/sse HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
+    dropped = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == f"dropping a sse client of {sid}: send timed out":
+                loop.call_soon_threadsafe(dropped.set)
+
+    watch = Watch()
+    logging.getLogger("tokenwire.transport").addHandler(watch)
+    try:
+        events = await read(session, base, "chunked", sid)
+        assert [e["seq"] for e in events] == list(range(n + 1))
+        assert events[-1]["finish_reason"] == "length"
+        async with asyncio.timeout(10):
+            await dropped.wait()
+        st = await status(session, base, sid)
+        assert st["subscribers"] == {"sse": 0, "ws": 0, "poll": 0, "chunked": 0}
+    finally:
+        logging.getLogger("tokenwire.transport").removeHandler(watch)
+        stuck.close()
