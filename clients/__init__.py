@@ -1,1 +1,29 @@
-"""tokenwire clients (the full client API arrives with the client issue)."""
+"""tokenwire clients: one API over SSE, WebSocket, long polling and chunked HTTP."""
+
+from clients.client import TRANSPORTS, Client, Stream, StreamStats, SyncClient
+from clients.errors import (
+    ClosedByServer,
+    ConnectionLost,
+    DigestMismatch,
+    ProtocolError,
+    ServerError,
+    StreamFailed,
+    StreamGone,
+    TokenwireError,
+)
+
+__all__ = [
+    "TRANSPORTS",
+    "Client",
+    "ClosedByServer",
+    "ConnectionLost",
+    "DigestMismatch",
+    "ProtocolError",
+    "ServerError",
+    "Stream",
+    "StreamFailed",
+    "StreamGone",
+    "StreamStats",
+    "SyncClient",
+    "TokenwireError",
+]

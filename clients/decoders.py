@@ -32,6 +32,11 @@ class SSEDecoder:
     joined with LF; an ``id`` containing NUL is ignored; ``retry`` is taken only if all
     digits; an event whose data buffer is empty dispatches nothing; an unterminated last
     event is dropped (never returned).
+
+    ``last_event_id`` is the spec's "last event ID string": an ``id`` takes effect when its
+    event is dispatched (with or without data), so after a cut inside an event it is still
+    the id of the last complete one, the right position to resume from. ``retry`` is the
+    reconnection time in milliseconds (``None`` until the stream sets one).
     """
 
     def __init__(self) -> None:
@@ -41,6 +46,7 @@ class SSEDecoder:
         self._after_cr = False
         self._data: list[str] = []
         self._event = ""
+        self._id = ""  # the last event ID buffer
         self.last_event_id = ""
         self.retry: int | None = None
 
@@ -50,6 +56,8 @@ class SSEDecoder:
             if text.startswith("\ufeff"):
                 text = text[1:]
             self._first = False
+        if not text:
+            return []  # keep a pending CR: the LF of its CRLF may be in the next chunk
         if self._after_cr and text.startswith("\n"):
             text = text[1:]  # the LF of a CRLF split across chunks
         self._after_cr = False
@@ -93,13 +101,14 @@ class SSEDecoder:
             self._event = value
         elif name == "id":
             if "\x00" not in value:
-                self.last_event_id = value
+                self._id = value
         elif name == "retry":
             if value.isascii() and value.isdigit():
                 self.retry = int(value)
         return None
 
     def _dispatch(self) -> SSEMessage | None:
+        self.last_event_id = self._id
         data, event = self._data, self._event
         self._data, self._event = [], ""
         if not data:

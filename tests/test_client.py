@@ -1,0 +1,212 @@
+"""The Python client against the real server on every transport: full streams, resume
+through server-side cuts, the digest check and every typed error."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from clients import (
+    TRANSPORTS,
+    Client,
+    ClosedByServer,
+    ConnectionLost,
+    DigestMismatch,
+    ServerError,
+    Stream,
+    StreamFailed,
+    StreamGone,
+    SyncClient,
+)
+from server.sources.synthetic import synthetic_text
+from tests.conftest import MakeServer, base_url
+from tests.cutproxy import CutProxy
+
+transports = pytest.mark.parametrize("transport", TRANSPORTS)
+
+
+async def collect(stream: Stream, on_event: Callable[[dict[str, object]], None]) -> None:
+    async for ev in stream:
+        on_event(ev)
+
+
+FAST = {"tokens_per_s": 0, "ttft_ms": 0}
+
+
+@transports
+async def test_full_stream(server: TestServer, transport: str) -> None:
+    async with Client(base_url(server)) as c:
+        stream = c.stream("client", transport=transport, max_tokens=40, params=FAST)  # type: ignore[arg-type]
+        events = [ev async for ev in stream]
+    assert [e["seq"] for e in events] == list(range(41))
+    assert stream.text == "".join(synthetic_text("client", 0, 40))
+    assert stream.done is not None
+    assert stream.done["sha256"] == hashlib.sha256(stream.text.encode()).hexdigest()
+    s = stream.stats
+    assert (s.tokens, s.reconnects) == (40, 0)
+    assert len(s.gaps_ns) == 39
+    assert len(s.latencies_ns) == 40
+    assert s.ttft_s is not None
+    assert s.bytes_received > sum(len(e["text"].encode()) for e in events[:-1])
+    assert s.requests >= {"sse": 1, "ws": 1, "chunked": 1, "poll": 2}[transport]
+
+
+@transports
+@pytest.mark.parametrize("cut", [150, 700, 2500])
+async def test_resume_through_server_side_cuts(
+    server: TestServer, transport: str, cut: int
+) -> None:
+    """The proxy cuts the first three connections after ``cut`` bytes (mid-frame)."""
+    async with CutProxy(server.port or 0, [cut, cut, cut]) as proxy:
+        async with Client(proxy.url, backoff_s=0.01) as c:
+            stream = c.stream("cut me", transport=transport, max_tokens=120, params=FAST)  # type: ignore[arg-type]
+            events = [ev async for ev in stream]
+    assert [e["seq"] for e in events] == list(range(121))
+    assert stream.text == "".join(synthetic_text("cut me", 0, 120))
+    assert proxy.cut_count >= 1
+    assert stream.stats.reconnects >= 1
+
+
+@transports
+async def test_subscribe_from_a_position_and_cancel(server: TestServer, transport: str) -> None:
+    async with Client(base_url(server)) as c:
+        sid = await c.create("sub", max_tokens=1000, params={"tokens_per_s": 100, "ttft_ms": 0})
+        stream = c.subscribe(sid, after=-1, transport=transport)  # type: ignore[arg-type]
+        events = []
+        async for ev in stream:
+            events.append(ev)
+            if ev["seq"] == 2:
+                await c.cancel(sid)
+        tail = [ev async for ev in c.subscribe(sid, after=1, transport=transport)]  # type: ignore[arg-type]
+    assert events[-1]["finish_reason"] == "cancelled"
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert tail == events[2:]
+
+
+@transports
+async def test_resume_off_raises_connection_lost(server: TestServer, transport: str) -> None:
+    async with CutProxy(server.port or 0, [400]) as proxy, Client(proxy.url) as c:
+        stream = c.stream("x", transport=transport, max_tokens=200, params=FAST, resume=False)  # type: ignore[arg-type]
+        with pytest.raises(ConnectionLost):
+            async for _ in stream:
+                pass
+
+
+@transports
+async def test_server_errors_are_typed(make_server: MakeServer, transport: str) -> None:
+    srv = await make_server(max_log_events=4)
+    async with Client(base_url(srv)) as c:
+        with pytest.raises(ServerError) as info:
+            async for _ in c.stream("x", transport=transport, max_tokens=0):  # type: ignore[arg-type]
+                pass
+        assert (info.value.code, info.value.message) == (
+            "invalid_field",
+            "max_tokens: must be an integer from 1 to 4096",
+        )
+        sid = await c.create("x", max_tokens=10, params=FAST)
+        async for _ in c.subscribe(sid, after=9, transport="poll"):
+            pass
+        with pytest.raises(StreamGone) as gone:
+            async for _ in c.subscribe(sid, after=2, transport=transport):  # type: ignore[arg-type]
+                pass
+        assert gone.value.status == 410
+        assert gone.value.code == "gone"
+        with pytest.raises(ServerError) as unknown:
+            await c.cancel("nope")
+        assert (unknown.value.status, unknown.value.code) == (404, "unknown_stream")
+
+
+async def test_error_event_raises_stream_failed(make_server: MakeServer) -> None:
+    srv = await make_server(generation_timeout_s=0.2)
+    async with Client(base_url(srv)) as c:
+        stream = c.stream("slow", transport="ws", max_tokens=100, params={"tokens_per_s": 5})
+        seen: list[dict[str, object]] = []
+        with pytest.raises(StreamFailed) as info:
+            await collect(stream, seen.append)
+    assert info.value.code == "generation_timeout"
+    assert seen[-1]["type"] == "error"
+
+
+async def test_digest_mismatch_is_detected() -> None:
+    async def lying(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        await resp.write(b'{"type":"created","stream":"s1"}\n')
+        await resp.write(b'{"stream":"s1","seq":0,"type":"token","text":"hi","t":1}\n')
+        await resp.write(
+            b'{"stream":"s1","seq":1,"type":"done","finish_reason":"stop","tokens":1,'
+            b'"sha256":"' + hashlib.sha256(b"ho").hexdigest().encode() + b'","t":2}\n'
+        )
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/api/chunked", lying)
+    srv = TestServer(app, host="127.0.0.1", port=0)
+    await srv.start_server()
+    try:
+        async with Client(base_url(srv)) as c:
+            with pytest.raises(DigestMismatch) as info:
+                async for _ in c.stream("x", transport="chunked"):
+                    pass
+        assert info.value.expected == hashlib.sha256(b"ho").hexdigest()
+        assert info.value.actual == hashlib.sha256(b"hi").hexdigest()
+    finally:
+        await srv.close()
+
+
+async def test_shutdown_ends_the_stream_with_stream_failed(make_server: MakeServer) -> None:
+    srv = await make_server()
+    async with Client(base_url(srv), max_reconnects=0) as c:
+        stream = c.stream("x", transport="ws", max_tokens=4000, params={"tokens_per_s": 20})
+
+        def stop_server(ev: dict[str, object]) -> None:
+            if ev["seq"] == 0:
+                asyncio.get_running_loop().create_task(srv.close())
+
+        with pytest.raises(StreamFailed) as info:
+            await collect(stream, stop_server)
+    assert (info.value.code, info.value.message) == ("shutdown", "the server is shutting down")
+
+
+async def test_websocket_closed_without_terminal_event() -> None:
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        await ws.send_str('{"type":"created","stream":"s1"}')
+        await ws.send_str('{"stream":"s1","seq":0,"type":"token","text":"a","t":1}')
+        await ws.close(code=1011, message=b"boom")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/ws", ws_handler)
+    srv = TestServer(app, host="127.0.0.1", port=0)
+    await srv.start_server()
+    try:
+        async with Client(base_url(srv), max_reconnects=0) as c:
+            stream = c.stream("x", transport="ws")
+            with pytest.raises(ClosedByServer) as info:
+                async for _ in stream:
+                    pass
+        assert info.value.close_code == 1011
+        assert stream.text == "a"
+    finally:
+        await srv.close()
+
+
+def test_sync_client(server: TestServer) -> None:
+    url = base_url(server)
+
+    def run() -> list[dict[str, object]]:
+        with SyncClient(url) as c:
+            return list(c.stream("sync", transport="chunked", max_tokens=5, params=FAST))
+
+    events = (
+        asyncio.get_event_loop_policy().get_event_loop().run_until_complete(asyncio.to_thread(run))
+    )
+    assert [e["seq"] for e in events] == [0, 1, 2, 3, 4, 5]
