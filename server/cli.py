@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server")
     _add_settings_flags(serve)
+    from clients.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -66,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ValueError as e:
             raise SystemExit(f"tokenwire: {e}") from None
         serve(settings)
+    else:
+        from clients.cli import run
+
+        raise SystemExit(run(ns))
 
 
 if __name__ == "__main__":  # pragma: no cover
