@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest install install-dev system-deps bench-overhead clean
+.PHONY: run test lint typecheck pytest jstest install install-dev system-deps bench-overhead clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,10 @@ typecheck: install-dev
 pytest: install-dev
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+jstest:
+	node --test clients/js/test/decoders.test.mjs
+
+test: lint typecheck pytest jstest
 
 bench-overhead: install-dev
 	$(BIN)/python bench/overhead.py --repeat 3
