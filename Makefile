@@ -39,8 +39,10 @@ typecheck: install-dev
 pytest: install-dev
 	$(BIN)/pytest
 
-jstest:
-	node --test clients/js/test/decoders.test.mjs
+# JS decoders on the shared vectors, and the JS client against a live server (it starts
+# .venv/bin/python -m server itself). Node 20 needs the flags for WebSocket/EventSource.
+jstest: install-dev
+	node --test --experimental-websocket --experimental-eventsource clients/js/test/
 
 test: lint typecheck pytest jstest
 

@@ -143,6 +143,7 @@ class Stream:
         #: True once the ``done`` sha256 matched; None if not checked (read from ``after``).
         self.digest_ok: bool | None = None
         self._from_start = after < 0
+        self._exhausted = False
         self._body = body
         self._pieces: list[str] = []
         self._digest = hashlib.sha256()
@@ -183,6 +184,8 @@ class Stream:
                             self.digest_ok = True
                         return
                     raise StreamFailed(str(ev["code"]), str(ev["message"]))
+                if self._exhausted:  # the stream ended before ``after``: nothing to read
+                    return
                 raise ConnectionLost("the response ended before the stream's last event")
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
                 lost = e
@@ -236,6 +239,7 @@ class Stream:
             self.stats.bytes_received += _header_bytes(resp)
             await _raise_for_error(resp)
             if resp.status == 204:
+                self._exhausted = True
                 return
             if creating and "Tokenwire-Stream" in resp.headers:
                 self.id = resp.headers["Tokenwire-Stream"]
@@ -277,6 +281,7 @@ class Stream:
                 yield ev
             after = body["next"]
             if body["done"]:
+                self._exhausted = True
                 return
 
     async def _read_ws(self, creating: bool) -> AsyncIterator[Event]:
@@ -295,6 +300,9 @@ class Stream:
                 data = msg.data.encode()
                 self.stats.bytes_received += len(data) + (2 if len(data) < 126 else 4)
                 ev = orjson.loads(data)
+                if ev.get("type") == "end":
+                    self._exhausted = True
+                    return
                 if ev.get("type") == "error" and "seq" not in ev:
                     cls = StreamGone if ev["code"] == "gone" else ServerError
                     status = 410 if ev["code"] == "gone" else 400

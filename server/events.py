@@ -86,6 +86,11 @@ def error_event(stream: str, seq: int, code: str, message: str) -> Event:
     )
 
 
+def end_message(stream: str) -> bytes:
+    """WebSocket answer to a subscribe past the last event of a finished stream (no seq)."""
+    return _encode({"type": "end", "stream": stream})
+
+
 def created_message(stream: str) -> bytes:
     """The control message that tells a create-and-stream client its stream id (no seq)."""
     return _encode({"type": "created", "stream": stream})

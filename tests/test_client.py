@@ -210,3 +210,16 @@ def test_sync_client(server: TestServer) -> None:
         asyncio.get_event_loop_policy().get_event_loop().run_until_complete(asyncio.to_thread(run))
     )
     assert [e["seq"] for e in events] == [0, 1, 2, 3, 4, 5]
+
+
+@transports
+async def test_subscribe_past_the_end_of_a_finished_stream(
+    server: TestServer, transport: str
+) -> None:
+    async with Client(base_url(server)) as c:
+        sid = await c.create("end", max_tokens=3, params=FAST)
+        async for _ in c.subscribe(sid, transport="poll"):
+            pass
+        stream = c.subscribe(sid, after=3, transport=transport)  # type: ignore[arg-type]
+        assert [ev async for ev in stream] == []
+        assert (stream.stats.reconnects, stream.done) == (0, None)

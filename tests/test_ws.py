@@ -148,3 +148,14 @@ async def test_resubscribe_on_the_same_socket_replaces_the_position(
         await ws.send_json({"op": "subscribe", "stream": sid, "after": 4})
         got = [await ws.receive_json() for _ in range(6)]
         assert [e["seq"] for e in got] == [5, 6, 7, 8, 9, 10]
+
+
+async def test_subscribe_past_the_end_gets_an_end_message(
+    server: TestServer, session: aiohttp.ClientSession
+) -> None:
+    sid = await create(session, server, max_tokens=2, params=FAST)
+    async with session.ws_connect(f"{base_url(server)}/api/ws") as ws:
+        await ws.send_json({"op": "subscribe", "stream": sid})
+        assert [(await ws.receive_json())["seq"] for _ in range(3)] == [0, 1, 2]
+        await ws.send_json({"op": "subscribe", "stream": sid, "after": 2})
+        assert await ws.receive_json() == {"type": "end", "stream": sid}

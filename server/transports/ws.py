@@ -18,7 +18,7 @@ import time
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from server.errors import ApiError, BadRequest, StreamGone
-from server.events import created_message
+from server.events import created_message, end_message
 from server.framing.ws import Cancel, Generate, Subscribe, parse_client_message, ws_error
 from server.hub import Hub
 from server.keys import HUB, METRICS, SETTINGS, SOCKETS
@@ -81,6 +81,9 @@ class _Connection:
         ws = self.ws
         try:
             async with self.hub.subscribe(stream_id, after, "ws") as sub:
+                if sub.finished:  # like HTTP's 204: ended, and nothing after ``after``
+                    await ws.send_frame(end_message(stream_id), WSMsgType.TEXT)
+                    return
                 while not sub.finished and not ws.closed:
                     batch = await sub.next_batch(None)
                     async with asyncio.timeout(self.send_timeout):

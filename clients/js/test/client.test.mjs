@@ -1,0 +1,649 @@
+// The JS client against a real tokenwire server, on every transport.
+//
+//   node --test --experimental-websocket --experimental-eventsource clients/js/test/
+//
+// The server is TOKENWIRE_URL if set, else one this file starts (`.venv/bin/python -m
+// server` on a free port) and stops. Without the two flags (plain `node --test`), Node 20
+// has no WebSocket or EventSource: the file then re-runs itself in a child with the flags.
+// The shutdown and expiry tests always start servers of their own.
+// Resume is tested through a TCP proxy on loopback that cuts a connection on command.
+
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
+import net from "node:net";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, test } from "node:test";
+
+import {
+  Client,
+  ClosedByServer,
+  ConnectionLost,
+  DigestMismatch,
+  ProtocolError,
+  ServerError,
+  StreamFailed,
+  StreamGone,
+  TokenwireError,
+  serverError,
+} from "../tokenwire.js";
+
+const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const FLAGS = ["--experimental-websocket", "--experimental-eventsource"];
+
+// --- a server and a proxy ---
+
+async function freePort() {
+  const srv = net.createServer();
+  srv.listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, "close");
+  return port;
+}
+
+/** Start `python -m server` with extra flags; resolves once /healthz answers. */
+async function startServer(args = []) {
+  const port = await freePort();
+  const python = `${ROOT}.venv/bin/python`;
+  const proc = spawn(python, ["-m", "server", "--port", String(port), ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  proc.stderr.on("data", (d) => {
+    stderr += d;
+  });
+  proc.on("error", (e) => {
+    stderr += `${e}`; // e.g. no .venv: reported below as the server not answering
+  });
+  // Never leave a server behind, also when the runner stops this file with a signal.
+  const killOnExit = () => proc.kill("SIGKILL");
+  const killOnSignal = () => {
+    proc.kill("SIGKILL");
+    process.exit(1);
+  };
+  process.once("exit", killOnExit);
+  process.once("SIGTERM", killOnSignal);
+  process.once("SIGINT", killOnSignal);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (proc.pid === undefined || proc.exitCode !== null) {
+      throw new Error(`could not start ${python} -m server (${proc.exitCode}): ${stderr}`);
+    }
+    try {
+      const resp = await fetch(`${url}/healthz`);
+      if (resp.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      proc.kill("SIGKILL");
+      throw new Error(`server did not answer /healthz within 30 s: ${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    proc,
+    async stop() {
+      process.removeListener("exit", killOnExit);
+      process.removeListener("SIGTERM", killOnSignal);
+      process.removeListener("SIGINT", killOnSignal);
+      if (proc.exitCode !== null) return;
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
+      await once(proc, "exit");
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** A loopback TCP proxy; `cutNext()` drops the next connection that gets server bytes. */
+async function startProxy(targetUrl) {
+  const target = new URL(targetUrl);
+  const sockets = new Set();
+  let armed = false;
+  const proxy = {
+    cuts: 0,
+    cutNext() {
+      armed = true;
+    },
+  };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port), target.hostname);
+    sockets.add(client).add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    upstream.on("data", (data) => {
+      if (armed) {
+        armed = false;
+        proxy.cuts += 1;
+        drop(); // these bytes are lost: the client must get them again by resuming
+      } else {
+        client.write(data);
+      }
+    });
+    client.on("data", (data) => upstream.write(data));
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  proxy.url = `http://127.0.0.1:${server.address().port}`;
+  proxy.close = async () => {
+    for (const s of sockets) s.destroy();
+    server.close();
+    await once(server, "close");
+  };
+  return proxy;
+}
+
+// --- helpers ---
+
+/** Every way to read: the four transports, SSE both through EventSource and over fetch. */
+const VARIANTS = [
+  { name: "sse (EventSource)", transport: "sse", options: {}, overFetch: false },
+  { name: "sse (fetch)", transport: "sse", options: { EventSource: null }, overFetch: true },
+  { name: "ws", transport: "ws", options: {}, overFetch: false },
+  { name: "chunked", transport: "chunked", options: {}, overFetch: true },
+  { name: "poll", transport: "poll", options: {}, overFetch: true },
+];
+
+const FAST = { tokens_per_s: 500, ttft_ms: 0 };
+
+/** A test that fails rather than hangs. */
+function it(name, fn) {
+  return test(name, { timeout: 30_000 }, fn);
+}
+
+function seqs(events) {
+  return events.map((e) => e.seq);
+}
+
+function range(from, to) {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+function tokenText(events) {
+  return events
+    .filter((e) => e.type === "token")
+    .map((e) => e.text)
+    .join("");
+}
+
+async function waitFor(check, ms = 5000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function defineTests() {
+  let server = null;
+  let baseUrl = process.env.TOKENWIRE_URL;
+
+  before(async () => {
+    if (!baseUrl) {
+      server = await startServer(["--sse-retry-ms", "100"]);
+      baseUrl = server.url;
+    }
+  });
+
+  after(async () => {
+    await server?.stop();
+  });
+
+  const client = (options = {}) => new Client(baseUrl, { backoffMs: 50, ...options });
+
+  describe("a full stream on every transport", () => {
+    const texts = new Map();
+
+    for (const v of VARIANTS) {
+      it(v.name, async () => {
+        const stream = client(v.options).stream("the shared vectors", {
+          transport: v.transport,
+          max_tokens: 40,
+          params: FAST,
+        });
+        const events = await stream.collect();
+        assert.deepEqual(seqs(events), range(0, 40));
+        const done = events.at(-1);
+        assert.equal(done.type, "done");
+        assert.equal(done.finish_reason, "length");
+        assert.equal(done.tokens, 40);
+        assert.ok(events.slice(0, -1).every((e) => e.type === "token" && e.stream === stream.id));
+        assert.equal(stream.text, tokenText(events));
+        assert.equal(stream.digestOk, true);
+        assert.equal(stream.done, done);
+        assert.equal(stream.lastSeq, 40);
+        assert.equal(stream.tokens, 40);
+        // measurements
+        assert.ok(stream.ttft > 0 && stream.ttft < 5000, `ttft ${stream.ttft}`);
+        assert.equal(stream.gaps.length, 39);
+        assert.ok(stream.gaps.every((g) => g >= 0 && g < 5000));
+        assert.equal(stream.latencies.length, 40);
+        assert.ok(
+          stream.latencies.every((l) => l > -50 && l < 5000),
+          `${stream.latencies}`,
+        );
+        const payload = events.reduce((n, e) => n + Buffer.byteLength(JSON.stringify(e)), 0);
+        assert.ok(stream.bytesReceived >= payload, `${stream.bytesReceived} < ${payload}`);
+        const expectedRequests = { "sse (EventSource)": 2, "sse (fetch)": 1, ws: 1, chunked: 1 };
+        if (v.name in expectedRequests) assert.equal(stream.requests, expectedRequests[v.name]);
+        else assert.ok(stream.requests >= 2);
+        assert.equal(stream.reconnects, 0);
+        assert.equal(stream.duplicates, 0);
+        texts.set(v.name, stream.text);
+      });
+    }
+
+    it("every transport carried the same text", () => {
+      assert.equal(texts.size, VARIANTS.length);
+      assert.equal(new Set(texts.values()).size, 1);
+    });
+  });
+
+  describe("subscribe from a position", () => {
+    let id;
+    let full;
+
+    before(async () => {
+      const c = client();
+      id = await c.create("join late", { max_tokens: 20, params: FAST });
+      full = await c.subscribe(id, { transport: "poll" }).collect();
+      assert.deepEqual(seqs(full), range(0, 20));
+    });
+
+    for (const v of VARIANTS) {
+      it(v.name, async () => {
+        const stream = client(v.options).subscribe(id, { after: 7, transport: v.transport });
+        const events = await stream.collect();
+        assert.deepEqual(seqs(events), range(8, 20));
+        assert.deepEqual(events, full.slice(8));
+        assert.equal(stream.text, tokenText(full.slice(8)));
+        assert.equal(stream.digestOk, null); // tokens 0..7 were not seen
+      });
+
+      it(`${v.name}: at the end of a finished stream, nothing and no error`, async () => {
+        for (const at of [20, 25]) {
+          const stream = client(v.options).subscribe(id, { after: at, transport: v.transport });
+          assert.deepEqual(await stream.collect(), []);
+          assert.equal(stream.done, null);
+          assert.equal(stream.reconnects, 0);
+        }
+      });
+    }
+
+    it("a live stream from the start, on every transport at once", async () => {
+      const c = client();
+      const liveId = await c.create("fan out", { max_tokens: 25, params: { tokens_per_s: 200 } });
+      const results = await Promise.all(
+        VARIANTS.map((v) =>
+          client(v.options).subscribe(liveId, { transport: v.transport }).collect(),
+        ),
+      );
+      for (const events of results) {
+        assert.deepEqual(seqs(events), range(0, 25));
+        assert.deepEqual(events, results[0]);
+      }
+    });
+  });
+
+  describe("cancel", () => {
+    for (const v of VARIANTS) {
+      it(v.name, async () => {
+        const c = client(v.options);
+        const stream = c.stream("cancel me", {
+          transport: v.transport,
+          max_tokens: 500,
+          params: { tokens_per_s: 50, ttft_ms: 0 },
+        });
+        const events = [];
+        for await (const e of stream) {
+          events.push(e);
+          if (events.length === 3) await c.cancel(stream.id);
+        }
+        const done = events.at(-1);
+        assert.equal(done.type, "done");
+        assert.equal(done.finish_reason, "cancelled");
+        assert.ok(done.tokens >= 3 && done.tokens < 500, `${done.tokens} tokens`);
+        assert.deepEqual(seqs(events), range(0, done.tokens));
+        assert.equal(stream.digestOk, true);
+        await c.cancel(stream.id); // idempotent
+      });
+    }
+  });
+
+  describe("resume after a cut connection", () => {
+    let proxy;
+
+    before(async () => {
+      proxy = await startProxy(baseUrl);
+    });
+
+    after(async () => {
+      await proxy.close();
+    });
+
+    for (const v of VARIANTS) {
+      it(v.name, async () => {
+        const cutsBefore = proxy.cuts;
+        const stream = new Client(proxy.url, { backoffMs: 50, ...v.options }).stream("resume me", {
+          transport: v.transport,
+          max_tokens: 30,
+          params: { tokens_per_s: 100, ttft_ms: 0 },
+        });
+        const events = [];
+        for await (const e of stream) {
+          events.push(e);
+          if (events.length === 5) proxy.cutNext();
+        }
+        assert.equal(proxy.cuts, cutsBefore + 1);
+        assert.deepEqual(seqs(events), range(0, 30)); // each event exactly once, in order
+        assert.equal(events.at(-1).type, "done");
+        assert.equal(stream.digestOk, true);
+        assert.ok(stream.reconnects >= 1, `reconnects ${stream.reconnects}`);
+        assert.equal(stream.duplicates, 0); // resumed exactly after the last event received
+      });
+
+      if (v.overFetch) {
+        it(`${v.name}, answers overlapping what was received`, async () => {
+          // A fetch that asks for 3 events more than needed on every resume and poll.
+          const rewind = (n) => String(Math.max(-1, Number(n) - 3));
+          const overlapping = (url, init = {}) => {
+            const u = new URL(url);
+            if (u.searchParams.has("after"))
+              u.searchParams.set("after", rewind(u.searchParams.get("after")));
+            const headers = new Headers(init.headers);
+            if (headers.has("Last-Event-ID"))
+              headers.set("Last-Event-ID", rewind(headers.get("Last-Event-ID")));
+            return fetch(u, { ...init, headers });
+          };
+          const stream = new Client(proxy.url, {
+            backoffMs: 50,
+            fetch: overlapping,
+            ...v.options,
+          }).stream("overlap", {
+            transport: v.transport,
+            max_tokens: 30,
+            params: { tokens_per_s: 100, ttft_ms: 0 },
+          });
+          const events = [];
+          for await (const e of stream) {
+            events.push(e);
+            if (events.length === 5) proxy.cutNext();
+          }
+          assert.deepEqual(seqs(events), range(0, 30));
+          assert.equal(stream.digestOk, true);
+          assert.ok(stream.duplicates >= 3, `duplicates ${stream.duplicates}`);
+        });
+      }
+
+      it(`${v.name}, resume off`, async () => {
+        const stream = new Client(proxy.url, { backoffMs: 50, ...v.options }).stream("no resume", {
+          transport: v.transport,
+          max_tokens: 30,
+          params: { tokens_per_s: 100, ttft_ms: 0 },
+          resume: false,
+        });
+        const events = [];
+        await assert.rejects(
+          async () => {
+            for await (const e of stream) {
+              events.push(e);
+              if (events.length === 5) proxy.cutNext();
+            }
+          },
+          (e) => {
+            assert.ok(e instanceof ConnectionLost, e);
+            // the proxy drops the TCP connection: no close frame, 1006
+            if (v.transport === "ws") assert.equal(e.closeCode, 1006);
+            return true;
+          },
+        );
+        assert.deepEqual(seqs(events), range(0, events.length - 1));
+        assert.equal(stream.reconnects, 0);
+        await client().cancel(stream.id);
+      });
+
+      it(`${v.name}, server unreachable: gives up after maxReconnects`, async () => {
+        const lonely = await startProxy(baseUrl);
+        const stream = new Client(lonely.url, {
+          backoffMs: 20,
+          maxReconnects: 2,
+          ...v.options,
+        }).stream("unreachable", {
+          transport: v.transport,
+          max_tokens: 30,
+          params: { tokens_per_s: 100, ttft_ms: 0 },
+        });
+        const events = [];
+        await assert.rejects(
+          async () => {
+            for await (const e of stream) {
+              events.push(e);
+              if (events.length === 5) await lonely.close(); // and nothing listens there now
+            }
+          },
+          (e) => e instanceof ConnectionLost,
+        );
+        assert.ok(events.length >= 5 && events.length < 31);
+        assert.equal(stream.reconnects, 2);
+        await client().cancel(stream.id);
+      });
+    }
+  });
+
+  describe("errors", () => {
+    for (const v of VARIANTS) {
+      it(`${v.name}: unknown stream`, async () => {
+        const stream = client(v.options).subscribe("no-such-stream00", { transport: v.transport });
+        await assert.rejects(stream.collect(), (e) => {
+          assert.ok(e instanceof ServerError, e);
+          assert.equal(e.code, "unknown_stream");
+          assert.equal(e.status, v.transport === "ws" ? null : 404);
+          return true;
+        });
+      });
+
+      it(`${v.name}: invalid create body`, async () => {
+        const stream = client(v.options).stream("x", { transport: v.transport, max_tokens: 0 });
+        await assert.rejects(stream.collect(), (e) => {
+          assert.ok(e instanceof ServerError, e);
+          assert.equal(e.code, "invalid_field");
+          assert.match(e.serverMessage, /^max_tokens: /);
+          assert.equal(e.status, v.transport === "ws" ? null : 400);
+          return true;
+        });
+      });
+    }
+
+    it("cancel of an unknown stream", async () => {
+      await assert.rejects(client().cancel("no-such-stream00"), {
+        name: "ServerError",
+        code: "unknown_stream",
+        status: 404,
+      });
+    });
+
+    for (const transport of ["poll", "chunked"]) {
+      it(`${transport}: tampered tokens throw DigestMismatch`, async () => {
+        // A fetch that changes the text of token 0 on its way in.
+        const tamper = async (url, init) => {
+          const resp = await fetch(url, init);
+          const body = (await resp.text()).replace(/("seq":0,"type":"token","text":")/, "$1~");
+          return new Response(body, { status: resp.status, headers: resp.headers });
+        };
+        const stream = client({ fetch: tamper }).stream("tamper", {
+          transport,
+          max_tokens: 10,
+          params: FAST,
+        });
+        await assert.rejects(stream.collect(), (e) => {
+          assert.ok(e instanceof DigestMismatch, e);
+          assert.equal(e.expected, e.event.sha256);
+          assert.notEqual(e.actual, e.expected);
+          return true;
+        });
+        assert.equal(stream.digestOk, false);
+        assert.ok(stream.text.startsWith("~"));
+      });
+    }
+
+    it("poll: a missing event throws ProtocolError", async () => {
+      const dropThree = async (url, init) => {
+        const resp = await fetch(url, init);
+        if (!String(url).includes("/poll")) return resp;
+        const body = await resp.json();
+        body.events = body.events.filter((e) => e.seq !== 3);
+        return new Response(JSON.stringify(body), { status: resp.status, headers: resp.headers });
+      };
+      const stream = client({ fetch: dropThree }).stream("gap", {
+        transport: "poll",
+        max_tokens: 10,
+        params: { tokens_per_s: 100, ttft_ms: 0 },
+      });
+      await assert.rejects(stream.collect(), (e) => {
+        assert.ok(e instanceof ProtocolError, e);
+        assert.equal(e.message, "expected seq 3, got 4");
+        return true;
+      });
+    });
+
+    it("error mapping", () => {
+      const gone = serverError("gone", "expired", 410);
+      assert.ok(gone instanceof StreamGone && gone instanceof ServerError);
+      assert.equal(gone.code, "gone");
+      assert.equal(gone.status, 410);
+      const other = serverError("too_many_streams", "busy", 503, { retryAfter: 2 });
+      assert.ok(!(other instanceof StreamGone));
+      assert.equal(other.retryAfter, 2);
+      const closed = new ClosedByServer(1008, "send timeout");
+      assert.ok(closed instanceof ConnectionLost && closed instanceof TokenwireError);
+      assert.equal(closed.closeCode, 1008);
+    });
+  });
+
+  describe("an expired stream", () => {
+    let own;
+    let id;
+
+    before(async () => {
+      own = await startServer(["--retention-s", "0.2"]);
+      const c = new Client(own.url);
+      const events = await c
+        .stream("expire", { transport: "chunked", max_tokens: 3, params: FAST })
+        .collect();
+      id = events[0].stream;
+      // the sweeper forgets it within about a second
+      await waitFor(async () => (await c.fetch(c.url(`/api/streams/${id}`))).status === 410);
+    });
+
+    after(async () => {
+      await own.stop();
+    });
+
+    for (const v of VARIANTS) {
+      it(`${v.name}: StreamGone`, async () => {
+        for (const at of [-1, 1]) {
+          const stream = new Client(own.url, v.options).subscribe(id, {
+            after: at,
+            transport: v.transport,
+          });
+          await assert.rejects(stream.collect(), (e) => {
+            assert.ok(e instanceof StreamGone, e);
+            assert.equal(e.code, "gone");
+            // WebSocket: the socket's error message has no status (from a position, the
+            // client asks GET /api/streams/{id} first, which answers 410)
+            assert.equal(e.status, v.transport === "ws" && at === -1 ? null : 410);
+            return true;
+          });
+        }
+      });
+    }
+  });
+
+  describe("leaving early", () => {
+    for (const v of VARIANTS) {
+      it(`${v.name}: break closes the connection`, async () => {
+        const c = client(v.options);
+        const stream = c.stream("leave early", {
+          transport: v.transport,
+          max_tokens: 500,
+          params: { tokens_per_s: 50, ttft_ms: 0 },
+        });
+        for await (const e of stream) if (e.seq === 2) break;
+        // the server sees the reader go
+        await waitFor(async () => {
+          const s = await c.status(stream.id);
+          return Object.values(s.subscribers).every((n) => n === 0);
+        });
+        await c.cancel(stream.id);
+      });
+    }
+  });
+
+  describe("server shutdown", () => {
+    it("every transport ends with the shutdown error event", async () => {
+      const own = await startServer(["--shutdown-drain-s", "1"]);
+      try {
+        const streams = VARIANTS.map((v) =>
+          new Client(own.url, { backoffMs: 50, ...v.options }).stream("shutdown", {
+            transport: v.transport,
+            max_tokens: 1000,
+            params: { tokens_per_s: 50, ttft_ms: 0 },
+          }),
+        );
+        const seen = streams.map(() => []);
+        const reads = streams.map(async (s, i) => {
+          for await (const e of s) seen[i].push(e);
+        });
+        await waitFor(() => seen.every((events) => events.length >= 2));
+        own.proc.kill("SIGTERM");
+        const results = await Promise.allSettled(reads);
+        results.forEach((r, i) => {
+          const name = VARIANTS[i].name;
+          assert.equal(r.status, "rejected", name);
+          assert.ok(r.reason instanceof StreamFailed, `${name}: ${r.reason}`);
+          assert.equal(r.reason.code, "shutdown", name);
+          const last = seen[i].at(-1);
+          assert.equal(last.type, "error", name);
+          assert.equal(r.reason.event, last, name);
+          assert.deepEqual(seqs(seen[i]), range(0, last.seq), name);
+        });
+      } finally {
+        await own.stop();
+      }
+    });
+  });
+}
+
+if (typeof WebSocket === "undefined" || typeof EventSource === "undefined") {
+  test(`client tests (re-run with ${FLAGS.join(" ")})`, () => {
+    // NODE_TEST_CONTEXT would make the child report to this runner instead of running.
+    const env = { ...process.env };
+    delete env.NODE_TEST_CONTEXT;
+    const child = spawnSync(
+      process.execPath,
+      [...FLAGS, "--no-warnings", "--test", "--test-reporter=spec", fileURLToPath(import.meta.url)],
+      { encoding: "utf-8", timeout: 300_000, env },
+    );
+    const summary = child.stdout.split("\n").filter((l) => /^ℹ (tests|pass|fail)/.test(l));
+    console.log(summary.join("\n"));
+    assert.equal(child.status, 0, `${child.stdout}\n${child.stderr}`);
+    const passed = Number(/^ℹ pass (\d+)$/m.exec(child.stdout)?.[1] ?? 0);
+    assert.ok(passed > 0, `the child ran no test:\n${child.stdout}\n${child.stderr}`);
+  });
+} else {
+  defineTests();
+}
