@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mimetypes
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 
 import orjson
 from aiohttp import web
 
+import clients
 from server import api
 from server.errors import ApiError, MethodNotAllowed, NotFound, TooLarge
 from server.hub import Hub
@@ -23,6 +26,11 @@ from server.store import LogStore, MemoryStore
 from server.transports import chunked, longpoll, sse, ws
 
 log = logging.getLogger("tokenwire.server")
+
+JS_CLIENT_DIR = Path(clients.__file__).parent / "js"
+# RFC 9239: JavaScript is text/javascript (some systems' tables still say application/...).
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("text/javascript", ".mjs")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -116,6 +124,8 @@ def create_app(
     r.add_post("/api/sse", sse.create_and_stream)
     r.add_post("/api/chunked", chunked.create_and_stream)
     r.add_get("/api/ws", ws.websocket, allow_head=False)
+    # The JS client, for the demo page and for anyone's page: plain ES modules.
+    r.add_static("/js/", JS_CLIENT_DIR, append_version=False)
     r.add_get("/metrics", api.metrics)
     r.add_get("/healthz", api.healthz)
     return app

@@ -309,3 +309,13 @@ async def test_status_healthz_and_metrics(
     assert 'tokenwire_subscribers{transport="ws"} 0.0' in lines
     assert 'tokenwire_streams_created_total{source="synthetic"} 1.0' in lines
     assert "tokenwire_tokens_generated_total 5.0" in lines
+
+
+async def test_the_js_client_is_served(server: TestServer, session: aiohttp.ClientSession) -> None:
+    from pathlib import Path
+
+    for name in ("tokenwire.js", "decoders.js", "errors.js"):
+        async with session.get(f"{base_url(server)}/js/{name}") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "text/javascript"
+            assert await resp.read() == (Path("clients/js") / name).read_bytes()
