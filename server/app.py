@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import mimetypes
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -28,9 +27,25 @@ from server.transports import chunked, longpoll, sse, ws
 log = logging.getLogger("tokenwire.server")
 
 JS_CLIENT_DIR = Path(clients.__file__).parent / "js"
-# RFC 9239: JavaScript is text/javascript (some systems' tables still say application/...).
-mimetypes.add_type("text/javascript", ".js")
-mimetypes.add_type("text/javascript", ".mjs")
+
+
+def _js_files() -> Handler:
+    """Serve the JS client modules (read once) as ``text/javascript`` (RFC 9239)."""
+    files = {p.name: p.read_bytes() for p in JS_CLIENT_DIR.glob("*.js")}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = files.get(request.match_info["name"])
+        if body is None:
+            raise NotFound(f"no file {request.path}")
+        return web.Response(
+            body=body,
+            content_type="text/javascript",
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    return handler
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -125,7 +140,7 @@ def create_app(
     r.add_post("/api/chunked", chunked.create_and_stream)
     r.add_get("/api/ws", ws.websocket, allow_head=False)
     # The JS client, for the demo page and for anyone's page: plain ES modules.
-    r.add_static("/js/", JS_CLIENT_DIR, append_version=False)
+    r.add_get("/js/{name}", _js_files(), allow_head=False)
     r.add_get("/metrics", api.metrics)
     r.add_get("/healthz", api.healthz)
     return app

@@ -317,5 +317,10 @@ async def test_the_js_client_is_served(server: TestServer, session: aiohttp.Clie
     for name in ("tokenwire.js", "decoders.js", "errors.js"):
         async with session.get(f"{base_url(server)}/js/{name}") as resp:
             assert resp.status == 200
-            assert resp.headers["Content-Type"] == "text/javascript"
+            assert resp.headers["Content-Type"] == "text/javascript; charset=utf-8"
             assert await resp.read() == (Path("clients/js") / name).read_bytes()
+    async with session.get(f"{base_url(server)}/js/nope.js") as resp:
+        assert resp.status == 404
+        assert await resp.json() == {
+            "error": {"code": "not_found", "message": "no file /js/nope.js"}
+        }
