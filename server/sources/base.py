@@ -28,11 +28,28 @@ Contract, for every source:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from server.errors import InvalidField
+
 FinishReason = Literal["stop", "length"]
+
+
+def check_param_names(params: Any, allowed: Collection[str]) -> None:
+    """Refuse ``params`` that is not an object or holds a key outside ``allowed``.
+
+    The error names the first unknown key in sorted order and lists the allowed keys, so
+    every source answers the same way: ``params.<key>: unknown parameter (allowed: ...)``.
+    """
+    if not isinstance(params, Mapping):
+        raise InvalidField("params", "must be an object")
+    unknown = sorted(str(key) for key in params if key not in allowed)
+    if unknown:
+        raise InvalidField(
+            f"params.{unknown[0]}", f"unknown parameter (allowed: {', '.join(sorted(allowed))})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +77,6 @@ class TokenSource(ABC):
     def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Return cleaned source-specific params; raise ``InvalidField`` on bad input."""
         if params:
-            from server.errors import InvalidField
-
             raise InvalidField("params", f"source {self.name!r} takes no params")
         return {}
 

@@ -59,7 +59,7 @@ from transformers.generation.logits_process import (
 from transformers.generation.streamers import BaseStreamer
 
 from server.errors import InvalidField, SourceError
-from server.sources.base import Finish, GenerationRequest, TokenSource
+from server.sources.base import Finish, GenerationRequest, TokenSource, check_param_names
 
 __all__ = ["THREAD_NAME_PREFIX", "HFSource", "IncrementalDecoder"]
 
@@ -313,14 +313,7 @@ class HFSource(TokenSource):
 
     def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Check ``temperature``, ``top_p``, ``top_k`` and ``seed``; return them cleaned."""
-        if not isinstance(params, Mapping):
-            raise InvalidField("params", "must be an object")
-        unknown = sorted(str(key) for key in params if key not in _ALLOWED_PARAMS)
-        if unknown:
-            raise InvalidField(
-                f"params.{unknown[0]}",
-                f"unknown parameter (allowed: {', '.join(_ALLOWED_PARAMS)})",
-            )
+        check_param_names(params, _ALLOWED_PARAMS)
         out: dict[str, Any] = {}
         if "temperature" in params:
             out["temperature"] = _number(

@@ -42,7 +42,13 @@ import openai
 from openai.types.chat import ChatCompletionChunk
 
 from server.errors import InvalidField, SourceError
-from server.sources.base import Finish, FinishReason, GenerationRequest, TokenSource
+from server.sources.base import (
+    Finish,
+    FinishReason,
+    GenerationRequest,
+    TokenSource,
+    check_param_names,
+)
 
 __all__ = ["CLOSED_EARLY_MESSAGE", "PLACEHOLDER_API_KEY", "OpenAISource"]
 
@@ -187,14 +193,8 @@ class OpenAISource(TokenSource):
             InvalidField: ``params`` is not an object, a key is unknown, or a value has the
                 wrong type or is out of range (the field is ``params.<key>``).
         """
-        if not isinstance(params, Mapping):
-            raise InvalidField("params", "must be an object")
+        check_param_names(params, _PARAM_NAMES)
         cleaned: dict[str, Any] = {}
-        for key in params:
-            if key not in _PARAM_NAMES:
-                raise InvalidField(
-                    f"params.{key}", f"unknown parameter (allowed: {', '.join(_PARAM_NAMES)})"
-                )
         if "temperature" in params:
             temperature = _number(params, "temperature")
             if not 0.0 <= temperature <= 2.0:

@@ -28,7 +28,7 @@ from importlib import resources
 from typing import Any
 
 from server.errors import InvalidField
-from server.sources.base import Finish, GenerationRequest, TokenSource
+from server.sources.base import Finish, GenerationRequest, TokenSource, check_param_names
 
 # GPT-2's pre-tokenizer pattern, with ``[^\W\d_]`` standing for ``\p{L}``.
 _PRETOKEN = re.compile(
@@ -106,12 +106,7 @@ class SyntheticSource(TokenSource):
 
     def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Accept ``ttft_ms``, ``tokens_per_s`` (0 = unpaced), ``jitter`` (0..1), ``seed``."""
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise InvalidField(
-                f"params.{unknown[0]}",
-                "unknown parameter (allowed: jitter, seed, tokens_per_s, ttft_ms)",
-            )
+        check_param_names(params, self.defaults)
         out = dict(self.defaults)
         for key, lo, hi in (
             ("ttft_ms", 0.0, self.max_ttft_ms),
