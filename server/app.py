@@ -26,6 +26,8 @@ from server.transports import chunked, longpoll, sse, ws
 
 log = logging.getLogger("tokenwire.server")
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 JS_CLIENT_DIR = Path(clients.__file__).parent / "js"
 
 
@@ -45,9 +47,6 @@ def _js_files() -> Handler:
         )
 
     return handler
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error_response(err: ApiError) -> web.Response:

@@ -72,6 +72,10 @@ class Stream:
     cancel_reason: CancelReason | None = None
     task: asyncio.Task[None] | None = None
 
+    def delivered(self, after: int) -> bool:
+        """True if the stream has ended and a reader at ``after`` has its last event."""
+        return self.final_seq is not None and after >= self.final_seq
+
     @property
     def total_subscribers(self) -> int:
         return sum(self.subscribers.values())
@@ -103,7 +107,7 @@ class Subscription:
         self._store = store
         self.stream = stream
         self.after = after
-        self.finished = stream.final_seq is not None and after >= stream.final_seq
+        self.finished = stream.delivered(after)
 
     async def next_batch(self, wait: float | None) -> list[Event]:
         if self.finished:
@@ -112,7 +116,7 @@ class Subscription:
         if events:
             self.after = events[-1].seq
             self.finished = events[-1].terminal
-        elif self.stream.final_seq is not None and self.after >= self.stream.final_seq:
+        elif self.stream.delivered(self.after):
             self.finished = True
         return events
 

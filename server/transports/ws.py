@@ -54,8 +54,16 @@ class _TokenBucket:
 class _Connection:
     """One socket's pumps: a task per subscribed stream, each writing its events."""
 
-    def __init__(self, ws: web.WebSocketResponse, hub: Hub, metrics: Metrics, send_timeout: float):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        hub: Hub,
+        metrics: Metrics,
+        send_timeout: float,
+        client: str,
+    ) -> None:
         self.ws = ws
+        self.client = client
         self.hub = hub
         self.metrics = metrics
         self.send_timeout = send_timeout or None
@@ -120,8 +128,6 @@ class _Connection:
         except ApiError as e:
             await self.send_error(e, getattr(msg, "stream", None), op)
 
-    client = "unknown"
-
     async def shutdown(self) -> None:
         """Let pumps flush their final events, then close with 1001 (going away)."""
         await self.close_pumps(flush=FLUSH_ON_SHUTDOWN_S)
@@ -147,8 +153,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         compress=False,
     )
     await ws.prepare(request)
-    conn = _Connection(ws, request.app[HUB], request.app[METRICS], settings.send_timeout_s)
-    conn.client = client_address(request)
+    conn = _Connection(
+        ws, request.app[HUB], request.app[METRICS], settings.send_timeout_s, client_address(request)
+    )
     sockets = request.app[SOCKETS]
     sockets.add(conn)
     bucket = _TokenBucket(settings.ws_max_msgs_per_s)
