@@ -112,10 +112,10 @@ import aiohttp
 import orjson
 
 try:
-    from clients.decoders import SSEDecoder
+    from clients.decoders import SSEDecoder, ws_frame_header
 except ImportError:  # run from a checkout without ``pip install -e .``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from clients.decoders import SSEDecoder
+    from clients.decoders import SSEDecoder, ws_frame_header
 
 TRANSPORTS = ("sse", "ws", "poll", "chunked")
 REPO = Path(__file__).resolve().parent.parent
@@ -231,11 +231,6 @@ def header_bytes(resp: aiohttp.ClientResponse) -> int:
     """Bytes of the status line and header block of a response, as sent."""
     status_line = 9 + 4 + len(resp.reason or "") + 2  # "HTTP/1.1 " "200 " reason CRLF
     return status_line + sum(len(k) + len(v) + 4 for k, v in resp.raw_headers) + 2
-
-
-def ws_frame_header(n: int) -> int:
-    """Header bytes of an unmasked server-to-client WebSocket frame with n payload bytes."""
-    return 2 if n < 126 else 4 if n < 65536 else 10
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
-from clients.decoders import NDJSONDecoder, SSEDecoder
+from clients.decoders import NDJSONDecoder, SSEDecoder, ws_frame_header
 from clients.errors import (
     ClosedByServer,
     ConnectionLost,
@@ -298,7 +298,7 @@ class Stream:
                     continue
                 recv_perf, recv_wall = time.perf_counter_ns(), time.time_ns()
                 data = msg.data.encode()
-                self.stats.bytes_received += len(data) + (2 if len(data) < 126 else 4)
+                self.stats.bytes_received += len(data) + ws_frame_header(len(data))
                 ev = orjson.loads(data)
                 if ev.get("type") == "end":
                     self._exhausted = True

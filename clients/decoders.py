@@ -14,6 +14,12 @@ from typing import Any
 import orjson
 
 
+def ws_frame_header(n: int) -> int:
+    """Header bytes of an unmasked server-to-client WebSocket frame with ``n`` payload bytes
+    (RFC 6455 section 5.2: 7-bit, 16-bit or 64-bit payload length)."""
+    return 2 if n < 126 else 4 if n < 65536 else 10
+
+
 @dataclass(frozen=True, slots=True)
 class SSEMessage:
     """One dispatched SSE event (WHATWG ``MessageEvent`` fields)."""
