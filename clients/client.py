@@ -41,6 +41,8 @@ from clients.errors import (
 Transport = Literal["sse", "ws", "poll", "chunked"]
 TRANSPORTS: tuple[Transport, ...] = ("sse", "ws", "poll", "chunked")
 Event = dict[str, Any]
+#: An event with its receive times: ``time.perf_counter_ns()`` and ``time.time_ns()``.
+Received = tuple[Event, int, int]
 
 
 @dataclass
@@ -161,7 +163,7 @@ class Stream:
         while True:
             creating = self.id is None
             try:
-                async for ev in self._read(creating):
+                async for ev, recv_perf, recv_wall in self._read(creating):
                     if ev.get("type") == "created":
                         self.id = str(ev["stream"])
                         continue
@@ -172,9 +174,14 @@ class Stream:
                         raise ProtocolError(f"expected seq {self.after + 1}, got {seq}")
                     self.after = seq
                     attempt = 0
-                    yield ev
                     if ev["type"] == "token":
+                        text = ev["text"]
+                        self._pieces.append(text)
+                        self._digest.update(text.encode())
+                        self.stats.token(recv_perf, recv_wall, ev["t"])
+                        yield ev
                         continue
+                    yield ev
                     if ev["type"] == "done":
                         self.done = ev
                         if self._from_start:  # a partial read cannot check the whole text
@@ -202,21 +209,15 @@ class Stream:
             attempt += 1
             self.stats.reconnects += 1
 
-    def _on_token(self, ev: Event, recv_perf: int, recv_wall: int) -> None:
-        if ev.get("type") == "token" and ev["seq"] > self.after:
-            text = ev["text"]
-            self._pieces.append(text)
-            self._digest.update(text.encode())
-            self.stats.token(recv_perf, recv_wall, ev["t"])
-
-    def _read(self, creating: bool) -> AsyncIterator[Event]:
+    def _read(self, creating: bool) -> AsyncIterator[Received]:
+        """Events as they arrive, each with its receive time (perf counter, wall clock)."""
         if self.transport == "ws":
             return self._read_ws(creating)
         if self.transport == "poll":
             return self._read_poll(creating)
         return self._read_http(creating)
 
-    async def _read_http(self, creating: bool) -> AsyncIterator[Event]:
+    async def _read_http(self, creating: bool) -> AsyncIterator[Received]:
         """SSE or chunked NDJSON: create-and-stream on the first try, GET on resume."""
         c = self.client
         sse = self.transport == "sse"
@@ -254,15 +255,14 @@ class Stream:
                 else:
                     items = decoder.feed(chunk)
                 for ev in items:
-                    self._on_token(ev, recv_perf, recv_wall)
-                    yield ev
+                    yield ev, recv_perf, recv_wall
 
-    async def _read_poll(self, creating: bool) -> AsyncIterator[Event]:
+    async def _read_poll(self, creating: bool) -> AsyncIterator[Received]:
         c = self.client
         if creating:
             self.id = await c.create(**(self._body or {}))
             self.stats.requests += 1
-            yield {"type": "created", "stream": self.id}
+            yield {"type": "created", "stream": self.id}, 0, 0
         after = self.after
         while True:
             self.stats.requests += 1
@@ -277,14 +277,13 @@ class Stream:
             self.stats.bytes_received += len(raw)
             body = orjson.loads(raw)
             for ev in body["events"]:
-                self._on_token(ev, recv_perf, recv_wall)
-                yield ev
+                yield ev, recv_perf, recv_wall
             after = body["next"]
             if body["done"]:
                 self._exhausted = True
                 return
 
-    async def _read_ws(self, creating: bool) -> AsyncIterator[Event]:
+    async def _read_ws(self, creating: bool) -> AsyncIterator[Received]:
         c = self.client
         self.stats.requests += 1
         async with c.session.ws_connect(f"{c.base_url}/api/ws", autoping=True) as ws:
@@ -309,8 +308,7 @@ class Stream:
                     raise cls(status, str(ev["code"]), str(ev["message"]))
                 if "stream" in ev and self.id is not None and ev["stream"] != self.id:
                     continue
-                self._on_token(ev, recv_perf, recv_wall)
-                yield ev
+                yield ev, recv_perf, recv_wall
                 if ev.get("type") in ("done", "error"):
                     return
             raise ClosedByServer(ws.close_code)
