@@ -541,8 +541,10 @@ async def test_a_cancelled_waiting_stream_leaves_cleanly(make_source: MakeSource
     assert len(step_threads) == 2, "the cancelled waiter never started a generation thread"
 
 
-async def test_max_concurrent_two_runs_two_streams_at_once(make_source: MakeSource) -> None:
-    src = await make_source(2)
+@contextlib.contextmanager
+def two_generations_meet(src: HFSource) -> Iterator[set[str]]:
+    """Hold each generation thread at its first step until the other one is there too, so
+    the block passes only if two generations run at the same time. Yields the thread names."""
     both_running = threading.Barrier(2, timeout=30)
     started: set[str] = set()
 
@@ -550,10 +552,15 @@ async def test_max_concurrent_two_runs_two_streams_at_once(make_source: MakeSour
         name = threading.current_thread().name
         if name not in started:
             started.add(name)
-            # Passes only if the other generation is running at the same time.
             both_running.wait()
 
     with forward_pre_hook(src.model, meet):
+        yield started
+
+
+async def test_max_concurrent_two_runs_two_streams_at_once(make_source: MakeSource) -> None:
+    src = await make_source(2)
+    with two_generations_meet(src) as started:
         (pieces_a, finish_a), (pieces_b, finish_b) = await asyncio.gather(
             collect(src, "Hello", 10), collect(src, "Tokens", 10)
         )
@@ -582,16 +589,7 @@ async def test_seed_makes_sampling_reproducible_even_concurrently(
     assert alone_3 != greedy
 
     src = await make_source(2)
-    both_running = threading.Barrier(2, timeout=30)
-    started: set[str] = set()
-
-    def meet(module: torch.nn.Module, args: Any) -> None:
-        name = threading.current_thread().name
-        if name not in started:
-            started.add(name)
-            both_running.wait()
-
-    with forward_pre_hook(src.model, meet):
+    with two_generations_meet(src):
         (together_3, _), (together_4, _) = await asyncio.gather(
             collect(src, "Hello", 30, params_3), collect(src, "Hello", 30, params_4)
         )
