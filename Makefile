@@ -26,6 +26,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# System packages the tests drive: Debian's Chromium, which Playwright starts from
+# /usr/bin/chromium (Playwright never downloads a browser here).
+SYSTEM_PACKAGES := chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@if ! command -v chromium >/dev/null; then \
+		{ $(SUDO) apt-get update -qq || true; } && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
+	fi
+
 run: install
 	$(BIN)/tokenwire serve --host $(HOST) --port $(PORT)
 
@@ -36,7 +46,7 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-pytest: install-dev
+pytest: install-dev system-deps
 	$(BIN)/pytest
 
 # JS decoders on the shared vectors, and the JS client against a live server (it starts

@@ -10,6 +10,7 @@ from clients.errors import (
     StreamFailed,
     StreamGone,
     TokenwireError,
+    server_error,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "StreamStats",
     "SyncClient",
     "TokenwireError",
+    "server_error",
 ]

@@ -33,9 +33,8 @@ from clients.errors import (
     ConnectionLost,
     DigestMismatch,
     ProtocolError,
-    ServerError,
     StreamFailed,
-    StreamGone,
+    server_error,
 )
 
 Transport = Literal["sse", "ws", "poll", "chunked"]
@@ -116,8 +115,15 @@ async def _raise_for_error(resp: aiohttp.ClientResponse) -> None:
         code, message = str(err["code"]), str(err["message"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         code, message = "http_error", raw.decode(errors="replace")[:300]
-    cls = StreamGone if resp.status == 410 else ServerError
-    raise cls(resp.status, code, message)
+    raise server_error(code, message, resp.status, retry_after=_retry_after(resp))
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    """``Retry-After`` in seconds (tokenwire sends delta-seconds), None if absent or not."""
+    try:
+        return float(resp.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
 
 
 class Stream:
@@ -303,9 +309,7 @@ class Stream:
                     self._exhausted = True
                     return
                 if ev.get("type") == "error" and "seq" not in ev:
-                    cls = StreamGone if ev["code"] == "gone" else ServerError
-                    status = 410 if ev["code"] == "gone" else 400
-                    raise cls(status, str(ev["code"]), str(ev["message"]))
+                    raise server_error(str(ev["code"]), str(ev["message"]))
                 if "stream" in ev and self.id is not None and ev["stream"] != self.id:
                     continue
                 yield ev, recv_perf, recv_wall

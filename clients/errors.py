@@ -3,8 +3,9 @@
 Exception tree::
 
     TokenwireError
-    ├── ServerError              the server answered an HTTP error: .status, .code, .message
-    │   └── StreamGone           410: the stream expired, or the position is evicted
+    ├── ServerError              the server said no: an HTTP error body (.status) or a
+    │   │                        WebSocket error message (.status None): .code, .message
+    │   └── StreamGone           code ``gone``: the stream expired, or the position is evicted
     ├── StreamFailed             the stream ended with an ``error`` event: .code, .message
     ├── DigestMismatch           the text received does not hash to the ``done`` sha256
     ├── ProtocolError            the server broke the wire contract (gap in seq, bad frame)
@@ -25,17 +26,41 @@ class TokenwireError(Exception):
 
 
 class ServerError(TokenwireError):
-    """An HTTP error answer ``{"error": {"code", "message"}}``."""
+    """The server said no: an HTTP error answer ``{"error": {"code", "message"}}``, or a
+    WebSocket error message (``status`` None). ``retry_after``: its ``Retry-After``, seconds.
+    """
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{'' if status is None else f'{status} '}{code}: {message}")
         self.code = code
         self.message = message
+        self.status = status
+        self.retry_after = retry_after
 
 
 class StreamGone(ServerError):
-    """410: the stream expired, or the asked position is no longer retained."""
+    """Code ``gone`` (410): the stream expired, or the asked position is no longer retained."""
+
+    def __init__(
+        self, message: str, status: int | None = 410, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__("gone", message, status, retry_after=retry_after)
+
+
+def server_error(
+    code: str, message: str, status: int | None = None, *, retry_after: float | None = None
+) -> ServerError:
+    """A :class:`ServerError`, or a :class:`StreamGone` for code ``gone``."""
+    if code == "gone":
+        return StreamGone(message, status, retry_after=retry_after)
+    return ServerError(code, message, status, retry_after=retry_after)
 
 
 class StreamFailed(TokenwireError):

@@ -3,6 +3,11 @@
 Each new connection takes the next budget from ``cuts``; once they are used up,
 connections pass through untouched. The cut closes both sides abruptly, wherever the
 byte count falls: mid-header, mid-frame, mid-UTF-8 character.
+
+``cut_next()`` arms a cut on command instead: the next bytes the server sends, on whichever
+connection, are forwarded only in part (the first half) and that connection is cut. This
+suits a browser, whose connections are reused in ways a per-connection budget cannot
+predict.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ class CutProxy:
         self.cuts: deque[int] = deque(cuts)
         self.connections = 0
         self.cut_count = 0
+        self._armed = False
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -26,6 +32,10 @@ class CutProxy:
         assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
+
+    def cut_next(self) -> None:
+        """Cut the connection that next carries bytes from the server, halfway through them."""
+        self._armed = True
 
     async def __aenter__(self) -> CutProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -58,6 +68,9 @@ class CutProxy:
         forward = asyncio.create_task(client_to_server())
         try:
             while data := await up_reader.read(65536):
+                if self._armed:
+                    self._armed = False
+                    budget = len(data) // 2
                 if budget is not None:
                     if len(data) >= budget:
                         writer.write(data[:budget])

@@ -114,11 +114,23 @@ async def test_server_errors_are_typed(make_server: MakeServer, transport: str) 
         with pytest.raises(StreamGone) as gone:
             async for _ in c.subscribe(sid, after=2, transport=transport):  # type: ignore[arg-type]
                 pass
-        assert gone.value.status == 410
+        # An HTTP answer has its status; a WebSocket error message has none.
+        assert gone.value.status == (None if transport == "ws" else 410)
         assert gone.value.code == "gone"
         with pytest.raises(ServerError) as unknown:
             await c.cancel("nope")
         assert (unknown.value.status, unknown.value.code) == (404, "unknown_stream")
+
+
+async def test_server_error_carries_retry_after(make_server: MakeServer) -> None:
+    srv = await make_server(max_streams_per_client=1)
+    async with Client(base_url(srv)) as c:
+        await c.create("x", max_tokens=50, params={"tokens_per_s": 5})
+        with pytest.raises(ServerError) as info:
+            await c.create("y")
+    err = info.value
+    assert (err.status, err.code, err.retry_after) == (429, "too_many_streams", 5.0)
+    assert str(err) == "429 too_many_streams: " + err.message
 
 
 async def test_error_event_raises_stream_failed(make_server: MakeServer) -> None:

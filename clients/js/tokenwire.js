@@ -15,9 +15,9 @@
 //            `new Client(url, {EventSource: null})`) SSE is read over fetch with SSEDecoder,
 //            as the Python client does: POST /api/sse, on a cut GET .../sse with Last-Event-ID.
 //   ws       WebSocket on /api/ws: {"op":"generate",...}, and on a cut a new socket with
-//            {"op":"subscribe","stream":id,"after":lastSeq}. subscribe() from a position
-//            first asks GET /api/streams/{id}, because a socket subscribed at the end of a
-//            finished stream hears nothing at all (HTTP answers 204).
+//            {"op":"subscribe","stream":id,"after":lastSeq}. A subscribe at the end of a
+//            finished stream is answered {"type":"end"} (HTTP answers 204): the iteration
+//            ends.
 //   chunked  fetch POST /api/chunked (first line {"type":"created","stream":id}), and on a
 //            cut GET /api/streams/{id}/chunked?after=lastSeq; NDJSONDecoder on a reader.
 //   poll     a fetch loop on GET /api/streams/{id}/poll?after=&timeout= after POST /api/streams.
@@ -456,6 +456,12 @@ async function* poll(stream) {
       const bytes = new Uint8Array(await resp.arrayBuffer());
       at = performance.now();
       stream.bytesReceived += bytes.length;
+      // Chromium can hand over a body cut short by a dropped connection without an error:
+      // fewer bytes than Content-Length is a lost connection, not a bad frame.
+      const length = Number(resp.headers.get("Content-Length") ?? Number.NaN);
+      if (bytes.length < length) {
+        throw new ConnectionLost(`the poll answer was cut after ${bytes.length} of ${length} bytes`);
+      }
       body = JSON.parse(new TextDecoder().decode(bytes));
     } catch (e) {
       await stream._reconnectAfter(stream._lost(e));
@@ -553,7 +559,7 @@ async function* sseEventSource(stream) {
       const item = await inbox.next();
       if (item.event) {
         yield item;
-      } else if (item.closedByUser) {
+      } else if (item.closedByUser || item.end) {
         return;
       } else if (item.lost) {
         throw item.lost;
@@ -582,18 +588,6 @@ async function* sseEventSource(stream) {
 async function* websocket(stream) {
   const { WebSocket } = stream.client;
   if (!WebSocket) throw new TypeError("no WebSocket here (Node 20: --experimental-websocket)");
-  if (stream.id !== null && stream.after >= 0) {
-    // A subscribe at or past the end of a finished stream is answered with nothing at all
-    // (HTTP says 204): ask first. (A stream finishing between the two is not covered.)
-    stream.requests += 1;
-    let status;
-    try {
-      status = await stream.client.status(stream.id);
-    } catch (e) {
-      throw stream._lost(e);
-    }
-    if (status.state !== "running" && stream.after >= status.tokens) return;
-  }
   const inbox = new Inbox(stream._signal);
   let socket = null;
 
@@ -616,6 +610,9 @@ async function* websocket(stream) {
       const msg = JSON.parse(m.data);
       if (msg.type === "created" && stream.id === null) {
         stream.id = msg.stream;
+      } else if (msg.type === "end" && msg.stream === stream.id) {
+        ws.close(1000);
+        inbox.push({ end: true }); // nothing after our position: the stream is over
       } else if (typeof msg.seq !== "number") {
         if (msg.type === "error") inbox.push({ error: serverError(msg.code, msg.message) });
       } else if (msg.stream === stream.id) {
@@ -644,7 +641,7 @@ async function* websocket(stream) {
       const item = await inbox.next();
       if (item.event) {
         yield item;
-      } else if (item.closedByUser) {
+      } else if (item.closedByUser || item.end) {
         return;
       } else if (item.error) {
         throw item.error;
