@@ -62,6 +62,25 @@ async def test_a_cancelled_reader_does_not_disturb_the_others() -> None:
     assert [e.seq for e in await b] == [1]
 
 
+async def test_readers_that_stop_waiting_leave_nothing_behind() -> None:
+    """A timed-out or cancelled wait removes its future: an idle log does not grow."""
+    store = await filled(1, close=False)
+    log = store._logs["s"]
+    for _ in range(20):
+        assert await store.read("s", 0, limit=10, wait=0.001) == []
+    cancelled = [asyncio.create_task(store.read("s", 0, limit=10, wait=None)) for _ in range(5)]
+    waiting = asyncio.create_task(store.read("s", 0, limit=10, wait=None))
+    await asyncio.sleep(0)
+    assert len(log.waiters) == 6
+    for task in cancelled:
+        task.cancel()
+    await asyncio.gather(*cancelled, return_exceptions=True)
+    assert len(log.waiters) == 1
+    await store.append("s", token_event("s", 1, "z"))
+    assert [e.seq for e in await waiting] == [1]
+    assert log.waiters == []
+
+
 async def test_append_rules_and_unknown_and_drop() -> None:
     store = await filled(3)
     with pytest.raises(RuntimeError, match="is closed"):

@@ -1,28 +1,37 @@
-"""In-process log store: one growable list per stream, a shared wake-up future per log.
+"""In-process log store: one growable list per stream, and the futures of its waiting readers.
 
-Appending costs O(1) whatever the number of readers: readers waiting for news all await
-the same future, which is resolved and replaced on each append. Reading is a list slice
-from the reader's position.
+Appending costs O(1) plus one ``set_result`` per reader that is waiting for news (each
+has its own future, so cancelling one reader never touches another). A wait with a time
+limit is one ``call_later`` handle, not an ``asyncio.timeout`` block and a ``shield``: the
+read is on every token's path, once per reader. Reading is a list slice from the reader's
+position.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from server.errors import StreamGone, UnknownStream
 from server.events import Event
 from server.store.base import LogStore
 
 
+def _expire(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(True)  # timed out
+
+
 class _Log:
-    __slots__ = ("base", "closed", "events", "start", "waiter")
+    __slots__ = ("base", "closed", "events", "start", "waiters")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.start = 0  # index in ``events`` of the oldest retained event
         self.base = 0  # seq of ``events[0]``
         self.closed = False
-        self.waiter: asyncio.Future[None] | None = None
+        #: Readers waiting for news; each future's result says whether its wait timed out.
+        self.waiters: list[asyncio.Future[bool]] = []
 
     @property
     def first_seq(self) -> int:
@@ -32,11 +41,17 @@ class _Log:
     def next_seq(self) -> int:
         return self.base + len(self.events)
 
+    def forget(self, fut: asyncio.Future[bool]) -> None:
+        """Drop a reader that stopped waiting (timed out or cancelled) before any news."""
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(fut)
+
     def wake(self) -> None:
-        if self.waiter is not None:
-            if not self.waiter.done():
-                self.waiter.set_result(None)
-            self.waiter = None
+        if self.waiters:
+            waiters, self.waiters = self.waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(False)
 
 
 class MemoryStore(LogStore):
@@ -87,12 +102,20 @@ class MemoryStore(LogStore):
                 return log.events[i : i + limit]
             if log.closed or wait == 0:
                 return []
-            if log.waiter is None:
-                log.waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[bool] = loop.create_future()
+            log.waiters.append(fut)
+            timer = None if wait is None else loop.call_later(wait, _expire, fut)
             try:
-                async with asyncio.timeout(wait):
-                    await asyncio.shield(log.waiter)
-            except TimeoutError:
+                timed_out = await fut
+            except asyncio.CancelledError:
+                log.forget(fut)
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if timed_out:
+                log.forget(fut)
                 return []
             if self._logs.get(stream_id) is not log:
                 raise StreamGone(f"stream {stream_id!r} has expired")

@@ -41,6 +41,26 @@ class StreamFormat:
     created: Callable[[bytes], bytes]
 
 
+#: A write this small cannot take an empty transport buffer past its high-water mark (64 KiB
+#: by default, in asyncio and uvloop alike).
+FREE_WRITE_MAX = 16 * 1024
+
+
+def write_cannot_wait(transport: asyncio.BaseTransport | None, size: int) -> bool:
+    """Whether an aiohttp write of ``size`` bytes returns without waiting for the peer.
+
+    aiohttp's writers wait only while the protocol is paused, which happens when the
+    transport's buffer passes its high-water mark. With nothing buffered and a small write
+    that cannot happen, so the send timeout (a timer per write, on every token's path) is
+    needed only for the other writes: those are the ones a stuck reader would hold up.
+    """
+    return (
+        isinstance(transport, asyncio.WriteTransport)
+        and size < FREE_WRITE_MAX
+        and transport.get_write_buffer_size() == 0
+    )
+
+
 def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
@@ -114,8 +134,11 @@ async def pump(
                 log.info("subscriber of %s fell out of the retained log", sub.stream.id)
                 break
             data = fmt.frame(batch) if batch else fmt.heartbeat
-            async with asyncio.timeout(send_timeout):
+            if write_cannot_wait(request.transport, len(data)):
                 await resp.write(data)
+            else:
+                async with asyncio.timeout(send_timeout):
+                    await resp.write(data)
             metrics.sent(fmt.transport, len(batch), len(data))
         await resp.write_eof()
     except TimeoutError:

@@ -23,7 +23,7 @@ from server.framing.ws import Cancel, Generate, Subscribe, parse_client_message,
 from server.hub import Hub
 from server.keys import HUB, METRICS, SETTINGS, SOCKETS
 from server.metrics import Metrics
-from server.transports.common import client_address
+from server.transports.common import client_address, write_cannot_wait
 
 log = logging.getLogger("tokenwire.ws")
 
@@ -61,9 +61,11 @@ class _Connection:
         metrics: Metrics,
         send_timeout: float,
         client: str,
+        transport: asyncio.BaseTransport | None,
     ) -> None:
         self.ws = ws
         self.client = client
+        self.transport = transport
         self.hub = hub
         self.metrics = metrics
         self.send_timeout = send_timeout or None
@@ -94,10 +96,15 @@ class _Connection:
                     return
                 while not sub.finished and not ws.closed:
                     batch = await sub.next_batch(None)
-                    async with asyncio.timeout(self.send_timeout):
+                    size = sum(len(e.data) for e in batch)
+                    if write_cannot_wait(self.transport, size):
                         for event in batch:
                             await ws.send_frame(event.data, WSMsgType.TEXT)
-                    self.metrics.sent("ws", len(batch), sum(len(e.data) for e in batch))
+                    else:
+                        async with asyncio.timeout(self.send_timeout):
+                            for event in batch:
+                                await ws.send_frame(event.data, WSMsgType.TEXT)
+                    self.metrics.sent("ws", len(batch), size)
         except StreamGone as e:
             await self.send_error(e, stream_id)
         except ApiError as e:
@@ -154,7 +161,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     conn = _Connection(
-        ws, request.app[HUB], request.app[METRICS], settings.send_timeout_s, client_address(request)
+        ws,
+        request.app[HUB],
+        request.app[METRICS],
+        settings.send_timeout_s,
+        client_address(request),
+        request.transport,
     )
     sockets = request.app[SOCKETS]
     sockets.add(conn)
