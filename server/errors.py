@@ -191,15 +191,21 @@ class GenerationError(ApiError):
     ``code`` is the ``error`` event's code (``upstream_error``, ``shutdown``, ...) or
     ``cancelled`` for a ``done`` event with ``finish_reason: "cancelled"``. The status is the
     HTTP answer when nothing was streamed yet (:data:`GENERATION_STATUS`, else 500); in a
-    stream the same error goes in-band. A cancelled stream asks the SDK not to retry.
+    stream the same error goes in-band. The HTTP answer names the stream
+    (``Tokenwire-Stream``), whose log ends with the same error; a cancelled stream asks the
+    SDK not to retry.
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, stream_id: str | None = None) -> None:
         super().__init__(message, code=code)
         self.status = GENERATION_STATUS.get(code, 500)
+        self.stream_id = stream_id
 
     def headers(self) -> dict[str, str]:
-        return {"x-should-retry": "false"} if self.code == "cancelled" else {}
+        headers = {} if self.stream_id is None else {"Tokenwire-Stream": self.stream_id}
+        if self.code == "cancelled":
+            headers["x-should-retry"] = "false"
+        return headers
 
 
 class SourceError(TokenwireError):

@@ -140,11 +140,12 @@ def test_outcome() -> None:
     cancelled = outcome("s1", done_event("s1", 4, "cancelled", 4, "x"))
     assert isinstance(cancelled, GenerationError)
     assert (cancelled.status, cancelled.code) == (409, "cancelled")
-    assert cancelled.headers() == {"x-should-retry": "false"}
+    assert cancelled.headers() == {"Tokenwire-Stream": "s1", "x-should-retry": "false"}
     failed = outcome("s1", error_event("s1", 0, "upstream_timeout", "slow"))
     assert isinstance(failed, GenerationError)
     assert (failed.status, failed.code, failed.message) == (504, "upstream_timeout", "slow")
-    assert failed.headers() == {}
+    assert failed.headers() == {"Tokenwire-Stream": "s1"}
+    assert GenerationError("shutdown", "m").headers() == {}
 
 
 @pytest.mark.parametrize(

@@ -71,13 +71,14 @@ def outcome(stream_id: str, event: Event) -> str | GenerationError:
     the HTTP status."""
     fields = _decode(event.data)
     if event.type == "error":
-        return GenerationError(str(fields["code"]), str(fields["message"]))
+        return GenerationError(str(fields["code"]), str(fields["message"]), stream_id=stream_id)
     reason = FINISH_REASONS.get(fields["finish_reason"])
     if reason is None:
         return GenerationError(
             "cancelled",
             f"stream {stream_id} was cancelled (DELETE, a WebSocket cancel, or no reader "
             "for the grace period)",
+            stream_id=stream_id,
         )
     return reason
 
