@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -1049,3 +1050,38 @@ async def test_chain_tokenwire_behind_tokenwire(
         model="openai/synthetic",
         usage=(count_pieces(prompt), 21),
     )
+
+
+# -- the hf source behind /v1 ----------------------------------------------------------------
+
+
+async def test_hf_model_id_gives_the_native_stream_text(
+    make_server: MakeServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    import torch
+
+    from tests.tinymodel import build_tiny_gpt2
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; spare the shared CPU
+    try:
+        model = str(build_tiny_gpt2(tmp_path / "tiny-gpt2"))
+        srv = await make_server(source="hf", model=model)
+        sid = await create(session, srv, prompt="Emoji:", max_tokens=16, source="hf")
+        events = await read(session, base_url(srv), "chunked", sid)
+        async with async_client(srv) as client, asyncio.timeout(WAIT):
+            page = await client.models.list()
+            answer = await client.chat.completions.create(
+                model=f"hf/{model}",
+                messages=[{"role": "user", "content": "Emoji:"}],
+                max_tokens=16,
+                temperature=0,
+            )
+    finally:
+        torch.set_num_threads(threads)
+
+    assert [m.id for m in page.data] == ["synthetic", f"hf/{model}"]
+    assert answer.choices[0].message.content == text_of(events)
+    assert answer.choices[0].finish_reason == events[-1]["finish_reason"]
+    assert answer.usage is not None
+    assert answer.usage.completion_tokens == events[-1]["tokens"]
