@@ -399,7 +399,7 @@ async def test_same_stream_over_the_other_transports(
     async with session.get(f"{base}/api/streams/{sid}") as resp:
         status = await resp.json()
     assert status["source"] == "synthetic"
-    assert status["subscribers"] == {"sse": 0, "ws": 0, "poll": 0, "chunked": 0, "openai": 0}
+    assert set(status["subscribers"]) == {"sse", "ws", "poll", "chunked", "openai"}
 
 
 async def test_client_disconnect_cancels_after_grace(
