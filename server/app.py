@@ -22,7 +22,7 @@ from server.settings import Settings
 from server.sources import build_sources
 from server.sources.base import TokenSource
 from server.store import LogStore, MemoryStore
-from server.transports import chunked, longpoll, sse, ws
+from server.transports import chunked, longpoll, openai, sse, ws
 
 log = logging.getLogger("tokenwire.server")
 
@@ -49,9 +49,11 @@ def _js_files() -> Handler:
     return handler
 
 
-def _error_response(err: ApiError) -> web.Response:
+def _error_response(err: ApiError, request: web.Request) -> web.Response:
+    # The OpenAI-compatible routes answer in OpenAI's shape, so its SDKs parse the error.
+    body = err.openai_body() if request.path.startswith("/v1/") else err.body()
     return web.Response(
-        body=orjson.dumps(err.body()),
+        body=orjson.dumps(body),
         status=err.status,
         content_type="application/json",
         headers=err.headers(),
@@ -60,21 +62,22 @@ def _error_response(err: ApiError) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as ``{"error": {"code", "message"}}`` with a fitting status."""
+    """Every error leaves as ``{"error": {"code", "message"}}`` with a fitting status
+    (under ``/v1/``: ``{"error": {"message", "type", "param", "code"}}``)."""
     try:
         return await handler(request)
     except ApiError as e:
-        return _error_response(e)
+        return _error_response(e, request)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
         return _error_response(
-            TooLarge(f"request body is larger than {limit} bytes", code="body_too_large")
+            TooLarge(f"request body is larger than {limit} bytes", code="body_too_large"), request
         )
     except web.HTTPNotFound:
-        return _error_response(NotFound(f"no route {request.method} {request.path}"))
+        return _error_response(NotFound(f"no route {request.method} {request.path}"), request)
     except web.HTTPMethodNotAllowed as e:
         err = _error_response(
-            MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+            MethodNotAllowed(f"{request.method} is not allowed on {request.path}"), request
         )
         err.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
         return err
@@ -84,7 +87,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error_response(ApiError("internal server error"))
+        return _error_response(ApiError("internal server error"), request)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -138,6 +141,10 @@ def create_app(
     r.add_post("/api/sse", sse.create_and_stream)
     r.add_post("/api/chunked", chunked.create_and_stream)
     r.add_get("/api/ws", ws.websocket, allow_head=False)
+    # The OpenAI-compatible dialect, so the official SDKs and tools built on them work.
+    r.add_post("/v1/chat/completions", openai.chat_completions)
+    r.add_get("/v1/models", openai.list_models, allow_head=False)
+    r.add_get("/v1/models/{model:.+}", openai.retrieve_model, allow_head=False)
     # The JS client, for the demo page and for anyone's page: plain ES modules.
     r.add_get("/js/{name}", _js_files(), allow_head=False)
     r.add_get("/metrics", api.metrics)

@@ -5,23 +5,45 @@ Exception tree::
     TokenwireError
     ├── ApiError                  an HTTP answer: status + {"error": {"code", "message"}}
     │   ├── BadRequest            400 bad_json / invalid_field / unknown_source / ...
-    │   │   └── InvalidField      400 invalid_field (names the field)
+    │   │   ├── InvalidField      400 invalid_field (names the field)
+    │   │   └── InvalidRequest    400 (/v1) OpenAI's codes: invalid_type, unknown_parameter, ...
     │   ├── UnknownStream         404 unknown_stream
     │   ├── NotFound              404 not_found (no such route)
+    │   ├── ModelNotFound         404 (/v1) model_not_found
     │   ├── MethodNotAllowed      405 method_not_allowed
     │   ├── StreamGone            410 gone (stream expired, or position evicted)
     │   ├── TooLarge              413 body_too_large / prompt_too_long
     │   ├── TooManyStreams        429 too_many_streams (per client address), Retry-After
-    │   └── ServerBusy            503 server_busy (total cap) / shutting_down, Retry-After
+    │   ├── ServerBusy            503 server_busy (total cap) / shutting_down, Retry-After
+    │   └── GenerationError       (/v1) a generation that ended without an answer: an error
+    │                             event's code, or cancelled; 409, 500, 502, 503 or 504
     └── SourceError               a generation failed; becomes an in-band ``error`` event
 
 The same ``code`` strings appear in WebSocket error messages and in ``error`` events, so a
 client can branch on one vocabulary whatever the transport.
+
+On the OpenAI-compatible routes (``/v1/...``) every error takes OpenAI's shape instead,
+``{"error": {"message", "type", "param", "code"}}`` (:meth:`ApiError.openai_body`), with the
+``type`` derived from the status (:func:`openai_type`), so the official SDK raises its own
+exception classes (``BadRequestError``, ``NotFoundError``, ``RateLimitError``, ...).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
+
+
+def openai_type(status: int) -> str:
+    """The OpenAI error ``type`` for an HTTP status.
+
+    ``requests`` for 429 (OpenAI's type for a requests-per-time limit), ``server_error``
+    for 5xx, ``invalid_request_error`` for every other status.
+    """
+    if status == 429:
+        return "requests"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
 
 
 class TokenwireError(Exception):
@@ -33,6 +55,8 @@ class ApiError(TokenwireError):
 
     status: int = 500
     code: str = "internal"
+    #: The request field at fault, if one is (the ``param`` of an OpenAI-shaped error).
+    param: str | None = None
 
     def __init__(
         self,
@@ -50,6 +74,17 @@ class ApiError(TokenwireError):
     def body(self) -> dict[str, Any]:
         """The JSON body of the HTTP answer (also the payload of a WebSocket error)."""
         return {"error": {"code": self.code, "message": self.message}}
+
+    def openai_body(self) -> dict[str, Any]:
+        """The same error in OpenAI's shape, for the ``/v1`` routes."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": openai_type(self.status),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
@@ -70,6 +105,21 @@ class InvalidField(BadRequest):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.param = field
+        self.reason = message
+
+
+class InvalidRequest(BadRequest):
+    """(``/v1``) A Chat Completions body the server refuses, in OpenAI's vocabulary.
+
+    ``param`` names the field (``max_tokens``, ``messages[0].role``); ``code`` is OpenAI's
+    (``missing_required_parameter``, ``invalid_type``, ``invalid_value``,
+    ``unknown_parameter``, ``unsupported_parameter``, ``unsupported_value``, ...).
+    """
+
+    def __init__(self, message: str, *, param: str | None, code: str) -> None:
+        super().__init__(message, code=code)
+        self.param = param
 
 
 class UnknownStream(ApiError):
@@ -84,6 +134,18 @@ class UnknownStream(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class ModelNotFound(ApiError):
+    """(``/v1``) The ``model`` names no source or model this server serves."""
+
+    status = 404
+    code = "model_not_found"
+    param = "model"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist on this server (see GET /v1/models).")
+        self.model = model
 
 
 class MethodNotAllowed(ApiError):
@@ -111,6 +173,39 @@ class TooManyStreams(ApiError):
 class ServerBusy(ApiError):
     status = 503
     code = "server_busy"
+
+
+#: HTTP status of a ``/v1`` generation that ended without an answer, by its code.
+GENERATION_STATUS: Final[dict[str, int]] = {
+    "cancelled": 409,
+    "shutdown": 503,
+    "upstream_error": 502,
+    "upstream_unavailable": 502,
+    "upstream_timeout": 504,
+}
+
+
+class GenerationError(ApiError):
+    """(``/v1``) A generation that ended without an answer, told to an OpenAI client.
+
+    ``code`` is the ``error`` event's code (``upstream_error``, ``shutdown``, ...) or
+    ``cancelled`` for a ``done`` event with ``finish_reason: "cancelled"``. The status is the
+    HTTP answer when nothing was streamed yet (:data:`GENERATION_STATUS`, else 500); in a
+    stream the same error goes in-band. The HTTP answer names the stream
+    (``Tokenwire-Stream``), whose log ends with the same error; a cancelled stream asks the
+    SDK not to retry.
+    """
+
+    def __init__(self, code: str, message: str, *, stream_id: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = GENERATION_STATUS.get(code, 500)
+        self.stream_id = stream_id
+
+    def headers(self) -> dict[str, str]:
+        headers = {} if self.stream_id is None else {"Tokenwire-Stream": self.stream_id}
+        if self.code == "cancelled":
+            headers["x-should-retry"] = "false"
+        return headers
 
 
 class SourceError(TokenwireError):

@@ -51,6 +51,14 @@ def token_event(stream: str, seq: int, text: str) -> Event:
     )
 
 
+def token_text_json(event: Event) -> bytes:
+    """A token event's ``text`` as its JSON string literal (quotes included), sliced out of
+    the encoded line without decoding it: ``text`` follows the id, the seq and the type
+    (none of which can hold ``"text":``), and only the integer ``t`` follows it."""
+    data = event.data
+    return data[data.index(b'"text":') + 7 : data.rindex(b',"t":')]
+
+
 def done_event(stream: str, seq: int, reason: DoneReason, tokens: int, sha256: str) -> Event:
     return Event(
         seq,

@@ -39,7 +39,7 @@ from server.metrics import TRANSPORTS, Metrics
 from server.settings import Settings
 from server.sources.base import Finish, GenerationRequest, TokenSource
 from server.store.base import LogStore
-from server.validation import parse_create_body
+from server.validation import CreateRequest, parse_create_body
 
 log = logging.getLogger("tokenwire.hub")
 
@@ -148,9 +148,12 @@ class Hub:
 
     async def create(self, body: Any, client: str) -> Stream:
         """Validate a create body, check the caps and start the one generation."""
-        if self.closing:
-            raise ServerBusy("the server is shutting down", code="shutting_down", retry_after=5)
-        parsed = parse_create_body(body, self.settings, self.sources)
+        self._check_open()
+        return await self.start(parse_create_body(body, self.settings, self.sources), client)
+
+    async def start(self, parsed: CreateRequest, client: str) -> Stream:
+        """Check the caps and start the one generation of an already validated request."""
+        self._check_open()
         s = self.settings
         if self._live >= s.max_live_streams:
             raise ServerBusy(
@@ -191,6 +194,10 @@ class Hub:
         )
         log.debug("> created %s source=%s client=%s", stream_id, st.source, client)
         return st
+
+    def _check_open(self) -> None:
+        if self.closing:
+            raise ServerBusy("the server is shutting down", code="shutting_down", retry_after=5)
 
     async def _generate(self, st: Stream, source: TokenSource, req: GenerationRequest) -> None:
         digest = hashlib.sha256()

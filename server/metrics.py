@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-TRANSPORTS = ("sse", "ws", "poll", "chunked")
+#: The four transports, and ``openai``: the ``/v1`` chat completions stream.
+TRANSPORTS = ("sse", "ws", "poll", "chunked", "openai")
 
 
 class Metrics:

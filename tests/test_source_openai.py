@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from server.errors import InvalidField, SourceError
-from server.sources.base import Finish, FinishReason, GenerationRequest
+from server.sources.base import ChatMessage, Finish, FinishReason, GenerationRequest
 from server.sources.openai import (
     CLOSED_EARLY_MESSAGE,
     PLACEHOLDER_API_KEY,
@@ -176,6 +176,29 @@ async def test_request_body_with_params(standin: OpenAIStandIn, source: OpenAISo
         "top_p": 0.5,
         "seed": 42,
     }
+
+
+async def test_chat_messages_are_sent_as_they_are(
+    standin: OpenAIStandIn, source: OpenAISource
+) -> None:
+    # A request that came through tokenwire's /v1 keeps its conversation upstream.
+    messages = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"))
+    request = GenerationRequest(
+        prompt="system: Be brief.\nuser: Hi\nassistant:", max_tokens=5, messages=messages
+    )
+
+    await collect(source, request)
+
+    assert standin.requests[-1].body == {
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+        ],
+        "stream": True,
+        "max_tokens": 5,
+    }
+    assert source.served_model() == "gpt-test"
 
 
 async def test_max_completion_tokens_field(standin: OpenAIStandIn) -> None:

@@ -59,13 +59,30 @@ class Finish:
     reason: FinishReason
 
 
+ChatRole = Literal["system", "developer", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a chat conversation (``/v1/chat/completions``), text only."""
+
+    role: ChatRole
+    content: str
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GenerationRequest:
-    """What one generation is asked to do (already validated against the server's caps)."""
+    """What one generation is asked to do (already validated against the server's caps).
+
+    ``messages`` is set when the request came as a chat conversation (``/v1``); ``prompt``
+    is then that conversation flattened to text. A source that speaks chat (``openai``)
+    sends ``messages`` as they are; the others read ``prompt``.
+    """
 
     prompt: str
     max_tokens: int
     params: Mapping[str, Any] = field(default_factory=dict)
+    messages: tuple[ChatMessage, ...] = ()
 
 
 class TokenSource(ABC):
@@ -79,6 +96,11 @@ class TokenSource(ABC):
         if params:
             raise InvalidField("params", f"source {self.name!r} takes no params")
         return {}
+
+    def served_model(self) -> str | None:
+        """The model it serves (``hf``: hub name or path, ``openai``: the upstream name), or
+        ``None`` for a source without model names. ``/v1`` model ids are built from it."""
+        return None
 
     def is_unpaced(self, params: Mapping[str, Any]) -> bool:
         """True if these params ask for output as fast as possible (capped server-wide)."""

@@ -294,6 +294,9 @@ class HFSource(TokenSource):
         """Drop the model and tokenizer (call after every stream has ended)."""
         self._loaded = None
 
+    def served_model(self) -> str:
+        return self.model_name
+
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The loaded tokenizer (after :meth:`start`)."""

@@ -1,10 +1,12 @@
 """Token source backed by an OpenAI-compatible Chat Completions API.
 
-The source sends the prompt as one user message to ``POST {base_url}/chat/completions``
-with ``stream=True`` through the official ``openai`` SDK, and yields each non-empty
-``choices[0].delta.content`` as one piece, then a :class:`~server.sources.base.Finish`
-mapped from the upstream ``finish_reason``. It works with the OpenAI cloud and with local
-OpenAI-compatible servers (vLLM, llama.cpp, Ollama, LM Studio, ...).
+The source sends the prompt as one user message (or, for a request that came as a chat
+conversation through tokenwire's own ``/v1``, its messages as they are) to ``POST
+{base_url}/chat/completions`` with ``stream=True`` through the official ``openai`` SDK, and
+yields each non-empty ``choices[0].delta.content`` as one piece, then a
+:class:`~server.sources.base.Finish` mapped from the upstream ``finish_reason``. It works
+with the OpenAI cloud and with local OpenAI-compatible servers (vLLM, llama.cpp, Ollama, LM
+Studio, tokenwire's own ``/v1``, ...).
 
 Configuration: ``base_url`` and ``api_key`` fall back to the ``OPENAI_BASE_URL`` and
 ``OPENAI_API_KEY`` environment variables, like the SDK itself. Without any key a placeholder
@@ -36,10 +38,10 @@ import json
 import math
 import os
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import openai
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from server.errors import InvalidField, SourceError
 from server.sources.base import (
@@ -180,6 +182,9 @@ class OpenAISource(TokenSource):
         if client is not None:
             await client.close()
 
+    def served_model(self) -> str:
+        return self.model
+
     # -- params ----------------------------------------------------------------------------
 
     def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,7 +247,7 @@ class OpenAISource(TokenSource):
         try:
             upstream = await client.chat.completions.create(
                 model=params.get("model", self.model),
-                messages=[{"role": "user", "content": request.prompt}],
+                messages=_messages(request),
                 stream=True,
                 max_tokens=openai.omit if use_completion_field else max_tokens,
                 max_completion_tokens=max_tokens if use_completion_field else openai.omit,
@@ -298,6 +303,16 @@ class OpenAISource(TokenSource):
         if mid_stream:
             return SourceError("upstream_error", f"upstream error event: {exc.message}")
         return SourceError("upstream_error", f"upstream error: {exc.message}")
+
+
+def _messages(request: GenerationRequest) -> list[ChatCompletionMessageParam]:
+    """The request's chat messages as they came, or its prompt as one user message."""
+    if not request.messages:
+        return [{"role": "user", "content": request.prompt}]
+    return [
+        cast(ChatCompletionMessageParam, {"role": m.role, "content": m.content})
+        for m in request.messages
+    ]
 
 
 def _read_chunk(chunk: ChatCompletionChunk) -> list[tuple[str | None, str | None]]:

@@ -51,6 +51,12 @@ def split_pieces(text: str, rng: random.Random) -> list[str]:
     return pieces
 
 
+def count_pieces(text: str) -> int:
+    """How many pieces :func:`split_pieces` cuts ``text`` into, always the same for a text
+    (``/v1`` reports it as ``prompt_tokens``: the same unit the synthetic source emits)."""
+    return len(split_pieces(text, random.Random(0)))
+
+
 @cache
 def corpus() -> str:
     """The bundled sample text."""

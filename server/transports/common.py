@@ -39,6 +39,8 @@ class StreamFormat:
     preamble: Callable[[Settings], bytes]
     #: The ``created`` control message of a create-and-stream request.
     created: Callable[[bytes], bytes]
+    #: Written when the reader fell behind the retained log, before the response ends.
+    gone: bytes = b""
 
 
 #: A write this small cannot take an empty transport buffer past its high-water mark (64 KiB
@@ -132,6 +134,9 @@ async def pump(
                 # Fell behind what the log retains: end without a terminal event, so the
                 # client's resume is answered 410 ``gone`` rather than silently skipping.
                 log.info("subscriber of %s fell out of the retained log", sub.stream.id)
+                if fmt.gone:
+                    async with asyncio.timeout(send_timeout):
+                        await resp.write(fmt.gone)
                 break
             data = fmt.frame(batch) if batch else fmt.heartbeat
             if write_cannot_wait(request.transport, len(data)):

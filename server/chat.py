@@ -1,0 +1,472 @@
+"""OpenAI Chat Completions requests (``/v1``): model ids, body checks, prompt, usage.
+
+Pure functions, like :mod:`server.validation`: a decoded JSON body in, a
+:class:`ChatRequest` out, or an :class:`~server.errors.InvalidRequest` /
+:class:`~server.errors.ModelNotFound` carrying the message, ``param`` and ``code`` an OpenAI
+client sees.
+
+**Model ids.** ``model`` picks the source, and for sources with model names the model:
+
+- ``synthetic``: the synthetic source.
+- ``<source>/<model>`` for the server's other source (``hf/gpt2``, ``openai/gpt-4o-mini``),
+  with the model it was started with; the bare ``<source>`` is the same model.
+- ``openai/<any name>``: the ``openai`` source names its upstream model per request, so any
+  name after ``openai/`` is sent upstream as it is (the upstream answers unknown ones).
+
+``GET /v1/models`` lists ``synthetic`` and ``<source>/<model>``. Anything else is a 404
+``model_not_found``.
+
+**Prompt.** Messages carry text only (a string, or an array of ``text`` parts joined with
+``\\n``). A single ``user`` message is the prompt as it is, so ``/v1`` and
+``POST /api/streams`` give the same text for the same prompt. A longer conversation becomes
+``"<role>: <content>"`` blocks joined with a blank line, ending with ``"\\n\\nassistant:"``.
+The ``openai`` source sends the messages themselves upstream, not this text.
+
+**Sampling.** ``temperature``, ``top_p`` and ``seed`` go to the sources that take them
+(:data:`SAMPLING_FIELDS`); the synthetic source takes only ``seed`` (its text depends on the
+prompt, the seed and ``max_tokens``) and ignores the others. The tokenwire extension
+``params`` (an object, as in ``POST /api/streams``) sets the source's own params, e.g. the
+synthetic pacing: with the SDK, ``extra_body={"params": {"tokens_per_s": 0}}``.
+
+**Usage.** ``completion_tokens`` is the number of token events the stream emitted;
+``prompt_tokens`` is :func:`~server.sources.synthetic.count_pieces` of the prompt, the
+number of pieces the synthetic source's tokenizer cuts it into (deterministic; not the
+model's own tokenizer count).
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from server.errors import BadRequest, InvalidField, InvalidRequest, ModelNotFound
+from server.settings import Settings
+from server.sources.base import ChatMessage, ChatRole, GenerationRequest, TokenSource
+from server.sources.synthetic import count_pieces
+from server.validation import CreateRequest
+
+#: The OpenAI request fields each source takes; the others are accepted and ignored.
+SAMPLING_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "synthetic": ("seed",),
+    "hf": ("temperature", "top_p", "seed"),
+    "openai": ("temperature", "top_p", "seed"),
+}
+
+ROLES: Final[tuple[ChatRole, ...]] = typing.get_args(ChatRole)
+
+#: Fields that change nothing here (metadata, storage, tool settings without tools).
+_IGNORED: Final = frozenset(
+    {
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "safety_identifier",
+        "prompt_cache_key",
+        "parallel_tool_calls",
+    }
+)
+
+
+def _is_zero(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int | float) and v == 0
+
+
+#: OpenAI fields tokenwire accepts only with the value that asks for nothing.
+_DEFAULT_ONLY: Final[Mapping[str, Callable[[Any], bool]]] = {
+    "frequency_penalty": _is_zero,
+    "presence_penalty": _is_zero,
+    "logprobs": lambda v: v is False,
+    "top_logprobs": _is_zero,
+    "logit_bias": lambda v: v == {},
+    "tools": lambda v: v == [],
+    "functions": lambda v: v == [],
+    "tool_choice": lambda v: v in ("none", "auto"),
+    "function_call": lambda v: v in ("none", "auto"),
+    "stop": lambda v: v == [],
+    "response_format": lambda v: v == {"type": "text"},
+    "modalities": lambda v: v == ["text"],
+}
+
+#: OpenAI fields tokenwire has no way to honour, whatever their value.
+_UNSUPPORTED: Final = frozenset(
+    {"audio", "prediction", "reasoning_effort", "verbosity", "web_search_options"}
+)
+
+_USED: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "seed",
+        "n",
+        "stream",
+        "stream_options",
+        "params",
+    }
+)
+
+_MESSAGE_FIELDS: Final = frozenset({"role", "content", "name", "refusal"})
+_MESSAGE_UNSUPPORTED: Final = frozenset({"tool_calls", "tool_call_id", "function_call", "audio"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated ``POST /v1/chat/completions``."""
+
+    #: The model id as the client named it (echoed in every chunk).
+    model: str
+    create: CreateRequest
+    stream: bool
+    include_usage: bool
+    prompt_tokens: int
+
+
+# ----- model ids -----------------------------------------------------------------------
+
+
+def model_ids(sources: Mapping[str, TokenSource]) -> list[str]:
+    """The ids ``GET /v1/models`` lists: a source's name, with ``/<model>`` if it has one."""
+    ids = []
+    for name, source in sources.items():
+        served = source.served_model()
+        ids.append(name if served is None else f"{name}/{served}")
+    return ids
+
+
+def resolve_model(model: str, sources: Mapping[str, TokenSource]) -> tuple[TokenSource, str | None]:
+    """The source a model id names, and the upstream model to ask for (``openai/<name>``).
+
+    Raises:
+        ModelNotFound: No enabled source serves ``model``.
+    """
+    source = sources.get(model)
+    if source is not None:
+        return source, None
+    name, _, rest = model.partition("/")
+    source = sources.get(name)
+    if source is not None and rest:
+        if name == "openai":  # the upstream model is named per request (params.model)
+            return source, rest
+        if rest == source.served_model():
+            return source, None
+    raise ModelNotFound(model)
+
+
+# ----- body checks ---------------------------------------------------------------------
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def _missing(param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+    )
+
+
+def _integer(param: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(param, "an integer", value)
+    if value < lo:
+        raise InvalidRequest(
+            f"Invalid '{param}': integer below minimum value. Expected a value >= {lo}, "
+            f"but got {value} instead.",
+            param=param,
+            code="integer_below_min_value",
+        )
+    if hi is not None and value > hi:
+        raise InvalidRequest(
+            f"Invalid '{param}': integer above maximum value. Expected a value <= {hi}, "
+            f"but got {value} instead.",
+            param=param,
+            code="integer_above_max_value",
+        )
+    return value
+
+
+def _number(param: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _wrong_type(param, "a number", value)
+    if not value >= lo:
+        raise InvalidRequest(
+            f"Invalid '{param}': decimal below minimum value. Expected a value >= {lo:g}, "
+            f"but got {value:g} instead.",
+            param=param,
+            code="decimal_below_min_value",
+        )
+    if value > hi:
+        raise InvalidRequest(
+            f"Invalid '{param}': decimal above maximum value. Expected a value <= {hi:g}, "
+            f"but got {value:g} instead.",
+            param=param,
+            code="decimal_above_max_value",
+        )
+    return float(value)
+
+
+def _boolean(param: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _wrong_type(param, "a boolean", value)
+    return value
+
+
+def _object(param: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _wrong_type(param, "an object", value)
+    return value
+
+
+def _unknown(param: str) -> InvalidRequest:
+    return InvalidRequest(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
+
+
+def _unsupported(param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Unsupported parameter: '{param}' is not supported by tokenwire.",
+        param=param,
+        code="unsupported_parameter",
+    )
+
+
+def _content(param: str, value: Any) -> str:
+    """A message's text: a string, or an array of ``{"type": "text", "text": ...}`` parts."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise _wrong_type(param, "a string or an array of content parts", value)
+    if not value:
+        raise InvalidRequest(
+            f"Invalid '{param}': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
+            param=param,
+            code="empty_array",
+        )
+    texts = []
+    for i, part in enumerate(value):
+        where = f"{param}[{i}]"
+        _object(where, part)
+        kind = part.get("type")
+        if kind is None:
+            raise _missing(f"{where}.type")
+        if kind != "text":
+            raise InvalidRequest(
+                f"Unsupported value: '{where}.type' does not support {kind!r} on tokenwire "
+                "(text only).",
+                param=f"{where}.type",
+                code="unsupported_value",
+            )
+        text = part.get("text")
+        if text is None:
+            raise _missing(f"{where}.text")
+        if not isinstance(text, str):
+            raise _wrong_type(f"{where}.text", "a string", text)
+        texts.append(text)
+    return "\n".join(texts)
+
+
+def _message(index: int, value: Any) -> ChatMessage:
+    where = f"messages[{index}]"
+    msg = _object(where, value)
+    for key in sorted(msg):
+        if key in _MESSAGE_UNSUPPORTED and msg[key] is not None:
+            raise _unsupported(f"{where}.{key}")
+        if key not in _MESSAGE_FIELDS and key not in _MESSAGE_UNSUPPORTED:
+            raise _unknown(f"{where}.{key}")
+    role = msg.get("role")
+    if role is None:
+        raise _missing(f"{where}.role")
+    if not isinstance(role, str):
+        raise _wrong_type(f"{where}.role", "a string", role)
+    if role in ("tool", "function"):
+        raise InvalidRequest(
+            f"Unsupported value: '{where}.role' does not support {role!r} on tokenwire "
+            "(no tool calls).",
+            param=f"{where}.role",
+            code="unsupported_value",
+        )
+    if role not in ROLES:
+        supported = ", ".join(f"'{r}'" for r in ROLES[:-1]) + f" and '{ROLES[-1]}'"
+        raise InvalidRequest(
+            f"Invalid value: {role!r}. Supported values are: {supported}.",
+            param=f"{where}.role",
+            code="invalid_value",
+        )
+    content = msg.get("content")
+    if content is None:
+        raise _missing(f"{where}.content")
+    name = msg.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _wrong_type(f"{where}.name", "a string", name)
+    return ChatMessage(role, _content(f"{where}.content", content))
+
+
+def _messages(value: Any) -> tuple[ChatMessage, ...]:
+    if not isinstance(value, list):
+        raise _wrong_type("messages", "an array", value)
+    if not value:
+        raise InvalidRequest(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
+            param="messages",
+            code="empty_array",
+        )
+    return tuple(_message(i, m) for i, m in enumerate(value))
+
+
+def chat_prompt(messages: Sequence[ChatMessage]) -> str:
+    """The prompt a conversation becomes (see the module docstring)."""
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    return "\n\n".join(f"{m.role}: {m.content}" for m in messages) + "\n\nassistant:"
+
+
+def _source_params(
+    source: TokenSource,
+    body: Mapping[str, Any],
+    upstream_model: str | None,
+) -> dict[str, Any]:
+    """The source's params: the ``params`` extension, plus the sampling fields it takes."""
+    params = dict(_object("params", body["params"])) if "params" in body else {}
+    from_fields = set()
+    for key in SAMPLING_FIELDS.get(source.name, ()):
+        if key in body:
+            if key in params:
+                raise InvalidRequest(
+                    f"Invalid 'params.{key}': set '{key}' or 'params.{key}', not both.",
+                    param=f"params.{key}",
+                    code="invalid_value",
+                )
+            params[key] = body[key]
+            from_fields.add(key)
+    if upstream_model is not None:
+        if "model" in params:
+            raise InvalidRequest(
+                "Invalid 'params.model': name the upstream model in 'model' "
+                f"('openai/{params['model']}').",
+                param="params.model",
+                code="invalid_value",
+            )
+        params["model"] = upstream_model
+    try:
+        return source.validate_params(params)
+    except InvalidField as e:
+        key = e.field.removeprefix("params.")
+        param = key if key in from_fields else e.field
+        raise InvalidRequest(
+            f"Invalid '{param}': {e.reason}.", param=param, code="invalid_value"
+        ) from None
+
+
+def parse_chat_body(
+    body: Any, settings: Settings, sources: Mapping[str, TokenSource]
+) -> ChatRequest:
+    """Validate a Chat Completions body (``null`` means absent, as for OpenAI).
+
+    Raises:
+        BadRequest: The body is not a JSON object (``bad_json``).
+        InvalidRequest: A field is missing, unknown, of the wrong type, out of range, or
+            asks for something tokenwire does not do (``n`` > 1, tools, logprobs, ...).
+        ModelNotFound: ``model`` names nothing this server serves.
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object", code="bad_json")
+    body = {k: v for k, v in body.items() if v is not None}
+    for key in sorted(body):
+        if key in _UNSUPPORTED or (key in _DEFAULT_ONLY and not _DEFAULT_ONLY[key](body[key])):
+            raise _unsupported(key)
+        if key not in _USED and key not in _IGNORED and key not in _DEFAULT_ONLY:
+            raise _unknown(key)
+
+    model = body.get("model")
+    if model is None:
+        raise _missing("model")
+    if not isinstance(model, str):
+        raise _wrong_type("model", "a string", model)
+    if "messages" not in body:
+        raise _missing("messages")
+    messages = _messages(body["messages"])
+
+    if "max_tokens" in body and "max_completion_tokens" in body:
+        raise InvalidRequest(
+            "Invalid 'max_tokens': set 'max_tokens' or 'max_completion_tokens', not both.",
+            param="max_tokens",
+            code="invalid_value",
+        )
+    max_tokens = settings.default_max_tokens
+    for key in ("max_tokens", "max_completion_tokens"):
+        if key in body:
+            max_tokens = _integer(key, body[key], 1, settings.max_tokens_cap)
+    if "temperature" in body:
+        body["temperature"] = _number("temperature", body["temperature"], 0.0, 2.0)
+    if "top_p" in body:
+        body["top_p"] = _number("top_p", body["top_p"], 0.0, 1.0)
+    if "seed" in body:
+        _integer("seed", body["seed"], -(2**63), 2**63 - 1)
+    if "n" in body and _integer("n", body["n"], 1) != 1:
+        raise InvalidRequest(
+            "Unsupported value: 'n' must be 1 on tokenwire (one generation per request).",
+            param="n",
+            code="unsupported_value",
+        )
+    stream = _boolean("stream", body["stream"]) if "stream" in body else False
+    include_usage = False
+    if "stream_options" in body:
+        if not stream:
+            raise InvalidRequest(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+                code="invalid_value",
+            )
+        options = _object("stream_options", body["stream_options"])
+        for key in sorted(options):
+            if key not in ("include_usage", "include_obfuscation"):
+                raise _unknown(f"stream_options.{key}")
+            if options[key] is not None:
+                _boolean(f"stream_options.{key}", options[key])
+        include_usage = options.get("include_usage") is True
+
+    source, upstream_model = resolve_model(model, sources)
+    params = _source_params(source, body, upstream_model)
+    prompt = chat_prompt(messages)
+    if len(prompt) > settings.max_prompt_chars:
+        raise InvalidRequest(
+            f"The messages make a prompt of {len(prompt)} characters; this server accepts "
+            f"at most {settings.max_prompt_chars}.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    request = GenerationRequest(
+        prompt=prompt, max_tokens=max_tokens, params=params, messages=messages
+    )
+    return ChatRequest(
+        model=model,
+        create=CreateRequest(source, request),
+        stream=stream,
+        include_usage=include_usage,
+        prompt_tokens=count_pieces(prompt),
+    )

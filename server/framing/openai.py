@@ -1,0 +1,214 @@
+"""OpenAI's Chat Completions format, for the ``/v1`` routes: events in, bytes out.
+
+A stream is Server-Sent Events in the exact shape the official SDKs parse::
+
+    data: {"id":"chatcmpl-<stream>","object":"chat.completion.chunk",...,"choices":[...
+           ..."delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}
+
+    data: {...,"delta":{"content":"Hel"},...}
+
+    data: {...,"delta":{},"logprobs":null,"finish_reason":"length"}]}
+
+    data: {...,"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}
+
+    data: [DONE]
+
+Every event is one ``data:`` line and a blank line. No ``id:``, ``event:`` or ``retry:``
+field is ever written: the SDK's decoder keeps the last event id across events, and once
+one was set every blank line (such as the one ending a ``: ping`` comment) dispatches an
+event with empty data, which the SDK feeds to ``json.loads`` and fails on. Without ids,
+:data:`PING` dispatches nothing, in the SDK and in any WHATWG parser.
+
+The usage chunk is sent only when asked for (``stream_options.include_usage``); then every
+other chunk carries ``"usage":null``, as OpenAI's do. A generation that ends without an
+answer (an ``error`` event, or ``done`` with ``finish_reason: "cancelled"``) ends the stream
+with one ``data: {"error": {...}}`` event and no ``[DONE]``: the SDK raises ``APIError`` on
+it, so a client never takes a cut-short answer for a whole one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from server.errors import ApiError, GenerationError
+from server.events import Event, token_text_json
+
+#: A comment and a blank line: keeps proxies from timing out an idle stream, dispatches
+#: nothing (no ``id:`` is ever sent, so the SDK sees no event at all).
+PING = b": ping\n\n"
+
+#: The last event of a stream that ended with an answer.
+DONE = b"data: [DONE]\n\n"
+
+#: OpenAI's finish reasons for tokenwire's ``done`` reasons (``cancelled`` is an error).
+FINISH_REASONS: dict[str, str] = {"stop": "stop", "length": "length"}
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def completion_id(stream_id: str) -> str:
+    """The ``id`` of every chunk (and of the non-streamed completion) of a stream."""
+    return f"chatcmpl-{stream_id}"
+
+
+def data_event(payload: bytes) -> bytes:
+    """One SSE event carrying one JSON payload: ``data: <json>`` and a blank line."""
+    return b"data: " + payload + b"\n\n"
+
+
+def error_frame(err: ApiError) -> bytes:
+    """The in-band error that ends a stream: ``data: {"error": {message,type,param,code}}``."""
+    return data_event(_encode(err.openai_body()))
+
+
+def outcome(stream_id: str, event: Event) -> str | GenerationError:
+    """A terminal event as an OpenAI client sees it: the ``finish_reason`` of an answer
+    that ended normally (``stop``, ``length``), else the error to report, in-band or as
+    the HTTP status."""
+    fields = _decode(event.data)
+    if event.type == "error":
+        return GenerationError(str(fields["code"]), str(fields["message"]), stream_id=stream_id)
+    reason = FINISH_REASONS.get(fields["finish_reason"])
+    if reason is None:
+        return GenerationError(
+            "cancelled",
+            f"stream {stream_id} was cancelled (DELETE, a WebSocket cancel, or no reader "
+            "for the grace period)",
+            stream_id=stream_id,
+        )
+    return reason
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+class ChunkFramer:
+    """Frames one stream's log as ``chat.completion.chunk`` events.
+
+    The JSON every chunk shares (id, object, created, model) is encoded once; a token's
+    text is spliced in as the JSON string its event already holds, so nothing is decoded
+    or re-encoded per token.
+    """
+
+    __slots__ = ("_after", "_head", "include_usage", "prompt_tokens", "stream_id")
+
+    def __init__(
+        self,
+        *,
+        stream_id: str,
+        created: int,
+        model: str,
+        include_usage: bool,
+        prompt_tokens: int,
+    ) -> None:
+        self.stream_id = stream_id
+        self.include_usage = include_usage
+        self.prompt_tokens = prompt_tokens
+        self._head = b'data: {"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s' % (
+            _encode(completion_id(stream_id)),
+            created,
+            _encode(model),
+        )
+        self._after = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+
+    def _choice(self, delta: bytes, finish_reason: bytes = b"null") -> bytes:
+        return b'%s,"choices":[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]%s' % (
+            self._head,
+            delta,
+            finish_reason,
+            self._after,
+        )
+
+    def role(self) -> bytes:
+        """The first chunk: the assistant role and empty content."""
+        return self._choice(b'{"role":"assistant","content":""}')
+
+    def content(self, text_json: bytes) -> bytes:
+        """A content delta; ``text_json`` is a JSON string literal, quotes included."""
+        return self._choice(b'{"content":%s}' % text_json)
+
+    def finish(self, reason: str) -> bytes:
+        """The chunk that ends the answer: an empty delta and the finish reason."""
+        return self._choice(b"{}", _encode(reason))
+
+    def usage(self, completion_tokens: int) -> bytes:
+        """The usage chunk: no choices, the token counts."""
+        return b'%s,"choices":[],"usage":%s}\n\n' % (
+            self._head,
+            _encode(usage(self.prompt_tokens, completion_tokens)),
+        )
+
+    def frames(self, events: Iterable[Event]) -> bytes:
+        """A batch of log events as one write; the terminal event ends the stream."""
+        out: list[bytes] = []
+        for event in events:
+            if event.type == "token":
+                out.append(self.content(token_text_json(event)))
+                continue
+            end = outcome(self.stream_id, event)
+            if isinstance(end, GenerationError):
+                out.append(error_frame(end))
+                continue
+            out.append(self.finish(end))
+            if self.include_usage:
+                out.append(self.usage(event.seq))  # a done event's seq counts its tokens
+            out.append(DONE)
+        return b"".join(out)
+
+
+def token_texts(events: Iterable[Event]) -> list[str]:
+    """The text of each token event (the non-streamed answer decodes them once)."""
+    return [str(_decode(e.data)["text"]) for e in events if e.type == "token"]
+
+
+def completion(
+    *,
+    stream_id: str,
+    created: int,
+    model: str,
+    text: str,
+    finish_reason: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> bytes:
+    """The non-streamed answer: one ``chat.completion`` object."""
+    return _encode(
+        {
+            "id": completion_id(stream_id),
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": usage(prompt_tokens, completion_tokens),
+        }
+    )
+
+
+def model_object(model: str, created: int) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": created, "owned_by": "tokenwire"}
+
+
+def model_list(models: Sequence[str], created: int) -> bytes:
+    """``GET /v1/models``: ``{"object":"list","data":[{"id","object","created","owned_by"}]}``."""
+    return _encode({"object": "list", "data": [model_object(m, created) for m in models]})
+
+
+def model_body(model: str, created: int) -> bytes:
+    """``GET /v1/models/{model}``: one model object."""
+    return _encode(model_object(model, created))

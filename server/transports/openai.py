@@ -1,0 +1,137 @@
+"""OpenAI-compatible routes: ``POST /v1/chat/completions``, ``GET /v1/models[/{model}]``.
+
+A chat completion is an ordinary tokenwire stream (its id in the ``Tokenwire-Stream``
+header, readable, resumable and cancellable over the other transports) read from the
+start by the request that created it, framed by :mod:`server.framing.openai`.
+
+The response headers wait for the stream's first event (or ``heartbeat_s``): a generation
+that fails before its first token is answered with an HTTP status and an OpenAI error
+body, as the OpenAI API does, and only a failure after the stream started goes in-band.
+Without ``stream`` the answer waits for the terminal event and is one
+``chat.completion`` object.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from server.chat import ChatRequest, model_ids, parse_chat_body
+from server.errors import GenerationError, ModelNotFound
+from server.events import Event
+from server.framing import openai as framing
+from server.hub import Stream, Subscription
+from server.keys import HUB, METRICS, SETTINGS
+from server.transports import common
+
+TRANSPORT = "openai"
+
+#: Ends the stream of a reader that fell behind what the log retains (never silently).
+GONE = framing.error_frame(
+    GenerationError("gone", "the reader fell behind what the stream's log retains")
+)
+
+#: ``created`` of the listed models: when this process started serving.
+STARTED = int(time.time())
+
+
+def _headers(st: Stream) -> dict[str, str]:
+    # X-Request-Id is what the SDK exposes as ``_request_id`` on a response object.
+    return {
+        "Tokenwire-Stream": st.id,
+        "X-Request-Id": st.id,
+        "Location": f"/api/streams/{st.id}",
+    }
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    chat = parse_chat_body(await common.read_json(request), request.app[SETTINGS], hub.sources)
+    st = await hub.start(chat.create, common.client_address(request))
+    async with hub.subscribe(st.id, -1, TRANSPORT) as sub:
+        if chat.stream:
+            return await _stream(request, chat, st, sub)
+        return await _complete(request, chat, st, sub)
+
+
+async def _first_batch(request: web.Request, st: Stream, sub: Subscription) -> list[Event]:
+    """The stream's first events, or ``[]`` after ``heartbeat_s`` with none.
+
+    Raises:
+        GenerationError: The stream ended before its first token (answered as a status).
+    """
+    batch = await sub.next_batch(request.app[SETTINGS].heartbeat_s or None)
+    if len(batch) == 1 and batch[0].terminal:
+        end = framing.outcome(st.id, batch[0])
+        if isinstance(end, GenerationError):
+            raise end
+    return batch
+
+
+async def _stream(
+    request: web.Request, chat: ChatRequest, st: Stream, sub: Subscription
+) -> web.StreamResponse:
+    framer = framing.ChunkFramer(
+        stream_id=st.id,
+        created=int(st.created_at),
+        model=chat.model,
+        include_usage=chat.include_usage,
+        prompt_tokens=chat.prompt_tokens,
+    )
+    fmt = common.StreamFormat(
+        transport=TRANSPORT,
+        content_type="text/event-stream; charset=utf-8",
+        frame=framer.frames,
+        heartbeat=framing.PING,
+        preamble=lambda settings: b"",
+        created=lambda data: b"",
+        gone=GONE,
+    )
+    first = await _first_batch(request, st, sub)
+    prefix = framer.role() + framer.frames(first)
+    request.app[METRICS].sent(TRANSPORT, len(first), len(prefix))
+    return await common.pump(request, sub, fmt, prefix, headers=_headers(st))
+
+
+async def _complete(
+    request: web.Request, chat: ChatRequest, st: Stream, sub: Subscription
+) -> web.StreamResponse:
+    heartbeat = request.app[SETTINGS].heartbeat_s or None
+    events: list[Event] = []
+    while not sub.finished:
+        events.extend(await sub.next_batch(heartbeat))
+        if _client_gone(request):
+            # Nobody will read the answer: stop reading, and the grace period cancels the
+            # stream. 499 (nginx's "client closed request") only shows in the access log.
+            return web.Response(status=499)
+    end = framing.outcome(st.id, events[-1])
+    if isinstance(end, GenerationError):
+        raise end
+    body = framing.completion(
+        stream_id=st.id,
+        created=int(st.created_at),
+        model=chat.model,
+        text="".join(framing.token_texts(events)),
+        finish_reason=end,
+        prompt_tokens=chat.prompt_tokens,
+        completion_tokens=events[-1].seq,
+    )
+    request.app[METRICS].sent(TRANSPORT, len(events), len(body))
+    return web.Response(body=body, content_type="application/json", headers=_headers(st))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    body = framing.model_list(model_ids(request.app[HUB].sources), STARTED)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    model = request.match_info["model"]
+    if model not in model_ids(request.app[HUB].sources):
+        raise ModelNotFound(model)
+    return web.Response(body=framing.model_body(model, STARTED), content_type="application/json")
