@@ -12,7 +12,12 @@ more streams than lanes, see "Tokens per stream" below), over:
 - ``chunked``: ``POST /api/chunked`` (create and stream), NDJSON split at LF;
 - ``ws``: one socket per stream on ``GET /api/ws`` with ``{"op":"generate",...}``;
 - ``poll``: ``POST /api/streams``, then ``GET /api/streams/{id}/poll?after=&timeout=``
-  in a loop.
+  in a loop;
+- ``openai``: ``POST /v1/chat/completions`` with ``stream: true`` (OpenAI's SSE dialect,
+  the same stream under the hood), parsed with ``SSEDecoder``. Its chunks carry no ``seq``
+  and no ``t``: the text is checked against the synthetic source's own text for the prompt
+  instead of a ``sha256``, and no latency is reported. Its **ovh B/tok** is what the
+  chunks add to the token text (the tokenwire events' JSON is not on this wire).
 
 Per cell (transport x concurrency) it reports:
 
@@ -113,11 +118,13 @@ import orjson
 
 try:
     from clients.decoders import SSEDecoder, ws_frame_header
+    from server.sources.synthetic import synthetic_text
 except ImportError:  # run from a checkout without ``pip install -e .``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from clients.decoders import SSEDecoder, ws_frame_header
+    from server.sources.synthetic import synthetic_text
 
-TRANSPORTS = ("sse", "ws", "poll", "chunked")
+TRANSPORTS = ("sse", "ws", "poll", "chunked", "openai")
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: Server ``timeout`` for one long poll (seconds).
@@ -179,7 +186,8 @@ class StreamCheck:
             self.sha.update(ev["text"].encode())
             acc = self.acc
             acc.tokens += 1
-            acc.latencies.append(recv_ns - ev["t"])
+            if ev["t"] is not None:
+                acc.latencies.append(recv_ns - ev["t"])
             return False
         if typ == "created":
             if self.stream_id is None:
@@ -356,11 +364,61 @@ async def read_poll(
             return
 
 
+async def read_openai(
+    session: aiohttp.ClientSession, base: str, body: bytes, chk: StreamCheck
+) -> None:
+    """``/v1/chat/completions``: chunks become tokenwire-shaped events for the check."""
+    acc = chk.acc
+    create = orjson.loads(body)
+    request = {
+        "model": "synthetic",
+        "messages": [{"role": "user", "content": create["prompt"]}],
+        "max_tokens": create["max_tokens"],
+        "stream": True,
+        "params": create["params"],
+    }
+    # The dialect has no sha256: the synthetic source's text for this prompt stands in.
+    text = "".join(synthetic_text(create["prompt"], 0, create["max_tokens"]))
+    expected_sha = hashlib.sha256(text.encode()).hexdigest()
+    url = f"{base}/v1/chat/completions"
+    async with session.post(url, data=orjson.dumps(request), headers=JSON_HEADERS) as resp:
+        if resp.status != 200:
+            chk.fail(*await http_error(resp))
+            return
+        sid = chk.stream_id = resp.headers.get("Tokenwire-Stream")
+        finish = None
+        dec = SSEDecoder()
+        async for chunk in resp.content.iter_any():
+            now = time.time_ns()
+            acc.reads += 1
+            acc.bytes += len(chunk)
+            for msg in dec.feed(chunk):
+                if msg.data == "[DONE]":
+                    n = chk.next_seq
+                    done = {"type": "done", "stream": sid, "seq": n, "tokens": n}
+                    done |= {"finish_reason": finish, "sha256": expected_sha}
+                    chk.feed(done, now)
+                    return
+                obj = orjson.loads(msg.data)
+                if "error" in obj:
+                    err = obj["error"]
+                    chk.feed({"type": "error", "code": err["code"], "message": err["message"]}, 0)
+                    return
+                choice = obj["choices"][0]
+                finish = choice["finish_reason"] or finish
+                content = choice["delta"].get("content")
+                if content:
+                    acc.json_bytes += len(content.encode())
+                    ev = {"type": "token", "stream": sid, "seq": chk.next_seq, "text": content}
+                    chk.feed(ev | {"t": None}, now)
+
+
 READERS: dict[str, Reader] = {
     "sse": read_sse,
     "ws": read_ws,
     "poll": read_poll,
     "chunked": read_chunked,
+    "openai": read_openai,
 }
 
 

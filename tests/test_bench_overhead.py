@@ -1,0 +1,50 @@
+"""``bench/overhead.py`` end to end on a tiny plan: every transport, exact token counts.
+
+It spawns its own server (``python -m server``) and reads real streams; the test checks
+that the figures are there and the counts exact, never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "overhead.py"
+
+
+def load_overhead() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_overhead", BENCH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_overhead_runs_every_transport(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    overhead = load_overhead()
+    out = tmp_path / "overhead.json"
+    argv = ["--concurrency", "1,4", "--tokens", "30", "--cell-tokens", "120", "--no-warmup"]
+    assert overhead.main([*argv, "--plain", "--json", str(out)]) == 0
+    cells = json.loads(out.read_text())["cells"]
+    transports = ["sse", "ws", "poll", "chunked", "openai"]
+    assert [(c["transport"], c["concurrency"]) for c in cells] == [
+        (t, c) for c in (1, 4) for t in transports
+    ]
+    for cell in cells:
+        # 1 lane x 4 streams, or 4 lanes x 1 stream: 120 tokens either way.
+        assert (cell["streams"], cell["tokens"], cell["failures"]) == (4, 120, 0), cell
+        assert cell["tokens_per_stream"] == 30
+        assert cell["bytes_per_token"] > cell["overhead_bytes_per_token"] > 0
+        assert cell["server_cpu_s"] is not None
+        # OpenAI's chunks carry no server timestamp: no transport latency for them.
+        assert (cell["p50_ms"] is None) == (cell["transport"] == "openai")
+    table = capsys.readouterr().out
+    assert "tokenwire transport overhead" in table
+    assert "openai" in table
