@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.app import create_app
@@ -23,10 +24,17 @@ async def make_server() -> AsyncIterator[MakeServer]:
     servers: list[TestServer] = []
 
     async def make(
-        *, sources: Mapping[str, TokenSource] | None = None, **overrides: Any
+        *,
+        sources: Mapping[str, TokenSource] | None = None,
+        setup: Callable[[web.Application], None] | None = None,
+        **overrides: Any,
     ) -> TestServer:
+        """``setup`` may add to the app (e.g. a test-only route) before it starts."""
         settings = Settings(**{"grace_s": 5.0, "heartbeat_s": 5.0, **overrides})
-        srv = TestServer(create_app(settings, sources=sources), host="127.0.0.1", port=0)
+        app = create_app(settings, sources=sources)
+        if setup is not None:
+            setup(app)
+        srv = TestServer(app, host="127.0.0.1", port=0)
         await srv.start_server()
         servers.append(srv)
         return srv

@@ -13,7 +13,7 @@ SSE both through the browser's ``EventSource`` and over ``fetch``. Cuts go throu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,10 +22,8 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright
 
 from clients import Client
-from server.app import create_app
-from server.settings import Settings
 from server.sources.synthetic import synthetic_text
-from tests.conftest import base_url
+from tests.conftest import MakeServer, base_url
 from tests.cutproxy import CutProxy
 
 CHROMIUM = "/usr/bin/chromium"
@@ -100,33 +98,17 @@ FAST = {"tokens_per_s": 0, "ttft_ms": 0}
 PACED = {"tokens_per_s": 100, "ttft_ms": 0}
 
 
-PageServer = Callable[..., Awaitable[TestServer]]
+async def _page(request: web.Request) -> web.Response:
+    return web.Response(text=PAGE_HTML, content_type="text/html")
+
+
+def add_test_page(app: web.Application) -> None:
+    app.router.add_get(PAGE, _page)
 
 
 @pytest.fixture
-async def make_page_server() -> AsyncIterator[PageServer]:
-    """Start real servers that also serve the test page at ``PAGE``."""
-    servers: list[TestServer] = []
-
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text=PAGE_HTML, content_type="text/html")
-
-    async def make(**overrides: Any) -> TestServer:
-        app = create_app(Settings(**{"grace_s": 5.0, **overrides}))
-        app.router.add_get(PAGE, page)
-        srv = TestServer(app, host="127.0.0.1", port=0)
-        await srv.start_server()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        await srv.close()
-
-
-@pytest.fixture
-async def server(make_page_server: PageServer) -> TestServer:
-    return await make_page_server()
+async def server(make_server: MakeServer) -> TestServer:
+    return await make_server(setup=add_test_page)
 
 
 @pytest.fixture
@@ -212,11 +194,9 @@ async def test_full_stream(server: TestServer, browser: Browser, variant: str) -
 
 
 @variants
-async def test_resume_through_cuts(
-    make_page_server: PageServer, browser: Browser, variant: str
-) -> None:
+async def test_resume_through_cuts(make_server: MakeServer, browser: Browser, variant: str) -> None:
     """The proxy cuts the stream's connection twice, halfway through what the server sent."""
-    srv = await make_page_server(sse_retry_ms=50)
+    srv = await make_server(setup=add_test_page, sse_retry_ms=50)
     async with CutProxy(srv.port or 0, []) as proxy:
         page = await open_page(browser, proxy.url)
         await page.page.expose_function("cutNext", proxy.cut_next)
