@@ -338,19 +338,28 @@ function defineTests() {
       await proxy.close();
     });
 
+    /** A 30-token stream at 100 tokens/s through the proxy. */
+    const proxied = (prompt, clientOptions, streamOptions) =>
+      new Client(proxy.url, { backoffMs: 50, ...clientOptions }).stream(prompt, {
+        max_tokens: 30,
+        params: { tokens_per_s: 100, ttft_ms: 0 },
+        ...streamOptions,
+      });
+
+    /** Read `stream` into `events`, having the proxy cut the connection after the 5th. */
+    async function readCutAtFifth(stream, events) {
+      for await (const e of stream) {
+        events.push(e);
+        if (events.length === 5) proxy.cutNext();
+      }
+    }
+
     for (const v of VARIANTS) {
       it(v.name, async () => {
         const cutsBefore = proxy.cuts;
-        const stream = new Client(proxy.url, { backoffMs: 50, ...v.options }).stream("resume me", {
-          transport: v.transport,
-          max_tokens: 30,
-          params: { tokens_per_s: 100, ttft_ms: 0 },
-        });
+        const stream = proxied("resume me", v.options, { transport: v.transport });
         const events = [];
-        for await (const e of stream) {
-          events.push(e);
-          if (events.length === 5) proxy.cutNext();
-        }
+        await readCutAtFifth(stream, events);
         assert.equal(proxy.cuts, cutsBefore + 1);
         assert.deepEqual(seqs(events), range(0, 30)); // each event exactly once, in order
         assert.equal(events.at(-1).type, "done");
@@ -372,20 +381,13 @@ function defineTests() {
               headers.set("Last-Event-ID", rewind(headers.get("Last-Event-ID")));
             return fetch(u, { ...init, headers });
           };
-          const stream = new Client(proxy.url, {
-            backoffMs: 50,
-            fetch: overlapping,
-            ...v.options,
-          }).stream("overlap", {
-            transport: v.transport,
-            max_tokens: 30,
-            params: { tokens_per_s: 100, ttft_ms: 0 },
-          });
+          const stream = proxied(
+            "overlap",
+            { fetch: overlapping, ...v.options },
+            { transport: v.transport },
+          );
           const events = [];
-          for await (const e of stream) {
-            events.push(e);
-            if (events.length === 5) proxy.cutNext();
-          }
+          await readCutAtFifth(stream, events);
           assert.deepEqual(seqs(events), range(0, 30));
           assert.equal(stream.digestOk, true);
           assert.ok(stream.duplicates >= 3, `duplicates ${stream.duplicates}`);
@@ -393,20 +395,10 @@ function defineTests() {
       }
 
       it(`${v.name}, resume off`, async () => {
-        const stream = new Client(proxy.url, { backoffMs: 50, ...v.options }).stream("no resume", {
-          transport: v.transport,
-          max_tokens: 30,
-          params: { tokens_per_s: 100, ttft_ms: 0 },
-          resume: false,
-        });
+        const stream = proxied("no resume", v.options, { transport: v.transport, resume: false });
         const events = [];
         await assert.rejects(
-          async () => {
-            for await (const e of stream) {
-              events.push(e);
-              if (events.length === 5) proxy.cutNext();
-            }
-          },
+          () => readCutAtFifth(stream, events),
           (e) => {
             assert.ok(e instanceof ConnectionLost, e);
             // the proxy drops the TCP connection: no close frame, 1006
