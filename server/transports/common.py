@@ -10,6 +10,7 @@ client that leaves ends the loop at the next write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,19 +49,27 @@ class StreamFormat:
 FREE_WRITE_MAX = 16 * 1024
 
 
-def write_cannot_wait(transport: asyncio.BaseTransport | None, size: int) -> bool:
-    """Whether an aiohttp write of ``size`` bytes returns without waiting for the peer.
+_NO_DEADLINE = contextlib.nullcontext()
+
+
+def send_deadline(
+    transport: asyncio.BaseTransport | None, size: int, timeout: float | None
+) -> contextlib.AbstractAsyncContextManager[object]:
+    """``asyncio.timeout(timeout)`` around a write of ``size`` bytes that could wait for the
+    peer; nothing around one that cannot.
 
     aiohttp's writers wait only while the protocol is paused, which happens when the
     transport's buffer passes its high-water mark. With nothing buffered and a small write
     that cannot happen, so the send timeout (a timer per write, on every token's path) is
     needed only for the other writes: those are the ones a stuck reader would hold up.
     """
-    return (
+    if (
         isinstance(transport, asyncio.WriteTransport)
         and size < FREE_WRITE_MAX
         and transport.get_write_buffer_size() == 0
-    )
+    ):
+        return _NO_DEADLINE
+    return asyncio.timeout(timeout)
 
 
 def client_address(request: web.Request) -> str:
@@ -139,11 +148,8 @@ async def pump(
                         await resp.write(fmt.gone)
                 break
             data = fmt.frame(batch) if batch else fmt.heartbeat
-            if write_cannot_wait(request.transport, len(data)):
+            async with send_deadline(request.transport, len(data), send_timeout):
                 await resp.write(data)
-            else:
-                async with asyncio.timeout(send_timeout):
-                    await resp.write(data)
             metrics.sent(fmt.transport, len(batch), len(data))
         await resp.write_eof()
     except TimeoutError:

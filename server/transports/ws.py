@@ -23,7 +23,7 @@ from server.framing.ws import Cancel, Generate, Subscribe, parse_client_message,
 from server.hub import Hub
 from server.keys import HUB, METRICS, SETTINGS, SOCKETS
 from server.metrics import Metrics
-from server.transports.common import client_address, write_cannot_wait
+from server.transports.common import client_address, send_deadline
 
 log = logging.getLogger("tokenwire.ws")
 
@@ -97,13 +97,9 @@ class _Connection:
                 while not sub.finished and not ws.closed:
                     batch = await sub.next_batch(None)
                     size = sum(len(e.data) for e in batch)
-                    if write_cannot_wait(self.transport, size):
+                    async with send_deadline(self.transport, size, self.send_timeout):
                         for event in batch:
                             await ws.send_frame(event.data, WSMsgType.TEXT)
-                    else:
-                        async with asyncio.timeout(self.send_timeout):
-                            for event in batch:
-                                await ws.send_frame(event.data, WSMsgType.TEXT)
                     self.metrics.sent("ws", len(batch), size)
         except StreamGone as e:
             await self.send_error(e, stream_id)
