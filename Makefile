@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest jstest install install-dev system-deps bench-overhead clean
+.PHONY: run test lint typecheck pytest jstest install install-dev system-deps bench bench-overhead clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,13 @@ test: lint typecheck pytest jstest
 
 bench-overhead: install-dev
 	$(BIN)/python bench/overhead.py --repeat 3
+
+# The transports under Locust, one after another, into bench/results/<time>/ (report.html):
+# `make bench` (the default preset, ~9 min), `make bench BENCH_ARGS=--quick`,
+# `make bench BENCH_ARGS="--stress"`; see docs/bench.md.
+BENCH_ARGS ?=
+bench: install-dev
+	$(BIN)/tokenwire bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
