@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 import gevent
 import orjson
 import websocket
-from locust import FastHttpUser, User, constant, events, stats, tag, task
+from locust import FastHttpUser, User, constant, events, stats, tag
 from locust.argument_parser import LocustArgumentParser
 from locust.contrib.fasthttp import FastResponse
 from locust.env import Environment
@@ -158,6 +158,22 @@ class TokenwireUser(FastHttpUser):
     _ws: websocket.WebSocket | None = None
     deadline: ClassVar[float] = float("inf")
     """``time.monotonic()`` after which no new stream starts (``--tw-run-time``)."""
+
+    scenario: ClassVar[str]
+    """``streams`` or ``fanout``: a tag of the user's task."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("abstract"):
+            # One task, tagged so that --tags picks users: ``streams``, ``sse``, ...
+            def next_stream(user: TokenwireUser) -> None:
+                user.next()
+
+            cls.tasks = [tag(cls.scenario, cls.label.lower())(next_stream)]
+
+    def next(self) -> None:
+        """Read the next stream (the task)."""
+        raise NotImplementedError
 
     def on_start(self) -> None:
         self.streams = 0
@@ -345,8 +361,9 @@ class StreamsUser(TokenwireUser):
     """Starts one stream after another, with no pause."""
 
     abstract = True
+    scenario = "streams"
 
-    def new_stream(self) -> None:
+    def next(self) -> None:
         if time.monotonic() >= self.deadline:
             raise StopUser()  # the run is over; the stream in flight has finished
         if not self.check_stream(lambda check: self.read(check, self.stream_body()), None):
@@ -357,9 +374,10 @@ class FanoutUser(TokenwireUser):
     """Reads the one shared stream from its start, once, then stops."""
 
     abstract = True
+    scenario = "fanout"
     shared_stream: ClassVar[str] = ""
 
-    def subscribe(self) -> None:
+    def next(self) -> None:
         stream_id = _option(self.environment, "tw_stream") or FanoutUser.shared_stream
         if not stream_id:
             raise StopUser("no shared stream (see --tw-stream)")
@@ -367,94 +385,53 @@ class FanoutUser(TokenwireUser):
         raise StopUser()
 
 
+# A concrete user is a label and a transport: its one task (``next``) is tagged with its
+# scenario and its label in lower case (``--tags streams``, ``--tags sse-fanout``).
+
+
 class SSEUser(StreamsUser):
     label = "SSE"
     read = TokenwireUser.read_sse
-
-    @tag("streams", "sse")
-    @task
-    def sse(self) -> None:
-        self.new_stream()
 
 
 class WSUser(StreamsUser):
     label = "WS"
     read = TokenwireUser.read_ws
 
-    @tag("streams", "ws")
-    @task
-    def ws(self) -> None:
-        self.new_stream()
-
 
 class PollUser(StreamsUser):
     label = "POLL"
     read = TokenwireUser.read_poll
-
-    @tag("streams", "poll")
-    @task
-    def poll(self) -> None:
-        self.new_stream()
 
 
 class ChunkedUser(StreamsUser):
     label = "CHUNKED"
     read = TokenwireUser.read_chunked
 
-    @tag("streams", "chunked")
-    @task
-    def chunked(self) -> None:
-        self.new_stream()
-
 
 class V1User(StreamsUser):
     label = "V1"
     read = TokenwireUser.read_v1
-
-    @tag("streams", "v1")
-    @task
-    def v1(self) -> None:
-        self.new_stream()
 
 
 class SSEFanout(FanoutUser):
     label = "SSE-FANOUT"
     read = TokenwireUser.read_sse
 
-    @tag("fanout", "sse-fanout")
-    @task
-    def sse(self) -> None:
-        self.subscribe()
-
 
 class WSFanout(FanoutUser):
     label = "WS-FANOUT"
     read = TokenwireUser.read_ws
-
-    @tag("fanout", "ws-fanout")
-    @task
-    def ws(self) -> None:
-        self.subscribe()
 
 
 class PollFanout(FanoutUser):
     label = "POLL-FANOUT"
     read = TokenwireUser.read_poll
 
-    @tag("fanout", "poll-fanout")
-    @task
-    def poll(self) -> None:
-        self.subscribe()
-
 
 class ChunkedFanout(FanoutUser):
     label = "CHUNKED-FANOUT"
     read = TokenwireUser.read_chunked
-
-    @tag("fanout", "chunked-fanout")
-    @task
-    def chunked(self) -> None:
-        self.subscribe()
 
 
 def _task_tags(user_class: type[User]) -> set[str]:

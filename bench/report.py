@@ -78,6 +78,30 @@ class Metric:
         )
 
 
+def nominal_stream_s(tokens: int, pace: float, ttft_ms: float) -> float:
+    """How long a stream takes at the pace, from the request to its last token."""
+    return ttft_ms / 1000 + (tokens - 1) / pace
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Load:
+    """One Locust run's shape: the same for every transport of a scenario."""
+
+    users: int
+    spawn_rate: float
+    run_s: float
+    """Streams start until then; the ones in flight finish (fan-out: an upper bound, the
+    subscribers stop once they read the shared stream)."""
+    tokens: int
+    pace: float
+    ttft_ms: float
+    """Fan-out: the shared stream's first token comes this long after the users spawned."""
+
+    @property
+    def stream_s(self) -> float:
+        return nominal_stream_s(self.tokens, self.pace, self.ttft_ms)
+
+
 @dataclass(slots=True)
 class Sample:
     """The server (and the load generator) at one moment of a run."""
@@ -88,7 +112,8 @@ class Sample:
     server_rss: int | None
     client_cpu_s: float
     open_streams: int | None
-    """The server's open subscriptions of the transport under test (``/metrics``)."""
+    """From the server's ``/metrics``: its live streams (fan-out: the subscriptions of the
+    transport under test; a long poll counts only while it waits)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -98,11 +123,7 @@ class RunResult:
     scenario: str
     transport: str
     label: str
-    users: int
-    spawn_rate: float
-    run_s: float
-    tokens_per_stream: int
-    pace: float
+    load: Load
     exit_code: int | None
     wall_s: float
     streams: int
@@ -159,11 +180,7 @@ def result_from_run(
     entries: Sequence[Mapping[str, Any]],
     failures: list[dict[str, Any]],
     samples: Sequence[Sample],
-    users: int,
-    spawn_rate: float,
-    run_s: float,
-    tokens_per_stream: int,
-    pace: float,
+    load: Load,
     exit_code: int | None,
     wall_s: float,
     tokens_generated: int | None,
@@ -185,19 +202,13 @@ def result_from_run(
     span = samples[-1].t - samples[0].t if len(samples) > 1 else 0.0
     rss = [s.server_rss for s in samples if s.server_rss is not None]
     opened = [s.open_streams for s in samples if s.open_streams is not None]
-    open_peak = max(opened) if opened else None
-    kib = None
-    if rss and open_peak:
-        kib = max(0, max(rss) - rss[0]) / open_peak / 1024
+    # Per concurrent stream (fan-out: per subscriber): every user holds one all along.
+    kib = max(0, max(rss) - rss[0]) / load.users / 1024 if rss and load.users else None
     return RunResult(
         scenario=scenario,
         transport=transport,
         label=label,
-        users=users,
-        spawn_rate=spawn_rate,
-        run_s=run_s,
-        tokens_per_stream=tokens_per_stream,
-        pace=pace,
+        load=load,
         exit_code=exit_code,
         wall_s=wall_s,
         streams=total.count if total else 0,
@@ -214,7 +225,7 @@ def result_from_run(
         cpu_ms_per_1k_tokens=1e6 * cpu / tokens if cpu is not None and tokens else None,
         rss_base_mib=rss[0] / MIB if rss else None,
         rss_peak_mib=max(rss) / MIB if rss else None,
-        open_streams_peak=open_peak,
+        open_streams_peak=max(opened) if opened else None,
         kib_per_open_stream=kib,
         client_cpu_pct=100 * client_cpu / span if client_cpu is not None and span else None,
         ttft_hist=histogram(ours["ttft"]) if "ttft" in ours else {},
@@ -227,12 +238,7 @@ def _delta(values: Sequence[float | None]) -> float | None:
     return known[-1] - known[0] if len(known) > 1 else None
 
 
-def nominal_stream_s(tokens: int, pace: float, ttft_ms: float) -> float:
-    """How long a stream takes at the pace, from the request to its last token."""
-    return ttft_ms / 1000 + (tokens - 1) / pace
-
-
-def verdict(r: RunResult, ttft_ms: float) -> str | None:
+def verdict(r: RunResult) -> str | None:
     """Why a stress step counts as broken, or None if delivery kept up with the pace:
 
     - any failed stream (an error, a cut, a gap, a wrong digest);
@@ -245,7 +251,7 @@ def verdict(r: RunResult, ttft_ms: float) -> str | None:
     total = r.metric("stream_total")
     if total is None or not total.count:
         return "no stream completed"
-    nominal = nominal_stream_s(r.tokens_per_stream, r.pace, ttft_ms)
+    nominal = r.load.stream_s
     if total.p50 is not None and total.p50 / 1000 > 1.1 * nominal:
         return f"behind pace: median stream {total.p50 / 1000:.1f} s, pace allows {nominal:.1f} s"
     latency = r.metric("transport_latency")
@@ -296,7 +302,7 @@ def table_row(r: RunResult) -> list[str]:
     gen = "?" if r.tokens_generated is None else f"{r.tokens_generated:,}"
     return [
         r.transport,
-        str(r.users),
+        str(r.load.users),
         str(r.streams),
         str(r.failed_streams),
         f"{r.tokens:,} / {gen}",
@@ -316,15 +322,15 @@ STRESS_COLUMNS = ("transport", "held", "broke at", "why", "client CPU % there", 
 
 
 def stress_row(transport: str, steps: Sequence[RunResult]) -> list[str]:
-    held = [s.users for s in steps if s.verdict is None]
+    held = [s.load.users for s in steps if s.verdict is None]
     broken = next((s for s in steps if s.verdict is not None), None)
     return [
         transport,
         str(max(held)) if held else "-",
-        str(broken.users) if broken else "not reached",
+        str(broken.load.users) if broken else "not reached",
         broken.verdict or "" if broken else "",
         fmt(broken.client_cpu_pct) if broken else "-",
-        ", ".join(str(s.users) for s in steps),
+        ", ".join(str(s.load.users) for s in steps),
     ]
 
 
@@ -356,6 +362,13 @@ def _plt() -> Any:
     return plt
 
 
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
 def _bars(
     path: Path,
     title: str,
@@ -384,10 +397,7 @@ def _bars(
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_latency(path: Path, results: Sequence[RunResult], title: str) -> Path | None:
@@ -420,10 +430,7 @@ def plot_latency(path: Path, results: Sequence[RunResult], title: str) -> Path |
         ax.set_ylabel("ms")
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_ttft(path: Path, results: Sequence[RunResult], title: str) -> Path | None:
@@ -446,10 +453,7 @@ def plot_ttft(path: Path, results: Sequence[RunResult], title: str) -> Path | No
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_timeline(path: Path, results: Sequence[RunResult], title: str) -> Path | None:
@@ -476,16 +480,13 @@ def plot_timeline(path: Path, results: Sequence[RunResult], title: str) -> Path 
         return None
     cpu_ax.set_title("server CPU (% of one core)")
     cpu_ax.set_xlabel("s")
-    open_ax.set_title("open subscriptions on the server")
+    open_ax.set_title("live streams (fan-out: subscriptions; a long poll only while it waits)")
     open_ax.set_xlabel("s")
     for ax in (cpu_ax, open_ax):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_stress(path: Path, stress: Mapping[str, Sequence[RunResult]]) -> Path | None:
@@ -493,9 +494,10 @@ def plot_stress(path: Path, stress: Mapping[str, Sequence[RunResult]]) -> Path |
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     names = list(stress)
-    held = [max((s.users for s in stress[t] if s.verdict is None), default=0) for t in names]
+    held = [max((s.load.users for s in stress[t] if s.verdict is None), default=0) for t in names]
     broke = [
-        next((s.users for s in stress[t] if s.verdict is not None), 0) or math.nan for t in names
+        next((s.load.users for s in stress[t] if s.verdict is not None), 0) or math.nan
+        for t in names
     ]
     ax.bar([i - 0.2 for i in range(len(names))], held, 0.4, label="held the pace")
     ax.bar([i + 0.2 for i in range(len(names))], broke, 0.4, label="broke at")
@@ -503,10 +505,7 @@ def plot_stress(path: Path, stress: Mapping[str, Sequence[RunResult]]) -> Path |
     ax.set_ylabel("concurrent streams")
     ax.set_title("stress: concurrent streams per transport")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def make_plots(
@@ -548,7 +547,7 @@ def make_plots(
             _bars(
                 out / "memory-per-stream.png",
                 "server memory per open stream (fan-out: per subscriber)",
-                "KiB (RSS growth / open subscriptions)",
+                "KiB (RSS growth / concurrent streams)",
                 groups,
                 lambda r: r.kib_per_open_stream,
             )
@@ -609,7 +608,9 @@ def write_html(
         parts.append("<h2>Stress: where delivery broke</h2>")
         parts.append(_html_table(STRESS_COLUMNS, (stress_row(t, s) for t, s in stress.items())))
         steps = [
-            [f"{r.transport} x{r.users}", *table_row(r)[1:]] for s in stress.values() for r in s
+            [f"{r.transport} x{r.load.users}", *table_row(r)[1:]]
+            for s in stress.values()
+            for r in s
         ]
         parts.append(_html_table(COLUMNS, steps))
     for p in plots:

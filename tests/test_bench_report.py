@@ -6,6 +6,7 @@ report.html). The checks are on counts and on the figures being there, never on 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from bench.report import (
+    Load,
     Metric,
     RunResult,
     Sample,
@@ -69,11 +71,7 @@ def run_of(**over: Any) -> RunResult:
         "entries": entries,
         "failures": [],
         "samples": samples,
-        "users": 4,
-        "spawn_rate": 4,
-        "run_s": 2,
-        "tokens_per_stream": 10,
-        "pace": 5,
+        "load": Load(users=4, spawn_rate=4, run_s=2, tokens=10, pace=5, ttft_ms=200),
         "exit_code": 0,
         "wall_s": 5,
         "tokens_generated": 40,
@@ -92,7 +90,7 @@ def test_figures_of_one_run() -> None:
     assert r.cpu_ms_per_1k_tokens == pytest.approx(5000.0)  # 200 ms for 40 tokens
     assert r.client_cpu_pct == pytest.approx(25.0)
     assert (r.rss_base_mib, r.rss_peak_mib, r.open_streams_peak) == (50, 52, 4)
-    assert r.kib_per_open_stream == pytest.approx(512.0)  # 2 MiB / 4 open streams
+    assert r.kib_per_open_stream == pytest.approx(512.0)  # 2 MiB / 4 users' streams
     lat = r.metric("transport_latency")
     assert lat is not None
     assert (lat.p50, lat.p95, lat.max) == (0.4, 2.5, 2.5)
@@ -101,17 +99,18 @@ def test_figures_of_one_run() -> None:
 
 def test_verdict_of_a_stress_step() -> None:
     # 10 tokens at 5/s after 200 ms: 2.0 s; streams of 2.2 s are within 10%.
-    assert verdict(run_of(), ttft_ms=200) is None
+    assert verdict(run_of()) is None
     late = run_of()
     late.metrics["stream_total"] = Metric(4, 0, 0, 2500, 2500, 2500, 2500, 2500, 2500)
-    assert verdict(late, ttft_ms=200) == "behind pace: median stream 2.5 s, pace allows 2.0 s"
+    assert verdict(late) == "behind pace: median stream 2.5 s, pace allows 2.0 s"
     slow = run_of()
     slow.metrics["transport_latency"] = Metric(4, 0, 0, 900, 500, 900, 1200, 1500, 1500)
-    assert verdict(slow, ttft_ms=200) == "behind pace: p95 transport latency 1.2 s"
+    assert verdict(slow) == "behind pace: p95 transport latency 1.2 s"
     failing = run_of(failures=[{"type": "SSE", "name": "stream_total", "error": "E"}])
     failing.failed_streams = 3
-    assert verdict(failing, ttft_ms=200) == "3 failed streams (E)"
-    held, broke = run_of(users=100), run_of(users=200)
+    assert verdict(failing) == "3 failed streams (E)"
+    load = Load(users=100, spawn_rate=4, run_s=2, tokens=10, pace=5, ttft_ms=200)
+    held, broke = run_of(load=load), run_of(load=dataclasses.replace(load, users=200))
     broke.verdict = "3 failed streams (E)"
     assert stress_row("sse", [held, broke])[:4] == ["sse", "100", "200", "3 failed streams (E)"]
 

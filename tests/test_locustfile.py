@@ -11,17 +11,15 @@ import asyncio
 import csv
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.runner import LOCUST_HEADLESS
 from bench.streamcheck import IncompleteStream, StreamCheck
 from tests.conftest import MakeServer, base_url
 
-REPO = Path(__file__).resolve().parent.parent
-LOCUSTFILE = REPO / "bench" / "locustfile.py"
 SID = "StWNx7bsU3jQNt7N"
 
 
@@ -217,12 +215,7 @@ async def run_locust(
 ) -> tuple[dict[tuple[str, str], dict[str, str]], str]:
     """Locust headless against ``base``; its CSV stats rows by (Type, Name), and its output."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
+        *LOCUST_HEADLESS,
         "--only-summary",
         "-H",
         base,
@@ -306,15 +299,18 @@ async def test_every_user_class_under_locust(make_server: MakeServer, tmp_path: 
         assert 0 < per_token <= stats[(label, "stream_total")]["total_content_length"], label
 
 
-async def test_distributed_master_and_two_workers(make_server: MakeServer, tmp_path: Path) -> None:
+async def test_distributed_master_and_two_workers_users_picked_by_tag(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
     srv = await make_server(max_streams_per_client=1000)
     rows, output = await run_locust(
         base_url(srv),
         tmp_path,
         *("--processes", "2", "-u", "4", "-r", "50", "--tw-run-time", "1.5"),
-        *("--tw-tokens", "10", "--tw-pace", "50", "--tw-ttft-ms", "20", "SSEUser", "WSUser"),
+        *("--tw-tokens", "10", "--tw-pace", "50", "--tw-ttft-ms", "20", "--tags", "sse", "ws"),
     )
     assert "2 workers connected" in output
+    assert '{"SSEUser": 2, "WSUser": 2} (4 total users)' in output  # picked by tag
     for label in ("SSE", "WS"):
         # Every stream the two workers started was read to its end and reached the master.
         streams = count(rows, label, "stream_total")
