@@ -60,7 +60,7 @@ bench-overhead: install-dev
 	$(BIN)/python bench/overhead.py --repeat 3
 
 # The transports under Locust, one after another, into bench/results/<time>/ (report.html):
-# `make bench` (the default preset, ~9 min), `make bench BENCH_ARGS=--quick`,
+# `make bench` (the default preset, ~10 min), `make bench BENCH_ARGS=--quick`,
 # `make bench BENCH_ARGS="--stress"`; see docs/bench.md.
 BENCH_ARGS ?=
 bench: install-dev

@@ -153,23 +153,30 @@ class TokenwireUser(FastHttpUser):
     abstract = True
     wait_time = constant(0)
     connection_timeout = 30.0
+    transport: ClassVar[str]
+    """``sse``, ``ws``, ``poll``, ``chunked`` or ``v1``: reads with ``read_<transport>``."""
+    scenario: ClassVar[str]
+    """``streams`` or ``fanout``."""
     label: ClassVar[str]
-    """Request type of this user's rows (``SSE``, ``WS``, ...)."""
+    """Request type of this user's rows: ``SSE``, ``WS``, ... (fan-out: ``SSE-FANOUT``)."""
     _ws: websocket.WebSocket | None = None
     deadline: ClassVar[float] = float("inf")
     """``time.monotonic()`` after which no new stream starts (``--tw-run-time``)."""
 
-    scenario: ClassVar[str]
-    """``streams`` or ``fanout``: a tag of the user's task."""
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A concrete user names its transport; it gets its label and one task,
+        tagged with its scenario and its label in lower case (``--tags streams``,
+        ``--tags sse``, ``--tags sse-fanout``)."""
         super().__init_subclass__(**kwargs)
-        if not cls.__dict__.get("abstract"):
-            # One task, tagged so that --tags picks users: ``streams``, ``sse``, ...
-            def next_stream(user: TokenwireUser) -> None:
-                user.next()
+        if cls.__dict__.get("abstract"):
+            return
+        suffix = "-FANOUT" if cls.scenario == "fanout" else ""
+        cls.label = cls.transport.upper() + suffix
 
-            cls.tasks = [tag(cls.scenario, cls.label.lower())(next_stream)]
+        def next_stream(user: TokenwireUser) -> None:
+            user.next()
+
+        cls.tasks = [tag(cls.scenario, cls.label.lower())(next_stream)]
 
     def next(self) -> None:
         """Read the next stream (the task)."""
@@ -215,7 +222,9 @@ class TokenwireUser(FastHttpUser):
 
     def read(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
         """Read one stream over this user's transport (one of the ``read_*`` below)."""
-        raise NotImplementedError
+        reader: Callable[[StreamCheck, dict[str, Any] | None], None]
+        reader = getattr(self, f"read_{self.transport}")
+        reader(check, body)
 
     def read_sse(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
         if body is not None:
@@ -385,53 +394,40 @@ class FanoutUser(TokenwireUser):
         raise StopUser()
 
 
-# A concrete user is a label and a transport: its one task (``next``) is tagged with its
-# scenario and its label in lower case (``--tags streams``, ``--tags sse-fanout``).
-
-
 class SSEUser(StreamsUser):
-    label = "SSE"
-    read = TokenwireUser.read_sse
+    transport = "sse"
 
 
 class WSUser(StreamsUser):
-    label = "WS"
-    read = TokenwireUser.read_ws
+    transport = "ws"
 
 
 class PollUser(StreamsUser):
-    label = "POLL"
-    read = TokenwireUser.read_poll
+    transport = "poll"
 
 
 class ChunkedUser(StreamsUser):
-    label = "CHUNKED"
-    read = TokenwireUser.read_chunked
+    transport = "chunked"
 
 
 class V1User(StreamsUser):
-    label = "V1"
-    read = TokenwireUser.read_v1
+    transport = "v1"
 
 
 class SSEFanout(FanoutUser):
-    label = "SSE-FANOUT"
-    read = TokenwireUser.read_sse
+    transport = "sse"
 
 
 class WSFanout(FanoutUser):
-    label = "WS-FANOUT"
-    read = TokenwireUser.read_ws
+    transport = "ws"
 
 
 class PollFanout(FanoutUser):
-    label = "POLL-FANOUT"
-    read = TokenwireUser.read_poll
+    transport = "poll"
 
 
 class ChunkedFanout(FanoutUser):
-    label = "CHUNKED-FANOUT"
-    read = TokenwireUser.read_chunked
+    transport = "chunked"
 
 
 def _task_tags(user_class: type[User]) -> set[str]:

@@ -318,7 +318,7 @@ def table_row(r: RunResult) -> list[str]:
     ]
 
 
-STRESS_COLUMNS = ("transport", "held", "broke at", "why", "client CPU % there", "steps")
+STRESS_COLUMNS = ("transport", "held", "broke at", "why", "srv / client CPU % there", "steps")
 
 
 def stress_row(transport: str, steps: Sequence[RunResult]) -> list[str]:
@@ -329,7 +329,7 @@ def stress_row(transport: str, steps: Sequence[RunResult]) -> list[str]:
         str(max(held)) if held else "-",
         str(broken.load.users) if broken else "not reached",
         broken.verdict or "" if broken else "",
-        fmt(broken.client_cpu_pct) if broken else "-",
+        f"{fmt(broken.server_cpu_pct)} / {fmt(broken.client_cpu_pct)}" if broken else "-",
         ", ".join(str(s.load.users) for s in steps),
     ]
 
