@@ -361,6 +361,11 @@ class TokenwireUser(FastHttpUser):
         if check.finished:  # OpenAI's dialect has no digest: compare the stream's own done
             url = f"/api/streams/{check.stream_id}/poll?after={check.tokens - 1}&timeout=5"
             resp = self.client.get(url, name="/api/streams/[id]/poll (v1 check)")
+            if resp.status_code == 410:
+                raise IncompleteStream(
+                    "/v1 check: the stream was already forgotten (410): this client ran more "
+                    "than the server's --retention-s behind"
+                )
             if resp.status_code != 200:
                 raise http_failure(resp, "/v1 check")
             check.done(orjson.loads(resp.content or b"")["events"][-1])

@@ -111,7 +111,10 @@ class Sample:
     server_cpu_s: float | None
     server_rss: int | None
     client_cpu_s: float
-    open_streams: int | None
+    machine_busy_s: float | None = None
+    """CPU seconds all cores were busy since boot (``/proc/stat``): what ran besides the
+    server and Locust shows as "other CPU"."""
+    open_streams: int | None = None
     """From the server's ``/metrics``: its live streams (fan-out: the subscriptions of the
     transport under test; a long poll counts only while it waits)."""
 
@@ -146,6 +149,9 @@ class RunResult:
     open_streams_peak: int | None
     kib_per_open_stream: float | None
     client_cpu_pct: float | None
+    other_cpu_pct: float | None
+    """Busy CPU of the whole machine minus the server's and Locust's (other sessions, the
+    runner, the kernel's work not charged to either), as a share of one core."""
     ttft_hist: dict[float, int]
     samples: list[Sample] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
@@ -198,8 +204,12 @@ def result_from_run(
             ours["ttft"]["start_time"]
         )
     cpu = _delta([s.server_cpu_s for s in samples])
-    client_cpu = _delta([s.client_cpu_s for s in samples])
     span = samples[-1].t - samples[0].t if len(samples) > 1 else 0.0
+    client_cpu = _delta([s.client_cpu_s for s in samples])
+    busy = _delta([s.machine_busy_s for s in samples])
+    other = None
+    if busy is not None and span:
+        other = 100 * max(0.0, busy - (cpu or 0.0) - (client_cpu or 0.0)) / span
     rss = [s.server_rss for s in samples if s.server_rss is not None]
     opened = [s.open_streams for s in samples if s.open_streams is not None]
     # Per concurrent stream (fan-out: per subscriber): every user holds one all along.
@@ -228,6 +238,7 @@ def result_from_run(
         open_streams_peak=max(opened) if opened else None,
         kib_per_open_stream=kib,
         client_cpu_pct=100 * client_cpu / span if client_cpu is not None and span else None,
+        other_cpu_pct=other,
         ttft_hist=histogram(ours["ttft"]) if "ttft" in ours else {},
         samples=list(samples),
     )
@@ -289,6 +300,7 @@ COLUMNS = (
     "CPU ms / 1k tok",
     "KiB / open stream",
     "client CPU %",
+    "other CPU %",
 )
 
 
@@ -315,6 +327,7 @@ def table_row(r: RunResult) -> list[str]:
         fmt(r.cpu_ms_per_1k_tokens, ".1f"),
         fmt(r.kib_per_open_stream, ".1f"),
         fmt(r.client_cpu_pct),
+        fmt(r.other_cpu_pct),
     ]
 
 
@@ -343,10 +356,10 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]
 
     table = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i != 3)
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=col != "why")
     for row in rows:
         table.add_row(*row)
-    Console(width=None if sys.stdout.isatty() else 220).print(table)
+    Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 
 # ---------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.overhead import parse_csv_ints
+from bench.overhead import parse_csv_ints, system_busy_s
 from bench.report import (
     COLUMNS,
     FANOUT_LABELS,
@@ -400,6 +400,7 @@ def run_locust(
                         server_cpu_s=cpu,
                         server_rss=rss,
                         client_cpu_s=client.seconds(),
+                        machine_busy_s=system_busy_s(),
                         open_streams=None if opened is None else int(opened),
                     )
                 )
@@ -528,7 +529,8 @@ def notes(
         + (f", distributed: master + {ns.workers} workers" if ns.workers else ", one process")
         + f"; Python {platform.python_version()}; {cpus} CPU cores shared by Locust and "
         "the server: client CPU near 100% means the load generator, not the server, set "
-        "the limit",
+        "the limit; other CPU = the machine's busy time minus both (other work on the "
+        "machine skews the figures when it is high)",
     ]
     for scenario, load in loads.items():
         users = f"{load.users} users" if scenario != "stress" else f"steps of {steps} users"
@@ -627,6 +629,13 @@ def run(ns: argparse.Namespace) -> int:
         print_table("tokenwire bench: stress steps", COLUMNS, rows)
         print_table(
             "tokenwire bench: stress", STRESS_COLUMNS, (stress_row(t, s) for t, s in stress.items())
+        )
+    every = [*streams, *fanout, *(r for steps in stress.values() for r in steps)]
+    if disturbed := [r for r in every if (r.other_cpu_pct or 0) > 25]:
+        print(
+            "warning: other work kept the machine busy (other CPU > 25% of a core) during "
+            + ", ".join(f"{r.scenario} {r.transport}" for r in disturbed)
+            + ": those figures are skewed"
         )
     failed = [r for r in (*streams, *fanout) if r.failed_streams or r.exit_code != 0]
     for r in failed:

@@ -60,10 +60,12 @@ def run_of(**over: Any) -> RunResult:
         entry("WS", "itl", {"50": 999}),  # another user class: not SSE's
     ]
     samples = [
-        Sample(t=0.0, server_cpu_s=1.0, server_rss=50 * 2**20, client_cpu_s=0.5, open_streams=0),
-        Sample(t=2.0, server_cpu_s=1.1, server_rss=52 * 2**20, client_cpu_s=1.0, open_streams=4),
-        Sample(t=4.0, server_cpu_s=1.2, server_rss=51 * 2**20, client_cpu_s=1.5, open_streams=2),
+        Sample(t=0, server_cpu_s=1.0, server_rss=50 * 2**20, client_cpu_s=0.5, machine_busy_s=10),
+        Sample(t=2, server_cpu_s=1.1, server_rss=52 * 2**20, client_cpu_s=1.0, machine_busy_s=11),
+        Sample(t=4, server_cpu_s=1.2, server_rss=51 * 2**20, client_cpu_s=1.5, machine_busy_s=12.5),
     ]
+    for sample, opened in zip(samples, (0, 4, 2), strict=True):
+        sample.open_streams = opened
     args: dict[str, Any] = {
         "scenario": "streams",
         "transport": "sse",
@@ -89,6 +91,7 @@ def test_figures_of_one_run() -> None:
     assert r.server_cpu_pct == pytest.approx(5.0)  # 0.2 s over 4 s
     assert r.cpu_ms_per_1k_tokens == pytest.approx(5000.0)  # 200 ms for 40 tokens
     assert r.client_cpu_pct == pytest.approx(25.0)
+    assert r.other_cpu_pct == pytest.approx(32.5)  # 2.5 s busy - 0.2 server - 1.0 Locust
     assert (r.rss_base_mib, r.rss_peak_mib, r.open_streams_peak) == (50, 52, 4)
     assert r.kib_per_open_stream == pytest.approx(512.0)  # 2 MiB / 4 users' streams
     lat = r.metric("transport_latency")
