@@ -29,21 +29,44 @@ log = logging.getLogger("tokenwire.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JS_CLIENT_DIR = Path(clients.__file__).parent / "js"
+STATIC_DIR = Path(__file__).parent / "static"
+
+CONTENT_TYPES = {
+    ".js": "text/javascript",  # RFC 9239
+    ".css": "text/css",
+    ".html": "text/html",
+    ".svg": "image/svg+xml",
+}
+# The demo page loads nothing from elsewhere and runs no inline script; model output is
+# text, and this policy would stop a script even if some ever slipped into the DOM.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
 
 
-def _js_files() -> Handler:
-    """Serve the JS client modules (read once) as ``text/javascript`` (RFC 9239)."""
-    files = {p.name: p.read_bytes() for p in JS_CLIENT_DIR.glob("*.js")}
+def _files(directory: Path, pattern: str, *, index: str | None = None) -> Handler:
+    """Serve the files of ``directory`` matching ``pattern`` by name, read once at start;
+    ``index`` answers a request with no name."""
+    files = {
+        p.name: (p.read_bytes(), CONTENT_TYPES[p.suffix]) for p in sorted(directory.glob(pattern))
+    }
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        body = files.get(request.match_info["name"])
-        if body is None:
+        found = files.get(request.match_info.get("name", index or ""))
+        if found is None:
             raise NotFound(f"no file {request.path}")
+        body, content_type = found
         return web.Response(
             body=body,
-            content_type="text/javascript",
+            content_type=content_type,
             charset="utf-8",
-            headers={"Cache-Control": "no-cache"},
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Content-Type-Options": "nosniff",
+                **PAGE_HEADERS,
+            },
         )
 
     return handler
@@ -145,8 +168,11 @@ def create_app(
     r.add_post("/v1/chat/completions", openai.chat_completions)
     r.add_get("/v1/models", openai.list_models, allow_head=False)
     r.add_get("/v1/models/{model:.+}", openai.retrieve_model, allow_head=False)
-    # The JS client, for the demo page and for anyone's page: plain ES modules.
-    r.add_get("/js/{name}", _js_files(), allow_head=False)
+    # The demo page, and the JS client it uses (for anyone's page too: plain ES modules).
+    r.add_get("/", _files(STATIC_DIR, "index.html", index="index.html"))
+    r.add_get("/static/{name}", _files(STATIC_DIR, "*.*"))
+    r.add_get("/js/{name}", _files(JS_CLIENT_DIR, "*.js"), allow_head=False)
+    r.add_get("/api/info", api.info, allow_head=False)
     r.add_get("/metrics", api.metrics)
     r.add_get("/healthz", api.healthz)
     return app

@@ -97,6 +97,10 @@ class TokenSource(ABC):
             raise InvalidField("params", f"source {self.name!r} takes no params")
         return {}
 
+    def param_defaults(self) -> dict[str, Any]:
+        """The ``params`` it accepts, with their defaults (``GET /api/info`` lists them)."""
+        return {}
+
     def served_model(self) -> str | None:
         """The model it serves (``hf``: hub name or path, ``openai``: the upstream name), or
         ``None`` for a source without model names. ``/v1`` model ids are built from it."""

@@ -129,6 +129,9 @@ class SyntheticSource(TokenSource):
             out["seed"] = seed
         return out
 
+    def param_defaults(self) -> dict[str, Any]:
+        return dict(self.defaults)
+
     def is_unpaced(self, params: Mapping[str, Any]) -> bool:
         return float(params.get("tokens_per_s", self.defaults["tokens_per_s"])) == 0.0
 
