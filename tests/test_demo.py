@@ -271,6 +271,27 @@ async def test_drop_connection(browser: Browser, server: TestServer, transport: 
     assert demo.problems == []
 
 
+async def test_stop_cancels_the_generation(browser: Browser, server: TestServer) -> None:
+    prompt = "stop me"
+    demo = await open_demo(browser, server)
+    await demo.start(prompt, max_tokens=400, tokens_per_s=40)
+    for t in TRANSPORTS:
+        await demo.wait_tokens(t, 10)
+    await demo.page.click("#stop")
+    await demo.finished()
+
+    stream_id = str(await demo.attr("sse", "stream"))
+    text = await server_text(server, stream_id)
+    n = await demo.tokens("sse")
+    assert 10 <= n < 400
+    assert text == expected_text(prompt, n)
+    for t in TRANSPORTS:
+        assert await demo.text(t) == text
+        assert await demo.tokens(t) == n
+        assert (await demo.attr(t, "state"), await demo.attr(t, "digest")) == ("cancelled", "ok")
+    assert demo.problems == []
+
+
 async def test_markup_is_shown_as_text(browser: Browser, server: TestServer) -> None:
     # A prompt with markup, and one whose synthetic answer holds the sample text's
     # `<script>` and `<img onerror>` line (the first such prompt, found the same way here).

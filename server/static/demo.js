@@ -223,7 +223,7 @@ class Chart {
 
     const style = getComputedStyle(document.documentElement);
     const color = (name) => style.getPropertyValue(`--${name}`).trim();
-    const pad = { left: 48, right: 12, top: 10, bottom: 28 };
+    const pad = { left: 48, right: 24, top: 10, bottom: 28 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
     const tMax = niceCeil(
