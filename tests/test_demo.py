@@ -165,6 +165,7 @@ async def test_info(server: TestServer, session: aiohttp.ClientSession) -> None:
                 "max_ttft_ms": 10000.0,
                 "max_tokens_per_s": 5000.0,
             },
+            "auth": False,
         }
 
 
