@@ -6,7 +6,8 @@ against the server: the exact text of the stream, the digest, the counts. Screen
 finished page, wide and narrow, light and dark, land in ``test-output/demo/``.
 
 The page sends ``Content-Security-Policy: default-src 'self'``, which forbids ``eval``; so
-the tests wait with selectors (``body[data-run=finished]``), never ``wait_for_function``.
+the tests wait with selectors (``body[data-runs="2"][data-run=finished]``), never
+``wait_for_function``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Demo:
     def __init__(self, page: Page) -> None:
         self.page = page
         self.problems = console_problems(page)
+        self.runs = 0  # Start presses: the page counts them in data-runs
 
     def panel(self, transport: str, role: str | None = None) -> str:
         css = f"[data-transport={transport}]"
@@ -78,11 +80,19 @@ class Demo:
             await p.fill("#ttft", str(ttft_ms))
         if independent:
             await p.check("#independent", force=True)  # the box is hidden behind the switch
-        await p.click("#start")
-        await p.wait_for_selector("body[data-run=running]", state="attached")
+        await self.click_start()
+
+    async def click_start(self) -> None:
+        # The run starts in the click's handler; a quick one may be over before a selector
+        # for data-run=running is ever seen, so the wait is for this run's number.
+        self.runs += 1
+        await self.page.click("#start")
+        await self.page.wait_for_selector(f'body[data-runs="{self.runs}"]', state="attached")
 
     async def finished(self) -> None:
-        await self.page.wait_for_selector("body[data-run=finished]", state="attached")
+        await self.page.wait_for_selector(
+            f'body[data-runs="{self.runs}"][data-run=finished]', state="attached"
+        )
 
     async def text(self, transport: str) -> str:
         return await self.page.text_content(self.panel(transport, "text")) or ""
@@ -360,3 +370,39 @@ async def test_sources_and_a_failing_generation(browser: Browser, make_server: M
     status = await demo.status()
     assert " · 0/4 panels match the server's sha256 · 4 ended with an error · stream " in status
     assert demo.problems == []
+
+
+async def test_a_server_with_a_token(
+    browser: Browser, make_server: MakeServer, server: TestServer
+) -> None:
+    """/api/info says auth is on: the Token field shows; without it nothing starts, with it
+    every panel (SSE then over fetch, which can send the header) reads the stream."""
+    demo = await open_demo(browser, server)
+    assert await demo.page.get_attribute("#token-field", "hidden") == ""
+    await demo.page.close()
+
+    srv = await make_server(auth_token="demo-token")
+    demo = await open_demo(browser, srv)
+    await demo.page.wait_for_selector("#token-field:not([hidden])")
+    await demo.click_start()
+    await demo.finished()
+    assert await demo.status() == (
+        "Could not start: unauthorized: this server needs a token: send Authorization: "
+        "Bearer <token>"
+    )
+    assert len(demo.problems) == 1
+    assert "status of 401" in demo.problems.pop()  # Chromium logs the refused request
+
+    await demo.page.fill("#token", "demo-token")
+    prompt = "a page with a token"
+    await demo.start(prompt, max_tokens=30)
+    await demo.finished()
+    expected = expected_text(prompt, 30)
+    for t in TRANSPORTS:
+        assert await demo.text(t) == expected, t
+        assert (await demo.attr(t, "state"), await demo.attr(t, "digest")) == ("done", "ok")
+    assert await demo.page.text_content(f"{demo.panel('sse')} .how") == "fetch · text/event-stream"
+    assert (await demo.metrics("sse"))["requests"] == "1"
+    assert (await demo.status()).startswith("Finished in ")
+    assert demo.problems == []
+    await demo.screenshot("token")
