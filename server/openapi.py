@@ -167,11 +167,7 @@ def _synthetic_params(settings: Settings) -> Schema:
 
 
 def _create_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema:
-    params: Schema
-    if list(sources) == ["synthetic"]:
-        params = _synthetic_params(settings)
-    else:
-        params = {"type": "object", "description": "the source's params (docs/protocol.md)"}
+    params = _source_params(settings, sources)
     return {
         "description": "`null` means absent (the default)",
         **_object(
@@ -188,6 +184,12 @@ def _create_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Sche
     }
 
 
+def _source_params(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema:
+    if list(sources) == ["synthetic"]:
+        return _synthetic_params(settings)
+    return {"type": "object", "description": "the source's params (docs/protocol.md)"}
+
+
 def _chat_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema:
     nullable = _nullable
     max_tokens = nullable({"type": "integer", "minimum": 1, "maximum": settings.max_tokens_cap})
@@ -200,87 +202,83 @@ def _chat_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema
         },
         optional=("name",),
     )
+    flag = nullable({"type": "boolean"})
+    fields: dict[str, Schema] = {
+        "model": {"enum": model_ids(sources)},
+        "messages": {"type": "array", "items": message, "minItems": 1},
+        "max_tokens": max_tokens,
+        "max_completion_tokens": max_tokens,
+        "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
+        "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
+        "seed": nullable({"type": "integer", "minimum": -(2**63), "maximum": MAX_SEED}),
+        "n": nullable({"const": 1}),
+        "stream": flag,
+        "stream_options": nullable(
+            _object(
+                {"include_usage": flag, "include_obfuscation": flag},
+                optional=("include_usage", "include_obfuscation"),
+            )
+        ),
+        "params": nullable(_source_params(settings, sources)),
+        **{name: {"description": "accepted and ignored"} for name in sorted(IGNORED_FIELDS)},
+    }
     return {
         "description": "OpenAI's Chat Completions body; `null` means absent. The fields "
-        "accepted and ignored, and those accepted only with the value that asks for nothing "
-        "(`tools: []`, ...), are listed in docs/protocol.md; any other field is 400.",
-        **_object(
-            {
-                "model": {"enum": model_ids(sources)},
-                "messages": {"type": "array", "items": message, "minItems": 1},
-                "max_tokens": max_tokens,
-                "max_completion_tokens": max_tokens,
-                "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
-                "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
-                "seed": nullable({"type": "integer", "minimum": -(2**63), "maximum": MAX_SEED}),
-                "n": nullable({"const": 1}),
-                "stream": nullable({"type": "boolean"}),
-                **{
-                    name: {"description": "accepted and ignored"} for name in sorted(IGNORED_FIELDS)
-                },
-            },
-            optional=(
-                "max_tokens",
-                "max_completion_tokens",
-                "temperature",
-                "top_p",
-                "seed",
-                "n",
-                "stream",
-                *IGNORED_FIELDS,
-            ),
-        ),
+        "accepted only with the value that asks for nothing (`tools: []`, ...) are listed in "
+        "docs/protocol.md; any other field is 400.",
+        **_object(fields, optional=tuple(k for k in fields if k not in ("model", "messages"))),
         "not": {"required": ["max_tokens", "max_completion_tokens"]},
+        # stream_options only with "stream": true
+        "if": {
+            "properties": {"stream_options": {"type": "object"}},
+            "required": ["stream_options"],
+        },
+        "then": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
     }
 
 
 _USAGE = _object({"prompt_tokens": INTEGER, "completion_tokens": INTEGER, "total_tokens": INTEGER})
-CHAT_COMPLETION = _object(
-    {
-        "id": {"type": "string", "pattern": "^chatcmpl-"},
-        "object": {"const": "chat.completion"},
-        "created": INTEGER,
-        "model": STRING,
-        "choices": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 1,
-            "items": _object(
-                {
-                    "index": {"const": 0},
-                    "message": _object({"role": {"const": "assistant"}, "content": STRING}),
-                    "logprobs": {"type": "null"},
-                    "finish_reason": {"enum": ["stop", "length"]},
-                }
-            ),
+
+
+def _chat_object(kind: str, choice: Mapping[str, Schema], usage: Schema, *, chunk: bool) -> Schema:
+    """``chat.completion`` or ``chat.completion.chunk``: one choice (none in the usage chunk)."""
+    return _object(
+        {
+            "id": {"type": "string", "pattern": "^chatcmpl-"},
+            "object": {"const": kind},
+            "created": INTEGER,
+            "model": STRING,
+            "choices": {
+                "type": "array",
+                "minItems": 0 if chunk else 1,
+                "maxItems": 1,
+                "items": _object({"index": {"const": 0}, **choice, "logprobs": {"type": "null"}}),
+            },
+            "usage": usage,
         },
-        "usage": _USAGE,
-    }
-)
-CHAT_CHUNK = _object(
+        optional=("usage",) if chunk else (),
+    )
+
+
+CHAT_COMPLETION = _chat_object(
+    "chat.completion",
     {
-        "id": {"type": "string", "pattern": "^chatcmpl-"},
-        "object": {"const": "chat.completion.chunk"},
-        "created": INTEGER,
-        "model": STRING,
-        "choices": {
-            "type": "array",
-            "maxItems": 1,
-            "items": _object(
-                {
-                    "index": {"const": 0},
-                    "delta": _object(
-                        {"role": {"const": "assistant"}, "content": STRING},
-                        optional=("role", "content"),
-                    ),
-                    "logprobs": {"type": "null"},
-                    "finish_reason": {"enum": ["stop", "length", None]},
-                }
-            ),
-        },
-        "usage": _nullable(_USAGE),
+        "message": _object({"role": {"const": "assistant"}, "content": STRING}),
+        "finish_reason": {"enum": ["stop", "length"]},
     },
-    optional=("usage",),
+    _USAGE,
+    chunk=False,
+)
+CHAT_CHUNK = _chat_object(
+    "chat.completion.chunk",
+    {
+        "delta": _object(
+            {"role": {"const": "assistant"}, "content": STRING}, optional=("role", "content")
+        ),
+        "finish_reason": {"enum": ["stop", "length", None]},
+    },
+    _nullable(_USAGE),
+    chunk=True,
 )
 #: One SSE event of a ``/v1`` stream: a chunk, the in-band error that ends a failed
 #: stream, or the final ``[DONE]``. No ``event:`` or ``id:`` field is ever sent.

@@ -78,66 +78,75 @@ def refusal(
 entries = pytest.mark.parametrize("entry", ENTRIES)
 
 
+#: A cap: the server's setting, the streams that fill it, the params of one more, and the
+#: refusal (status, code, message).
+CAPS = [
+    pytest.param(
+        {"max_streams_per_client": 2},
+        [HOLD, HOLD],
+        {},
+        (429, "too_many_streams", "this client has 2 live streams; the limit per client is 2"),
+        id="per-client",
+    ),
+    pytest.param(
+        {"max_live_streams": 2},
+        [HOLD, HOLD],
+        {},
+        (503, "too_many_streams", "2 streams are live; the server limit is 2"),
+        id="in-total",
+    ),
+    pytest.param(
+        {"max_unpaced_streams": 1},
+        [{"tokens_per_s": 0, "ttft_ms": 10_000}],
+        {"tokens_per_s": 0},
+        (
+            503,
+            "too_many_unpaced_streams",
+            "1 unpaced streams (tokens_per_s=0) are live; the limit is 1",
+        ),
+        id="unpaced",
+    ),
+    # No number of requests, each within the per-stream pace cap, may together ask the
+    # synthetic source for more than max_total_tokens_per_s.
+    pytest.param(
+        {"max_total_tokens_per_s": 100},
+        [{"tokens_per_s": 60, "ttft_ms": 10_000}],
+        {"tokens_per_s": 50},
+        (
+            503,
+            "pace_budget_exceeded",
+            "the live streams ask for 60 tokens/s; 50 more would pass the server's limit of 100",
+        ),
+        id="total-pace",
+    ),
+]
+
+
 @entries
-async def test_streams_per_client(
-    make_server: MakeServer, session: aiohttp.ClientSession, entry: str
+@pytest.mark.parametrize(("settings", "held", "params", "expected"), CAPS)
+async def test_caps(
+    make_server: MakeServer,
+    session: aiohttp.ClientSession,
+    entry: str,
+    settings: dict[str, Any],
+    held: list[dict[str, Any]],
+    params: dict[str, Any],
+    expected: tuple[int, str, str],
 ) -> None:
-    srv = await make_server(max_streams_per_client=2)
-    for _ in range(2):
-        await create(session, srv, max_tokens=1000, params=HOLD)
-    assert await attempt(session, srv, entry) == refusal(
-        entry,
-        429,
-        "too_many_streams",
-        "this client has 2 live streams; the limit per client is 2",
-        retry=True,
+    srv = await make_server(**settings)
+    for hold in held:
+        await create(session, srv, max_tokens=1000, params=hold)
+    assert await attempt(session, srv, entry, params=params) == refusal(
+        entry, *expected, retry=True
     )
 
 
-@entries
-async def test_streams_in_total(
-    make_server: MakeServer, session: aiohttp.ClientSession, entry: str
+async def test_total_pace_is_given_back(
+    make_server: MakeServer, session: aiohttp.ClientSession
 ) -> None:
-    srv = await make_server(max_live_streams=2)
-    for _ in range(2):
-        await create(session, srv, max_tokens=1000, params=HOLD)
-    assert await attempt(session, srv, entry) == refusal(
-        entry, 503, "too_many_streams", "2 streams are live; the server limit is 2", retry=True
-    )
-
-
-@entries
-async def test_unpaced_streams(
-    make_server: MakeServer, session: aiohttp.ClientSession, entry: str
-) -> None:
-    srv = await make_server(max_unpaced_streams=1)
-    await create(session, srv, max_tokens=1000, params={"tokens_per_s": 0, "ttft_ms": 10_000})
-    assert await attempt(session, srv, entry, params={"tokens_per_s": 0}) == refusal(
-        entry,
-        503,
-        "too_many_unpaced_streams",
-        "1 unpaced streams (tokens_per_s=0) are live; the limit is 1",
-        retry=True,
-    )
-
-
-@entries
-async def test_total_pace(
-    make_server: MakeServer, session: aiohttp.ClientSession, entry: str
-) -> None:
-    """No number of requests, each within the per-stream pace cap, may together ask the
-    synthetic source for more than ``max_total_tokens_per_s``."""
     srv = await make_server(max_total_tokens_per_s=100)
-    held = await create(
-        session, srv, max_tokens=1000, params={"tokens_per_s": 60, "ttft_ms": 10_000}
-    )
-    assert await attempt(session, srv, entry, params={"tokens_per_s": 50}) == refusal(
-        entry,
-        503,
-        "pace_budget_exceeded",
-        "the live streams ask for 60 tokens/s; 50 more would pass the server's limit of 100",
-        retry=True,
-    )
+    slow = {"tokens_per_s": 60, "ttft_ms": 10_000}
+    held = await create(session, srv, max_tokens=1000, params=slow)
     # Unpaced streams have a cap of their own and do not count here; the rest fits.
     await create(session, srv, max_tokens=1000, params={"tokens_per_s": 40, "ttft_ms": 10_000})
     await create(session, srv, max_tokens=1, params={"tokens_per_s": 0, "ttft_ms": 0})
@@ -146,7 +155,7 @@ async def test_total_pace(
         assert resp.status == 204
     async with session.get(f"{base_url(srv)}/api/streams/{held}/poll?after=-1&timeout=5") as resp:
         assert (await resp.json())["done"] is True
-    await create(session, srv, max_tokens=1000, params={"tokens_per_s": 60, "ttft_ms": 10_000})
+    await create(session, srv, max_tokens=1000, params=slow)
 
 
 async def test_total_pace_off(make_server: MakeServer, session: aiohttp.ClientSession) -> None:
