@@ -50,6 +50,7 @@ function describe(error) {
 class Panel {
   constructor(spec, onChange) {
     this.transport = spec.transport;
+    this.how = spec.how;
     this.onChange = onChange;
     const node = $("#panel-template").content.firstElementChild.cloneNode(true);
     node.dataset.transport = spec.transport;
@@ -99,7 +100,8 @@ class Panel {
     const options = { fetch, WebSocket, EventSource, backoffMs: 100, token };
     const client = new Client(location.origin, options);
     if (this.transport === "sse") {
-      $(".how", this.el).textContent = client.token ? "fetch · text/event-stream" : PANELS[0].how;
+      // EventSource cannot send the token: with one, the client reads SSE over fetch.
+      $(".how", this.el).textContent = client.token ? "fetch · text/event-stream" : this.how;
     }
     return client;
   }
