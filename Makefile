@@ -65,15 +65,16 @@ test: lint typecheck pytest jstest
 bench-overhead: install-dev
 	$(BIN)/python bench/overhead.py --repeat 3
 
-# Many streams on every transport through random cuts: the counts table (docs/autobahn.md
-# and tests/faults/ say what the bounded versions in `make test` cover).
+# Many streams on every transport and /v1, Python and JS clients, through random cuts: the
+# counts table (tests/faults/ runs a small plan of it). Stuck readers vs everyone's gaps.
 bench-chaos: install-dev node-deps
 	$(BIN)/python bench/chaos.py
 
 bench-stuck: install-dev
 	$(BIN)/python bench/stuck.py
 
-# Every Autobahn case against the test-only echo route (make test runs a subset).
+# Every Autobahn case against the test-only echo route, with kosoku's reports in
+# test-output/autobahn/ (make test runs them too; docs/autobahn.md lists the results).
 autobahn: install-dev
 	$(BIN)/python bench/autobahn.py
 

@@ -7,8 +7,8 @@
 // Plan: {"timeoutMs": N, "streams": [{"key", "url", "transport", "eventSource", "prompt",
 // "max_tokens", "params", "clientCuts": [seq, ...]}]}. At each seq in `clientCuts` the caller
 // stops reading (the client closes its connection) and subscribes again after that seq.
-// Result per stream: {"key", "id", "seqs", "text", "done", "error", "reconnects",
-// "duplicates", "requests", "clientCuts"}. The checks are the Python side's.
+// Result per stream: {"key", "id", "seqs", "texts" (each token's), "text", "done", "error",
+// "reconnects", "duplicates", "requests", "clientCuts"}. The checks are the Python side's.
 
 import { setMaxListeners } from "node:events";
 
@@ -32,6 +32,7 @@ async function run(spec, signal) {
     key: spec.key,
     id: null,
     seqs: [],
+    texts: [],
     text: "",
     done: null,
     error: null,
@@ -52,8 +53,10 @@ async function run(spec, signal) {
       let cut = false;
       for await (const ev of stream) {
         out.seqs.push(ev.seq);
-        if (ev.type === "token") out.text += ev.text;
-        else out.done = ev;
+        if (ev.type === "token") {
+          out.text += ev.text;
+          out.texts.push(ev.text);
+        } else out.done = ev;
         if (cuts.length && ev.seq === cuts[0]) {
           cuts.shift();
           cut = ev.type === "token";

@@ -117,6 +117,7 @@ class Outcome:
     id: str | None = None
     seqs: list[int] = field(default_factory=list)
     text: str = ""
+    texts: list[str] = field(default_factory=list)
     done: dict[str, Any] | None = None
     error: str | None = None
     reconnects: int = 0
@@ -181,6 +182,7 @@ def record(out: Outcome, ev: dict[str, Any]) -> None:
     out.seqs.append(ev["seq"])
     if ev["type"] == "token":
         out.text += ev["text"]
+        out.texts.append(ev["text"])
     else:
         out.done = ev
 
@@ -250,6 +252,7 @@ async def read_v1(spec: Spec, url: str) -> Outcome:
                     if content:  # one content chunk per token, in order: chunk k is seq k
                         out.seqs.append(len(out.seqs))
                         out.text += content
+                        out.texts.append(content)
             except Exception:  # the SDK's transport error at a cut: resume elsewhere
                 cut = True
             finally:
@@ -317,6 +320,7 @@ async def read_js(
                 id=r["id"],
                 seqs=r["seqs"],
                 text=r["text"],
+                texts=r["texts"],
                 done=r["done"],
                 error=r["error"],
                 reconnects=r["reconnects"],
@@ -356,8 +360,8 @@ def check(out: Outcome, spec: Spec, log: list[dict[str, Any]] | None, row: Row) 
         row.duplicates += len(out.seqs) - len(got)
         if out.seqs != want:
             problems.append(f"seqs differ from the log's ({len(out.seqs)} vs {len(want)})")
-        log_text = "".join(e["text"] for e in log if e["type"] == "token")
-        if out.text != log_text:
+        log_texts = [e["text"] for e in log if e["type"] == "token"]
+        if out.text != "".join(log_texts) or out.texts != log_texts:
             problems.append("text differs from the log's")
         end = log[-1]
         if end.get("sha256") != hashlib.sha256(out.text.encode()).hexdigest():

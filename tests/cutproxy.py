@@ -8,8 +8,9 @@ With ``shared=True`` the budgets count the bytes of all connections together (th
 budget starts after each cut, on whichever connection carries the bytes), so short
 connections (a create request, a long poll) do not use a budget up unspent.
 
-With ``match=b"..."`` only connections whose first request bytes contain it take a
-budget (e.g. ``b"/sse?"`` for an EventSource's requests but not the create request).
+With ``match=b"..."`` a connection takes a budget only once a request containing it has
+gone through (e.g. ``b"/sse"``: an EventSource's request, not the create request or the
+page before it on the same kept-alive connection); the budget counts the bytes after it.
 
 With ``mid_char=True`` a cut moves forward from its byte count to the next UTF-8
 continuation byte, so the client is left holding the first part of a multi-byte
@@ -100,7 +101,7 @@ class CutProxy:
         self._tasks.add(task)
         self.connections += 1
         budget: int | None = None
-        first_request = b""
+        matched = self.match is None
         self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
@@ -112,22 +113,18 @@ class CutProxy:
         self._writers.add(up_writer)
 
         async def client_to_server() -> None:
-            nonlocal first_request
+            nonlocal matched
             with contextlib.suppress(ConnectionError):
                 while data := await reader.read(65536):
-                    first_request = first_request or data
+                    matched = matched or (self.match is not None and self.match in data)
                     up_writer.write(data)
                     await up_writer.drain()
 
         forward = asyncio.create_task(client_to_server())
-        first = True
         try:
             while data := await up_reader.read(65536):
-                if first:  # the request is in: does this connection take a budget?
-                    first = False
-                    if not self.shared and self.cuts:
-                        if self.match is None or self.match in first_request:
-                            budget = self.cuts.popleft()
+                if budget is None and matched and not self.shared and self.cuts:
+                    budget = self.cuts.popleft()
                 if self.shared:
                     if self._shared_budget is None and self.cuts:
                         self._shared_budget = self.cuts.popleft()

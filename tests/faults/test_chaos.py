@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from server.sources.synthetic import synthetic_text
+from tests.benchscripts import load_bench
 from tests.conftest import MakeServer
 from tests.cutproxy import CutProxy
-from tests.faults.bench import load_bench
 
 STREAMS = 4
 FAST = {"tokens_per_s": 200, "ttft_ms": 0}
@@ -40,8 +40,10 @@ def test_every_stream_exactly_once_through_cuts(tmp_path: Path) -> None:
         # Every stream's plan has at least one cut within its first half (a mid-character
         # cut lands only if a multi-byte character follows).
         assert row["server_cuts"] >= 1, row
-        assert row["reconnects"] >= 1, row
+    # Most cuts make the client reconnect; some it never sees (aiohttp's client retries
+    # an idempotent request whose kept-alive connection died before the answer).
     assert rows["total"]["server_cuts"] >= STREAMS * len(chaos.KINDS)
+    assert rows["total"]["reconnects"] >= len(chaos.KINDS)
     # The plan (seed 11) cuts inside a multi-byte character on both chunked readers, and
     # has the callers stop and resume.
     assert rows["py-chunked"]["mid_char_cuts"] >= 1

@@ -38,6 +38,8 @@ from tests.readers import TRANSPORTS, read, text_of
 
 PIECE = "ab€" * 700  # 2100 characters, 2800 bytes: a few thousand outgrow every buffer
 PIECES = 4000
+#: For the long poll: one answer (512 events) must outgrow the socket buffers by itself.
+HUGE_PIECE = "ab€" * 8000
 SEND_TIMEOUT = 0.5
 HIGH_WATER = 64 * 1024
 MAX_LOG = PIECES + 1  # the resume after the drop finds every event
@@ -45,8 +47,8 @@ WAIT = 60
 
 
 class BigPieces(TokenSource):
-    """``PIECES`` copies of ``PIECE`` as fast as the loop allows (prompt ``big``); other
-    prompts go to the synthetic source, paced."""
+    """``PIECE`` (prompt ``big``) or ``HUGE_PIECE`` (prompt ``huge``) ``max_tokens`` times,
+    as fast as the loop allows; other prompts go to the synthetic source, paced."""
 
     name = "synthetic"
 
@@ -57,13 +59,14 @@ class BigPieces(TokenSource):
         return self.synthetic.validate_params(params)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
-        if request.prompt != "big":
+        piece = {"big": PIECE, "huge": HUGE_PIECE}.get(request.prompt)
+        if piece is None:
             async for item in self.synthetic.stream(request):
                 yield item
             return
         for _ in range(request.max_tokens):
             await asyncio.sleep(0)
-            yield PIECE
+            yield piece
 
 
 def stuck_session() -> aiohttp.ClientSession:
@@ -78,6 +81,23 @@ def stuck_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_socket))
 
 
+def server_transport(srv: TestServer, peer: tuple[str, int]) -> asyncio.Transport | None:
+    """The server side of the connection from ``peer``, while the server has it."""
+    runner = srv.runner
+    assert runner is not None
+    assert runner.server is not None
+    for handler in runner.server.connections:
+        t = handler.transport
+        if t is not None and t.get_extra_info("peername") == peer:
+            return t
+    return None
+
+
+def connected(srv: TestServer, peer: tuple[str, int]) -> bool:
+    t = server_transport(srv, peer)
+    return t is not None and not t.is_closing()
+
+
 @asynccontextmanager
 async def buffer_watch(srv: TestServer, peer: tuple[str, int]) -> AsyncIterator[list[int]]:
     """Samples of the server-side write buffer of the connection from ``peer``, every 5 ms,
@@ -87,13 +107,9 @@ async def buffer_watch(srv: TestServer, peer: tuple[str, int]) -> AsyncIterator[
 
     async def watch() -> None:
         for _ in range(20_000):
-            runner = srv.runner
-            assert runner is not None
-            assert runner.server is not None
-            for handler in runner.server.connections:
-                t = handler.transport
-                if t is not None and t.get_extra_info("peername") == peer:
-                    samples.append(t.get_write_buffer_size())
+            t = server_transport(srv, peer)
+            if t is not None:
+                samples.append(t.get_write_buffer_size())
             for log in store._logs.values():  # the in-memory store's lists
                 assert len(log.events) - log.start <= MAX_LOG
             await asyncio.sleep(0.005)
@@ -149,10 +165,10 @@ def settings() -> dict[str, Any]:
     }
 
 
-def bound() -> int:
+def bound(piece: str = PIECE) -> int:
     """What one connection's transport buffer may hold: up to the high-water mark, plus
     one write (a batch of at most 512 events, framed)."""
-    event = len(orjson.dumps(PIECE)) + 200
+    event = len(orjson.dumps(piece)) + 200
     return HIGH_WATER + 512 * event
 
 
@@ -263,3 +279,38 @@ async def test_a_stuck_websocket_is_closed_with_1008_and_can_resume(
     async with Client(base) as c:
         rest = [e async for e in c.subscribe(sid, after=received[-1], transport="ws")]
     check_rest(received, rest)
+
+
+async def test_a_stuck_long_poll_reader_is_aborted(make_server: MakeServer) -> None:
+    """A poll answer the client does not read (512 events of 24 KB, more than the socket
+    buffers take) is bounded by the send timeout like a stream: the connection is
+    aborted, and polling again from the same position gets the events."""
+    srv = await make_server(**settings())
+    base = base_url(srv)
+    async with Client(base) as c:
+        sid = await c.create("huge", max_tokens=600)
+        await c.status(sid)
+        for _ in range(500):  # until the log holds a full batch
+            if (await c.status(sid))["tokens"] >= 512:
+                break
+            await asyncio.sleep(0.01)
+    async with stuck_session() as stuck, asyncio.timeout(WAIT):
+        async with stuck.get(f"{base}/api/streams/{sid}/poll", params={"after": "-1"}) as resp:
+            assert resp.status == 200
+            assert resp.connection is not None
+            assert resp.connection.transport is not None
+            peer = resp.connection.transport.get_extra_info("sockname")
+            async with buffer_watch(srv, peer) as samples:
+                others = await bystander(base)
+                for _ in range(500):  # until the server no longer has the connection
+                    if not connected(srv, peer):
+                        break
+                    await asyncio.sleep(0.01)
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+    check_bystander(others)
+    assert samples
+    assert HIGH_WATER < max(samples) <= bound(HUGE_PIECE)
+    async with Client(base) as c:
+        events = [e async for e in c.subscribe(sid, transport="poll")]
+    assert [e["seq"] for e in events] == list(range(601))
