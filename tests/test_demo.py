@@ -53,6 +53,7 @@ class Demo:
     def __init__(self, page: Page) -> None:
         self.page = page
         self.problems = console_problems(page)
+        self.runs = 0
 
     def panel(self, transport: str, role: str | None = None) -> str:
         css = f"[data-transport={transport}]"
@@ -79,10 +80,13 @@ class Demo:
         if independent:
             await p.check("#independent", force=True)  # the box is hidden behind the switch
         await p.click("#start")
-        await p.wait_for_selector("body[data-run=running]", state="attached")
+        self.runs += 1
 
     async def finished(self) -> None:
-        await self.page.wait_for_selector("body[data-run=finished]", state="attached")
+        """Wait until the run started last has finished (it may be over already)."""
+        await self.page.wait_for_selector(
+            f"body[data-run=finished][data-started='{self.runs}']", state="attached"
+        )
 
     async def text(self, transport: str) -> str:
         return await self.page.text_content(self.panel(transport, "text")) or ""

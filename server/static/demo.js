@@ -306,7 +306,8 @@ const form = $("#controls");
 const statusEl = $("#status");
 const pageClient = new Client(location.origin);
 let render = null; // a pending render timer
-let run = null; // { streams, ids, t0 } while a run is on
+let run = null; // { streams, id, t0 } while a run is on
+let runs = 0; // how many runs were started (body[data-started])
 
 const panels = PANELS.map((spec) => new Panel(spec, scheduleRender));
 $("#panels").append(...panels.map((p) => p.el));
@@ -369,6 +370,7 @@ async function start() {
   for (const chart of charts) chart.draw();
   const t0 = performance.now();
   run = { streams: [], t0 };
+  document.body.dataset.started = String(++runs);
   setRunning(true);
   setStatus(`Starting: “${excerpt(prompt)}”`);
   try {
