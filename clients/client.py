@@ -64,6 +64,8 @@ class StreamStats:
     bytes_received: int = 0
     requests: int = 0
     reconnects: int = 0
+    #: Events received again after a resume (dropped, never yielded), as the JS client counts.
+    duplicates: int = 0
 
     def token(self, recv_perf_ns: int, recv_wall_ns: int, t: int) -> None:
         if self.first_token_ns is None:
@@ -181,7 +183,8 @@ class Stream:
                         continue
                     seq = ev["seq"]
                     if seq <= self.after:
-                        continue  # already delivered before a reconnect
+                        self.stats.duplicates += 1  # already delivered before a reconnect
+                        continue
                     if seq != self.after + 1:
                         raise ProtocolError(f"expected seq {self.after + 1}, got {seq}")
                     self.after = seq

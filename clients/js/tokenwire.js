@@ -349,19 +349,18 @@ export class Stream {
   /** POST /api/streams if this stream has no id yet (retried like a dropped connection). */
   async _ensureCreated() {
     while (this.id === null) {
-      let resp;
       try {
-        resp = await this._fetch("/api/streams", {
+        const resp = await this._fetch("/api/streams", {
           method: "POST",
           headers: JSON_HEADERS,
           body: JSON.stringify(this._body),
         });
+        if (resp.status !== 201) throw await httpError(resp);
+        // The answer's body can be cut too: that is a lost connection like any other.
+        this.id = (await resp.json()).id;
       } catch (e) {
         await this._reconnectAfter(this._lost(e));
-        continue;
       }
-      if (resp.status !== 201) throw await httpError(resp);
-      this.id = (await resp.json()).id;
     }
     return this.id;
   }
@@ -529,6 +528,12 @@ async function* sseEventSource(stream) {
     stream.requests += 1;
     const es = new EventSource(stream.client.url(`/api/streams/${id}/sse?after=${after}`));
     source = es;
+    let gaveUp = false;
+    const giveUp = () => {
+      if (gaveUp || source !== es) return;
+      gaveUp = true;
+      inbox.push({ gaveUp: true });
+    };
     const onEvent = (e) => {
       const at = performance.now();
       // EventSource hides the bytes: count the frame the event came in.
@@ -546,7 +551,7 @@ async function* sseEventSource(stream) {
       // A connection error (no data). CONNECTING: EventSource reconnects by itself after
       // the server's retry time, sending Last-Event-ID. CLOSED: it gave up (a non-200).
       if (es.readyState === EventSource.CLOSED) {
-        inbox.push({ gaveUp: true });
+        giveUp();
       } else if (!stream.resume || stream._failures >= stream.client.maxReconnects) {
         es.close();
         inbox.push({ lost: new ConnectionLost("the EventSource connection was lost") });
@@ -554,6 +559,9 @@ async function* sseEventSource(stream) {
         stream._failures += 1;
         stream.reconnects += 1;
         stream.requests += 1;
+        // Node 20's EventSource can go from CONNECTING to CLOSED with no further event
+        // (when the connection is cut before the response headers): look again after it.
+        setTimeout(() => es.readyState === EventSource.CLOSED && giveUp(), 0);
       }
     });
   };

@@ -318,7 +318,8 @@ const form = $("#controls");
 const statusEl = $("#status");
 let pageClient = new Client(location.origin);
 let render = null; // a pending render timer
-let run = null; // { streams, ids, t0 } while a run is on
+let run = null; // { streams, id, t0 } while a run is on
+let runs = 0; // how many runs were started (body[data-started])
 
 const panels = PANELS.map((spec) => new Panel(spec, scheduleRender));
 $("#panels").append(...panels.map((p) => p.el));
@@ -349,10 +350,7 @@ function setStatus(text, { error = false } = {}) {
   statusEl.classList.toggle("error", error);
 }
 
-let runs = 0; // Start presses, in data-runs: a test can wait for the end of its own run
-
 function setRunning(running) {
-  if (running) document.body.dataset.runs = String(++runs);
   document.body.dataset.run = running ? "running" : "finished";
   $("#start").disabled = running;
   $("#stop").disabled = !running;
@@ -387,6 +385,7 @@ async function start() {
   for (const chart of charts) chart.draw();
   const t0 = performance.now();
   run = { streams: [], t0 };
+  document.body.dataset.started = String(++runs);
   setRunning(true);
   setStatus(`Starting: “${excerpt(prompt)}”`);
   try {

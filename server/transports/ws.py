@@ -39,6 +39,7 @@ from server.hub import Hub
 from server.keys import HUB, METRICS, SETTINGS, SOCKETS
 from server.metrics import Metrics
 from server.security import POLICY, bearer_token, token_matches
+from server.settings import Settings
 from server.transports.common import client_address, send_deadline
 
 log = logging.getLogger("tokenwire.ws")
@@ -210,13 +211,19 @@ class _Connection:
                 await t
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
-    settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(
+def ws_response(settings: Settings) -> web.WebSocketResponse:
+    """A WebSocket response with the endpoint's protocol settings (message size limit,
+    heartbeat, no compression); the Autobahn tests' echo route is built with it too."""
+    return web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat_s or None,
         max_msg_size=settings.ws_max_msg_bytes,
         compress=False,
     )
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    settings = request.app[SETTINGS]
+    ws = ws_response(settings)
     if not ws.can_prepare(request).ok:
         raise UpgradeRequired(
             "this is the WebSocket endpoint: connect with a WebSocket (version 13) handshake"
