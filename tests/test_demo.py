@@ -6,8 +6,7 @@ against the server: the exact text of the stream, the digest, the counts. Screen
 finished page, wide and narrow, light and dark, land in ``test-output/demo/``.
 
 The page sends ``Content-Security-Policy: default-src 'self'``, which forbids ``eval``; so
-the tests wait with selectors (``body[data-runs="2"][data-run=finished]``), never
-``wait_for_function``.
+the tests wait with selectors (``body[data-run=finished]``), never ``wait_for_function``.
 """
 
 from __future__ import annotations
