@@ -50,7 +50,7 @@ async def cancel_stream(request: web.Request) -> web.Response:
 
 async def info(request: web.Request) -> web.Response:
     """What a client (the demo page) needs to offer choices: the enabled sources, each with
-    its model and params' defaults, and the request limits."""
+    its model and params' defaults, the request limits, and whether routes need a token."""
     hub = request.app[HUB]
     s = hub.settings
     sources = [
@@ -69,7 +69,7 @@ async def info(request: web.Request) -> web.Response:
         "max_ttft_ms": s.max_ttft_ms,
         "max_tokens_per_s": s.max_tokens_per_s,
     }
-    return _json({"sources": sources, "limits": limits})
+    return _json({"sources": sources, "limits": limits, "auth": s.auth_token is not None})
 
 
 async def healthz(request: web.Request) -> web.Response:

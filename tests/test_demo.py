@@ -169,6 +169,7 @@ async def test_info(server: TestServer, session: aiohttp.ClientSession) -> None:
                 "max_ttft_ms": 10000.0,
                 "max_tokens_per_s": 5000.0,
             },
+            "auth": False,
         }
 
 
@@ -363,3 +364,39 @@ async def test_sources_and_a_failing_generation(browser: Browser, make_server: M
     status = await demo.status()
     assert " · 0/4 panels match the server's sha256 · 4 ended with an error · stream " in status
     assert demo.problems == []
+
+
+async def test_a_server_with_a_token(
+    browser: Browser, make_server: MakeServer, server: TestServer
+) -> None:
+    """/api/info says auth is on: the Token field shows; without it nothing starts, with it
+    every panel (SSE then over fetch, which can send the header) reads the stream."""
+    demo = await open_demo(browser, server)
+    assert await demo.page.get_attribute("#token-field", "hidden") == ""
+    await demo.page.close()
+
+    srv = await make_server(auth_token="demo-token")
+    demo = await open_demo(browser, srv)
+    await demo.page.wait_for_selector("#token-field:not([hidden])")
+    await demo.start("no token yet", max_tokens=5)
+    await demo.finished()
+    assert await demo.status() == (
+        "Could not start: unauthorized: this server needs a token: send Authorization: "
+        "Bearer <token>"
+    )
+    assert len(demo.problems) == 1
+    assert "status of 401" in demo.problems.pop()  # Chromium logs the refused request
+
+    await demo.page.fill("#token", "demo-token")
+    prompt = "a page with a token"
+    await demo.start(prompt, max_tokens=30)
+    await demo.finished()
+    expected = expected_text(prompt, 30)
+    for t in TRANSPORTS:
+        assert await demo.text(t) == expected, t
+        assert (await demo.attr(t, "state"), await demo.attr(t, "digest")) == ("done", "ok")
+    assert await demo.page.text_content(f"{demo.panel('sse')} .how") == "fetch · text/event-stream"
+    assert (await demo.metrics("sse"))["requests"] == "1"
+    assert (await demo.status()).startswith("Finished in ")
+    assert demo.problems == []
+    await demo.screenshot("token")

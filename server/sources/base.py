@@ -110,6 +110,11 @@ class TokenSource(ABC):
         """True if these params ask for output as fast as possible (capped server-wide)."""
         return False
 
+    def requested_pace(self, params: Mapping[str, Any]) -> float:
+        """The tokens per second these params ask for (their sum over live streams is
+        capped server-wide); 0 for a source that keeps its own pace, or an unpaced one."""
+        return 0.0
+
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
         """Yield the generation's text pieces, then optionally one ``Finish``."""

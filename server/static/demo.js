@@ -8,6 +8,10 @@
 // Everything a panel shows comes from the JS client (/js/tokenwire.js): the events, and the
 // stream's gaps, transport latencies, bytes, requests and reconnects. Model output goes into
 // the page as text nodes, never as HTML.
+//
+// When /api/info says the server needs a token (--auth-token), a Token field appears; every
+// client the page makes sends it (SSE is then read over fetch: EventSource cannot send it).
+// The token stays in the page: it is not stored anywhere.
 
 import { Client, DigestMismatch, TokenwireError } from "/js/tokenwire.js";
 import { droppable } from "/static/faults.js";
@@ -46,6 +50,7 @@ function describe(error) {
 class Panel {
   constructor(spec, onChange) {
     this.transport = spec.transport;
+    this.how = spec.how;
     this.onChange = onChange;
     const node = $("#panel-template").content.firstElementChild.cloneNode(true);
     node.dataset.transport = spec.transport;
@@ -89,10 +94,16 @@ class Panel {
   }
 
   /** A client whose connections the "Drop connection" button can cut. */
-  client() {
+  client(token) {
     this.faults = droppable();
     const { fetch, WebSocket, EventSource } = this.faults;
-    return new Client(location.origin, { fetch, WebSocket, EventSource, backoffMs: 100 });
+    const options = { fetch, WebSocket, EventSource, backoffMs: 100, token };
+    const client = new Client(location.origin, options);
+    if (this.transport === "sse") {
+      // EventSource cannot send the token: with one, the client reads SSE over fetch.
+      $(".how", this.el).textContent = client.token ? "fetch · text/event-stream" : this.how;
+    }
+    return client;
   }
 
   drop() {
@@ -180,7 +191,8 @@ class Panel {
     set("latency", ms(s?.latency_p50_ms));
     set("tokens", num.format(n));
     const bytes = s ? s.bytes_received : null;
-    set("bytes", bytes == null ? "–" : `${this.transport === "sse" ? "≈" : ""}${num.format(bytes)} B`);
+    const rebuilt = this.transport === "sse" && this.stream?.client.token === null; // EventSource
+    set("bytes", bytes == null ? "–" : `${rebuilt ? "≈" : ""}${num.format(bytes)} B`);
     set("bpt", bytes != null && n ? (bytes / n).toFixed(1) : "–");
     set("requests", s ? num.format(s.requests) : "–");
     set("reconnects", num.format(s ? s.reconnects : 0));
@@ -304,7 +316,7 @@ function niceCeil(value) {
 
 const form = $("#controls");
 const statusEl = $("#status");
-const pageClient = new Client(location.origin);
+let pageClient = new Client(location.origin);
 let render = null; // a pending render timer
 let run = null; // { streams, id, t0 } while a run is on
 let runs = 0; // how many runs were started (body[data-started])
@@ -355,7 +367,9 @@ function request() {
       jitter: Number(data.get("jitter")),
     };
   }
-  return { prompt: String(data.get("prompt")), independent: data.has("independent"), options };
+  const token = $("#token-field").hidden ? null : String(data.get("token")).trim() || null;
+  const prompt = String(data.get("prompt"));
+  return { prompt, independent: data.has("independent"), options, token };
 }
 
 function excerpt(text, length = 60) {
@@ -365,7 +379,8 @@ function excerpt(text, length = 60) {
 
 async function start() {
   if (run) return;
-  const { prompt, independent, options } = request();
+  const { prompt, independent, options, token } = request();
+  pageClient = new Client(location.origin, { token });
   for (const panel of panels) panel.reset();
   for (const chart of charts) chart.draw();
   const t0 = performance.now();
@@ -376,12 +391,12 @@ async function start() {
   try {
     if (independent) {
       run.streams = panels.map((p) =>
-        p.client().stream(prompt, { ...options, transport: p.transport }),
+        p.client(token).stream(prompt, { ...options, transport: p.transport }),
       );
     } else {
       const id = await pageClient.create(prompt, options);
       run.id = id;
-      run.streams = panels.map((p) => p.client().subscribe(id, { transport: p.transport }));
+      run.streams = panels.map((p) => p.client(token).subscribe(id, { transport: p.transport }));
       setStatus(`Stream ${id}: four readers on one generation of “${excerpt(prompt)}”`);
     }
     await Promise.all(panels.map((p, i) => p.read(run.streams[i], t0)));
@@ -433,6 +448,7 @@ async function loadSources() {
         return option;
       }),
     );
+    $("#token-field").hidden = !info.auth;
     const limits = info.limits;
     $("#max-tokens").max = String(limits.max_tokens);
     $("#ttft").max = String(limits.max_ttft_ms);
