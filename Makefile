@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest jstest install install-dev system-deps bench bench-overhead clean
+.PHONY: run test lint typecheck pytest jstest install install-dev system-deps node-deps bench bench-overhead bench-chaos bench-stuck autobahn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi
 
+# JS packages the conformance tests drive (the npm `eventsource` client), pinned by
+# package-lock.json. The tokenwire JS client itself has no dependencies.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+node-deps: node_modules/.package-lock.json
+
 run: install
 	$(BIN)/tokenwire serve --host $(HOST) --port $(PORT)
 
@@ -46,7 +52,7 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-pytest: install-dev system-deps
+pytest: install-dev system-deps node-deps
 	$(BIN)/pytest
 
 # JS decoders on the shared vectors, and the JS client against a live server (it starts
@@ -58,6 +64,19 @@ test: lint typecheck pytest jstest
 
 bench-overhead: install-dev
 	$(BIN)/python bench/overhead.py --repeat 3
+
+# Many streams on every transport and /v1, Python and JS clients, through random cuts: the
+# counts table (tests/faults/ runs a small plan of it). Stuck readers vs everyone's gaps.
+bench-chaos: install-dev node-deps
+	$(BIN)/python bench/chaos.py
+
+bench-stuck: install-dev
+	$(BIN)/python bench/stuck.py
+
+# Every Autobahn case against the test-only echo route, with kosoku's reports in
+# test-output/autobahn/ (make test runs them too; docs/autobahn.md lists the results).
+autobahn: install-dev
+	$(BIN)/python bench/autobahn.py
 
 # The transports under Locust, one after another, into bench/results/<time>/ (report.html):
 # `make bench` (the default preset, ~10 min), `make bench BENCH_ARGS=--quick`,

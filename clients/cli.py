@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -17,6 +18,11 @@ def add_parsers(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("prompt")
     common.add_argument("--url", default="http://127.0.0.1:8080", help="server base URL")
+    common.add_argument(
+        "--token",
+        default=os.environ.get("TOKENWIRE_AUTH_TOKEN"),
+        help="the server's --auth-token (default: $TOKENWIRE_AUTH_TOKEN)",
+    )
     common.add_argument("--max-tokens", type=int, default=None)
     common.add_argument("--source", default=None)
     common.add_argument(
@@ -72,7 +78,7 @@ STAT_ROWS = [
 
 async def _stream(ns: argparse.Namespace) -> int:
     out = sys.stdout
-    async with Client(ns.url) as c:
+    async with Client(ns.url, token=ns.token) as c:
         stream = c.stream(
             ns.prompt,
             transport=ns.transport,
@@ -103,7 +109,7 @@ async def _compare(ns: argparse.Namespace) -> int:
 
     transports: list[Transport] = [t for t in TRANSPORTS if t in ns.transports.split(",")]
     console = Console()
-    async with Client(ns.url) as c:
+    async with Client(ns.url, token=ns.token) as c:
         sid = await c.create(ns.prompt, ns.max_tokens, ns.source, _params(ns.param))
         streams = {t: c.subscribe(sid, transport=t) for t in transports}
 

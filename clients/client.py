@@ -12,6 +12,12 @@ Resume is on by default: when a connection drops before the terminal event the s
 reconnects over the same transport from the last ``seq`` it has (bounded exponential
 backoff, honouring SSE ``retry:``), and the caller sees every event exactly once, in
 order. At ``done`` the text received is checked against the event's ``sha256``.
+
+``Client(url, token=...)`` talks to a server started with ``--auth-token``: every HTTP
+request carries ``Authorization: Bearer <token>``, and a WebSocket sends
+``{"op":"auth","token":...}`` as its first message, as the JS client must (a browser cannot
+set headers on a WebSocket), so a wrong token fails alike in both: ``ServerError`` with
+code ``unauthorized`` (status 401 over HTTP, None over a WebSocket).
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class StreamStats:
     bytes_received: int = 0
     requests: int = 0
     reconnects: int = 0
+    #: Events received again after a resume (dropped, never yielded), as the JS client counts.
+    duplicates: int = 0
 
     def token(self, recv_perf_ns: int, recv_wall_ns: int, t: int) -> None:
         if self.first_token_ns is None:
@@ -175,7 +183,8 @@ class Stream:
                         continue
                     seq = ev["seq"]
                     if seq <= self.after:
-                        continue  # already delivered before a reconnect
+                        self.stats.duplicates += 1  # already delivered before a reconnect
+                        continue
                     if seq != self.after + 1:
                         raise ProtocolError(f"expected seq {self.after + 1}, got {seq}")
                     self.after = seq
@@ -228,9 +237,11 @@ class Stream:
         c = self.client
         sse = self.transport == "sse"
         if creating:
-            ctx = c.session.post(f"{c.base_url}/api/{self.transport}", json=self._body)
+            ctx = c.session.post(
+                f"{c.base_url}/api/{self.transport}", json=self._body, headers=c.headers
+            )
         else:
-            headers, params = {}, {}
+            headers, params = dict(c.headers), {}
             if sse:
                 if self.after >= 0:
                     headers["Last-Event-ID"] = str(self.after)
@@ -275,6 +286,7 @@ class Stream:
             async with c.session.get(
                 f"{c.base_url}/api/streams/{self.id}/poll",
                 params={"after": str(after), "timeout": str(c.poll_timeout_s)},
+                headers=c.headers,
             ) as resp:
                 self.stats.bytes_received += _header_bytes(resp)
                 await _raise_for_error(resp)
@@ -293,6 +305,8 @@ class Stream:
         c = self.client
         self.stats.requests += 1
         async with c.session.ws_connect(f"{c.base_url}/api/ws", autoping=True) as ws:
+            if c.token is not None:
+                await ws.send_str(orjson.dumps({"op": "auth", "token": c.token}).decode())
             if creating:
                 first: dict[str, Any] = {"op": "generate", **(self._body or {})}
             else:
@@ -330,8 +344,13 @@ class Client:
         backoff_s: float = 0.1,
         max_backoff_s: float = 5.0,
         poll_timeout_s: float = 25.0,
+        token: str | None = None,
     ) -> None:
+        """``token``: the server's ``--auth-token``, sent with every request."""
         self.base_url = base_url.rstrip("/")
+        self.token = token
+        #: Headers every HTTP request carries (the token's ``Authorization``).
+        self.headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         self._session = session
         self._own_session = session is None
         self.max_reconnects = max_reconnects
@@ -390,17 +409,23 @@ class Client:
     ) -> str:
         """Create a stream without reading it; returns its id."""
         body = _create_body(prompt, max_tokens, source, params)
-        async with self.session.post(f"{self.base_url}/api/streams", json=body) as resp:
+        async with self.session.post(
+            f"{self.base_url}/api/streams", json=body, headers=self.headers
+        ) as resp:
             await _raise_for_error(resp)
             return str((await resp.json())["id"])
 
     async def cancel(self, stream_id: str) -> None:
         """Cancel a stream; it ends with ``done`` / ``cancelled``."""
-        async with self.session.delete(f"{self.base_url}/api/streams/{stream_id}") as resp:
+        async with self.session.delete(
+            f"{self.base_url}/api/streams/{stream_id}", headers=self.headers
+        ) as resp:
             await _raise_for_error(resp)
 
     async def status(self, stream_id: str) -> dict[str, Any]:
-        async with self.session.get(f"{self.base_url}/api/streams/{stream_id}") as resp:
+        async with self.session.get(
+            f"{self.base_url}/api/streams/{stream_id}", headers=self.headers
+        ) as resp:
             await _raise_for_error(resp)
             return dict(await resp.json())
 

@@ -48,6 +48,30 @@ async def cancel_stream(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def info(request: web.Request) -> web.Response:
+    """What a client (the demo page) needs to offer choices: the enabled sources, each with
+    its model and params' defaults, the request limits, and whether routes need a token."""
+    hub = request.app[HUB]
+    s = hub.settings
+    sources = [
+        {
+            "name": name,
+            "model": source.served_model(),
+            "default": name == s.source,
+            "params": source.param_defaults(),
+        }
+        for name, source in hub.sources.items()
+    ]
+    limits = {
+        "default_max_tokens": s.default_max_tokens,
+        "max_tokens": s.max_tokens_cap,
+        "max_prompt_chars": s.max_prompt_chars,
+        "max_ttft_ms": s.max_ttft_ms,
+        "max_tokens_per_s": s.max_tokens_per_s,
+    }
+    return _json({"sources": sources, "limits": limits, "auth": s.auth_token is not None})
+
+
 async def healthz(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     return _json({"status": "closing" if hub.closing else "ok", "live_streams": hub.live})

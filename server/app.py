@@ -13,11 +13,18 @@ import orjson
 from aiohttp import web
 
 import clients
-from server import api
+from server import api, openapi
 from server.errors import ApiError, MethodNotAllowed, NotFound, TooLarge
 from server.hub import Hub
 from server.keys import HUB, METRICS, SETTINGS, SOCKETS, Closable
 from server.metrics import Metrics
+from server.security import (
+    POLICY,
+    WEBSOCKET_PATH,
+    Policy,
+    add_response_headers,
+    security_middleware,
+)
 from server.settings import Settings
 from server.sources import build_sources
 from server.sources.base import TokenSource
@@ -29,21 +36,44 @@ log = logging.getLogger("tokenwire.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JS_CLIENT_DIR = Path(clients.__file__).parent / "js"
+STATIC_DIR = Path(__file__).parent / "static"
+
+CONTENT_TYPES = {
+    ".js": "text/javascript",  # RFC 9239
+    ".css": "text/css",
+    ".html": "text/html",
+    ".svg": "image/svg+xml",
+}
+# The demo page loads nothing from elsewhere and runs no inline script; model output is
+# text, and this policy would stop a script even if some ever slipped into the DOM.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
 
 
-def _js_files() -> Handler:
-    """Serve the JS client modules (read once) as ``text/javascript`` (RFC 9239)."""
-    files = {p.name: p.read_bytes() for p in JS_CLIENT_DIR.glob("*.js")}
+def _files(directory: Path, pattern: str, *, index: str | None = None) -> Handler:
+    """Serve the files of ``directory`` matching ``pattern`` by name, read once at start;
+    ``index`` answers a request with no name."""
+    files = {
+        p.name: (p.read_bytes(), CONTENT_TYPES[p.suffix]) for p in sorted(directory.glob(pattern))
+    }
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        body = files.get(request.match_info["name"])
-        if body is None:
+        found = files.get(request.match_info.get("name", index or ""))
+        if found is None:
             raise NotFound(f"no file {request.path}")
+        body, content_type = found
         return web.Response(
             body=body,
-            content_type="text/javascript",
+            content_type=content_type,
             charset="utf-8",
-            headers={"Cache-Control": "no-cache"},
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Content-Type-Options": "nosniff",
+                **PAGE_HEADERS,
+            },
         )
 
     return handler
@@ -81,8 +111,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         err.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
         return err
-    except web.HTTPException:
-        raise
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        # Whatever else aiohttp refuses with (a malformed body, ...) still leaves as JSON.
+        error = ApiError(e.text or e.reason, code=e.reason.lower().replace(" ", "_"))
+        error.status = e.status
+        return _error_response(error, request)
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception:
@@ -117,9 +152,15 @@ def create_app(
 ) -> web.Application:
     """Build the tokenwire application. ``sources``/``store`` override the defaults."""
     settings = settings or Settings()
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    # The error middleware is outermost, so the security checks' refusals are JSON too.
+    app = web.Application(
+        middlewares=[error_middleware, security_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
     metrics = Metrics()
     app[SETTINGS] = settings
+    app[POLICY] = Policy.from_settings(settings)
+    app.on_response_prepare.append(add_response_headers)
     app[METRICS] = metrics
     app[SOCKETS] = set[Closable]()
     app[HUB] = Hub(
@@ -140,13 +181,17 @@ def create_app(
     r.add_get("/api/streams/{id}/poll", longpoll.poll, allow_head=False)
     r.add_post("/api/sse", sse.create_and_stream)
     r.add_post("/api/chunked", chunked.create_and_stream)
-    r.add_get("/api/ws", ws.websocket, allow_head=False)
+    r.add_get(WEBSOCKET_PATH, ws.websocket, allow_head=False)
     # The OpenAI-compatible dialect, so the official SDKs and tools built on them work.
     r.add_post("/v1/chat/completions", openai.chat_completions)
     r.add_get("/v1/models", openai.list_models, allow_head=False)
     r.add_get("/v1/models/{model:.+}", openai.retrieve_model, allow_head=False)
-    # The JS client, for the demo page and for anyone's page: plain ES modules.
-    r.add_get("/js/{name}", _js_files(), allow_head=False)
+    # The demo page, and the JS client it uses (for anyone's page too: plain ES modules).
+    r.add_get("/", _files(STATIC_DIR, "index.html", index="index.html"))
+    r.add_get("/static/{name}", _files(STATIC_DIR, "*.*"))
+    r.add_get("/js/{name}", _files(JS_CLIENT_DIR, "*.js"), allow_head=False)
+    r.add_get("/api/info", api.info, allow_head=False)
+    r.add_get("/openapi.json", openapi.document, allow_head=False)
     r.add_get("/metrics", api.metrics)
     r.add_get("/healthz", api.healthz)
     return app

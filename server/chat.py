@@ -57,7 +57,7 @@ SAMPLING_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
 ROLES: Final[tuple[ChatRole, ...]] = typing.get_args(ChatRole)
 
 #: Fields that change nothing here (metadata, storage, tool settings without tools).
-_IGNORED: Final = frozenset(
+IGNORED_FIELDS: Final = frozenset(
     {
         "user",
         "metadata",
@@ -280,6 +280,9 @@ def _content(param: str, value: Any) -> str:
                 param=f"{where}.type",
                 code="unsupported_value",
             )
+        for key in sorted(part):
+            if key not in ("type", "text"):
+                raise _unknown(f"{where}.{key}")
         text = part.get("text")
         if text is None:
             raise _missing(f"{where}.text")
@@ -399,7 +402,7 @@ def parse_chat_body(
     for key in sorted(body):
         if key in _UNSUPPORTED or (key in _DEFAULT_ONLY and not _DEFAULT_ONLY[key](body[key])):
             raise _unsupported(key)
-        if key not in _USED and key not in _IGNORED and key not in _DEFAULT_ONLY:
+        if key not in _USED and key not in IGNORED_FIELDS and key not in _DEFAULT_ONLY:
             raise _unknown(key)
 
     model = body.get("model")

@@ -7,14 +7,19 @@ Exception tree::
     │   ├── BadRequest            400 bad_json / invalid_field / unknown_source / ...
     │   │   ├── InvalidField      400 invalid_field (names the field)
     │   │   └── InvalidRequest    400 (/v1) OpenAI's codes: invalid_type, unknown_parameter, ...
+    │   ├── Unauthorized          401 unauthorized (no or a wrong bearer token),
+    │   │                         WWW-Authenticate: Bearer
+    │   ├── Forbidden             403 origin_not_allowed / host_not_allowed
     │   ├── UnknownStream         404 unknown_stream
     │   ├── NotFound              404 not_found (no such route)
     │   ├── ModelNotFound         404 (/v1) model_not_found
     │   ├── MethodNotAllowed      405 method_not_allowed
     │   ├── StreamGone            410 gone (stream expired, or position evicted)
     │   ├── TooLarge              413 body_too_large / prompt_too_long
+    │   ├── UpgradeRequired       426 upgrade_required (a plain request to the WebSocket)
     │   ├── TooManyStreams        429 too_many_streams (per client address), Retry-After
-    │   ├── ServerBusy            503 server_busy (total cap) / shutting_down, Retry-After
+    │   ├── ServerBusy            503 too_many_streams (total cap) / too_many_unpaced_streams /
+    │   │                         pace_budget_exceeded / shutting_down, Retry-After
     │   └── GenerationError       (/v1) a generation that ended without an answer: an error
     │                             event's code, or cancelled; 409, 500, 502, 503 or 504
     └── SourceError               a generation failed; becomes an in-band ``error`` event
@@ -122,6 +127,33 @@ class InvalidRequest(BadRequest):
         self.param = param
 
 
+class Unauthorized(ApiError):
+    """The route needs ``Authorization: Bearer <token>`` and the request has none, or a
+    wrong one (RFC 6750: ``WWW-Authenticate: Bearer``, with ``error="invalid_token"`` for a
+    wrong one)."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        self.invalid_token = invalid_token
+
+    def headers(self) -> dict[str, str]:
+        challenge = 'Bearer realm="tokenwire"'
+        if self.invalid_token:
+            challenge += ', error="invalid_token"'
+        return {"WWW-Authenticate": challenge}
+
+
+class Forbidden(ApiError):
+    """The request comes from somewhere the server does not answer: a page of another
+    origin (``origin_not_allowed``) or a ``Host`` it does not serve (``host_not_allowed``)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class UnknownStream(ApiError):
     status = 404
     code = "unknown_stream"
@@ -163,6 +195,16 @@ class StreamGone(ApiError):
 class TooLarge(ApiError):
     status = 413
     code = "too_large"
+
+
+class UpgradeRequired(ApiError):
+    """A request to the WebSocket route that is not a valid WebSocket handshake."""
+
+    status = 426
+    code = "upgrade_required"
+
+    def headers(self) -> dict[str, str]:
+        return {"Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
 
 
 class TooManyStreams(ApiError):

@@ -61,6 +61,8 @@ class Stream:
     client: str
     max_tokens: int
     unpaced: bool
+    #: The tokens/s the request asked for (0: unpaced, or the source keeps its own pace).
+    pace: float = 0.0
     created_at: float = field(default_factory=time.time)
     state: StreamState = "running"
     tokens: int = 0
@@ -140,6 +142,7 @@ class Hub:
         self._per_client: Counter[str] = Counter()
         self._live = 0
         self._unpaced = 0
+        self._pace = 0.0  # the sum of the live streams' requested paces
         self._subs_by_transport: Counter[str] = Counter()
         self.closing = False
         metrics.bind_live(lambda: self._live, lambda t: self._subs_by_transport[t])
@@ -175,6 +178,14 @@ class Hub:
                 code="too_many_unpaced_streams",
                 retry_after=5,
             )
+        pace = parsed.source.requested_pace(parsed.request.params)
+        if s.max_total_tokens_per_s and self._pace + pace > s.max_total_tokens_per_s:
+            raise ServerBusy(
+                f"the live streams ask for {self._pace:.10g} tokens/s; {pace:.10g} more would "
+                f"pass the server's limit of {s.max_total_tokens_per_s:.10g}",
+                code="pace_budget_exceeded",
+                retry_after=5,
+            )
         stream_id = secrets.token_urlsafe(12)
         st = Stream(
             id=stream_id,
@@ -182,12 +193,14 @@ class Hub:
             client=client,
             max_tokens=parsed.request.max_tokens,
             unpaced=unpaced,
+            pace=pace,
         )
         await self.store.open(stream_id)
         self.streams[stream_id] = st
         self._live += 1
         self._per_client[client] += 1
         self._unpaced += unpaced
+        self._pace += pace
         self.metrics.streams_created.labels(st.source).inc()
         st.task = asyncio.create_task(
             self._generate(st, parsed.source, parsed.request), name=f"generate-{stream_id}"
@@ -262,6 +275,7 @@ class Hub:
         if not self._per_client[st.client]:
             del self._per_client[st.client]
         self._unpaced -= st.unpaced
+        self._pace = self._pace - st.pace if self._live else 0.0  # (no float drift at rest)
         self.metrics.streams_finished.labels(st.state).inc()
         log.debug("> finished %s state=%s tokens=%d", st.id, st.state, st.tokens)
 

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SourceName = Literal["synthetic", "hf", "openai"]
@@ -51,6 +51,9 @@ class Settings:
     max_tokens_per_s: float = 5_000.0
     max_unpaced_streams: int = 8
     """How many streams may run with ``tokens_per_s=0`` (as fast as possible) at once."""
+    max_total_tokens_per_s: float = 100_000.0
+    """The sum of the paces (``tokens_per_s``) the live paced streams may ask for; 0: no
+    limit. With ``max_unpaced_streams`` it bounds what requests can make the source emit."""
 
     # --- caps ---
     default_max_tokens: int = 256
@@ -79,6 +82,24 @@ class Settings:
     ws_max_msg_bytes: int = 64 * 1024
     ws_max_msgs_per_s: float = 50.0
     ws_heartbeat_s: float = 20.0
+    ws_auth_timeout_s: float = 10.0
+    """With ``auth_token``: how long a socket without the header may wait before its
+    ``{"op":"auth"}`` message; then it is closed with 1008."""
+
+    # --- who may talk to the server (docs/protocol.md#security) ---
+    auth_token: str | None = field(default=None, repr=False)
+    """When set, every API route (``/api/*`` but ``/api/info``, ``/v1/*``, ``/metrics``)
+    needs ``Authorization: Bearer <token>``; a WebSocket may send it in its first message."""
+    ws_allowed_origins: str = ""
+    """Origins (``scheme://host[:port]``, comma-separated, or ``*``) whose pages may open a
+    WebSocket, besides the server's own origin. A handshake without ``Origin`` (not a
+    browser) is always allowed."""
+    cors_origins: str = ""
+    """Origins (comma-separated, or ``*``) whose pages may call the HTTP API (CORS). Empty:
+    CORS off, and a request from another origin is refused (403 ``origin_not_allowed``)."""
+    allowed_hosts: str = ""
+    """``Host`` names the server answers to (comma-separated, or ``*``). Empty: loopback
+    names only when listening on a loopback address (against DNS rebinding), else any."""
 
     def __post_init__(self) -> None:
         if self.source not in SOURCE_NAMES:
@@ -93,6 +114,14 @@ class Settings:
             object.__setattr__(self, "default_max_tokens", self.max_tokens_cap)
         if self.max_log_events < 2:
             raise ValueError("max_log_events must be >= 2")
+        if self.auth_token is not None and (
+            not self.auth_token or any(c.isspace() for c in self.auth_token)
+        ):
+            # An empty token (an unset shell variable) must not turn authentication off.
+            raise ValueError("auth_token must be a non-empty string without whitespace")
+        from server.security import Policy
+
+        Policy.from_settings(self)  # a bad origin or host list fails here, naming the setting
 
     @property
     def hf_model(self) -> str:

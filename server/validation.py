@@ -6,6 +6,7 @@ message a client sees.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,9 @@ from server.settings import Settings
 from server.sources.base import GenerationRequest, TokenSource
 
 CREATE_FIELDS = frozenset({"prompt", "max_tokens", "source", "params"})
+#: The largest position a client may ask for (``after``, ``Last-Event-ID``): beyond 2^53 a
+#: JSON number is not exact in JavaScript, and no log gets near it.
+MAX_AFTER = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,27 +77,26 @@ def parse_create_body(
     )
 
 
+#: A position as a JSON integer writes it (no sign but for -1, no leading zeros); Python's
+#: ``int()`` would also take ``+5``, `` 5``, ``1_000`` and non-ASCII digits.
+_POSITION = re.compile(r"-1|0|[1-9][0-9]{0,15}")
+#: A JSON number (``float()`` would also take ``inf``, ``nan`` and ``1_0``).
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
 def parse_after(raw: str | None, field: str = "after") -> int:
     """``after=SEQ``: events with ``seq > SEQ``; absent means from the start (-1)."""
-    if raw is None or raw == "":
+    if raw is None:
         return -1
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidField(field, "must be an integer >= -1") from None
-    if value < -1 or value > 2**53:
+    if not _POSITION.fullmatch(raw) or int(raw) > MAX_AFTER:
         raise InvalidField(field, "must be an integer >= -1")
-    return value
+    return int(raw)
 
 
 def parse_timeout(raw: str | None, default: float, maximum: float) -> float:
-    """Long-poll ``timeout`` in seconds, from 0 to ``maximum``."""
-    if raw is None or raw == "":
+    """Long-poll ``timeout`` in seconds, from 0 to ``maximum``; absent: ``default``."""
+    if raw is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidField("timeout", f"must be a number from 0 to {maximum:g}") from None
-    if not 0 <= value <= maximum:  # also rejects NaN
+    if not _NUMBER.fullmatch(raw) or not 0 <= float(raw) <= maximum:
         raise InvalidField("timeout", f"must be a number from 0 to {maximum:g}")
-    return value
+    return float(raw)

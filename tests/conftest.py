@@ -10,12 +10,44 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, Page, async_playwright
 
 from server.app import create_app
 from server.settings import Settings
 from server.sources.base import TokenSource
 
 MakeServer = Callable[..., Awaitable[TestServer]]
+
+# Debian's Chromium, driven by Playwright (which never downloads a browser here).
+CHROMIUM = "/usr/bin/chromium"
+# No sandbox (we run as root); no calls home, which this machine's closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+def console_problems(page: Page) -> list[str]:
+    """A list that collects the page's console errors and uncaught exceptions."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    return problems
 
 
 @pytest.fixture

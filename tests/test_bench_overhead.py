@@ -6,29 +6,16 @@ that the figures are there and the counts exact, never how fast anything was.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "overhead.py"
-
-
-def load_overhead() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_overhead", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+from tests.benchscripts import load_bench
 
 
 def test_overhead_runs_every_transport(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    overhead = load_overhead()
+    overhead = load_bench("overhead")
     out = tmp_path / "overhead.json"
     argv = ["--concurrency", "1,4", "--tokens", "30", "--cell-tokens", "120", "--no-warmup"]
     assert overhead.main([*argv, "--plain", "--json", str(out)]) == 0

@@ -13,30 +13,17 @@ SSE both through the browser's ``EventSource`` and over ``fetch``. Cuts go throu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from clients import Client
 from server.sources.synthetic import synthetic_text
-from tests.conftest import MakeServer, base_url
+from tests.conftest import MakeServer, base_url, console_problems
 from tests.cutproxy import CutProxy
-
-CHROMIUM = "/usr/bin/chromium"
-# No sandbox (we run as root); no calls home, which this machine's closed network refuses.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 PAGE = "/client-test.html"
 PAGE_HTML = """<!doctype html>
@@ -111,24 +98,12 @@ async def server(make_server: MakeServer) -> TestServer:
     return await make_server(setup=add_test_page)
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
 class ClientPage:
     """A page at ``origin`` with the JS client loaded; records console errors."""
 
     def __init__(self, page: Page) -> None:
         self.page = page
-        self.problems: list[str] = []
-        page.on("console", lambda m: self.problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.problems = console_problems(page)
 
     async def read(self, variant: str, **options: Any) -> dict[str, Any]:
         transport, event_source = VARIANTS[variant]

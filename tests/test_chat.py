@@ -339,6 +339,14 @@ REFUSALS = [
         ),
     ),
     (
+        body(messages=[{"role": "user", "content": [{"type": "text", "text": "a", "x": 1}]}]),
+        invalid(
+            "messages[0].content[0].x",
+            "unknown_parameter",
+            "Unknown parameter: 'messages[0].content[0].x'.",
+        ),
+    ),
+    (
         body(messages=[{"role": "user", "content": "a", "mood": "happy"}]),
         invalid("messages[0].mood", "unknown_parameter", "Unknown parameter: 'messages[0].mood'."),
     ),

@@ -235,3 +235,68 @@ async def test_subscribe_past_the_end_of_a_finished_stream(
         stream = c.subscribe(sid, after=3, transport=transport)  # type: ignore[arg-type]
         assert [ev async for ev in stream] == []
         assert (stream.stats.reconnects, stream.done) == (0, None)
+
+
+# A server with --auth-token: the twin of clients/js/test/client.test.mjs's token tests.
+TOKEN = "py-token"
+MISSING = "this server needs a token: send Authorization: Bearer <token>"
+INVALID = "the bearer token is not valid"
+AUTH_FIRST = (
+    'authenticate first: send {"op":"auth","token":"..."} (or the Authorization header on the '
+    "handshake)"
+)
+
+
+@transports
+async def test_token_on_every_transport(make_server: MakeServer, transport: str) -> None:
+    srv = await make_server(auth_token=TOKEN)
+    async with Client(base_url(srv), token=TOKEN) as c:
+        stream = c.stream("token", transport=transport, max_tokens=5, params=FAST)  # type: ignore[arg-type]
+        events = [ev async for ev in stream]
+        assert [e["seq"] for e in events] == list(range(6))
+        assert stream.digest_ok is True
+        again = c.subscribe(stream.id or "", transport=transport)  # type: ignore[arg-type]
+        async for _ in again:
+            pass
+        assert again.text == stream.text
+        sid = await c.create("token", max_tokens=1000, params={"tokens_per_s": 5})
+        assert (await c.status(sid))["state"] == "running"
+        await c.cancel(sid)
+        rest = [ev async for ev in c.subscribe(sid, transport=transport)]  # type: ignore[arg-type]
+        assert rest[-1]["finish_reason"] == "cancelled"
+
+
+@transports
+@pytest.mark.parametrize(
+    ("token", "http_message", "ws_message"),
+    [(None, MISSING, AUTH_FIRST), ("wrong", INVALID, INVALID)],
+    ids=["no-token", "wrong-token"],
+)
+async def test_a_missing_or_wrong_token_is_server_error_unauthorized(
+    make_server: MakeServer,
+    transport: str,
+    token: str | None,
+    http_message: str,
+    ws_message: str,
+) -> None:
+    srv = await make_server(auth_token=TOKEN)
+    async with Client(base_url(srv), token=token) as c:
+        stream = c.stream("x", transport=transport, max_tokens=2, resume=False)  # type: ignore[arg-type]
+        with pytest.raises(ServerError) as info:
+            async for _ in stream:
+                pass
+    ws = transport == "ws"
+    assert (info.value.code, info.value.message, info.value.status) == (
+        "unauthorized",
+        ws_message if ws else http_message,
+        None if ws else 401,
+    )
+
+
+async def test_create_status_and_cancel_without_the_token(make_server: MakeServer) -> None:
+    srv = await make_server(auth_token=TOKEN)
+    async with Client(base_url(srv), token="wrong") as c:
+        for call in (c.create("x"), c.status("any"), c.cancel("any")):
+            with pytest.raises(ServerError) as info:
+                await call
+            assert (info.value.code, info.value.status) == ("unauthorized", 401)

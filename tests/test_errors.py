@@ -138,9 +138,19 @@ async def test_unknown_route_and_method(server: TestServer, session: aiohttp.Cli
     ("query", "message"),
     [
         ("after=x", "after: must be an integer >= -1"),
+        ("after=", "after: must be an integer >= -1"),
+        ("timeout=", "timeout: must be a number from 0 to 60"),
         ("after=-2", "after: must be an integer >= -1"),
         ("after=1.5", "after: must be an integer >= -1"),
+        ("after=%2B5", "after: must be an integer >= -1"),
+        ("after=007", "after: must be an integer >= -1"),
+        ("after=1_0", "after: must be an integer >= -1"),
+        ("after=%D9%A3", "after: must be an integer >= -1"),  # an Arabic-Indic digit
+        ("after=9007199254740993", "after: must be an integer >= -1"),  # 2^53 + 1
         ("timeout=abc", "timeout: must be a number from 0 to 60"),
+        ("timeout=inf", "timeout: must be a number from 0 to 60"),
+        ("timeout=1_0", "timeout: must be a number from 0 to 60"),
+        ("timeout=1e9", "timeout: must be a number from 0 to 60"),
         ("timeout=61", "timeout: must be a number from 0 to 60"),
         ("timeout=-1", "timeout: must be a number from 0 to 60"),
         ("timeout=nan", "timeout: must be a number from 0 to 60"),
@@ -168,14 +178,20 @@ async def test_bad_resume_position_is_400(
     )
     status, _, payload = await call(session, "GET", f"{base}/chunked?after=z")
     assert (status, payload) == (400, err("invalid_field", "after: must be an integer >= -1"))
+    # Last-Event-ID wins over ?after=, which must be valid all the same.
+    status, _, payload = await call(
+        session, "GET", f"{base}/sse?after=-2", headers={"Last-Event-ID": "0"}
+    )
+    assert (status, payload) == (400, err("invalid_field", "after: must be an integer >= -1"))
 
 
+@pytest.mark.parametrize("path", ["/api/streams", "/api/sse", "/api/chunked"])
 async def test_body_too_large_is_413(
-    make_server: MakeServer, session: aiohttp.ClientSession
+    make_server: MakeServer, session: aiohttp.ClientSession, path: str
 ) -> None:
     srv = await make_server(max_body_bytes=1024)
     body = orjson.dumps({"prompt": "x" * 2000})
-    status, _, payload = await call(session, "POST", base_url(srv) + "/api/streams", data=body)
+    status, _, payload = await call(session, "POST", base_url(srv) + path, data=body)
     assert (status, payload) == (
         413,
         err("body_too_large", "request body is larger than 1024 bytes"),

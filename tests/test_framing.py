@@ -86,7 +86,7 @@ def test_parse_client_message(text: str, expected: object) -> None:
     [
         ("{", BadRequest, "message is not valid JSON"),
         ('"x"', BadRequest, "message must be a JSON object"),
-        ("{}", BadRequest, "op must be one of 'generate', 'subscribe', 'cancel'"),
+        ("{}", BadRequest, "op must be one of 'generate', 'subscribe', 'cancel', 'auth'"),
         ('{"op":"cancel","stream":""}', InvalidField, "stream: must be a non-empty string"),
         (
             '{"op":"subscribe","stream":"s","after":-2}',

@@ -213,7 +213,7 @@ async def test_a_stuck_reader_is_dropped_and_slows_no_one(
     loop = asyncio.get_running_loop()
     await loop.sock_connect(stuck, ("127.0.0.1", srv.port or 0))
     await loop.sock_sendall(
-        stuck, f"GET /api/streams/{sid}/sse HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        stuck, f"GET /api/streams/{sid}/sse HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     )
     dropped = asyncio.Event()
 

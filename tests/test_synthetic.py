@@ -39,6 +39,21 @@ def test_pieces_rebuild_the_text_and_look_like_subwords() -> None:
         assert case in corpus()
 
 
+def test_pieces_rebuild_any_text() -> None:
+    """Every character is in some piece: ``_`` once fell through the pattern (a ``/v1``
+    prompt holding ``__main__`` was a 500, found by schemathesis)."""
+    text = "".join(chr(c) for c in range(0x20, 0x7F)) + " __main__ x_y ²½Ⅷ \u0301 \x00 \u2028"
+    assert "".join(split_pieces(text, random.Random(0))) == text
+    assert split_pieces("__main__", random.Random(0)) == ["__", "main", "__"]
+
+
+def test_requested_pace() -> None:
+    src = SyntheticSource()
+    assert src.requested_pace(src.validate_params({})) == 30.0
+    assert src.requested_pace(src.validate_params({"tokens_per_s": 0})) == 0.0
+    assert src.requested_pace(src.validate_params({"tokens_per_s": 250})) == 250.0
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [

@@ -45,7 +45,10 @@ BAD_MESSAGES = [
     ("[1, 2]", {"code": "bad_json", "message": "message must be a JSON object"}),
     (
         '{"op": "dance"}',
-        {"code": "unknown_op", "message": "op must be one of 'generate', 'subscribe', 'cancel'"},
+        {
+            "code": "unknown_op",
+            "message": "op must be one of 'generate', 'subscribe', 'cancel', 'auth'",
+        },
     ),
     (
         '{"op": "subscribe"}',

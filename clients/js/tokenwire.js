@@ -12,7 +12,8 @@
 //   sse      EventSource on GET /api/streams/{id}/sse after POST /api/streams; EventSource
 //            reconnects by itself with Last-Event-ID, after the server's `retry:` time.
 //            Without an EventSource (Node without --experimental-eventsource, or
-//            `new Client(url, {EventSource: null})`) SSE is read over fetch with SSEDecoder,
+//            `new Client(url, {EventSource: null})`), or with a token, SSE is read over
+//            fetch with SSEDecoder,
 //            as the Python client does: POST /api/sse, on a cut GET .../sse with Last-Event-ID.
 //   ws       WebSocket on /api/ws: {"op":"generate",...}, and on a cut a new socket with
 //            {"op":"subscribe","stream":id,"after":lastSeq}. A subscribe at the end of a
@@ -21,6 +22,13 @@
 //   chunked  fetch POST /api/chunked (first line {"type":"created","stream":id}), and on a
 //            cut GET /api/streams/{id}/chunked?after=lastSeq; NDJSONDecoder on a reader.
 //   poll     a fetch loop on GET /api/streams/{id}/poll?after=&timeout= after POST /api/streams.
+//
+// With `new Client(url, { token })` (a server started with --auth-token) every HTTP request
+// carries `Authorization: Bearer <token>`, SSE is read over fetch (EventSource cannot send
+// headers, and a token in the URL would end up in logs), and a WebSocket sends
+// {"op":"auth","token":...} as its first message (a browser cannot set headers on it). A
+// wrong token throws ServerError with code "unauthorized" (status 401 over HTTP, null over
+// a WebSocket), as the Python client does.
 //
 // Resume is on by default: a connection that drops before the terminal event is
 // re-established over the same transport from the last seq received, with bounded
@@ -269,7 +277,7 @@ export class Stream {
   async *_run() {
     this._t0 = performance.now();
     const read = {
-      sse: this.client.EventSource ? sseEventSource : sseFetch,
+      sse: this.client.EventSource && this.client.token === null ? sseEventSource : sseFetch,
       ws: websocket,
       chunked,
       poll,
@@ -335,28 +343,24 @@ export class Stream {
 
   async _fetch(path, init = {}) {
     this.requests += 1;
-    return this.client.fetch(this.client.url(path), {
-      ...init,
-      signal: init.signal ?? this._signal,
-    });
+    return this.client.request(path, { ...init, signal: init.signal ?? this._signal });
   }
 
   /** POST /api/streams if this stream has no id yet (retried like a dropped connection). */
   async _ensureCreated() {
     while (this.id === null) {
-      let resp;
       try {
-        resp = await this._fetch("/api/streams", {
+        const resp = await this._fetch("/api/streams", {
           method: "POST",
           headers: JSON_HEADERS,
           body: JSON.stringify(this._body),
         });
+        if (resp.status !== 201) throw await httpError(resp);
+        // The answer's body can be cut too: that is a lost connection like any other.
+        this.id = (await resp.json()).id;
       } catch (e) {
         await this._reconnectAfter(this._lost(e));
-        continue;
       }
-      if (resp.status !== 201) throw await httpError(resp);
-      this.id = (await resp.json()).id;
     }
     return this.id;
   }
@@ -524,6 +528,12 @@ async function* sseEventSource(stream) {
     stream.requests += 1;
     const es = new EventSource(stream.client.url(`/api/streams/${id}/sse?after=${after}`));
     source = es;
+    let gaveUp = false;
+    const giveUp = () => {
+      if (gaveUp || source !== es) return;
+      gaveUp = true;
+      inbox.push({ gaveUp: true });
+    };
     const onEvent = (e) => {
       const at = performance.now();
       // EventSource hides the bytes: count the frame the event came in.
@@ -541,7 +551,7 @@ async function* sseEventSource(stream) {
       // A connection error (no data). CONNECTING: EventSource reconnects by itself after
       // the server's retry time, sending Last-Event-ID. CLOSED: it gave up (a non-200).
       if (es.readyState === EventSource.CLOSED) {
-        inbox.push({ gaveUp: true });
+        giveUp();
       } else if (!stream.resume || stream._failures >= stream.client.maxReconnects) {
         es.close();
         inbox.push({ lost: new ConnectionLost("the EventSource connection was lost") });
@@ -549,6 +559,9 @@ async function* sseEventSource(stream) {
         stream._failures += 1;
         stream.reconnects += 1;
         stream.requests += 1;
+        // Node 20's EventSource can go from CONNECTING to CLOSED with no further event
+        // (when the connection is cut before the response headers): look again after it.
+        setTimeout(() => es.readyState === EventSource.CLOSED && giveUp(), 0);
       }
     });
   };
@@ -596,6 +609,8 @@ async function* websocket(stream) {
     const ws = new WebSocket(stream.client.wsUrl("/api/ws"));
     socket = ws;
     ws.addEventListener("open", () => {
+      const { token } = stream.client;
+      if (token !== null) ws.send(JSON.stringify({ op: "auth", token }));
       const msg =
         stream.id === null
           ? { op: "generate", ...stream._body }
@@ -668,6 +683,7 @@ export class Client {
    * @param {number} [options.backoffMs=100] first reconnect delay (SSE: the server's retry)
    * @param {number} [options.maxBackoffMs=5000] the longest reconnect delay
    * @param {number} [options.pollTimeout=25] long-poll `timeout` in seconds
+   * @param {string|null} [options.token] the server's --auth-token, sent with every request
    */
   constructor(baseUrl, options = {}) {
     this.baseUrl = new URL(baseUrl, globalThis.location?.href);
@@ -679,6 +695,14 @@ export class Client {
     this.backoffMs = options.backoffMs ?? 100;
     this.maxBackoffMs = options.maxBackoffMs ?? 5000;
     this.pollTimeout = options.pollTimeout ?? 25;
+    this.token = options.token ?? null;
+  }
+
+  /** fetch() a path of the server, with `Authorization: Bearer <token>` when a token is set. */
+  request(path, init = {}) {
+    if (this.token === null) return this.fetch(this.url(path), init);
+    const headers = { ...init.headers, Authorization: `Bearer ${this.token}` };
+    return this.fetch(this.url(path), { ...init, headers });
   }
 
   /** An absolute http(s) URL for a path. */
@@ -720,7 +744,7 @@ export class Client {
 
   /** Create a stream without reading it; returns its id. */
   async create(prompt, { max_tokens, source, params } = {}) {
-    const resp = await this.fetch(this.url("/api/streams"), {
+    const resp = await this.request("/api/streams", {
       method: "POST",
       headers: JSON_HEADERS,
       body: JSON.stringify(createBody(prompt, { max_tokens, source, params })),
@@ -731,14 +755,14 @@ export class Client {
 
   /** GET /api/streams/{id}: state, tokens, finish_reason, subscribers, ... */
   async status(id) {
-    const resp = await this.fetch(this.url(`/api/streams/${encodeURIComponent(id)}`));
+    const resp = await this.request(`/api/streams/${encodeURIComponent(id)}`);
     if (!resp.ok) throw await httpError(resp);
     return resp.json();
   }
 
   /** Cancel a stream; it ends with `done` / `cancelled` (idempotent). */
   async cancel(id) {
-    const resp = await this.fetch(this.url(`/api/streams/${encodeURIComponent(id)}`), {
+    const resp = await this.request(`/api/streams/${encodeURIComponent(id)}`, {
       method: "DELETE",
     });
     if (!resp.ok) throw await httpError(resp);

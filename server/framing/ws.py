@@ -6,13 +6,14 @@ turns a text frame into a typed command or raises ``BadRequest``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from server.errors import ApiError, BadRequest, InvalidField
 from server.events import Event
+from server.validation import MAX_AFTER
 
 
 def ws_message(event: Event) -> str:
@@ -45,7 +46,15 @@ class Cancel:
     stream: str
 
 
-ClientMessage = Generate | Subscribe | Cancel
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """``{"op":"auth","token":...}``: a browser's way to authenticate a socket (it cannot
+    set ``Authorization`` on the handshake)."""
+
+    token: str = field(repr=False)
+
+
+ClientMessage = Generate | Subscribe | Cancel | Auth
 
 
 def parse_client_message(text: str) -> ClientMessage:
@@ -57,6 +66,11 @@ def parse_client_message(text: str) -> ClientMessage:
     if not isinstance(msg, dict):
         raise BadRequest("message must be a JSON object", code="bad_json")
     op = msg.get("op")
+    if op == "auth":
+        token = msg.get("token")
+        if not isinstance(token, str):
+            raise InvalidField("token", "must be a string")
+        return Auth(token)
     if op == "generate":
         body = {k: v for k, v in msg.items() if k != "op"}
         return Generate(body)
@@ -69,7 +83,9 @@ def parse_client_message(text: str) -> ClientMessage:
         after = msg.get("after", -1)
         if after is None:
             after = -1
-        if isinstance(after, bool) or not isinstance(after, int) or after < -1:
+        if isinstance(after, bool) or not isinstance(after, int) or not -1 <= after <= MAX_AFTER:
             raise InvalidField("after", "must be an integer >= -1")
         return Subscribe(stream, after)
-    raise BadRequest("op must be one of 'generate', 'subscribe', 'cancel'", code="unknown_op")
+    raise BadRequest(
+        "op must be one of 'generate', 'subscribe', 'cancel', 'auth'", code="unknown_op"
+    )

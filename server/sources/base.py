@@ -97,6 +97,10 @@ class TokenSource(ABC):
             raise InvalidField("params", f"source {self.name!r} takes no params")
         return {}
 
+    def param_defaults(self) -> dict[str, Any]:
+        """The ``params`` it accepts, with their defaults (``GET /api/info`` lists them)."""
+        return {}
+
     def served_model(self) -> str | None:
         """The model it serves (``hf``: hub name or path, ``openai``: the upstream name), or
         ``None`` for a source without model names. ``/v1`` model ids are built from it."""
@@ -105,6 +109,11 @@ class TokenSource(ABC):
     def is_unpaced(self, params: Mapping[str, Any]) -> bool:
         """True if these params ask for output as fast as possible (capped server-wide)."""
         return False
+
+    def requested_pace(self, params: Mapping[str, Any]) -> float:
+        """The tokens per second these params ask for (their sum over live streams is
+        capped server-wide); 0 for a source that keeps its own pace, or an unpaced one."""
+        return 0.0
 
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:

@@ -30,9 +30,10 @@ from typing import Any
 from server.errors import InvalidField
 from server.sources.base import Finish, GenerationRequest, TokenSource, check_param_names
 
-# GPT-2's pre-tokenizer pattern, with ``[^\W\d_]`` standing for ``\p{L}``.
+# GPT-2's pre-tokenizer pattern, with ``[^\W\d_]`` standing for ``\p{L}`` and
+# ``(?:[^\s\w]|_)`` for ``[^\s\p{L}\p{N}]`` (``\w`` holds ``_``, which is punctuation there).
 _PRETOKEN = re.compile(
-    r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?[^\s\w]+|\s+(?!\S)|\s+""",
+    r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""",
 )
 
 
@@ -129,8 +130,17 @@ class SyntheticSource(TokenSource):
             out["seed"] = seed
         return out
 
+    def param_defaults(self) -> dict[str, Any]:
+        return dict(self.defaults)
+
     def is_unpaced(self, params: Mapping[str, Any]) -> bool:
-        return float(params.get("tokens_per_s", self.defaults["tokens_per_s"])) == 0.0
+        return self._pace(params) == 0.0
+
+    def requested_pace(self, params: Mapping[str, Any]) -> float:
+        return self._pace(params)
+
+    def _pace(self, params: Mapping[str, Any]) -> float:
+        return float(params.get("tokens_per_s", self.defaults["tokens_per_s"]))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
         p = {**self.defaults, **request.params}

@@ -2,16 +2,23 @@
 
 Answers as soon as at least one event after ``after`` exists (all that exist, batched), or
 after ``timeout`` seconds with none. A polling client counts as present between polls for
-the stream's grace period.
+the stream's grace period. The answer is sent within ``send_timeout_s`` like a streamed
+batch: a client that does not read it is dropped (its next poll asks again from its
+position), rather than holding the handler and the batch for as long as it stays.
 """
 
 from __future__ import annotations
+
+import logging
 
 from aiohttp import web
 
 from server.framing.longpoll import poll_body
 from server.keys import HUB, METRICS, SETTINGS
+from server.transports.common import send_deadline
 from server.validation import parse_after, parse_timeout
+
+log = logging.getLogger("tokenwire.transport")
 
 
 async def poll(request: web.Request) -> web.Response:
@@ -28,8 +35,17 @@ async def poll(request: web.Request) -> web.Response:
         done = sub.finished
     body = poll_body(events, after, done)
     request.app[METRICS].sent("poll", len(events), len(body))
-    return web.Response(
+    resp = web.Response(
         body=body,
         content_type="application/json",
         headers={"Cache-Control": "no-store"},
     )
+    try:
+        async with send_deadline(request.transport, len(body), settings.send_timeout_s or None):
+            await resp.prepare(request)
+            await resp.write_eof()
+    except TimeoutError:
+        log.info("dropping a poll client of %s: send timed out", st.id)
+        if request.transport is not None:
+            request.transport.abort()
+    return resp

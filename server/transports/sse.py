@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.errors import InvalidField
 from server.framing.sse import PING, sse_control, sse_frames, sse_retry
 from server.transports import common
 from server.validation import parse_after
@@ -20,14 +19,13 @@ FORMAT = common.StreamFormat(
 
 
 def _resume_position(request: web.Request) -> int:
-    # A reconnecting EventSource sends Last-Event-ID; it wins over the URL's ?after=.
+    # A reconnecting EventSource sends Last-Event-ID; it wins over the URL's ?after= (which
+    # must be valid all the same).
+    after = parse_after(request.query.get("after"))
     last_id = request.headers.get("Last-Event-ID", "").strip()
     if last_id:
-        try:
-            return parse_after(last_id, "Last-Event-ID")
-        except InvalidField:
-            raise InvalidField("Last-Event-ID", "must be an integer >= -1") from None
-    return parse_after(request.query.get("after"))
+        return parse_after(last_id, "Last-Event-ID")
+    return after
 
 
 async def subscribe(request: web.Request) -> web.StreamResponse:

@@ -1,11 +1,18 @@
 """WebSocket: ``GET /api/ws``, JSON text messages, several streams per socket.
 
 Client -> server: ``{"op":"generate", ...create body}``, ``{"op":"subscribe","stream":id,
-"after":seq}``, ``{"op":"cancel","stream":id}``. Server -> client: ``{"type":"created",
-"stream":id}`` and then each event's JSON as one text message. A bad message is answered
-with ``{"type":"error","code","message","op"?,"stream"?}`` and the socket stays usable.
-Abuse closes the socket: 1009 for an oversized message (aiohttp enforces it), 1008 for a
-message flood or a reader too slow to take its events; 1001 when the server shuts down.
+"after":seq}``, ``{"op":"cancel","stream":id}``, ``{"op":"auth","token":...}``. Server ->
+client: ``{"type":"created","stream":id}`` and then each event's JSON as one text message.
+A bad message is answered with ``{"type":"error","code","message","op"?,"stream"?}`` and
+the socket stays usable. Abuse closes the socket: 1009 for an oversized message (aiohttp
+enforces it), 1008 for a message flood or a reader too slow to take its events; 1001 when
+the server shuts down.
+
+With ``auth_token`` set, a handshake carrying ``Authorization: Bearer <token>`` is
+authenticated (a wrong one was answered 401 by :mod:`server.security`). Without the header
+(a browser cannot set it) the first message must be ``{"op":"auth","token":...}``: any other
+message, a wrong token, or no message within ``ws_auth_timeout_s`` is answered with an
+``unauthorized`` error message and the socket is closed with 1008.
 """
 
 from __future__ import annotations
@@ -15,14 +22,24 @@ import contextlib
 import logging
 import time
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
-from server.errors import ApiError, BadRequest, StreamGone
+from server.errors import ApiError, BadRequest, StreamGone, Unauthorized, UpgradeRequired
 from server.events import created_message, end_message
-from server.framing.ws import Cancel, Generate, Subscribe, parse_client_message, ws_error
+from server.framing.ws import (
+    Auth,
+    Cancel,
+    ClientMessage,
+    Generate,
+    Subscribe,
+    parse_client_message,
+    ws_error,
+)
 from server.hub import Hub
 from server.keys import HUB, METRICS, SETTINGS, SOCKETS
 from server.metrics import Metrics
+from server.security import POLICY, bearer_token, token_matches
+from server.settings import Settings
 from server.transports.common import client_address, send_deadline
 
 log = logging.getLogger("tokenwire.ws")
@@ -62,8 +79,11 @@ class _Connection:
         send_timeout: float,
         client: str,
         transport: asyncio.BaseTransport | None,
+        token: str | None = None,
     ) -> None:
         self.ws = ws
+        #: The token the socket must still present (None: authenticated, or none needed).
+        self.token = token
         self.client = client
         self.transport = transport
         self.hub = hub
@@ -111,15 +131,58 @@ class _Connection:
         except ConnectionResetError:
             pass
 
+    @property
+    def authenticated(self) -> bool:
+        return self.token is None
+
+    async def refuse(self, msg: ClientMessage | None) -> None:
+        """Before authentication: accept the right ``auth`` message, or answer
+        ``unauthorized`` and close with 1008 (policy violation)."""
+        if isinstance(msg, Auth):
+            if self.token is not None and token_matches(msg.token, self.token):
+                self.token = None
+                return
+            err = Unauthorized("the bearer token is not valid", invalid_token=True)
+        else:
+            err = Unauthorized(
+                'authenticate first: send {"op":"auth","token":"..."} (or the Authorization '
+                "header on the handshake)"
+            )
+        await self.send_error(err, op=None if msg is None else type(msg).__name__.lower())
+        await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"unauthorized")
+
+    async def close_unless_authenticated(self, after_s: float) -> None:
+        """Close the socket with 1008 if it has not authenticated within ``after_s``."""
+        await asyncio.sleep(after_s)
+        if not self.authenticated:
+            await self.send_error(Unauthorized(f"no auth message within {after_s:g} s"))
+            await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"unauthorized")
+
+    async def handle_binary(self) -> None:
+        if not self.authenticated:
+            await self.refuse(None)
+            return
+        await self.send_error(
+            BadRequest("binary messages are not supported; send JSON text", code="bad_json")
+        )
+
     async def handle(self, text: str) -> None:
         try:
             msg = parse_client_message(text)
         except ApiError as e:
-            await self.send_error(e)
+            if not self.authenticated:
+                await self.refuse(None)
+            else:
+                await self.send_error(e)
+            return
+        if not self.authenticated:
+            await self.refuse(msg)
             return
         op = type(msg).__name__.lower()
         try:
-            if isinstance(msg, Generate):
+            if isinstance(msg, Auth):
+                pass  # already authenticated (or the server needs no token)
+            elif isinstance(msg, Generate):
                 st = await self.hub.create(msg.body, self.client)
                 await self.ws.send_frame(created_message(st.id), WSMsgType.TEXT)
                 self.start_pump(st.id, -1)
@@ -148,13 +211,28 @@ class _Connection:
                 await t
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
-    settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(
+def ws_response(settings: Settings) -> web.WebSocketResponse:
+    """A WebSocket response with the endpoint's protocol settings (message size limit,
+    heartbeat, no compression); the Autobahn tests' echo route is built with it too."""
+    return web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat_s or None,
         max_msg_size=settings.ws_max_msg_bytes,
         compress=False,
     )
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    settings = request.app[SETTINGS]
+    ws = ws_response(settings)
+    if not ws.can_prepare(request).ok:
+        raise UpgradeRequired(
+            "this is the WebSocket endpoint: connect with a WebSocket (version 13) handshake"
+        )
+    token = request.app[POLICY].token
+    if token is not None and token_matches(
+        bearer_token(request.headers.get(hdrs.AUTHORIZATION)), token
+    ):
+        token = None  # authenticated by the handshake's header
     await ws.prepare(request)
     conn = _Connection(
         ws,
@@ -163,10 +241,14 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         settings.send_timeout_s,
         client_address(request),
         request.transport,
+        token,
     )
     sockets = request.app[SOCKETS]
     sockets.add(conn)
     bucket = _TokenBucket(settings.ws_max_msgs_per_s)
+    deadline = None
+    if not conn.authenticated and settings.ws_auth_timeout_s:
+        deadline = asyncio.create_task(conn.close_unless_authenticated(settings.ws_auth_timeout_s))
     try:
         async for msg in ws:
             if not bucket.take():
@@ -175,10 +257,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if msg.type == WSMsgType.TEXT:
                 await conn.handle(msg.data)
             elif msg.type == WSMsgType.BINARY:
-                await conn.send_error(
-                    BadRequest("binary messages are not supported; send JSON text", code="bad_json")
-                )
+                await conn.handle_binary()
     finally:
+        if deadline is not None:
+            deadline.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deadline
         sockets.discard(conn)
         await conn.close_pumps()
     return ws

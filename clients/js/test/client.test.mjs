@@ -612,6 +612,69 @@ function defineTests() {
     }
   });
 
+  // The twin of tests/test_client.py's token tests.
+  describe("a server with --auth-token", () => {
+    const TOKEN = "js-token";
+    let own = null;
+    before(async () => {
+      own = await startServer(["--auth-token", TOKEN]);
+    });
+    after(async () => {
+      await own?.stop();
+    });
+    const authed = (options = {}) => new Client(own.url, { backoffMs: 50, ...options });
+
+    for (const v of VARIANTS) {
+      it(`${v.name}: stream, subscribe, status and cancel with the token`, async () => {
+        const c = authed({ ...v.options, token: TOKEN });
+        const stream = c.stream("token", { transport: v.transport, max_tokens: 5, params: FAST });
+        const events = await stream.collect();
+        assert.deepEqual(seqs(events), range(0, 5));
+        assert.equal(stream.digestOk, true);
+        // EventSource cannot send the header: with a token, SSE is one POST /api/sse (fetch).
+        if (v.transport === "sse") assert.equal(stream.requests, 1);
+        const again = await c.subscribe(stream.id, { transport: v.transport }).collect();
+        assert.equal(tokenText(again), stream.text);
+        const id = await c.create("token", { max_tokens: 1000, params: { tokens_per_s: 5 } });
+        assert.equal((await c.status(id)).state, "running");
+        await c.cancel(id);
+        const rest = await c.subscribe(id, { transport: v.transport }).collect();
+        assert.equal(rest.at(-1).finish_reason, "cancelled");
+      });
+
+      for (const [token, httpMessage, wsMessage] of [
+        [
+          undefined,
+          "this server needs a token: send Authorization: Bearer <token>",
+          'authenticate first: send {"op":"auth","token":"..."} (or the Authorization header ' +
+            "on the handshake)",
+        ],
+        ["wrong", "the bearer token is not valid", "the bearer token is not valid"],
+      ]) {
+        it(`${v.name}: ${token ? "a wrong" : "no"} token is ServerError unauthorized`, async () => {
+          const c = authed({ ...v.options, token });
+          const stream = c.stream("x", { transport: v.transport, max_tokens: 2, resume: false });
+          await assert.rejects(stream.collect(), (e) => {
+            assert.ok(e instanceof ServerError, e);
+            assert.equal(e.code, "unauthorized");
+            const ws = v.transport === "ws";
+            assert.equal(e.serverMessage, ws ? wsMessage : httpMessage);
+            assert.equal(e.status, ws ? null : 401);
+            return true;
+          });
+        });
+      }
+    }
+
+    it("create, status and cancel without the token", async () => {
+      const c = authed({ token: "wrong" });
+      const unauthorized = { name: "ServerError", code: "unauthorized", status: 401 };
+      await assert.rejects(c.create("x"), unauthorized);
+      await assert.rejects(c.status("any"), unauthorized);
+      await assert.rejects(c.cancel("any"), unauthorized);
+    });
+  });
+
   describe("server shutdown", () => {
     it("every transport ends with the shutdown error event", async () => {
       const own = await startServer(["--shutdown-drain-s", "1"]);

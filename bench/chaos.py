@@ -1,0 +1,527 @@
+"""Chaos: many concurrent streams on every transport and ``/v1``, cut at random points.
+
+What it does
+------------
+It spawns a tokenwire server (``python -m server``, paced synthetic source) and runs
+``--streams`` streams of ``--tokens`` tokens for each *kind* at once:
+
+- ``py-sse``, ``py-ws``, ``py-poll``, ``py-chunked``: the Python client (``clients.Client``);
+- ``js-sse-es`` (the client on Node's ``EventSource``), ``js-sse-fetch``, ``js-ws``,
+  ``js-poll``, ``js-chunked``: the JS client (``clients/js/tokenwire.js``) in one Node
+  process (``bench/chaos.mjs``);
+- ``py-v1``: the official ``openai`` SDK on ``POST /v1/chat/completions``.
+
+Every stream goes through a proxy of its own (``tests.cutproxy.CutProxy``) that cuts its
+first 1 to ``--max-cuts`` connections after a random number of bytes from the server,
+wherever that falls: in the headers, mid-frame, mid-event, and for half of the streams
+inside a multi-byte UTF-8 character (the cut moves to the next continuation byte). On top
+of that the caller itself stops reading at up to ``--max-client-cuts`` random tokens (the
+client closes its connection) and subscribes again after the last ``seq`` it has. The
+clients resume by themselves after the proxy's cuts.
+
+OpenAI's format has no resume. What tokenwire guarantees on ``/v1`` is that the content
+chunks are the stream's tokens in order (chunk *k* is ``seq`` *k*), and the stream id is in
+the ``Tokenwire-Stream`` header: after a cut the caller reads the rest with any transport
+from ``after = chunks received - 1``, and the stream runs on meanwhile (for ``grace_s``
+without a reader). ``py-v1`` does exactly that (``max_retries=0``: the SDK's own retry of a
+POST would start a second generation); a cut before the headers leaves no id, so the
+caller creates again (``v1 re-creates``; the orphan is cancelled after ``grace_s``).
+
+What it checks, per stream: what the caller received against the server's log, read
+afterwards without the proxy, and against the synthetic source's own text for the prompt.
+``losses`` counts log seqs the caller never got, ``duplicates`` seqs it got more than once
+(both must be 0); ``wire dups`` counts events the client received again after a resume and
+dropped itself (never passed on; also 0, since every resume asks from the last seq it has).
+A stream ``failed`` if the caller saw an error, the seqs differ from the log's, or the text
+differs from the log's or from its ``sha256``. The exit status is 1 if anything failed.
+
+How to run
+----------
+::
+
+    .venv/bin/python bench/chaos.py                             # 20 streams per kind
+    .venv/bin/python bench/chaos.py --streams 50 --tokens 400 --seed 7 --json out.json
+
+The same seed makes the same plan (cut positions, client cuts, prompts); where a cut lands
+in the events still depends on timing (batching, poll boundaries). ``tests/faults/``
+runs a small plan of it in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import shutil
+import sys
+import time
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import openai
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+for _path in (str(REPO), str(BENCH)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from overhead import Target, spawn_server, stop_server, wait_ready  # noqa: E402
+
+from clients import Client  # noqa: E402
+from clients.client import Transport  # noqa: E402
+from server.sources.synthetic import synthetic_text  # noqa: E402
+from tests.cutproxy import CutProxy  # noqa: E402
+
+PY_KINDS = ("py-sse", "py-ws", "py-poll", "py-chunked", "py-v1")
+JS_KINDS = ("js-sse-es", "js-sse-fetch", "js-ws", "js-poll", "js-chunked")
+KINDS = PY_KINDS + JS_KINDS
+CHAOS_MJS = BENCH / "chaos.mjs"
+NODE_FLAGS = ("--experimental-websocket", "--experimental-eventsource")
+#: Roughly the wire bytes of one token on the fattest transport: the cut positions' scale.
+BYTES_PER_TOKEN = 120
+RESUME_TRANSPORTS: tuple[Transport, ...] = ("sse", "ws", "poll", "chunked")
+
+
+@dataclass(slots=True)
+class Spec:
+    """One planned stream."""
+
+    key: str
+    kind: str
+    prompt: str
+    tokens: int
+    cuts: list[int]
+    mid_char: bool
+    client_cuts: list[int]
+    resume_transport: Transport = "chunked"
+
+    @property
+    def transport(self) -> Transport:
+        name = self.kind.split("-")[1]
+        return "sse" if name == "sse" else cast(Transport, name)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one stream's caller received, and what its proxy did."""
+
+    key: str
+    kind: str
+    id: str | None = None
+    seqs: list[int] = field(default_factory=list)
+    text: str = ""
+    texts: list[str] = field(default_factory=list)
+    done: dict[str, Any] | None = None
+    error: str | None = None
+    reconnects: int = 0
+    wire_dups: int = 0
+    client_cuts: int = 0
+    server_cuts: int = 0
+    mid_char_cuts: int = 0
+    v1_recreated: int = 0
+
+
+@dataclass(slots=True)
+class Row:
+    """The counts of one kind."""
+
+    kind: str
+    streams: int = 0
+    tokens: int = 0
+    server_cuts: int = 0
+    mid_char_cuts: int = 0
+    client_cuts: int = 0
+    reconnects: int = 0
+    v1_recreated: int = 0
+    losses: int = 0
+    duplicates: int = 0
+    wire_dups: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def make_plan(
+    kinds: Sequence[str], streams: int, tokens: int, max_cuts: int, max_client_cuts: int, seed: int
+) -> list[Spec]:
+    """The streams to run: the same seed gives the same plan for each stream."""
+    specs = []
+    for kind in kinds:
+        for i in range(streams):
+            rng = random.Random(f"{seed}/{kind}/{i}")  # the same stream whatever else runs
+            n_cuts = rng.randint(1, max_cuts)
+            scale = max(2, tokens * BYTES_PER_TOKEN // (n_cuts + 1))
+            specs.append(
+                Spec(
+                    key=f"{kind}-{i}",
+                    kind=kind,
+                    prompt=f"chaos {seed} {kind} {i}",
+                    tokens=tokens,
+                    cuts=[rng.randint(1, scale) for _ in range(n_cuts)],
+                    mid_char=rng.random() < 0.5,
+                    client_cuts=sorted(
+                        rng.sample(range(tokens - 1), rng.randint(0, max_client_cuts))
+                    ),
+                    resume_transport=rng.choice(RESUME_TRANSPORTS),
+                )
+            )
+    return specs
+
+
+# ---------------------------------------------------------------------------------------
+# The callers
+
+
+def record(out: Outcome, ev: dict[str, Any]) -> None:
+    out.seqs.append(ev["seq"])
+    if ev["type"] == "token":
+        out.text += ev["text"]
+        out.texts.append(ev["text"])
+    else:
+        out.done = ev
+
+
+async def read_py(spec: Spec, url: str, params: dict[str, Any]) -> Outcome:
+    """The Python client, stopping and subscribing again at each client cut."""
+    out = Outcome(spec.key, spec.kind)
+    cuts = list(spec.client_cuts)
+    t = spec.transport
+    async with Client(
+        url, backoff_s=0.02, max_backoff_s=0.5, max_reconnects=50, poll_timeout_s=5
+    ) as c:
+        stream = c.stream(spec.prompt, transport=t, max_tokens=spec.tokens, params=params)
+        try:
+            while True:
+                agen = cast(AsyncGenerator[dict[str, Any], None], stream.__aiter__())
+                cut = False
+                try:
+                    async for ev in agen:
+                        record(out, ev)
+                        if cuts and ev["seq"] == cuts[0]:
+                            cuts.pop(0)
+                            cut = ev["type"] == "token"
+                            if cut:
+                                break  # the caller closes its connection mid-stream
+                finally:
+                    await agen.aclose()
+                out.id = stream.id
+                out.reconnects += stream.stats.reconnects
+                out.wire_dups += stream.stats.duplicates
+                if not cut:
+                    break
+                out.client_cuts += 1
+                assert stream.id is not None
+                stream = c.subscribe(stream.id, after=out.seqs[-1], transport=t)
+        except Exception as e:  # reported per stream, never raised
+            out.error = f"{type(e).__name__}: {e}"
+    return out
+
+
+async def read_v1(spec: Spec, url: str) -> Outcome:
+    """The openai SDK on /v1; after a cut, the rest over ``resume_transport`` by the id."""
+    out = Outcome(spec.key, spec.kind)
+    async with openai.AsyncOpenAI(
+        base_url=f"{url}/v1", api_key="chaos", max_retries=0, timeout=30
+    ) as oa:
+        try:
+            for _ in range(20):
+                try:
+                    stream = await oa.chat.completions.create(
+                        model="synthetic",
+                        messages=[{"role": "user", "content": spec.prompt}],
+                        max_tokens=spec.tokens,
+                        stream=True,
+                    )
+                except openai.APIConnectionError:
+                    out.v1_recreated += 1  # cut before the headers: no id to resume by
+                    continue
+                out.id = stream.response.headers["Tokenwire-Stream"]
+                break
+            else:
+                raise RuntimeError("no /v1 answer in 20 attempts")
+            cut = False
+            try:
+                async for chunk in stream:
+                    content = chunk.choices[0].delta.content if chunk.choices else None
+                    if content:  # one content chunk per token, in order: chunk k is seq k
+                        out.seqs.append(len(out.seqs))
+                        out.text += content
+                        out.texts.append(content)
+            except Exception:  # the SDK's transport error at a cut: resume elsewhere
+                cut = True
+            finally:
+                await stream.close()
+            out.reconnects += cut  # the read over another transport
+            async with Client(url, backoff_s=0.02, max_reconnects=50, poll_timeout_s=5) as c:
+                rest = c.subscribe(out.id, after=len(out.seqs) - 1, transport=spec.resume_transport)
+                async for ev in rest:
+                    record(out, ev)
+                out.reconnects += rest.stats.reconnects
+                out.wire_dups += rest.stats.duplicates
+        except Exception as e:
+            out.error = f"{type(e).__name__}: {e}"
+    return out
+
+
+async def read_js(
+    specs: list[tuple[Spec, str]], params: dict[str, Any], timeout_s: float
+) -> list[Outcome]:
+    """All the JS streams in one Node process (bench/chaos.mjs)."""
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("node is not on PATH (the js-* kinds need it)")
+    plan = {
+        "timeoutMs": int(timeout_s * 1000),
+        "streams": [
+            {
+                "key": s.key,
+                "url": url,
+                "transport": s.transport,
+                "eventSource": s.kind == "js-sse-es",
+                "prompt": s.prompt,
+                "max_tokens": s.tokens,
+                "params": params,
+                "clientCuts": s.client_cuts,
+            }
+            for s, url in specs
+        ],
+    }
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        *NODE_FLAGS,
+        str(CHAOS_MJS),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        async with asyncio.timeout(timeout_s + 15):
+            stdout, stderr = await proc.communicate(json.dumps(plan).encode())
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"node exited with {proc.returncode}: {stderr.decode()[-2000:]}")
+    kinds = {s.key: s.kind for s, _ in specs}
+    outcomes = []
+    for r in json.loads(stdout):
+        outcomes.append(
+            Outcome(
+                key=r["key"],
+                kind=kinds[r["key"]],
+                id=r["id"],
+                seqs=r["seqs"],
+                text=r["text"],
+                texts=r["texts"],
+                done=r["done"],
+                error=r["error"],
+                reconnects=r["reconnects"],
+                wire_dups=r["duplicates"],
+                client_cuts=r["clientCuts"],
+            )
+        )
+    return outcomes
+
+
+# ---------------------------------------------------------------------------------------
+# The checks
+
+
+async def server_log(session: aiohttp.ClientSession, base: str, sid: str) -> list[dict[str, Any]]:
+    """The stream's whole log, read directly (no proxy) once it has ended."""
+    async with Client(base, session=session) as c:
+        return [ev async for ev in c.subscribe(sid, transport="chunked")]
+
+
+def check(out: Outcome, spec: Spec, log: list[dict[str, Any]] | None, row: Row) -> None:
+    row.streams += 1
+    row.server_cuts += out.server_cuts
+    row.mid_char_cuts += out.mid_char_cuts
+    row.client_cuts += out.client_cuts
+    row.reconnects += out.reconnects
+    row.v1_recreated += out.v1_recreated
+    row.wire_dups += out.wire_dups
+    row.tokens += sum(1 for _ in out.seqs) - (1 if out.done else 0)
+    problems = []
+    if out.error:
+        problems.append(out.error)
+    if log is not None:
+        want = [e["seq"] for e in log]
+        got = set(out.seqs)
+        row.losses += sum(1 for s in want if s not in got)
+        row.duplicates += len(out.seqs) - len(got)
+        if out.seqs != want:
+            problems.append(f"seqs differ from the log's ({len(out.seqs)} vs {len(want)})")
+        log_texts = [e["text"] for e in log if e["type"] == "token"]
+        if out.text != "".join(log_texts) or out.texts != log_texts:
+            problems.append("text differs from the log's")
+        end = log[-1]
+        if end.get("sha256") != hashlib.sha256(out.text.encode()).hexdigest():
+            problems.append(f"sha256 differs (log ends {end['type']})")
+        if spec.kind != "py-v1" and out.text != "".join(
+            synthetic_text(spec.prompt, 0, spec.tokens)
+        ):
+            problems.append("text differs from the synthetic source's")
+    else:
+        problems.append("no stream id")
+    if problems:
+        row.failed += 1
+        row.failures.append(f"{spec.key} ({out.id}): {'; '.join(problems)}")
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+async def chaos(args: argparse.Namespace, target: Target) -> list[Row]:
+    kinds = [k for k in KINDS if k in args.kinds]
+    specs = make_plan(
+        kinds, args.streams, args.tokens, args.max_cuts, args.max_client_cuts, args.seed
+    )
+    params = {"tokens_per_s": args.rate, "ttft_ms": 0, "jitter": 0}
+    port = int(target.base.rsplit(":", 1)[1])
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        await wait_ready(session, target, 30)
+        proxies = {
+            s.key: await stack.enter_async_context(
+                CutProxy(port, s.cuts, mid_char=s.mid_char, shared=True)
+            )
+            for s in specs
+        }
+        started = time.monotonic()
+        tasks: list[asyncio.Future[Any]] = []
+        js = [(s, proxies[s.key].url) for s in specs if s.kind in JS_KINDS]
+        if js:
+            tasks.append(asyncio.ensure_future(read_js(js, params, args.timeout)))
+        for s in specs:
+            if s.kind == "py-v1":
+                tasks.append(asyncio.ensure_future(read_v1(s, proxies[s.key].url)))
+            elif s.kind in PY_KINDS:
+                tasks.append(asyncio.ensure_future(read_py(s, proxies[s.key].url, params)))
+        async with asyncio.timeout(args.timeout + 30):
+            results = await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - started
+        outcomes: list[Outcome] = []
+        for r in results:
+            outcomes.extend(r if isinstance(r, list) else [r])
+        by_key = {s.key: s for s in specs}
+        rows = {k: Row(k) for k in kinds}
+        for out in outcomes:
+            out.server_cuts = proxies[out.key].cut_count
+            out.mid_char_cuts = proxies[out.key].mid_char_cuts
+            log = await server_log(session, target.base, out.id) if out.id else None
+            check(out, by_key[out.key], log, rows[out.kind])
+    print(f"{len(specs)} streams in {elapsed:.1f} s (seed {args.seed})")
+    return list(rows.values())
+
+
+COLUMNS = (
+    ("kind", "kind"),
+    ("streams", "streams"),
+    ("tokens", "tokens"),
+    ("server cuts", "server_cuts"),
+    ("mid-char", "mid_char_cuts"),
+    ("client cuts", "client_cuts"),
+    ("reconnects", "reconnects"),
+    ("v1 re-creates", "v1_recreated"),
+    ("losses", "losses"),
+    ("duplicates", "duplicates"),
+    ("wire dups", "wire_dups"),
+    ("failed", "failed"),
+)
+
+
+def total(rows: Sequence[Row]) -> Row:
+    t = Row("total")
+    for r in rows:
+        for _, name in COLUMNS[1:]:
+            setattr(t, name, getattr(t, name) + getattr(r, name))
+    return t
+
+
+def print_table(rows: Sequence[Row], plain: bool) -> None:
+    cells = [[str(getattr(r, name)) for _, name in COLUMNS] for r in [*rows, total(rows)]]
+    if plain:
+        print(" | ".join(h for h, _ in COLUMNS))
+        for c in cells:
+            print(" | ".join(c))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="tokenwire chaos: exactly once, in order, through cuts")
+        for h, _ in COLUMNS:
+            table.add_column(h, justify="left" if h == "kind" else "right")
+        for i, c in enumerate(cells):
+            table.add_row(*c, end_section=i == len(cells) - 2)
+        Console(width=160).print(table)
+    for r in rows:
+        for f in r.failures:
+            print(f"FAILED {f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--streams", type=int, default=20, help="streams per kind (default 20)")
+    p.add_argument("--tokens", type=int, default=200, help="tokens per stream (default 200)")
+    p.add_argument("--rate", type=float, default=200, help="tokens/s per stream (default 200)")
+    p.add_argument("--seed", type=int, default=1, help="the plan's random seed (default 1)")
+    p.add_argument("--max-cuts", type=int, default=3, help="proxy cuts per stream, 1..N (3)")
+    p.add_argument(
+        "--max-client-cuts", type=int, default=2, help="caller stops per stream, 0..N (2)"
+    )
+    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated kinds (all)")
+    p.add_argument("--timeout", type=float, default=300, help="limit for the run, s (300)")
+    p.add_argument("--json", type=Path, help="also write the counts here")
+    p.add_argument("--plain", action="store_true", help="a plain table, no rich")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = sorted(set(args.kinds) - set(KINDS))
+    if unknown or args.streams < 1 or args.tokens < 2 or args.max_cuts < 1:
+        raise SystemExit(f"bad arguments (unknown kinds: {unknown})")
+    target = spawn_server(
+        4 * len(KINDS) * args.streams + 64,
+        max(4096, args.tokens),
+        600,
+        [
+            "--sse-retry-ms",
+            "50",
+            "--tokens-per-s",
+            str(args.rate),
+            "--ttft-ms",
+            "0",
+            "--jitter",
+            "0",
+        ],
+    )
+    try:
+        rows = asyncio.run(chaos(args, target))
+    finally:
+        code = stop_server(target)
+        if target.log_path is not None:
+            if code == 0:
+                target.log_path.unlink(missing_ok=True)
+            else:
+                print(f"server stopped (exit {code}); its log: {target.log_path}")
+    print_table(rows, args.plain)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in [*rows, total(rows)]], indent=1))
+    t = total(rows)
+    return 1 if (t.failed or t.losses or t.duplicates or t.wire_dups) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

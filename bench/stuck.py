@@ -1,0 +1,245 @@
+"""Stuck readers: do they slow anyone else, and what do they cost the server?
+
+It spawns a tokenwire server and first creates ``--stuck`` big streams per transport
+(``--stuck-tokens`` tokens, unpaced) and waits for them to finish generating, so that
+their generation is not part of what follows. Then, twice:
+
+1. **baseline**: ``--streams`` paced streams (``--rate`` tokens/s, no jitter), read by the
+   Python client over SSE, WebSocket and chunked in turn, all at once (after one such
+   round as a warm-up);
+2. **stuck**: the same, while one reader per big stream and transport (SSE, chunked,
+   long polling, WebSocket) has asked for the whole big stream and reads
+   nothing: a socket with a 4 KiB receive buffer that is never read, so the server's
+   writes to it wait until ``send_timeout_s`` (a long poll gets one batch, 512 events).
+
+It reports, per phase, the gaps between consecutive tokens of the paced streams (p50,
+p95, p99, max, in ms: the pace is 1000/rate ms, anything above it is delay), how many
+streams arrived whole (exact seqs and digest), the server's RSS, and at the end how many
+stuck readers the server dropped within ``send_timeout_s`` + 2 s (it must be all of those
+that had something to wait for).
+
+::
+
+    .venv/bin/python bench/stuck.py                  # 100 streams, 2 stuck per transport
+    .venv/bin/python bench/stuck.py --streams 200 --stuck 5 --send-timeout 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+for _path in (str(REPO), str(BENCH)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from overhead import Target, proc_rss_mb, spawn_server, stop_server, wait_ready  # noqa: E402
+
+from clients import Client  # noqa: E402
+from clients.client import Transport  # noqa: E402
+
+#: ``/v1`` is left out: its answers are created by the request (paced by the server's
+#: defaults, so never big and fast enough to stick), and it writes through the same pump
+#: as SSE; ``tests/faults/test_slow_readers.py`` drops a stuck ``/v1`` reader.
+STUCK_KINDS = ("sse", "chunked", "poll", "ws")
+
+
+def small_socket(addr_info: Any) -> socket.socket:
+    family, type_, proto, _, _ = addr_info
+    s = socket.socket(family, type_, proto)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return s
+
+
+async def stuck_reader(session: aiohttp.ClientSession, base: str, kind: str, sid: str) -> Any:
+    """Ask for the whole stream and read nothing; returns what holds the connection."""
+    if kind == "ws":
+        ws = await session.ws_connect(f"{base}/api/ws", autoping=False)
+        await ws.send_json({"op": "subscribe", "stream": sid, "after": -1})
+        return ws
+    if kind == "poll":
+        resp = await session.get(f"{base}/api/streams/{sid}/poll", params={"after": "-1"})
+    else:
+        resp = await session.get(f"{base}/api/streams/{sid}/{kind}")
+    assert resp.status == 200, resp.status
+    return resp
+
+
+#: The paced streams' transports: a long poll hands over several tokens at once, so its
+#: gaps show batching rather than delay.
+PACED_TRANSPORTS: tuple[Transport, ...] = ("sse", "ws", "chunked")
+
+
+async def paced(base: str, n: int, tokens: int, rate: float) -> tuple[list[int], int]:
+    """``n`` paced streams over SSE, WebSocket and chunked in turn: their gaps (ns), and how
+    many arrived whole."""
+    params = {"tokens_per_s": rate, "ttft_ms": 0, "jitter": 0}
+    gaps: list[int] = []
+    whole = 0
+
+    async def one(i: int) -> None:
+        nonlocal whole
+        async with Client(base, poll_timeout_s=5) as c:
+            s = c.stream(
+                f"paced {i}", transport=PACED_TRANSPORTS[i % 3], max_tokens=tokens, params=params
+            )
+            seqs = [ev["seq"] async for ev in s]
+            gaps.extend(s.stats.gaps_ns)
+            whole += seqs == list(range(tokens + 1)) and s.digest_ok is True
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return gaps, whole
+
+
+def ms(values: Sequence[int], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+
+async def run(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, target, 30)
+        async with Client(target.base, session=session) as c:
+            big = {
+                kind: [
+                    await c.create(
+                        f"big {kind} {i}",
+                        max_tokens=args.stuck_tokens,
+                        params={"tokens_per_s": 0, "ttft_ms": 0},
+                    )
+                    for i in range(args.stuck)
+                ]
+                for kind in STUCK_KINDS
+            }
+            for sids in big.values():
+                for sid in sids:
+                    for _ in range(6000):
+                        if (await c.status(sid))["state"] != "running":
+                            break
+                        await asyncio.sleep(0.01)
+        rows = []
+        await paced(target.base, args.streams, args.tokens, args.rate)  # warm-up, not shown
+        rss0 = proc_rss_mb(target.pid)
+        gaps, whole = await paced(target.base, args.streams, args.tokens, args.rate)
+        rows.append(row("baseline", 0, gaps, whole, args.streams, rss0, proc_rss_mb(target.pid)))
+        stuck = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(socket_factory=small_socket, limit=0)
+        )
+        held = []
+        started = time.monotonic()
+        for kind in STUCK_KINDS:
+            for i in range(args.stuck):
+                held.append((kind, await stuck_reader(stuck, target.base, kind, big[kind][i])))
+        await asyncio.sleep(1.0)  # let them fill every buffer
+        rss1 = proc_rss_mb(target.pid)
+        gaps, whole = await paced(target.base, args.streams, args.tokens, args.rate)
+        rows.append(
+            row("stuck", len(held), gaps, whole, args.streams, rss1, proc_rss_mb(target.pid))
+        )
+        # Wait out the send timeout, then count who was dropped: a dropped reader's
+        # connection ends without the stream's last event.
+        await asyncio.sleep(max(0.0, args.send_timeout + 2 - (time.monotonic() - started)))
+        dropped: dict[str, int] = dict.fromkeys(STUCK_KINDS, 0)
+        read_whole: dict[str, int] = dict.fromkeys(STUCK_KINDS, 0)
+        for kind, h in held:
+            try:
+                async with asyncio.timeout(30):
+                    if isinstance(h, aiohttp.ClientWebSocketResponse):
+                        async for _ in h:
+                            pass
+                        dropped[kind] += h.close_code in (1006, 1008)
+                        await h.close()
+                    else:
+                        await h.read()
+                        read_whole[kind] += 1  # it all fit in the socket buffers: never stuck
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+                dropped[kind] += 1
+            finally:
+                if isinstance(h, aiohttp.ClientResponse):
+                    h.release()
+        await stuck.close()
+        print(
+            "stuck readers dropped after the send timeout: "
+            + ", ".join(f"{k} {v}/{args.stuck}" for k, v in dropped.items())
+            + "; read whole afterwards (never stuck): "
+            + ", ".join(f"{k} {v}" for k, v in read_whole.items())
+        )
+        return rows
+
+
+def row(
+    phase: str,
+    stuck: int,
+    gaps: list[int],
+    whole: int,
+    streams: int,
+    rss_before: float | None,
+    rss_after: float | None,
+) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "stuck readers": stuck,
+        "streams whole": f"{whole}/{streams}",
+        "gaps": len(gaps),
+        "gap p50 ms": round(statistics.median(gaps) / 1e6, 2),
+        "gap p95 ms": round(ms(gaps, 0.95), 2),
+        "gap p99 ms": round(ms(gaps, 0.99), 2),
+        "gap max ms": round(max(gaps) / 1e6, 2),
+        "server RSS MB": f"{rss_before or 0:.0f} -> {rss_after or 0:.0f}",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Stuck readers vs everyone else's token gaps.")
+    p.add_argument("--streams", type=int, default=100, help="paced streams per phase (100)")
+    p.add_argument("--tokens", type=int, default=100, help="tokens per paced stream (100)")
+    p.add_argument("--rate", type=float, default=50, help="tokens/s per paced stream (50)")
+    p.add_argument("--stuck", type=int, default=2, help="stuck readers per transport (2)")
+    p.add_argument("--stuck-tokens", type=int, default=100_000, help="big stream size")
+    p.add_argument("--send-timeout", type=float, default=5, help="server send_timeout_s (5)")
+    args = p.parse_args(argv)
+    cap = args.streams + 10 * args.stuck + 64
+    target = spawn_server(
+        cap,
+        args.stuck_tokens,
+        600,
+        [
+            "--send-timeout-s",
+            str(args.send_timeout),
+            "--max-log-events",
+            str(args.stuck_tokens + 1),
+            "--grace-s",
+            "60",
+        ],
+    )
+    try:
+        rows = asyncio.run(run(args, target))
+    finally:
+        stop_server(target)
+        if target.log_path is not None:
+            target.log_path.unlink(missing_ok=True)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"paced streams at {args.rate:g} tok/s (pace {1000 / args.rate:g} ms)")
+    for h in rows[0]:
+        table.add_column(h, justify="left" if h == "phase" else "right")
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    Console(width=160).print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

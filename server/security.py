@@ -1,0 +1,396 @@
+"""Who may talk to the server: the Host check, the Origin check, CORS and the bearer token.
+
+The decisions are pure functions of header values and the settings (table-tested in
+``tests/test_security.py`` without a server); :func:`security_middleware` applies them to
+every request, in this order::
+
+    request ─► Host served?             no: 403 host_not_allowed   (DNS rebinding)
+            ─► Origin allowed?          no: 403 origin_not_allowed (cross-site requests and
+                                            WebSocket hijacking)
+            ─► a CORS preflight?        yes: 204 with Access-Control-Allow-* (no token needed)
+            ─► token needed, wrong?     yes: 401 unauthorized, WWW-Authenticate: Bearer
+            ─► the handler; the answer to an allowed cross-origin request carries
+               Access-Control-Allow-Origin and Access-Control-Expose-Headers
+
+- **Host.** A page on ``http://evil.example:8080`` whose name the attacker re-points at
+  127.0.0.1 (DNS rebinding) is same-origin with itself, so Origin checks cannot stop it; the
+  ``Host`` header gives it away. Listening on a loopback address, the server answers only
+  loopback names (``localhost``, ``*.localhost``, ``127.0.0.0/8``, ``[::1]``) unless
+  ``allowed_hosts`` says otherwise.
+- **Origin.** A browser names the page behind every cross-origin request and every
+  WebSocket handshake in ``Origin``. The server's own origin is the request's scheme and its
+  ``Host``. A WebSocket handshake is allowed from the own origin, from ``ws_allowed_origins``,
+  or without ``Origin`` (not a browser). Any other request from a foreign origin must be in
+  ``cors_origins``: refusing it outright (not only withholding CORS headers) also stops the
+  "simple" cross-site POSTs a browser sends without a preflight.
+- **CORS.** Off by default. An allowed origin gets its own origin echoed (with
+  ``Vary: Origin``), or ``*`` when ``cors_origins`` is ``*``. Credentials are never allowed
+  (``Access-Control-Allow-Credentials`` is never sent): the token travels in
+  ``Authorization``, which a page sets itself, not in a cookie a browser would attach.
+- **Token.** With ``auth_token`` set, ``/api/*`` (but ``/api/info``), ``/v1/*`` and
+  ``/metrics`` need ``Authorization: Bearer <token>``, compared in constant time. A
+  WebSocket handshake without the header is let through: browsers cannot set it, so the
+  socket must then authenticate with its first message (:mod:`server.transports.ws`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
+
+from aiohttp import hdrs, web
+
+from server.errors import Forbidden, Unauthorized
+
+if TYPE_CHECKING:
+    from server.settings import Settings
+
+#: The WebSocket route: its Origin check uses ``ws_allowed_origins``, and its token may
+#: come in the first message instead of the handshake.
+WEBSOCKET_PATH = "/api/ws"
+
+#: Response headers a cross-origin page may read (beyond the CORS-safelisted ones, which
+#: include Content-Length and Content-Type).
+EXPOSED_HEADERS = (
+    "Location, Tokenwire-Stream, Retry-After, X-Request-Id, WWW-Authenticate, x-should-retry"
+)
+#: How long a browser may cache a preflight answer, in seconds.
+PREFLIGHT_MAX_AGE = "600"
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
+
+Verdict = Literal["none", "same", "cross", "refused"]
+
+
+# --- origins and hosts ---
+
+
+def normalize_origin(text: str) -> str | None:
+    """``scheme://host[:port]`` in the form browsers send in ``Origin`` (lower case, no
+    default port), or None if ``text`` is not an http(s) origin (``null``, a path, ...)."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if (
+        scheme not in _DEFAULT_PORTS
+        or not host
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def own_origin(scheme: str, host: str | None) -> str | None:
+    """The server's origin as this request reached it: its scheme and its ``Host``."""
+    if not host:
+        return None
+    return normalize_origin(f"{scheme}://{host}")
+
+
+def host_name(host: str | None) -> str | None:
+    """The name in a ``Host`` header (lower case, IPv6 without brackets), without the port."""
+    if not host:
+        return None
+    try:
+        return urlsplit(f"//{host}").hostname
+    except ValueError:
+        return None
+
+
+def is_loopback_name(name: str) -> bool:
+    """``localhost``, ``*.localhost`` (RFC 6761: always loopback), 127.0.0.0/8 or ::1."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class OriginList:
+    """A parsed origin allowlist: ``*`` (any origin) or exact origins."""
+
+    any: bool = False
+    origins: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, raw: str, setting: str) -> OriginList:
+        """Parse ``a, b`` or ``*``; raise ValueError naming ``setting`` on a bad entry."""
+        entries = [e.strip() for e in raw.split(",") if e.strip()]
+        if "*" in entries:
+            if len(entries) > 1:
+                raise ValueError(f"{setting}: '*' allows every origin; list nothing else")
+            return cls(any=True)
+        origins = set()
+        for entry in entries:
+            origin = normalize_origin(entry)
+            if origin is None:
+                raise ValueError(
+                    f"{setting}: {entry!r} is not an origin (http(s)://host[:port], no path)"
+                )
+            origins.add(origin)
+        return cls(origins=frozenset(origins))
+
+    def __bool__(self) -> bool:
+        return self.any or bool(self.origins)
+
+    def allows(self, origin: str) -> bool:
+        if self.any:
+            return True
+        normal = normalize_origin(origin)
+        return normal is not None and normal in self.origins
+
+
+@dataclass(frozen=True, slots=True)
+class HostList:
+    """The ``Host`` names the server answers to: any, loopback names only, or a list."""
+
+    any: bool = False
+    loopback: bool = False
+    names: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, raw: str, listen_host: str) -> HostList:
+        """``allowed_hosts`` as set; empty means loopback names when ``listen_host`` is a
+        loopback address or name, any name otherwise."""
+        entries = [e.strip().lower() for e in raw.split(",") if e.strip()]
+        if "*" in entries:
+            if len(entries) > 1:
+                raise ValueError("allowed_hosts: '*' allows every host; list nothing else")
+            return cls(any=True)
+        if entries:
+            names = {host_name(e) for e in entries}
+            if None in names:
+                raise ValueError(f"allowed_hosts: not host names: {raw!r}")
+            return cls(names=frozenset(n for n in names if n))
+        listen = host_name(listen_host) or listen_host
+        return cls(loopback=True) if is_loopback_name(listen) else cls(any=True)
+
+    def allows(self, host: str | None) -> bool:
+        if self.any or host is None:  # no Host (HTTP/1.0): not a browser
+            return True
+        name = host_name(host)
+        if name is None:
+            return False
+        return name in self.names or (self.loopback and is_loopback_name(name))
+
+
+def http_origin_verdict(origin: str | None, own: str | None, cors: OriginList) -> Verdict:
+    """How to treat an HTTP request's ``Origin``: ``none`` (no header: not a cross-origin
+    browser request), ``same`` (the server's own), ``cross`` (a foreign origin CORS allows)
+    or ``refused``."""
+    if origin is None:
+        return "none"
+    normal = normalize_origin(origin)
+    if normal is not None and normal == own:
+        return "same"
+    return "cross" if cors.allows(origin) else "refused"
+
+
+def websocket_origin_allowed(origin: str | None, own: str | None, allowed: OriginList) -> bool:
+    """A WebSocket handshake: no ``Origin`` (not a browser), the own origin, or listed."""
+    if origin is None:
+        return True
+    normal = normalize_origin(origin)
+    return (normal is not None and normal == own) or allowed.allows(origin)
+
+
+# --- CORS ---
+
+
+def cors_headers(origin: str, cors: OriginList) -> dict[str, str]:
+    """The CORS headers of an answer to an allowed cross-origin request. No credentials."""
+    return {
+        "Access-Control-Allow-Origin": "*" if cors.any else origin,
+        "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+    }
+
+
+def preflight_headers(
+    origin: str,
+    cors: OriginList,
+    method: str,
+    request_headers: str | None,
+    allowed_methods: Iterable[str],
+) -> dict[str, str] | None:
+    """The answer to a preflight (``OPTIONS`` with ``Access-Control-Request-Method``) from an
+    allowed origin, or None to refuse it: the method is not one the route has, or a
+    requested header name is not a valid token. Requested headers are echoed: the origin
+    is trusted, and clients such as the openai SDK send headers of their own."""
+    methods = sorted(set(allowed_methods))
+    if method not in methods:
+        return None
+    asked = [h.strip().lower() for h in (request_headers or "").split(",") if h.strip()]
+    if not all(_TOKEN.fullmatch(h) for h in asked):
+        return None
+    headers = {
+        "Access-Control-Allow-Origin": "*" if cors.any else origin,
+        "Access-Control-Allow-Methods": ", ".join(methods),
+        "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+    }
+    if asked:
+        headers["Access-Control-Allow-Headers"] = ", ".join(asked)
+    return headers
+
+
+# --- the token ---
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (scheme case-insensitive), or None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison (``hmac.compare_digest``), so timing tells nothing."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def needs_token(path: str) -> bool:
+    """The API routes: ``/api/*`` but ``/api/info``, ``/v1/*`` and ``/metrics``. The page,
+    its files, the JS client, ``/healthz``, ``/api/info`` and ``/openapi.json`` stay open
+    (they hold nothing secret, and the page needs ``/api/info`` to know it must ask)."""
+    if path == "/api/info":
+        return False
+    return path.startswith(("/api/", "/v1/")) or path == "/metrics"
+
+
+def check_token(authorization: str | None, expected: str) -> None:
+    """Raise :class:`Unauthorized` unless ``authorization`` carries ``expected``."""
+    given = bearer_token(authorization)
+    if given is None:
+        raise Unauthorized("this server needs a token: send Authorization: Bearer <token>")
+    if not token_matches(given, expected):
+        raise Unauthorized("the bearer token is not valid", invalid_token=True)
+
+
+# --- the policy and the middleware ---
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The settings that decide who may talk to the server, parsed once."""
+
+    token: str | None
+    hosts: HostList
+    ws_origins: OriginList
+    cors: OriginList
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        """Raises ValueError, naming the setting, on an entry that is not an origin/host."""
+        return cls(
+            token=settings.auth_token,
+            hosts=HostList.parse(settings.allowed_hosts, settings.host),
+            ws_origins=OriginList.parse(settings.ws_allowed_origins, "ws_allowed_origins"),
+            cors=OriginList.parse(settings.cors_origins, "cors_origins"),
+        )
+
+
+POLICY = web.AppKey("security_policy", Policy)
+#: The ``Origin`` of an allowed cross-origin request: its answer gets the CORS headers.
+CROSS_ORIGIN = web.RequestKey("cross_origin", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Host, Origin, CORS preflight and token checks, before any handler runs."""
+    policy = request.app[POLICY]
+    host = request.headers.get(hdrs.HOST)
+    if not policy.hosts.allows(host):
+        raise Forbidden(
+            f"this server does not answer to Host {host!r} (allowed_hosts)",
+            code="host_not_allowed",
+        )
+    origin = request.headers.get(hdrs.ORIGIN)
+    own = own_origin(request.scheme, host)
+    websocket = request.path == WEBSOCKET_PATH
+    if websocket:
+        if not websocket_origin_allowed(origin, own, policy.ws_origins):
+            raise Forbidden(
+                f"a page of {origin} may not open a WebSocket here (ws_allowed_origins)",
+                code="origin_not_allowed",
+            )
+    else:
+        verdict = http_origin_verdict(origin, own, policy.cors)
+        if verdict == "refused":
+            raise Forbidden(
+                f"requests from pages of {origin} are not allowed (cors_origins)",
+                code="origin_not_allowed",
+            )
+        if verdict == "cross" and origin is not None:
+            request[CROSS_ORIGIN] = origin
+            preflight = _preflight(request, origin, policy.cors)
+            if preflight is not None:
+                return preflight
+    if policy.token is not None and needs_token(request.path):
+        authorization = request.headers.get(hdrs.AUTHORIZATION)
+        # A browser's WebSocket cannot send the header: it authenticates in its first message.
+        if not (websocket and authorization is None):
+            check_token(authorization, policy.token)
+    return await handler(request)
+
+
+def _preflight(request: web.Request, origin: str, cors: OriginList) -> web.Response | None:
+    method = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
+    if request.method != hdrs.METH_OPTIONS or method is None:
+        return None
+    error = request.match_info.http_exception
+    if not isinstance(error, web.HTTPMethodNotAllowed):
+        return None  # no such route (404), or it has its own OPTIONS
+    headers = preflight_headers(
+        origin,
+        cors,
+        method,
+        request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS),
+        error.allowed_methods,
+    )
+    if headers is None:
+        return None  # the router answers (405): no CORS approval, the browser stops
+    return web.Response(status=204, headers=headers)
+
+
+async def add_response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: CORS headers on the answer to an allowed cross-origin
+    request (streaming answers and errors included), ``Vary: Origin`` whenever the answer
+    depends on it, and ``X-Content-Type-Options: nosniff`` on everything."""
+    cors = request.app[POLICY].cors
+    origin = request.get(CROSS_ORIGIN)
+    if origin is not None:
+        for name, value in cors_headers(origin, cors).items():
+            response.headers.setdefault(name, value)
+    if cors and not cors.any:
+        vary = response.headers.get(hdrs.VARY)
+        if vary is None:
+            response.headers[hdrs.VARY] = "Origin"
+        elif "origin" not in vary.lower():
+            response.headers[hdrs.VARY] = f"{vary}, Origin"
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
