@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest jstest install install-dev system-deps node-deps bench-overhead bench-chaos bench-stuck autobahn clean
+.PHONY: run test lint typecheck pytest jstest install install-dev system-deps node-deps bench bench-overhead bench-chaos bench-stuck autobahn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,13 @@ bench-stuck: install-dev
 # test-output/autobahn/ (make test runs them too; docs/autobahn.md lists the results).
 autobahn: install-dev
 	$(BIN)/python bench/autobahn.py
+
+# The transports under Locust, one after another, into bench/results/<time>/ (report.html):
+# `make bench` (the default preset, ~10 min), `make bench BENCH_ARGS=--quick`,
+# `make bench BENCH_ARGS="--stress"`; see docs/bench.md.
+BENCH_ARGS ?=
+bench: install-dev
+	$(BIN)/tokenwire bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -72,8 +72,7 @@ for _path in (str(REPO), str(BENCH)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from overhead import Target, spawn_server, stop_server, wait_ready  # noqa: E402
-
+from bench.overhead import Target, spawn_server, stop_server, wait_ready  # noqa: E402
 from clients import Client  # noqa: E402
 from clients.client import Transport  # noqa: E402
 from server.sources.synthetic import synthetic_text  # noqa: E402

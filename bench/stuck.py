@@ -44,8 +44,7 @@ for _path in (str(REPO), str(BENCH)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from overhead import Target, proc_rss_mb, spawn_server, stop_server, wait_ready  # noqa: E402
-
+from bench.overhead import Target, proc_rss_mb, spawn_server, stop_server, wait_ready  # noqa: E402
 from clients import Client  # noqa: E402
 from clients.client import Transport  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""The ``tokenwire`` command: ``tokenwire serve [--host --port --source --model ...]``.
+"""The ``tokenwire`` command: ``tokenwire serve [--host --port --source --model ...]``,
+``tokenwire stream|compare`` (clients/cli.py) and ``tokenwire bench`` (bench/runner.py).
 
 Every :class:`~server.settings.Settings` field is a flag (``--max-live-streams``) and an
 environment variable (``TOKENWIRE_MAX_LIVE_STREAMS``); flags win.
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     from clients.cli import add_parsers
 
     add_parsers(sub)
+    from bench.runner import add_arguments
+
+    add_arguments(sub.add_parser("bench", help="the transports under Locust, side by side"))
     return parser
 
 
@@ -69,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ValueError as e:
             raise SystemExit(f"tokenwire: {e}") from None
         serve(settings)
+    elif ns.command == "bench":
+        from bench.runner import run as run_bench
+
+        raise SystemExit(run_bench(ns))
     else:
         from clients.cli import run
 

@@ -1,0 +1,2 @@
+"""Benchmarks: ``overhead.py`` (asyncio, unpaced) and the Locust harness (``locustfile.py``,
+``runner.py``: ``tokenwire bench``)."""

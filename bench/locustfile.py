@@ -1,0 +1,506 @@
+"""Locust users for tokenwire: one per transport, ``/v1``, and fan-out subscribers.
+
+Every user reads whole streams from a tokenwire server and checks each one (every ``seq``
+once and in order, ``tokens`` and ``sha256`` of the ``done`` event; see
+:mod:`bench.streamcheck`). It reports through Locust's request event, so the figures land
+in Locust's console, CSV, JSON and HTML output and add up across workers. Request type
+is the transport (``SSE``, ``WS``, ``POLL``, ``CHUNKED``, ``V1``; fan-out subscribers
+``SSE-FANOUT`` …), name the metric; times in milliseconds:
+
+- ``ttft``: request sent to first token; ``itl``: each gap between tokens;
+- ``transport_latency``: receive time minus the event's ``t`` (not for ``V1``: OpenAI's
+  chunks carry no timestamp);
+- ``stream_total``: request sent to the end of the stream, one per stream, a **failure**
+  (with the reason) when the stream was not whole; its response length is the stream's
+  bytes. Bytes per token: the response lengths of ``ttft`` and ``itl`` add up to every
+  byte received before each token, so their "Average Content Size" is the bytes per token.
+
+Locust's own rows (``POST /api/sse``, ``GET /api/streams/[id]/poll`` …) time the HTTP
+requests up to their response headers.
+
+Streams users (tag ``streams``) start one stream after another, as a chat client would,
+with no pause: ``-u 300`` is 300 concurrent streams. ``SSEUser`` and ``ChunkedUser``
+create and stream in one request (``POST /api/sse``, ``POST /api/chunked``), ``WSUser``
+sends ``generate`` on its one socket, ``PollUser`` creates (``POST /api/streams``) and
+polls, ``V1User`` asks ``POST /v1/chat/completions`` for a stream and afterwards fetches
+the stream's own ``done`` event (one long poll) to compare the text's ``sha256``.
+
+Fan-out users (tag ``fanout``) each read one shared stream once, from its start, then
+stop: N subscribers of one generation. Without ``--tw-stream``, the shared stream is
+created when the test starts (by the master in distributed mode), with its first token
+``--tw-ttft-ms`` after the users had time to spawn (``-u / -r`` seconds).
+
+Run it (see docs/bench.md)::
+
+    locust -f bench/locustfile.py --headless -H http://127.0.0.1:8080 -u 100 -r 50 -t 60s \\
+        --stop-timeout 30 SSEUser
+    locust -f bench/locustfile.py --headless -H http://127.0.0.1:8080 -u 200 -r 100 -t 30s \\
+        --tags fanout --tw-tokens 200
+
+Locust runs on gevent: the users read with Locust's ``FastHttpUser`` (geventhttpclient)
+and ``websocket-client``, never asyncio. Nothing here imports the server.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import gevent
+import orjson
+import websocket
+from locust import FastHttpUser, User, constant, events, stats, tag
+from locust.argument_parser import LocustArgumentParser
+from locust.contrib.fasthttp import FastResponse
+from locust.env import Environment
+from locust.exception import StopUser
+from locust.runners import STATE_RUNNING, WorkerRunner
+
+try:
+    from bench.streamcheck import IncompleteStream, StreamCheck
+    from clients.decoders import SSEDecoder, ws_frame_header
+except ImportError:  # run from a checkout without ``pip install -e .``
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.streamcheck import IncompleteStream, StreamCheck
+    from clients.decoders import SSEDecoder, ws_frame_header
+
+JSON = {"Content-Type": "application/json"}
+_locust_bucket = stats.bucket_response_time
+
+
+def fine_bucket(response_time: float) -> float:
+    """Locust keeps response times rounded to whole milliseconds under 100 ms; loopback
+    latencies are fractions of one, so keep tenths below 10 ms (Locust's documented hook
+    for custom bucketing; the rest is Locust's own rounding)."""
+    if 0 <= response_time < 10:
+        return round(response_time, 1)
+    return _locust_bucket(response_time)
+
+
+stats.bucket_response_time = fine_bucket  # type: ignore[assignment]  # (tenths: floats)
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: LocustArgumentParser) -> None:
+    group = parser.add_argument_group("tokenwire")
+    group.add_argument("--tw-tokens", type=int, default=200, help="max_tokens of each stream")
+    group.add_argument("--tw-pace", type=float, default=20.0, help="tokens_per_s of each stream")
+    group.add_argument("--tw-ttft-ms", type=float, default=200.0, help="ttft_ms of each stream")
+    group.add_argument(
+        "--tw-poll-timeout", type=float, default=10.0, help="server-side wait of one long poll"
+    )
+    group.add_argument(
+        "--tw-run-time",
+        type=float,
+        default=0.0,
+        help="seconds; then stop, letting every stream in flight finish (up to --stop-timeout), "
+        "also in distributed mode, where Locust's --run-time quits the workers at once",
+    )
+    group.add_argument(
+        "--tw-stream",
+        default="",
+        help="fan-out: the shared stream's id (default: created when the test starts)",
+    )
+
+
+def _option(env: Environment, name: str) -> Any:
+    return getattr(env.parsed_options, name)
+
+
+def source_params(env: Environment, ttft_ms: float | None = None) -> dict[str, float]:
+    """The synthetic source at a fixed pace: no jitter, so every gap is 1/pace."""
+    ttft = _option(env, "tw_ttft_ms") if ttft_ms is None else ttft_ms
+    return {"tokens_per_s": _option(env, "tw_pace"), "ttft_ms": ttft, "jitter": 0}
+
+
+def response_header_bytes(resp: FastResponse) -> int:
+    """Bytes of a response's status line and headers, as sent (long polling pays them
+    for every poll)."""
+    headers = resp.headers.items() if resp.headers is not None else ()
+    return len("HTTP/1.1 200 OK\r\n") + sum(len(k) + len(v) + 4 for k, v in headers) + 2
+
+
+def http_failure(resp: FastResponse, what: str) -> IncompleteStream:
+    error = getattr(resp, "error", None)
+    if error is not None:
+        return IncompleteStream(f"{what}: {error!r}")
+    body = (resp.content or b"")[:200].decode(errors="replace")
+    return IncompleteStream(f"{what}: HTTP {resp.status_code} {body}")
+
+
+def blocks(resp: FastResponse, sep: bytes) -> Iterator[bytes]:
+    """The response body, one ``sep``-terminated block at a time, each as soon as it is
+    complete. (``FastResponse.iter_content(n)`` waits until ``n`` bytes are buffered,
+    which holds paced tokens back; geventhttpclient's ``readline`` does not.)"""
+    raw = resp._response
+    if raw is None:
+        return
+    try:
+        while block := raw.readline(sep):
+            yield block
+    finally:
+        raw.release()  # back to the pool when the body was read to its end, else closed
+
+
+class TokenwireUser(FastHttpUser):
+    """What every tokenwire user shares: stream bodies, the check and the reporting."""
+
+    abstract = True
+    wait_time = constant(0)
+    connection_timeout = 30.0
+    transport: ClassVar[str]
+    """``sse``, ``ws``, ``poll``, ``chunked`` or ``v1``: reads with ``read_<transport>``."""
+    scenario: ClassVar[str]
+    """``streams`` or ``fanout``."""
+    label: ClassVar[str]
+    """Request type of this user's rows: ``SSE``, ``WS``, ... (fan-out: ``SSE-FANOUT``)."""
+    _ws: websocket.WebSocket | None = None
+    deadline: ClassVar[float] = float("inf")
+    """``time.monotonic()`` after which no new stream starts (``--tw-run-time``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A concrete user names its transport; it gets its label and one task,
+        tagged with its scenario and its label in lower case (``--tags streams``,
+        ``--tags sse``, ``--tags sse-fanout``)."""
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("abstract"):
+            return
+        suffix = "-FANOUT" if cls.scenario == "fanout" else ""
+        cls.label = cls.transport.upper() + suffix
+
+        def next_stream(user: TokenwireUser) -> None:
+            user.next()
+
+        cls.tasks = [tag(cls.scenario, cls.label.lower())(next_stream)]
+
+    def next(self) -> None:
+        """Read the next stream (the task)."""
+        raise NotImplementedError
+
+    def on_start(self) -> None:
+        self.streams = 0
+
+    def stream_body(self) -> dict[str, Any]:
+        self.streams += 1
+        return {
+            "prompt": f"bench {self.label} user {id(self):x} stream {self.streams}",
+            "max_tokens": _option(self.environment, "tw_tokens"),
+            "params": source_params(self.environment),
+        }
+
+    def report(self, name: str, ms: float, nbytes: int, exc: BaseException | None = None) -> None:
+        self.environment.events.request.fire(
+            request_type=self.label,
+            name=name,
+            response_time=ms,
+            response_length=nbytes,
+            exception=exc,
+            context={},
+        )
+
+    def check_stream(self, read: Callable[[StreamCheck], None], stream_id: str | None) -> bool:
+        """Read one stream with ``read``; report it, as a failure if it was not whole.
+        True if it was whole."""
+        max_tokens = _option(self.environment, "tw_tokens") if stream_id is None else None
+        sent = time.time_ns()
+        check = StreamCheck(self.report, sent_ns=sent, max_tokens=max_tokens, stream_id=stream_id)
+        error: Exception | None = None
+        try:
+            read(check)
+            check.end()
+        except Exception as e:  # every way a stream can go wrong is a failure, none is dropped
+            error = e
+        self.report("stream_total", (time.time_ns() - sent) / 1e6, check.bytes, error)
+        return error is None
+
+    # --- the transports: each reads a new stream (body) or a shared one (check.stream_id)
+
+    def read(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
+        """Read one stream over this user's transport (one of the ``read_*`` below)."""
+        reader: Callable[[StreamCheck, dict[str, Any] | None], None]
+        reader = getattr(self, f"read_{self.transport}")
+        reader(check, body)
+
+    def read_sse(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
+        if body is not None:
+            resp = self.client.post(
+                "/api/sse", data=orjson.dumps(body).decode(), headers=JSON, stream=True
+            )
+        else:
+            url = f"/api/streams/{check.stream_id}/sse"
+            resp = self.client.get(url, name="/api/streams/[id]/sse", stream=True)
+        if resp.status_code != 200:
+            raise http_failure(resp, "SSE")
+        decoder = SSEDecoder()
+        for block in blocks(resp, b"\n\n"):
+            now = time.time_ns()
+            check.received(len(block))
+            for msg in decoder.feed(block):
+                ev = orjson.loads(msg.data)
+                if msg.event != ev.get("type") or msg.last_event_id != str(ev.get("seq", "")):
+                    raise IncompleteStream(f"SSE event/id fields do not match {msg.data[:200]}")
+                check.event(ev, now)
+
+    def read_chunked(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
+        if body is not None:
+            data = orjson.dumps(body).decode()
+            resp = self.client.post("/api/chunked", data=data, headers=JSON, stream=True)
+        else:
+            url = f"/api/streams/{check.stream_id}/chunked"
+            resp = self.client.get(url, name="/api/streams/[id]/chunked", stream=True)
+        if resp.status_code != 200:
+            raise http_failure(resp, "chunked")
+        for line in blocks(resp, b"\n"):
+            now = time.time_ns()
+            check.received(len(line))
+            if line != b"\n":  # an empty line is a heartbeat
+                check.event(orjson.loads(line), now)
+
+    def read_poll(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
+        if body is not None:
+            resp = self.client.post("/api/streams", data=orjson.dumps(body).decode(), headers=JSON)
+            if resp.status_code != 201:
+                raise http_failure(resp, "create")
+            check.stream_id = str(resp.json()["id"])
+        url = f"/api/streams/{check.stream_id}/poll"
+        timeout = _option(self.environment, "tw_poll_timeout")
+        after = -1
+        for _ in range(_option(self.environment, "tw_tokens") + 1000):  # polls, bounded
+            resp = self.client.get(
+                f"{url}?after={after}&timeout={timeout:g}", name="/api/streams/[id]/poll"
+            )
+            now = time.time_ns()
+            if resp.status_code != 200:
+                raise http_failure(resp, "poll")
+            check.received(len(resp.content or b"") + response_header_bytes(resp))
+            page = orjson.loads(resp.content or b"")
+            for ev in page["events"]:
+                check.event(ev, now)
+            after = page["next"]
+            if page["done"]:
+                return
+        raise IncompleteStream("poll: no end after the maximum number of polls")
+
+    def read_ws(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
+        if body is not None:
+            op = {"op": "generate", **body}
+        else:
+            op = {"op": "subscribe", "stream": check.stream_id, "after": -1}
+        ws = self.websocket()
+        try:
+            ws.send(orjson.dumps(op).decode())
+            while not check.finished:
+                opcode, data = ws.recv_data()
+                now = time.time_ns()
+                if opcode != websocket.ABNF.OPCODE_TEXT:
+                    raise IncompleteStream(f"WebSocket opcode {opcode}: {data[:200]!r}")
+                check.received(len(data) + ws_frame_header(len(data)))
+                check.event(orjson.loads(data), now)
+        except BaseException:
+            self.close_websocket()  # unknown state: the next stream gets a new socket
+            raise
+
+    def websocket(self) -> websocket.WebSocket:
+        """This user's one socket: several streams share it, as a chat client's would."""
+        ws = self._ws
+        if ws is None:
+            assert self.host, "--host is required"
+            url = "ws" + self.host.removeprefix("http") + "/api/ws"
+            start = time.perf_counter()
+            error: Exception | None = None
+            try:
+                ws = websocket.create_connection(
+                    url, timeout=self.network_timeout, skip_utf8_validation=True
+                )
+            except Exception as e:
+                error = e
+                raise
+            finally:
+                self.report("connect", (time.perf_counter() - start) * 1000, 0, error)
+            self._ws = ws
+        return ws
+
+    def close_websocket(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.close(timeout=1)
+
+    def on_stop(self) -> None:
+        self.close_websocket()
+
+    def read_v1(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
+        assert body is not None, "/v1 starts its own stream"
+        request = {
+            "model": "synthetic",
+            "messages": [{"role": "user", "content": body["prompt"]}],
+            "max_tokens": body["max_tokens"],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "params": body["params"],
+        }
+        data = orjson.dumps(request).decode()
+        resp = self.client.post("/v1/chat/completions", data=data, headers=JSON, stream=True)
+        if resp.status_code != 200:
+            raise http_failure(resp, "/v1")
+        stream_id = resp.headers.get("Tokenwire-Stream") if resp.headers else None
+        check.stream_id = stream_id if isinstance(stream_id, str) else None
+        decoder = SSEDecoder()
+        for block in blocks(resp, b"\n\n"):
+            now = time.time_ns()
+            check.received(len(block))
+            for msg in decoder.feed(block):
+                if msg.data == "[DONE]":
+                    check.openai_done()
+                else:
+                    check.openai_chunk(orjson.loads(msg.data), now)
+        if check.finished:  # OpenAI's dialect has no digest: compare the stream's own done
+            url = f"/api/streams/{check.stream_id}/poll?after={check.tokens - 1}&timeout=5"
+            resp = self.client.get(url, name="/api/streams/[id]/poll (v1 check)")
+            if resp.status_code == 410:
+                raise IncompleteStream(
+                    "/v1 check: the stream was already forgotten (410): this client ran more "
+                    "than the server's --retention-s behind"
+                )
+            if resp.status_code != 200:
+                raise http_failure(resp, "/v1 check")
+            check.done(orjson.loads(resp.content or b"")["events"][-1])
+
+
+class StreamsUser(TokenwireUser):
+    """Starts one stream after another, with no pause."""
+
+    abstract = True
+    scenario = "streams"
+
+    def next(self) -> None:
+        if time.monotonic() >= self.deadline:
+            raise StopUser()  # the run is over; the stream in flight has finished
+        if not self.check_stream(lambda check: self.read(check, self.stream_body()), None):
+            gevent.sleep(1.0)  # as a client would back off, instead of a busy loop of failures
+
+
+class FanoutUser(TokenwireUser):
+    """Reads the one shared stream from its start, once, then stops."""
+
+    abstract = True
+    scenario = "fanout"
+    shared_stream: ClassVar[str] = ""
+
+    def next(self) -> None:
+        stream_id = _option(self.environment, "tw_stream") or FanoutUser.shared_stream
+        if not stream_id:
+            raise StopUser("no shared stream (see --tw-stream)")
+        self.check_stream(lambda check: self.read(check, None), stream_id)
+        raise StopUser()
+
+
+class SSEUser(StreamsUser):
+    transport = "sse"
+
+
+class WSUser(StreamsUser):
+    transport = "ws"
+
+
+class PollUser(StreamsUser):
+    transport = "poll"
+
+
+class ChunkedUser(StreamsUser):
+    transport = "chunked"
+
+
+class V1User(StreamsUser):
+    transport = "v1"
+
+
+class SSEFanout(FanoutUser):
+    transport = "sse"
+
+
+class WSFanout(FanoutUser):
+    transport = "ws"
+
+
+class PollFanout(FanoutUser):
+    transport = "poll"
+
+
+class ChunkedFanout(FanoutUser):
+    transport = "chunked"
+
+
+def _task_tags(user_class: type[User]) -> set[str]:
+    return set().union(*(getattr(t, "locust_tag_set", set()) for t in user_class.tasks))
+
+
+@events.init.add_listener
+def _select_by_tags(environment: Environment, **_kwargs: Any) -> None:
+    """``--tags sse`` runs only ``SSEUser``: leave out the classes the tags leave empty."""
+    options = environment.parsed_options
+    tags = set(getattr(options, "tags", None) or ())
+    excluded = set(getattr(options, "exclude_tags", None) or ())
+    if not tags and not excluded:
+        return
+    keep = [
+        u
+        for u in environment.user_classes
+        if (not tags or _task_tags(u) & tags) and not _task_tags(u) <= excluded
+    ]
+    if keep:
+        environment.user_classes[:] = keep
+
+
+@events.test_start.add_listener
+def _create_shared_stream(environment: Environment, **_kwargs: Any) -> None:
+    """Fan-out without ``--tw-stream``: create the shared stream once (master or local
+    runner; workers get its id with the master's options)."""
+    options = environment.parsed_options
+    fanout = any(issubclass(u, FanoutUser) for u in environment.user_classes)
+    if not fanout or options is None or options.tw_stream:
+        return
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    # The first token comes --tw-ttft-ms after every subscriber had the time to connect.
+    spawn_s = (options.num_users or 1) / (options.spawn_rate or 1)
+    ttft_ms = min(10_000.0, 1000 * spawn_s + options.tw_ttft_ms)
+    body = {
+        "prompt": "bench fan-out",
+        "max_tokens": options.tw_tokens,
+        "params": source_params(environment, ttft_ms),
+    }
+    url = f"{environment.host}/api/streams"
+    req = urllib.request.Request(url, data=orjson.dumps(body), headers=JSON, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        stream_id = str(orjson.loads(resp.read())["id"])
+    options.tw_stream = FanoutUser.shared_stream = stream_id
+
+
+@events.test_start.add_listener
+def _end_after_run_time(environment: Environment, **_kwargs: Any) -> None:
+    """``--tw-run-time``: every node's users start no new stream after it, and the master
+    (or the local runner) quits once no user is left."""
+    options = environment.parsed_options
+    if options is None or not options.tw_run_time:
+        return
+    TokenwireUser.deadline = time.monotonic() + options.tw_run_time
+    if not isinstance(environment.runner, WorkerRunner):
+        limit = options.tw_run_time + (options.stop_timeout or 0) + 5
+        gevent.spawn(_quit_when_no_user_is_left, environment, limit)
+
+
+def _quit_when_no_user_is_left(environment: Environment, limit_s: float) -> None:
+    runner = environment.runner
+    assert runner is not None
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        gevent.sleep(0.5)
+        if runner.state == STATE_RUNNING and runner.user_count == 0:
+            gevent.sleep(stats.CSV_STATS_INTERVAL_SEC + 0.2)  # the CSV files catch up
+            break
+    runner.quit()

@@ -1,0 +1,633 @@
+"""The comparison report of ``tokenwire bench``: figures from Locust's own output, the
+table, the plots and ``report.html``.
+
+Everything here reads files and data that a run left behind (Locust's ``--json-file``
+stats, its ``_failures.csv``, the runner's samples of the server process); nothing here
+starts a process or opens a socket, so the report can be rebuilt from a results folder.
+
+Percentiles come from the histograms Locust keeps (``response_times``: bucket → count,
+with tenths of a millisecond below 10 ms, see ``bench/locustfile.py``), nearest rank.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: What the locustfile reports per stream and per token (the CSV rows ``<TYPE>,<name>``).
+METRICS = ("ttft", "itl", "transport_latency", "stream_total")
+#: Transports in report order, and their Locust request types.
+LABELS = {"sse": "SSE", "ws": "WS", "poll": "POLL", "chunked": "CHUNKED", "v1": "V1"}
+FANOUT_LABELS = {t: f"{label}-FANOUT" for t, label in LABELS.items() if t != "v1"}
+MIB = 1024 * 1024
+
+
+def histogram(entry: Mapping[str, Any]) -> dict[float, int]:
+    """A Locust stats entry's response-time histogram, bucket (ms) → count."""
+    return {float(k): int(v) for k, v in entry.get("response_times", {}).items()}
+
+
+def percentile(hist: Mapping[float, int], q: float) -> float | None:
+    """Nearest-rank ``q``-th percentile of a histogram (None when it is empty)."""
+    n = sum(hist.values())
+    if n == 0:
+        return None
+    rank = max(1, math.ceil(q / 100 * n))
+    seen = 0
+    for bucket in sorted(hist):
+        seen += hist[bucket]
+        if seen >= rank:
+            return bucket
+    return max(hist)
+
+
+@dataclass(slots=True)
+class Metric:
+    """One of the locustfile's rows: counts, bytes and times in milliseconds."""
+
+    count: int
+    failures: int
+    bytes: int
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    max: float | None
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> Metric:
+        hist = histogram(entry)
+        n = int(entry["num_requests"])
+        timed = n - int(entry.get("num_none_requests", 0))
+        return cls(
+            count=n,
+            failures=int(entry["num_failures"]),
+            bytes=int(entry["total_content_length"]),
+            mean=float(entry["total_response_time"]) / timed if timed else None,
+            p50=percentile(hist, 50),
+            p90=percentile(hist, 90),
+            p95=percentile(hist, 95),
+            p99=percentile(hist, 99),
+            max=float(entry["max_response_time"]) if timed else None,
+        )
+
+
+def nominal_stream_s(tokens: int, pace: float, ttft_ms: float) -> float:
+    """How long a stream takes at the pace, from the request to its last token."""
+    return ttft_ms / 1000 + (tokens - 1) / pace
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Load:
+    """One Locust run's shape: the same for every transport of a scenario."""
+
+    users: int
+    spawn_rate: float
+    run_s: float
+    """Streams start until then; the ones in flight finish (fan-out: an upper bound, the
+    subscribers stop once they read the shared stream)."""
+    tokens: int
+    pace: float
+    ttft_ms: float
+    """Fan-out: the shared stream's first token comes this long after the users spawned."""
+
+    @property
+    def stream_s(self) -> float:
+        return nominal_stream_s(self.tokens, self.pace, self.ttft_ms)
+
+
+@dataclass(slots=True)
+class Sample:
+    """The server (and the load generator) at one moment of a run."""
+
+    t: float
+    """Seconds since Locust was started."""
+    server_cpu_s: float | None
+    server_rss: int | None
+    client_cpu_s: float
+    machine_busy_s: float | None = None
+    """CPU seconds all cores were busy since boot (``/proc/stat``): what ran besides the
+    server and Locust shows as "other CPU"."""
+    open_streams: int | None = None
+    """From the server's ``/metrics``: its live streams (fan-out: the subscriptions of the
+    transport under test; a long poll counts only while it waits)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class RunResult:
+    """One Locust run: one transport, one scenario (or one stress step)."""
+
+    scenario: str
+    transport: str
+    label: str
+    load: Load
+    exit_code: int | None
+    wall_s: float
+    streams: int
+    failed_streams: int
+    failures: list[dict[str, Any]]
+    tokens: int
+    """Tokens received (``ttft`` + ``itl`` rows: one per token)."""
+    tokens_generated: int | None
+    """Tokens the server generated meanwhile (``/metrics``)."""
+    http_requests: int
+    """Locust's own HTTP rows (polls, creates, ...)."""
+    metrics: dict[str, Metric]
+    bytes_per_token: float | None
+    tokens_per_s: float | None
+    server_cpu_s: float | None
+    server_cpu_pct: float | None
+    cpu_ms_per_1k_tokens: float | None
+    rss_base_mib: float | None
+    rss_peak_mib: float | None
+    open_streams_peak: int | None
+    kib_per_open_stream: float | None
+    client_cpu_pct: float | None
+    other_cpu_pct: float | None
+    """Busy CPU of the whole machine minus the server's and Locust's (other sessions, the
+    runner, the kernel's work not charged to either), as a share of one core."""
+    ttft_hist: dict[float, int]
+    samples: list[Sample] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    verdict: str | None = None
+    """Stress steps: why delivery counts as broken at this step (None: it held)."""
+
+    def metric(self, name: str) -> Metric | None:
+        return self.metrics.get(name)
+
+
+def read_failures(path: Path) -> list[dict[str, Any]]:
+    """Locust's ``_failures.csv``: one row per (type, name, error) with its count."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [
+            {
+                "type": row["Method"],
+                "name": row["Name"],
+                "error": row["Error"],
+                "occurrences": int(row["Occurrences"]),
+            }
+            for row in csv.DictReader(f)
+        ]
+
+
+def result_from_run(
+    *,
+    scenario: str,
+    transport: str,
+    label: str,
+    entries: Sequence[Mapping[str, Any]],
+    failures: list[dict[str, Any]],
+    samples: Sequence[Sample],
+    load: Load,
+    exit_code: int | None,
+    wall_s: float,
+    tokens_generated: int | None,
+) -> RunResult:
+    """Figures of one run from Locust's stats entries and the runner's samples."""
+    ours = {e["name"]: e for e in entries if e["method"] == label}
+    metrics = {name: Metric.from_entry(ours[name]) for name in METRICS if name in ours}
+    http = sum(int(e["num_requests"]) for e in entries if e["method"] in ("GET", "POST"))
+    ttft, itl, total = metrics.get("ttft"), metrics.get("itl"), metrics.get("stream_total")
+    tokens = (ttft.count if ttft else 0) + (itl.count if itl else 0)
+    # Tokens per second of delivery: first token to the end of the last stream.
+    active = None
+    if "ttft" in ours and "stream_total" in ours:
+        active = float(ours["stream_total"]["last_request_timestamp"]) - float(
+            ours["ttft"]["start_time"]
+        )
+    cpu = _delta([s.server_cpu_s for s in samples])
+    span = samples[-1].t - samples[0].t if len(samples) > 1 else 0.0
+    client_cpu = _delta([s.client_cpu_s for s in samples])
+    busy = _delta([s.machine_busy_s for s in samples])
+    other = None
+    if busy is not None and span:
+        other = 100 * max(0.0, busy - (cpu or 0.0) - (client_cpu or 0.0)) / span
+    rss = [s.server_rss for s in samples if s.server_rss is not None]
+    opened = [s.open_streams for s in samples if s.open_streams is not None]
+    # Per concurrent stream (fan-out: per subscriber): every user holds one all along.
+    kib = max(0, max(rss) - rss[0]) / load.users / 1024 if rss and load.users else None
+    return RunResult(
+        scenario=scenario,
+        transport=transport,
+        label=label,
+        load=load,
+        exit_code=exit_code,
+        wall_s=wall_s,
+        streams=total.count if total else 0,
+        failed_streams=total.failures if total else 0,
+        failures=failures,
+        tokens=tokens,
+        tokens_generated=tokens_generated,
+        http_requests=http,
+        metrics=metrics,
+        bytes_per_token=total.bytes / tokens if total and tokens else None,
+        tokens_per_s=tokens / active if active else None,
+        server_cpu_s=cpu,
+        server_cpu_pct=100 * cpu / span if cpu is not None and span else None,
+        cpu_ms_per_1k_tokens=1e6 * cpu / tokens if cpu is not None and tokens else None,
+        rss_base_mib=rss[0] / MIB if rss else None,
+        rss_peak_mib=max(rss) / MIB if rss else None,
+        open_streams_peak=max(opened) if opened else None,
+        kib_per_open_stream=kib,
+        client_cpu_pct=100 * client_cpu / span if client_cpu is not None and span else None,
+        other_cpu_pct=other,
+        ttft_hist=histogram(ours["ttft"]) if "ttft" in ours else {},
+        samples=list(samples),
+    )
+
+
+def _delta(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return known[-1] - known[0] if len(known) > 1 else None
+
+
+def verdict(r: RunResult) -> str | None:
+    """Why a stress step counts as broken, or None if delivery kept up with the pace:
+
+    - any failed stream (an error, a cut, a gap, a wrong digest);
+    - streams took more than 10% longer than the pace allows (median);
+    - tokens arrived more than a second after the server logged them (p95).
+    """
+    if r.failed_streams:
+        first = r.failures[0]["error"] if r.failures else "see the failures CSV"
+        return f"{r.failed_streams} failed streams ({first})"
+    total = r.metric("stream_total")
+    if total is None or not total.count:
+        return "no stream completed"
+    nominal = r.load.stream_s
+    if total.p50 is not None and total.p50 / 1000 > 1.1 * nominal:
+        return f"behind pace: median stream {total.p50 / 1000:.1f} s, pace allows {nominal:.1f} s"
+    latency = r.metric("transport_latency")
+    if latency is not None and latency.p95 is not None and latency.p95 > 1000:
+        return f"behind pace: p95 transport latency {latency.p95 / 1000:.1f} s"
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# The table
+
+
+def fmt(value: float | None, spec: str = ".0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def ms_pair(m: Metric | None, a: str, b: str) -> str:
+    if m is None:
+        return "-"
+    return f"{fmt(getattr(m, a), '.1f')} / {fmt(getattr(m, b), '.1f')}"
+
+
+COLUMNS = (
+    "transport",
+    "users",
+    "streams",
+    "failed",
+    "tokens rx / gen",
+    "tok/s",
+    "TTFT p50 / p95 ms",
+    "ITL p50 / p99 ms",
+    "latency p50 / p95 / p99 ms",
+    "B/tok",
+    "srv CPU %",
+    "CPU ms / 1k tok",
+    "KiB / open stream",
+    "client CPU %",
+    "other CPU %",
+)
+
+
+def table_row(r: RunResult) -> list[str]:
+    lat = r.metric("transport_latency")
+    latency = (
+        "-"
+        if lat is None
+        else f"{fmt(lat.p50, '.1f')} / {fmt(lat.p95, '.1f')} / {fmt(lat.p99, '.1f')}"
+    )
+    gen = "?" if r.tokens_generated is None else f"{r.tokens_generated:,}"
+    return [
+        r.transport,
+        str(r.load.users),
+        str(r.streams),
+        str(r.failed_streams),
+        f"{r.tokens:,} / {gen}",
+        fmt(r.tokens_per_s),
+        ms_pair(r.metric("ttft"), "p50", "p95"),
+        ms_pair(r.metric("itl"), "p50", "p99"),
+        latency,
+        fmt(r.bytes_per_token, ".1f"),
+        fmt(r.server_cpu_pct),
+        fmt(r.cpu_ms_per_1k_tokens, ".1f"),
+        fmt(r.kib_per_open_stream, ".1f"),
+        fmt(r.client_cpu_pct),
+        fmt(r.other_cpu_pct),
+    ]
+
+
+STRESS_COLUMNS = ("transport", "held", "broke at", "why", "srv / client CPU % there", "steps")
+
+
+def stress_row(transport: str, steps: Sequence[RunResult]) -> list[str]:
+    held = [s.load.users for s in steps if s.verdict is None]
+    broken = next((s for s in steps if s.verdict is not None), None)
+    return [
+        transport,
+        str(max(held)) if held else "-",
+        str(broken.load.users) if broken else "not reached",
+        broken.verdict or "" if broken else "",
+        f"{fmt(broken.server_cpu_pct)} / {fmt(broken.client_cpu_pct)}" if broken else "-",
+        ", ".join(str(s.load.users) for s in steps),
+    ]
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A rich table on stdout (wide enough not to wrap when stdout is not a terminal)."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=col != "why")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=None if sys.stdout.isatty() else 250).print(table)
+
+
+# ---------------------------------------------------------------------------------------
+# Plots
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
+def _bars(
+    path: Path,
+    title: str,
+    ylabel: str,
+    groups: Mapping[str, Sequence[RunResult]],
+    value: Any,
+) -> Path | None:
+    """Bars per transport, one colour per group (scenario)."""
+    plt = _plt()
+    names = list(LABELS)
+    width = 0.8 / max(1, len(groups))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn = False
+    for i, (group, results) in enumerate(groups.items()):
+        by_t = {r.transport: value(r) for r in results}
+        xs = [j + i * width for j, t in enumerate(names) if by_t.get(t) is not None]
+        ys = [by_t[t] for t in names if by_t.get(t) is not None]
+        if ys:
+            bars = ax.bar(xs, ys, width, label=group)
+            ax.bar_label(bars, fmt="%.1f", fontsize=8)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xticks([j + width * (len(groups) - 1) / 2 for j in range(len(names))], names)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_latency(path: Path, results: Sequence[RunResult], title: str) -> Path | None:
+    """Percentiles of TTFT, ITL and transport latency per transport."""
+    plt = _plt()
+    qs = ("p50", "p90", "p95", "p99")
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
+    for ax, name, label in zip(
+        axes,
+        ("ttft", "itl", "transport_latency"),
+        ("time to first token", "inter-token gap", "transport latency (receive - t)"),
+        strict=True,
+    ):
+        width = 0.8 / len(qs)
+        for i, q in enumerate(qs):
+            xs, ys = [], []
+            for j, r in enumerate(results):
+                m = r.metric(name)
+                if m is not None and getattr(m, q) is not None:
+                    xs.append(j + i * width)
+                    ys.append(getattr(m, q))
+            ax.bar(xs, ys, width, label=q)
+        for j, r in enumerate(results):
+            if r.metric(name) is None:  # /v1: OpenAI's chunks carry no server timestamp
+                ax.text(j + width * 1.5, 0, "n/a", ha="center", va="bottom")
+        ax.set_xticks(
+            [j + width * 1.5 for j in range(len(results))], [r.transport for r in results]
+        )
+        ax.set_title(label)
+        ax.set_ylabel("ms")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_ttft(path: Path, results: Sequence[RunResult], title: str) -> Path | None:
+    """Distribution (CDF) of time to first token per transport."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in results:
+        hist = r.ttft_hist
+        if not hist:
+            continue
+        n = sum(hist.values())
+        xs = sorted(hist)
+        seen, ys = 0, []
+        for x in xs:
+            seen += hist[x]
+            ys.append(100 * seen / n)
+        ax.step(xs, ys, where="post", label=f"{r.transport} (n={n})")
+    ax.set_xlabel("time to first token (ms)")
+    ax.set_ylabel("% of streams")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_timeline(path: Path, results: Sequence[RunResult], title: str) -> Path | None:
+    """Server CPU and open streams over each run."""
+    plt = _plt()
+    fig, (cpu_ax, open_ax) = plt.subplots(1, 2, figsize=(14, 4.5))
+    drawn = False
+    for r in results:
+        s = [x for x in r.samples if x.server_cpu_s is not None]
+        if len(s) > 1:
+            ts = [b.t for b in s[1:]]
+            pct = [
+                100 * (b.server_cpu_s - a.server_cpu_s) / (b.t - a.t)  # type: ignore[operator]
+                for a, b in zip(s, s[1:], strict=False)
+            ]
+            cpu_ax.plot(ts, pct, label=r.transport)
+            drawn = True
+        o = [x for x in r.samples if x.open_streams is not None]
+        if o:
+            open_ax.plot([x.t for x in o], [x.open_streams for x in o], label=r.transport)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    cpu_ax.set_title("server CPU (% of one core)")
+    cpu_ax.set_xlabel("s")
+    open_ax.set_title("live streams (fan-out: subscriptions; a long poll only while it waits)")
+    open_ax.set_xlabel("s")
+    for ax in (cpu_ax, open_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_stress(path: Path, stress: Mapping[str, Sequence[RunResult]]) -> Path | None:
+    """Users held and users at the break, per transport."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    names = list(stress)
+    held = [max((s.load.users for s in stress[t] if s.verdict is None), default=0) for t in names]
+    broke = [
+        next((s.load.users for s in stress[t] if s.verdict is not None), 0) or math.nan
+        for t in names
+    ]
+    ax.bar([i - 0.2 for i in range(len(names))], held, 0.4, label="held the pace")
+    ax.bar([i + 0.2 for i in range(len(names))], broke, 0.4, label="broke at")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("concurrent streams")
+    ax.set_title("stress: concurrent streams per transport")
+    ax.legend()
+    return _save(fig, path)
+
+
+def make_plots(
+    out: Path,
+    streams: Sequence[RunResult],
+    fanout: Sequence[RunResult],
+    stress: Mapping[str, Sequence[RunResult]],
+) -> list[Path]:
+    """Every PNG of the report; those without data are left out."""
+    made: list[Path | None] = []
+    groups = {k: v for k, v in (("streams", streams), ("fan-out", fanout)) if v}
+    if streams:
+        made.append(plot_latency(out / "latency.png", streams, "latency percentiles (streams)"))
+        made.append(plot_ttft(out / "ttft.png", streams, "time to first token (streams)"))
+        made.append(plot_timeline(out / "timeline.png", streams, "streams: server over time"))
+    if fanout:
+        made.append(plot_latency(out / "fanout-latency.png", fanout, "fan-out: latency"))
+        made.append(plot_timeline(out / "fanout-timeline.png", fanout, "fan-out: server"))
+    if groups:
+        made.append(
+            _bars(
+                out / "bytes-per-token.png",
+                "bytes received per token",
+                "bytes",
+                groups,
+                lambda r: r.bytes_per_token,
+            )
+        )
+        made.append(
+            _bars(
+                out / "cpu-per-1k-tokens.png",
+                "server CPU per 1000 tokens delivered",
+                "CPU ms",
+                groups,
+                lambda r: r.cpu_ms_per_1k_tokens,
+            )
+        )
+        made.append(
+            _bars(
+                out / "memory-per-stream.png",
+                "server memory per open stream (fan-out: per subscriber)",
+                "KiB (RSS growth / concurrent streams)",
+                groups,
+                lambda r: r.kib_per_open_stream,
+            )
+        )
+    if stress:
+        made.append(plot_stress(out / "stress.png", stress))
+    return [p for p in made if p is not None]
+
+
+# ---------------------------------------------------------------------------------------
+# report.html
+
+
+def _html_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_html(
+    out: Path,
+    meta: Mapping[str, Any],
+    streams: Sequence[RunResult],
+    fanout: Sequence[RunResult],
+    stress: Mapping[str, Sequence[RunResult]],
+    plots: Sequence[Path],
+) -> Path:
+    """``report.html``: the setup, the tables, the plots and links to Locust's reports."""
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>tokenwire bench</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+        "td:first-child{text-align:left}img{max-width:100%}</style>",
+        "<h1>tokenwire bench</h1>",
+        "<ul>" + "".join(f"<li>{html.escape(str(line))}</li>" for line in meta["notes"]) + "</ul>",
+    ]
+    for title, results in (("Streams", streams), ("Fan-out: one shared stream", fanout)):
+        if not results:
+            continue
+        parts.append(f"<h2>{title}</h2>")
+        parts.append(_html_table(COLUMNS, (table_row(r) for r in results)))
+        links = " · ".join(
+            f"<a href='{html.escape(r.files['html'])}'>{html.escape(r.transport)}</a>"
+            for r in results
+            if "html" in r.files
+        )
+        parts.append(f"<p>Locust's own reports: {links}</p>")
+        for r in results:
+            for f in r.failures:
+                parts.append(
+                    f"<p>{html.escape(r.transport)}: {f['occurrences']} x "
+                    f"{html.escape(f['type'])} {html.escape(f['name'])}: "
+                    f"{html.escape(f['error'])}</p>"
+                )
+    if stress:
+        parts.append("<h2>Stress: where delivery broke</h2>")
+        parts.append(_html_table(STRESS_COLUMNS, (stress_row(t, s) for t, s in stress.items())))
+        steps = [
+            [f"{r.transport} x{r.load.users}", *table_row(r)[1:]]
+            for s in stress.values()
+            for r in s
+        ]
+        parts.append(_html_table(COLUMNS, steps))
+    for p in plots:
+        parts.append(f"<h3>{html.escape(p.stem)}</h3><img src='{html.escape(p.name)}'>")
+    path = out / "report.html"
+    path.write_text("\n".join(parts) + "\n")
+    return path
