@@ -675,7 +675,8 @@ def free_port() -> int:
 
 
 def spawn_server(cap: int, tokens_cap: int, retention_s: float, extra: Sequence[str]) -> Target:
-    """Start ``python -m server`` on a free loopback port with the stream caps raised."""
+    """Start ``python -m server`` on a free loopback port with the stream caps raised and
+    the total pace budget off."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -693,6 +694,8 @@ def spawn_server(cap: int, tokens_cap: int, retention_s: float, extra: Sequence[
         str(cap),
         "--max-tokens-cap",
         str(tokens_cap),
+        "--max-total-tokens-per-s",  # no pace budget: the streams are the measurement
+        "0",
         *(["--retention-s", str(retention_s)] if retention_s else []),
         *extra,
     ]
