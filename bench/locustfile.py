@@ -43,6 +43,7 @@ and ``websocket-client``, never asyncio. Nothing here imports the server.
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -106,6 +107,17 @@ def _add_options(parser: LocustArgumentParser) -> None:
         default="",
         help="fan-out: the shared stream's id (default: created when the test starts)",
     )
+    group.add_argument(
+        "--tw-token",
+        default=os.environ.get("TOKENWIRE_AUTH_TOKEN", ""),
+        help="the server's bearer token (default: TOKENWIRE_AUTH_TOKEN)",
+    )
+
+
+def auth_headers(env: Environment) -> dict[str, str]:
+    """``Authorization: Bearer …`` for a server started with ``--auth-token``."""
+    token = _option(env, "tw_token")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _option(env: Environment, name: str) -> Any:
@@ -184,6 +196,8 @@ class TokenwireUser(FastHttpUser):
 
     def on_start(self) -> None:
         self.streams = 0
+        # FastHttpSession's own header for every request (meant for basic auth in the URL).
+        self.client.auth_header = auth_headers(self.environment).get("Authorization")
 
     def stream_body(self) -> dict[str, Any]:
         self.streams += 1
@@ -315,7 +329,10 @@ class TokenwireUser(FastHttpUser):
             error: Exception | None = None
             try:
                 ws = websocket.create_connection(
-                    url, timeout=self.network_timeout, skip_utf8_validation=True
+                    url,
+                    timeout=self.network_timeout,
+                    skip_utf8_validation=True,
+                    header=[f"{k}: {v}" for k, v in auth_headers(self.environment).items()],
                 )
             except Exception as e:
                 error = e
@@ -475,7 +492,8 @@ def _create_shared_stream(environment: Environment, **_kwargs: Any) -> None:
         "params": source_params(environment, ttft_ms),
     }
     url = f"{environment.host}/api/streams"
-    req = urllib.request.Request(url, data=orjson.dumps(body), headers=JSON, method="POST")
+    headers = JSON | auth_headers(environment)
+    req = urllib.request.Request(url, data=orjson.dumps(body), headers=headers, method="POST")
     with urllib.request.urlopen(req, timeout=30) as resp:
         stream_id = str(orjson.loads(resp.read())["id"])
     options.tw_stream = FanoutUser.shared_stream = stream_id

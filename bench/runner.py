@@ -254,8 +254,11 @@ def scrape(base: str) -> dict[str, float]:
     """The server's ``/metrics`` as ``name{transport}`` → value (empty if unreachable)."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    token = os.environ.get("TOKENWIRE_AUTH_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as resp:
+        req = urllib.request.Request(f"{base}/metrics", headers=headers)
+        with urllib.request.urlopen(req, timeout=2) as resp:
             text = resp.read().decode()
     except (OSError, ValueError):
         return {}

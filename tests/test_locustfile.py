@@ -219,15 +219,8 @@ async def run_locust(
         "--only-summary",
         "-H",
         base,
-        "--csv",
-        str(out / "run"),
-        "--json-file",
-        str(out / "run"),
-        "-t",
-        "40s",
-        "--stop-timeout",
-        "15",
-        *args,
+        *("--csv", str(out / "run"), "--json-file", str(out / "run")),
+        *("-t", "40s", "--stop-timeout", "15", *args),
         cwd=out,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -247,14 +240,15 @@ def count(rows: dict[tuple[str, str], dict[str, str]], label: str, name: str) ->
 
 
 async def test_every_user_class_under_locust(make_server: MakeServer, tmp_path: Path) -> None:
-    srv = await make_server(max_streams_per_client=1000, retention_s=10.0)
+    # A server with a bearer token: every route the users take needs it.
+    srv = await make_server(max_streams_per_client=1000, retention_s=10.0, auth_token="b-tok")
     classes = ["SSEUser", "WSUser", "PollUser", "ChunkedUser", "V1User"]
     classes += ["SSEFanout", "WSFanout", "PollFanout", "ChunkedFanout"]
     rows, output = await run_locust(
         base_url(srv),
         tmp_path,
         *("-u", "9", "-r", "50", "--tw-run-time", "1.5", "--tw-tokens", "10"),
-        *("--tw-pace", "50", "--tw-ttft-ms", "20", *classes),
+        *("--tw-pace", "50", "--tw-ttft-ms", "20", "--tw-token", "b-tok", *classes),
     )
     ours = {
         (label, name)
