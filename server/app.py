@@ -59,22 +59,15 @@ def _files(directory: Path, pattern: str, *, index: str | None = None) -> Handle
     files = {
         p.name: (p.read_bytes(), CONTENT_TYPES[p.suffix]) for p in sorted(directory.glob(pattern))
     }
+    # (X-Content-Type-Options comes with every answer: security.add_response_headers.)
+    headers = {"Cache-Control": "no-cache", **PAGE_HEADERS}
 
     async def handler(request: web.Request) -> web.StreamResponse:
         found = files.get(request.match_info.get("name", index or ""))
         if found is None:
             raise NotFound(f"no file {request.path}")
         body, content_type = found
-        return web.Response(
-            body=body,
-            content_type=content_type,
-            charset="utf-8",
-            headers={
-                "Cache-Control": "no-cache",
-                "X-Content-Type-Options": "nosniff",
-                **PAGE_HEADERS,
-            },
-        )
+        return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
     return handler
 

@@ -178,7 +178,8 @@ class Panel {
   }
 
   render() {
-    const s = this.stream?.summary();
+    // Sorted once per render; the latency chart, drawn after the panels, reads it too.
+    const s = (this.summary = this.stream?.summary() ?? null);
     const n = this.arrivals.length;
     const set = (key, text) => {
       if (this.metrics[key].textContent !== text) this.metrics[key].textContent = text;
@@ -217,7 +218,7 @@ class Chart {
    * one slow token (a reconnect) does not flatten everything else. */
   yMax() {
     if (this.kind === "arrivals") return Math.max(10, ...this.panels.map((p) => p.arrivals.length));
-    const p95s = this.panels.map((p) => p.stream?.summary().latency_p95_ms ?? 0);
+    const p95s = this.panels.map((p) => p.summary?.latency_p95_ms ?? 0);
     return Math.max(1, 2 * Math.max(...p95s));
   }
 
