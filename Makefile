@@ -46,8 +46,8 @@ run: install
 	$(BIN)/tokenwire serve --host $(HOST) --port $(PORT)
 
 lint: install-dev
-	$(BIN)/ruff check server clients tests bench
-	$(BIN)/ruff format --check server clients tests bench
+	$(BIN)/ruff check server clients tests bench wire tokenwire
+	$(BIN)/ruff format --check server clients tests bench wire tokenwire
 
 typecheck: install-dev
 	$(BIN)/mypy
@@ -56,7 +56,7 @@ pytest: install-dev system-deps node-deps
 	$(BIN)/pytest
 
 # JS decoders on the shared vectors, and the JS client against a live server (it starts
-# .venv/bin/python -m server itself). Node 20 needs the flags for WebSocket/EventSource.
+# .venv/bin/python -m tokenwire serve itself). Node 20 needs the flags for WebSocket/EventSource.
 jstest: install-dev
 	node --test --experimental-websocket --experimental-eventsource clients/js/test/
 

@@ -2,7 +2,7 @@
 
 What it does
 ------------
-It spawns a tokenwire server (``python -m server``, paced synthetic source) and runs
+It spawns a tokenwire server (``python -m tokenwire serve``, paced synthetic source) and runs
 ``--streams`` streams of ``--tokens`` tokens for each *kind* at once:
 
 - ``py-sse``, ``py-ws``, ``py-poll``, ``py-chunked``: the Python client (``clients.Client``);
@@ -74,9 +74,9 @@ for _path in (str(REPO), str(BENCH)):
 
 from bench.overhead import Target, spawn_server, stop_server, wait_ready  # noqa: E402
 from clients import Client  # noqa: E402
-from clients.client import Transport  # noqa: E402
 from server.sources.synthetic import synthetic_text  # noqa: E402
 from tests.cutproxy import CutProxy  # noqa: E402
+from wire import Transport  # noqa: E402
 
 PY_KINDS = ("py-sse", "py-ws", "py-poll", "py-chunked", "py-v1")
 JS_KINDS = ("js-sse-es", "js-sse-fetch", "js-ws", "js-poll", "js-chunked")

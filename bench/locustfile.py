@@ -2,7 +2,7 @@
 
 Every user reads whole streams from a tokenwire server and checks each one (every ``seq``
 once and in order, ``tokens`` and ``sha256`` of the ``done`` event; see
-:mod:`bench.streamcheck`). It reports through Locust's request event, so the figures land
+:mod:`clients.check`). It reports through Locust's request event, so the figures land
 in Locust's console, CSV, JSON and HTML output and add up across workers. Request type
 is the transport (``SSE``, ``WS``, ``POLL``, ``CHUNKED``, ``V1``; fan-out subscribers
 ``SSE-FANOUT`` …), name the metric; times in milliseconds:
@@ -60,14 +60,14 @@ from locust.exception import StopUser
 from locust.runners import STATE_RUNNING, WorkerRunner
 
 try:
-    from bench.streamcheck import IncompleteStream, StreamCheck
+    from clients.check import IncompleteStream, StreamCheck
     from clients.decoders import SSEDecoder, ws_frame_header
 except ImportError:  # run from a checkout without ``pip install -e .``
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.streamcheck import IncompleteStream, StreamCheck
+    from clients.check import IncompleteStream, StreamCheck
     from clients.decoders import SSEDecoder, ws_frame_header
 
 JSON = {"Content-Type": "application/json"}

@@ -64,7 +64,7 @@ How to run
         --max-live-streams 5000 --max-streams-per-client 5000 &
     .venv/bin/python bench/overhead.py --url http://127.0.0.1:8090 --server-pid $!
 
-Without ``--url`` it starts ``python -m server`` on a free loopback port with the stream
+Without ``--url`` it starts ``python -m tokenwire serve`` on a free loopback port with the stream
 caps raised and ``--retention-s 1`` (``--server-retention-s``), and stops it at the end.
 Each cell then starts after the previous cell's finished streams were forgotten: with the
 default retention (300 s) every event stays in the server's memory (about 4 KiB each with
@@ -675,13 +675,14 @@ def free_port() -> int:
 
 
 def spawn_server(cap: int, tokens_cap: int, retention_s: float, extra: Sequence[str]) -> Target:
-    """Start ``python -m server`` on a free loopback port with the stream caps raised and
+    """Start ``python -m tokenwire serve`` on a free loopback port with the stream caps raised and
     the total pace budget off."""
     port = free_port()
     cmd = [
         sys.executable,
         "-m",
-        "server",
+        "tokenwire",
+        "serve",
         "--host",
         "127.0.0.1",
         "--port",

@@ -525,7 +525,7 @@ def notes(
     ns: argparse.Namespace, preset: str, loads: dict[str, Load], steps: Sequence[int]
 ) -> list[str]:
     cpus = os.cpu_count() or 0
-    where = ns.host or "a fresh server per transport (python -m server, synthetic source)"
+    where = ns.host or "a fresh server per transport (python -m tokenwire serve, synthetic source)"
     lines = [
         f"preset {preset}; server: {where}",
         f"Locust {importlib.metadata.version('locust')}"

@@ -46,7 +46,7 @@ for _path in (str(REPO), str(BENCH)):
 
 from bench.overhead import Target, proc_rss_mb, spawn_server, stop_server, wait_ready  # noqa: E402
 from clients import Client  # noqa: E402
-from clients.client import Transport  # noqa: E402
+from wire import Transport  # noqa: E402
 
 #: ``/v1`` is left out: its answers are created by the request (paced by the server's
 #: defaults, so never big and fast enough to stick), and it writes through the same pump

@@ -1,6 +1,8 @@
 """tokenwire clients: one API over SSE, WebSocket, long polling and chunked HTTP."""
 
-from clients.client import TRANSPORTS, Client, Stream, StreamStats, SyncClient
+from pathlib import Path
+
+from clients.client import Client, Stream, StreamStats, SyncClient
 from clients.errors import (
     ClosedByServer,
     ConnectionLost,
@@ -12,8 +14,13 @@ from clients.errors import (
     TokenwireError,
     server_error,
 )
+from wire import TRANSPORTS
+
+#: The JS client (plain ES modules), which the server offers at ``/js/`` when told where.
+JS_DIR = Path(__file__).parent / "js"
 
 __all__ = [
+    "JS_DIR",
     "TRANSPORTS",
     "Client",
     "ClosedByServer",

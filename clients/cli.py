@@ -10,8 +10,9 @@ from typing import Any
 
 import orjson
 
-from clients.client import TRANSPORTS, Client, Stream, Transport
+from clients.client import Client, Stream
 from clients.errors import TokenwireError
+from wire import TRANSPORTS, Transport
 
 
 def add_parsers(sub: Any) -> None:

@@ -28,7 +28,7 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import orjson
@@ -42,9 +42,8 @@ from clients.errors import (
     StreamFailed,
     server_error,
 )
+from wire import TRANSPORTS, Transport
 
-Transport = Literal["sse", "ws", "poll", "chunked"]
-TRANSPORTS: tuple[Transport, ...] = ("sse", "ws", "poll", "chunked")
 Event = dict[str, Any]
 #: An event with its receive times: ``time.perf_counter_ns()`` and ``time.time_ns()``.
 Received = tuple[Event, int, int]

@@ -12,7 +12,6 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-import clients
 from server import api, openapi
 from server.errors import ApiError, MethodNotAllowed, NotFound, TooLarge
 from server.hub import Hub
@@ -35,7 +34,6 @@ log = logging.getLogger("tokenwire.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-JS_CLIENT_DIR = Path(clients.__file__).parent / "js"
 STATIC_DIR = Path(__file__).parent / "static"
 
 CONTENT_TYPES = {
@@ -142,8 +140,11 @@ def create_app(
     *,
     sources: Mapping[str, TokenSource] | None = None,
     store: LogStore | None = None,
+    js_dir: Path | None = None,
 ) -> web.Application:
-    """Build the tokenwire application. ``sources``/``store`` override the defaults."""
+    """Build the tokenwire application. ``sources``/``store`` override the defaults;
+    ``js_dir``, when given, is served at ``/js/`` (the JS client, for the demo page and
+    anyone's page)."""
     settings = settings or Settings()
     # The error middleware is outermost, so the security checks' refusals are JSON too.
     app = web.Application(
@@ -182,7 +183,8 @@ def create_app(
     # The demo page, and the JS client it uses (for anyone's page too: plain ES modules).
     r.add_get("/", _files(STATIC_DIR, "index.html", index="index.html"))
     r.add_get("/static/{name}", _files(STATIC_DIR, "*.*"))
-    r.add_get("/js/{name}", _files(JS_CLIENT_DIR, "*.js"), allow_head=False)
+    if js_dir is not None:
+        r.add_get("/js/{name}", _files(js_dir, "*.js"), allow_head=False)
     r.add_get("/api/info", api.info, allow_head=False)
     r.add_get("/openapi.json", openapi.document, allow_head=False)
     r.add_get("/metrics", api.metrics)
@@ -201,9 +203,11 @@ async def drain(app: web.Application) -> None:
     await asyncio.sleep(app[SETTINGS].shutdown_drain_s)
 
 
-async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run(
+    settings: Settings, stop: asyncio.Event | None = None, *, js_dir: Path | None = None
+) -> None:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM), then stop gracefully."""
-    app = create_app(settings)
+    app = create_app(settings, js_dir=js_dir)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
@@ -228,7 +232,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             loop.remove_signal_handler(sig)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, *, js_dir: Path | None = None) -> None:
     """Run the server until SIGINT/SIGTERM, with uvloop when it is installed."""
     try:
         import uvloop
@@ -238,4 +242,4 @@ def serve(settings: Settings) -> None:
         loop_factory = uvloop.new_event_loop
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(run(settings))
+        runner.run(run(settings, js_dir=js_dir))

@@ -7,6 +7,7 @@ The OpenAI source also honours the SDK's own ``OPENAI_API_KEY`` and ``OPENAI_BAS
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import typing
@@ -170,3 +171,36 @@ def _parse(name: str, hint: Any, raw: str) -> Any:
     except ValueError:
         raise ValueError(f"TOKENWIRE_{name.upper()}: not a number: {raw!r}") from None
     return raw
+
+
+#: ``--help`` text for the flags whose field name alone does not say enough.
+FLAG_HELP = {
+    "host": "interface to listen on",
+    "port": "TCP port",
+    "source": "default token source (synthetic is always enabled too)",
+    "model": "hf: hub name or local path; openai: upstream model name",
+    "base_url": "openai: an OpenAI-compatible base URL (or OPENAI_BASE_URL)",
+    "api_key": "openai: API key (or OPENAI_API_KEY)",
+    "tokens_per_s": "synthetic default pace; 0 = as fast as possible",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`Settings` field: ``max_live_streams`` is ``--max-live-streams``."""
+    hints = typing.get_type_hints(Settings)
+    for f in dataclasses.fields(Settings):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        kind = args[0] if args and typing.get_origin(hint) is not Literal else hint
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{FLAG_HELP.get(f.name, f.name.replace('_', ' '))} (default: {f.default})"
+        if typing.get_origin(hint) is Literal:
+            parser.add_argument(flag, choices=typing.get_args(hint), default=None, help=help_text)
+        elif kind in (int, float, str):
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def from_args(ns: argparse.Namespace) -> Settings:
+    """Settings from parsed flags over the environment (flags win)."""
+    overrides = {f.name: getattr(ns, f.name, None) for f in dataclasses.fields(Settings)}
+    return Settings.from_env(**overrides)

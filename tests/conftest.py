@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright
 
+import clients
 from server.app import create_app
 from server.settings import Settings
 from server.sources.base import TokenSource
@@ -63,7 +64,7 @@ async def make_server() -> AsyncIterator[MakeServer]:
     ) -> TestServer:
         """``setup`` may add to the app (e.g. a test-only route) before it starts."""
         settings = Settings(**{"grace_s": 5.0, "heartbeat_s": 5.0, **overrides})
-        app = create_app(settings, sources=sources)
+        app = create_app(settings, sources=sources, js_dir=clients.JS_DIR)
         if setup is not None:
             setup(app)
         srv = TestServer(app, host="127.0.0.1", port=0)

@@ -1,6 +1,6 @@
 """``bench/overhead.py`` end to end on a tiny plan: every transport, exact token counts.
 
-It spawns its own server (``python -m server``) and reads real streams; the test checks
+It spawns its own server (``python -m tokenwire serve``) and reads real streams; the test checks
 that the figures are there and the counts exact, never how fast anything was.
 """
 

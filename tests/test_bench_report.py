@@ -23,7 +23,7 @@ from bench.report import (
     stress_row,
     verdict,
 )
-from server.cli import main
+from tokenwire.cli import main
 
 
 def entry(method: str, name: str, hist: dict[str, int], **over: Any) -> dict[str, Any]:

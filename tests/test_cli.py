@@ -1,4 +1,4 @@
-"""``tokenwire serve`` / ``python -m server`` as a real process: flags, env, SIGTERM."""
+"""``tokenwire serve`` / ``python -m tokenwire serve`` as a real process: flags, env, SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import sys
 import aiohttp
 import pytest
 
-from server.cli import build_parser, settings_from_args
 from server.settings import Settings
+from server.settings import from_args as settings_from_args
 from tests.readers import read
+from tokenwire.cli import build_parser
 
 
 def free_port() -> int:
@@ -49,7 +50,8 @@ async def test_process_serves_and_stops_gracefully_on_sigterm() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server",
+        "tokenwire",
+        "serve",
         "--port",
         str(port),
         "--grace-s",

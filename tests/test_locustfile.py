@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bench.runner import LOCUST_HEADLESS
-from bench.streamcheck import IncompleteStream, StreamCheck
+from clients.check import IncompleteStream, StreamCheck
 from tests.conftest import MakeServer, base_url
 
 SID = "StWNx7bsU3jQNt7N"

@@ -21,7 +21,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser
 
-from server.cli import build_parser, settings_from_args
 from server.security import (
     EXPOSED_HEADERS,
     HostList,
@@ -34,8 +33,10 @@ from server.security import (
     websocket_origin_allowed,
 )
 from server.settings import Settings
+from server.settings import from_args as settings_from_args
 from server.sources.synthetic import synthetic_text
 from tests.conftest import MakeServer, base_url, console_problems
+from tokenwire.cli import build_parser
 
 TOKEN = "s3cret-token"
 FAST = {"tokens_per_s": 0, "ttft_ms": 0}

@@ -3,7 +3,7 @@ connections cut at random points from the server side (mid-frame, mid-character)
 caller stopping and resuming; every stream ends with exactly the server's text and every
 ``seq`` once.
 
-The bench spawns its own server (``python -m server``) and one cutting proxy per stream;
+The bench spawns its own server (``python -m tokenwire serve``) and one cutting proxy per stream;
 the JS streams run in one Node process. The checks are the bench's own (against the log
 read back without the proxy, and against the synthetic source's text); this test asserts
 its counts: streams, cuts that landed, and zero losses, duplicates and failures.

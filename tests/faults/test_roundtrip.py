@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import clients
 from clients import TRANSPORTS, Client
 from server.app import create_app
 from server.settings import Settings
@@ -102,6 +103,7 @@ class ThreadedServer:
         app = create_app(
             Settings(max_tokens_cap=100, max_streams_per_client=1000, sse_retry_ms=50),
             sources={"synthetic": self.source},
+            js_dir=clients.JS_DIR,
         )
         runner, port = await start_app(app)
         self.url = f"http://127.0.0.1:{port}"

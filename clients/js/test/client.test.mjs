@@ -43,11 +43,11 @@ async function freePort() {
   return port;
 }
 
-/** Start `python -m server` with extra flags; resolves once /healthz answers. */
+/** Start `python -m tokenwire serve` with extra flags; resolves once /healthz answers. */
 async function startServer(args = []) {
   const port = await freePort();
   const python = `${ROOT}.venv/bin/python`;
-  const proc = spawn(python, ["-m", "server", "--port", String(port), ...args], {
+  const proc = spawn(python, ["-m", "tokenwire", "serve", "--port", String(port), ...args], {
     cwd: ROOT,
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -71,7 +71,7 @@ async function startServer(args = []) {
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (proc.pid === undefined || proc.exitCode !== null) {
-      throw new Error(`could not start ${python} -m server (${proc.exitCode}): ${stderr}`);
+      throw new Error(`could not start ${python} -m tokenwire serve (${proc.exitCode}): ${stderr}`);
     }
     try {
       const resp = await fetch(`${url}/healthz`);
