@@ -176,12 +176,15 @@ async def test_shutdown_ends_the_stream_with_stream_failed(make_server: MakeServ
     async with Client(base_url(srv), max_reconnects=0) as c:
         stream = c.stream("x", transport="ws", max_tokens=4000, params={"tokens_per_s": 20})
 
+        closing: list[asyncio.Task[None]] = []
+
         def stop_server(ev: dict[str, object]) -> None:
             if ev["seq"] == 0:
-                asyncio.get_running_loop().create_task(srv.close())
+                closing.append(asyncio.get_running_loop().create_task(srv.close()))
 
         with pytest.raises(StreamFailed) as info:
             await collect(stream, stop_server)
+        await asyncio.gather(*closing)  # before the fixture closes it too
     assert (info.value.code, info.value.message) == ("shutdown", "the server is shutting down")
 
 
