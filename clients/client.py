@@ -25,7 +25,8 @@ from wire import TRANSPORTS, Transport
 
 @dataclass
 class StreamStats:
-    """What one stream measured, on the client side."""
+    """What one stream measured, on the client side: times in ns (``time.perf_counter_ns()``;
+    latencies: receive ``time.time_ns()`` minus the event's ``t``), ``summary()`` in ms."""
 
     transport: str
     started_ns: int = field(default_factory=time.perf_counter_ns)
@@ -37,7 +38,7 @@ class StreamStats:
     bytes_received: int = 0
     requests: int = 0
     reconnects: int = 0
-    #: Events received again after a resume (dropped, never yielded), as the JS client counts.
+    #: Events received again after a resume (dropped, never yielded).
     duplicates: int = 0
 
     def token(self, recv_perf_ns: int, recv_wall_ns: int, t: int) -> None:
@@ -51,7 +52,7 @@ class StreamStats:
 
     @property
     def ttft_s(self) -> float | None:
-        """Time to first token: request sent to first token received."""
+        """Time to first token, seconds: reading started to first token received."""
         if self.first_token_ns is None:
             return None
         return (self.first_token_ns - self.started_ns) / 1e9
@@ -136,6 +137,7 @@ class Stream:
         """The resume loop: read, drop repeats, refuse gaps, measure, check the digest."""
         read = READERS[self.transport]
         attempt = 0  # failed connections in a row
+        self.stats.started_ns = time.perf_counter_ns()
         while True:
             # Without an id nothing was delivered yet: the reader creates again (the
             # half-created stream is abandoned and the server cancels it after its grace).

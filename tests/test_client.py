@@ -23,6 +23,7 @@ from clients import (
     StreamGone,
     SyncClient,
 )
+from clients.check import TextDigest, place
 from server.sources.synthetic import synthetic_text
 from tests.conftest import MakeServer, base_url
 from tests.cutproxy import CutProxy
@@ -36,6 +37,32 @@ async def collect(stream: Stream, on_event: Callable[[dict[str, object]], None])
 
 
 FAST = {"tokens_per_s": 0, "ttft_ms": 0}
+
+
+@pytest.mark.parametrize(
+    ("seq", "last", "expected"),
+    [
+        (0, -1, "next"),
+        (5, 4, "next"),
+        (4, 4, "repeat"),
+        (0, 4, "repeat"),
+        (6, 4, "gap"),
+        (1, -1, "gap"),
+    ],
+)
+def test_place(seq: int, last: int, expected: str) -> None:
+    """The same table as ``clients/js/test/check.test.mjs``."""
+    assert place(seq, last) == expected
+
+
+def test_text_digest() -> None:
+    digest = TextDigest()
+    for piece in ["h", "\u00e9", "\U0001f600", " x"]:
+        digest.update(piece)
+    expected = hashlib.sha256("h\u00e9\U0001f600 x".encode()).hexdigest()
+    assert digest.sha256 == expected
+    assert digest.matches({"sha256": expected})
+    assert not digest.matches({"sha256": "0" * 64})
 
 
 @transports
