@@ -1,25 +1,9 @@
 """Is this stream whole? Sans-I/O checks of what a reader received (no socket, no loop).
 
 :func:`place` (is this ``seq`` the next, one already had, or past a gap) and
-:class:`TextDigest` (does the text match ``done.sha256``) are the one statement of both
-rules; the clients (``Stream``, which drops a repeat after a resume) and the strict
+:class:`TextDigest` (does the text match ``done.sha256``) state both rules once: the
+clients' ``Stream`` (which drops a repeat after a resume) and the bench's strict
 :class:`StreamCheck` use them, and ``clients/js/check.js`` mirrors them.
-
-:class:`StreamCheck` checks one stream the way a load-test client reads it (the Locust
-users in ``bench/locustfile.py`` hand it each received block and each decoded event), and
-reports what it measured through a callback, ``report(name, milliseconds, nbytes)``:
-
-- ``ttft``: from the request that asked for the stream to its first token (``nbytes``:
-  everything received until then, the ``created`` message included);
-- ``itl``: each gap between two tokens, as received (tokens that arrive in one read have
-  a gap of 0); ``nbytes``: the bytes received since the previous token, so the bytes
-  per token sum exactly;
-- ``transport_latency``: receive time minus the event's ``t`` (the server's
-  ``time.time_ns()`` when it logged the token; ``/v1`` chunks carry none).
-
-A stream is whole when every ``seq`` arrived once and in order, the ``done`` event's
-``tokens`` and ``sha256`` match what arrived, and nothing follows it. Anything else raises
-:class:`IncompleteStream`, which the caller reports as a failure.
 """
 
 from __future__ import annotations
@@ -70,7 +54,21 @@ class IncompleteStream(Exception):
 
 
 class StreamCheck:
-    """One stream, checked event by event (``event``) or chunk by chunk (``openai_chunk``).
+    """One stream, checked event by event (``event``) or chunk by chunk (``openai_chunk``)
+    the way a load-test client reads it: the Locust users (``bench/locustfile.py``) hand it
+    each received block and each decoded event.
+
+    It reports what it measured through ``report(name, milliseconds, nbytes)``: ``ttft``,
+    from the request that asked for the stream to its first token (``nbytes``: everything
+    received until then, the ``created`` message included); ``itl``, each gap between two
+    tokens as received (0 within one read; ``nbytes``: the bytes since the previous token,
+    so the bytes per token sum exactly); ``transport_latency``, receive time minus the
+    event's ``t`` (the server's ``time.time_ns()`` when it logged the token; ``/v1`` chunks
+    carry none).
+
+    A stream is whole when every ``seq`` arrived once and in order, the ``done`` event's
+    ``tokens`` and ``sha256`` match what arrived, and nothing follows it. Anything else
+    raises :class:`IncompleteStream`, which the caller reports as a failure.
 
     ``sent_ns`` is ``time.time_ns()`` when the request that starts the stream was sent;
     ``max_tokens``, when given, is the count a ``length`` finish must have reached;

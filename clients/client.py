@@ -136,7 +136,7 @@ class Stream:
     async def _run(self) -> AsyncIterator[Event]:
         """The resume loop: read, drop repeats, refuse gaps, measure, check the digest."""
         read = READERS[self.transport]
-        attempt = 0  # failed connections in a row
+        failures = 0  # failed connections in a row
         self.stats.started_ns = time.perf_counter_ns()
         while True:
             # Without an id nothing was delivered yet: the reader creates again (the
@@ -149,9 +149,8 @@ class Stream:
                             self.stats.requests += 1
                             continue
                         self.stats.bytes_received += got.nbytes
-                        self._retry_ms = (
-                            got.retry_ms if got.retry_ms is not None else self._retry_ms
-                        )
+                        if got.retry_ms is not None:
+                            self._retry_ms = got.retry_ms
                         for ev in got.messages:
                             kind = ev.get("type")
                             if kind == "created":
@@ -159,6 +158,8 @@ class Stream:
                                 continue
                             if kind == "end":  # the stream ended at or before our position
                                 return
+                            if not isinstance(ev.get("seq"), int):
+                                continue  # a control message this client does not know
                             where = place(ev["seq"], self.last_seq)
                             if where == "repeat":  # a resume overlapped what we have
                                 self.stats.duplicates += 1
@@ -168,36 +169,43 @@ class Stream:
                                     f"expected seq {self.last_seq + 1}, got {ev['seq']}"
                                 )
                             self.last_seq = ev["seq"]
-                            attempt = 0
+                            failures = 0
                             if kind == "token":
                                 self._pieces.append(ev["text"])
                                 self._digest.update(ev["text"])
                                 self.stats.token(got.perf_ns, got.wall_ns, ev["t"])
                                 yield ev
                                 continue
-                            yield ev
                             if kind == "done":
                                 self.done = ev
-                                if self.after < 0:  # a partial read cannot check the text
-                                    if not self._digest.matches(ev):
-                                        raise DigestMismatch(ev["sha256"], self._digest.sha256)
-                                    self.digest_ok = True
+                                self._check_digest(ev)
+                                yield ev
                                 return
+                            yield ev
                             raise StreamFailed(str(ev["code"]), str(ev["message"]))
                 raise ConnectionLost(ENDED)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
                 lost = e
             except TimeoutError as e:
                 lost = ConnectionLost(f"timed out: {e}")
-            if not self.resume or attempt >= self.client.max_reconnects:
+            if not self.resume or failures >= self.client.max_reconnects:
                 if isinstance(lost, ConnectionLost):
                     raise lost
                 raise ConnectionLost(str(lost)) from lost
             c = self.client
             first_s = c.backoff_s if self._retry_ms is None else self._retry_ms / 1000
-            await asyncio.sleep(backoff_s(attempt, first_s, c.max_backoff_s))
-            attempt += 1
+            await asyncio.sleep(backoff_s(failures, first_s, c.max_backoff_s))
+            failures += 1
             self.stats.reconnects += 1
+
+    def _check_digest(self, done: Event) -> None:
+        """Before ``done`` is yielded: its sha256 against the text, when every token was seen."""
+        if self.after >= 0:
+            return
+        if not self._digest.matches(done):
+            self.digest_ok = False
+            raise DigestMismatch(done["sha256"], self._digest.sha256)
+        self.digest_ok = True
 
 
 class Client:

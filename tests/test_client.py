@@ -189,11 +189,14 @@ async def test_digest_mismatch_is_detected() -> None:
     await srv.start_server()
     try:
         async with Client(base_url(srv)) as c:
+            stream = c.stream("x", transport="chunked")
+            seen: list[dict[str, object]] = []
             with pytest.raises(DigestMismatch) as info:
-                async for _ in c.stream("x", transport="chunked"):
-                    pass
+                await collect(stream, seen.append)
         assert info.value.expected == hashlib.sha256(b"ho").hexdigest()
         assert info.value.actual == hashlib.sha256(b"hi").hexdigest()
+        assert [e["type"] for e in seen] == ["token"]  # `done` is not yielded
+        assert (stream.digest_ok, stream.text) == (False, "hi")
     finally:
         await srv.close()
 

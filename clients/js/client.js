@@ -211,7 +211,7 @@ export class Stream {
                 continue;
               }
               if (ev.type === "end") return; // the stream ended at or before our position
-              if (typeof ev.seq !== "number") continue;
+              if (typeof ev.seq !== "number") continue; // a control message we do not know
               const at = place(ev.seq, this.lastSeq);
               if (at === "repeat") {
                 stats.duplicates += 1; // a resume overlapped what we have

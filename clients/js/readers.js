@@ -43,7 +43,7 @@ function received(nbytes, messages = [], [perfNs, wallNs] = [0, 0], retryMs = nu
   return { nbytes, messages, perfNs, wallNs, retryMs };
 }
 
-export function utf8Length(text) {
+function utf8Length(text) {
   let n = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
