@@ -191,17 +191,19 @@ async def read_ws(
             nbytes = len(data) + ws_frame_header(len(data))
             ev = orjson.loads(data)
             kind = ev.get("type")
+            messages: list[Event] = []
             if kind == "created" and stream_id is None:
                 stream_id = str(ev["stream"])
-            elif kind == "error" and "seq" not in ev:  # an answer to our request, not the log
-                yield Received(nbytes, [], perf_ns, wall_ns)
-                raise server_error(str(ev["code"]), str(ev["message"]))
-            elif (
-                kind != "end" and stream_id is not None and ev.get("stream", stream_id) != stream_id
-            ):
-                yield Received(nbytes, [], perf_ns, wall_ns)  # another stream's message
-                continue
-            yield Received(nbytes, [ev], perf_ns, wall_ns)
+                messages = [ev]
+            elif kind == "end" and ev.get("stream") == stream_id:
+                messages = [ev]  # nothing after our position: the stream is over
+            elif not isinstance(ev.get("seq"), int):
+                if kind == "error":  # an answer to our request, not the log's error event
+                    yield Received(nbytes, [], perf_ns, wall_ns)
+                    raise server_error(str(ev["code"]), str(ev["message"]))
+            elif ev.get("stream") == stream_id:
+                messages = [ev]
+            yield Received(nbytes, messages, perf_ns, wall_ns)
         raise ClosedByServer(ws.close_code)
 
 

@@ -24,6 +24,7 @@ from clients import (
     SyncClient,
 )
 from clients.check import TextDigest, place
+from clients.client import backoff_s
 from server.sources.synthetic import synthetic_text
 from tests.conftest import MakeServer, base_url
 from tests.cutproxy import CutProxy
@@ -63,6 +64,19 @@ def test_text_digest() -> None:
     assert digest.sha256 == expected
     assert digest.matches({"sha256": expected})
     assert not digest.matches({"sha256": "0" * 64})
+
+
+@pytest.mark.parametrize("attempt", range(8))
+def test_backoff(attempt: int) -> None:
+    """Doubling, capped, plus up to 25% jitter (``clients/js/test/backoff.test.mjs``)."""
+    base = min(2.0, 0.1 * 2**attempt)
+    for _ in range(50):
+        assert base <= backoff_s(attempt, 0.1, 2.0) <= base * 1.25
+
+
+def test_client_options() -> None:
+    c = Client("http://127.0.0.1:1")
+    assert (c.max_reconnects, c.backoff_s, c.max_backoff_s, c.poll_timeout_s) == (10, 0.1, 5, 25)
 
 
 @transports

@@ -131,11 +131,11 @@ async function* readResponse(request, created, decode) {
   yield SENT;
   const resp = await request();
   yield received(headerBytes(resp));
+  if (!resp.ok) throw await httpError(resp);
   if (resp.status === 204) {
     yield received(0, [END]); // finished, nothing after the position
     return;
   }
-  if (!resp.ok) throw await httpError(resp);
   const id = created ? resp.headers.get("Tokenwire-Stream") : null;
   if (id) yield received(0, [{ type: "created", stream: id }]);
   const reader = resp.body.getReader();

@@ -3,8 +3,8 @@
 //   node --test --experimental-websocket --experimental-eventsource clients/js/test/
 //
 // The server is TOKENWIRE_URL if set, else one this file starts (`.venv/bin/python -m
-// server` on a free port) and stops. Without the two flags (plain `node --test`), Node 20
-// has no WebSocket or EventSource: the file then re-runs itself in a child with the flags.
+// tokenwire serve` on a free port) and stops. Without the two flags (plain `node --test`),
+// Node 20 has no WebSocket or EventSource: the file then re-runs itself in a child with them.
 // The shutdown and expiry tests always start servers of their own.
 // Resume is tested through a TCP proxy on loopback that cuts a connection on command.
 
