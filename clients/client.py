@@ -124,6 +124,7 @@ class Stream:
         self._pieces: list[str] = []
         self._digest = TextDigest()
         self._retry_ms: int | None = None
+        self._started = False
 
     @property
     def text(self) -> str:
@@ -131,7 +132,14 @@ class Stream:
         return "".join(self._pieces)
 
     def __aiter__(self) -> AsyncIterator[Event]:
+        if self._started:
+            raise TypeError("a Stream can be iterated only once")
+        self._started = True
         return self._run()
+
+    async def collect(self) -> list[Event]:
+        """Read the whole stream; returns its events."""
+        return [ev async for ev in self]
 
     async def _run(self) -> AsyncIterator[Event]:
         """The resume loop: read, drop repeats, refuse gaps, measure, check the digest."""
@@ -222,7 +230,11 @@ class Client:
         poll_timeout_s: float = 25.0,
         token: str | None = None,
     ) -> None:
-        """``token``: the server's ``--auth-token``, sent with every request."""
+        """``max_reconnects``: failed reconnects in a row before giving up; ``backoff_s``:
+        the first reconnect delay (SSE: the server's ``retry:``), doubling up to
+        ``max_backoff_s``; ``poll_timeout_s``: the long-poll ``timeout``; ``token``: the
+        server's ``--auth-token``, sent with every request (``Authorization: Bearer``, or a
+        WebSocket's first message ``{"op":"auth"}``, as the JS client must)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         #: Headers every HTTP request carries (the token's ``Authorization``).

@@ -83,7 +83,9 @@ def test_client_options() -> None:
 async def test_full_stream(server: TestServer, transport: str) -> None:
     async with Client(base_url(server)) as c:
         stream = c.stream("client", transport=transport, max_tokens=40, params=FAST)  # type: ignore[arg-type]
-        events = [ev async for ev in stream]
+        events = await stream.collect()
+        with pytest.raises(TypeError, match="iterated only once"):
+            stream.__aiter__()
     assert [e["seq"] for e in events] == list(range(41))
     assert stream.text == "".join(synthetic_text("client", 0, 40))
     assert stream.done is not None
