@@ -5,16 +5,7 @@
 import { TextDigest, place } from "./check.js";
 import { ConnectionLost, DigestMismatch, ProtocolError, StreamFailed } from "./errors.js";
 import { TRANSPORTS } from "./names.js";
-import {
-  SENT,
-  createStream,
-  httpError,
-  readChunked,
-  readEventSource,
-  readPoll,
-  readSSE,
-  readWS,
-} from "./readers.js";
+import { READERS, SENT, createStream, httpError, readEventSource } from "./readers.js";
 
 const ENDED = "the response ended before the stream's last event";
 
@@ -169,11 +160,9 @@ export class Stream {
   /** The reader of this stream's transport. */
   _reader() {
     const { client } = this;
-    if (this.transport === "sse") {
-      // EventSource cannot send headers: with a token, SSE is read over fetch.
-      return client.EventSource && client.token === null ? readEventSource : readSSE;
-    }
-    return { ws: readWS, poll: readPoll, chunked: readChunked }[this.transport];
+    // EventSource cannot send headers: with a token, SSE is read over fetch.
+    const eventSource = client.EventSource && client.token === null;
+    return this.transport === "sse" && eventSource ? readEventSource : READERS[this.transport];
   }
 
   /** The resume loop: read, drop repeats, refuse gaps, measure, check the digest. */

@@ -356,3 +356,11 @@ export async function* readWS(client, { streamId, after, body, signal }) {
     if (ws.readyState <= 1) ws.close(1000);
   }
 }
+
+/** The reader of each transport (SSE where EventSource is used: readEventSource). */
+export const READERS = Object.freeze({
+  sse: readSSE,
+  ws: readWS,
+  poll: readPoll,
+  chunked: readChunked,
+});
