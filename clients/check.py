@@ -1,28 +1,16 @@
-"""Checks one stream the way a load-test client reads it, and measures it as it goes.
+"""Is this stream whole? Sans-I/O checks of what a reader received (no socket, no loop).
 
-Sans-I/O: the Locust users (``bench/locustfile.py``) read bytes with their own clients and
-hand each received block and each decoded event to a :class:`StreamCheck`; it never
-touches a socket, an event loop or Locust. It reports what it measured through a callback,
-``report(name, milliseconds, nbytes)``:
-
-- ``ttft``: from the request that asked for the stream to its first token (``nbytes``:
-  everything received until then, the ``created`` message included);
-- ``itl``: each gap between two tokens, as received (tokens that arrive in one read have
-  a gap of 0); ``nbytes``: the bytes received since the previous token, so the bytes
-  per token sum exactly;
-- ``transport_latency``: receive time minus the event's ``t`` (the server's
-  ``time.time_ns()`` when it logged the token; ``/v1`` chunks carry none).
-
-A stream is whole when every ``seq`` arrived once and in order, the ``done`` event's
-``tokens`` and ``sha256`` match what arrived, and nothing follows it. Anything else raises
-:class:`IncompleteStream`, which the caller reports as a failure.
+:func:`place` (is this ``seq`` the next, one already had, or past a gap) and
+:class:`TextDigest` (does the text match ``done.sha256``) state both rules once: the
+clients' ``Stream`` (which drops a repeat after a resume) and the bench's strict
+:class:`StreamCheck` use them, and ``clients/js/check.js`` mirrors them.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 Report = Callable[[str, float, int], None]
 """``report(metric, milliseconds, nbytes)``."""
@@ -31,12 +19,56 @@ FINISHED = ("length", "stop")
 """``finish_reason`` values of an answer that ended normally."""
 
 
+Place = Literal["next", "repeat", "gap"]
+
+
+def place(seq: int, last_seq: int) -> Place:
+    """Where ``seq`` stands after ``last_seq`` (-1: none yet): the ``next`` one, a ``repeat``
+    of one already had (a resume overlapped, or out of order), or past a ``gap``."""
+    if seq == last_seq + 1:
+        return "next"
+    return "repeat" if seq <= last_seq else "gap"
+
+
+class TextDigest:
+    """The SHA-256 of a stream's token text, fed token by token, for ``done.sha256``."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+
+    def update(self, text: str) -> None:
+        self._sha.update(text.encode())
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the UTF-8 text so far."""
+        return self._sha.hexdigest()
+
+    def matches(self, done: Mapping[str, Any]) -> bool:
+        """True if the ``done`` event's ``sha256`` is that of the text so far."""
+        return bool(done.get("sha256") == self.sha256)
+
+
 class IncompleteStream(Exception):
     """A stream that did not arrive whole: a gap, a wrong digest, an error, a cut."""
 
 
 class StreamCheck:
-    """One stream, checked event by event (``event``) or chunk by chunk (``openai_chunk``).
+    """One stream, checked event by event (``event``) or chunk by chunk (``openai_chunk``)
+    the way a load-test client reads it: the Locust users (``bench/locustfile.py``) hand it
+    each received block and each decoded event.
+
+    It reports what it measured through ``report(name, milliseconds, nbytes)``: ``ttft``,
+    from the request that asked for the stream to its first token (``nbytes``: everything
+    received until then, the ``created`` message included); ``itl``, each gap between two
+    tokens as received (0 within one read; ``nbytes``: the bytes since the previous token,
+    so the bytes per token sum exactly); ``transport_latency``, receive time minus the
+    event's ``t`` (the server's ``time.time_ns()`` when it logged the token; ``/v1`` chunks
+    carry none).
+
+    A stream is whole when every ``seq`` arrived once and in order, the ``done`` event's
+    ``tokens`` and ``sha256`` match what arrived, and nothing follows it. Anything else
+    raises :class:`IncompleteStream`, which the caller reports as a failure.
 
     ``sent_ns`` is ``time.time_ns()`` when the request that starts the stream was sent;
     ``max_tokens``, when given, is the count a ``length`` finish must have reached;
@@ -60,14 +92,14 @@ class StreamCheck:
         self.finished = False
         self.finish_reason: str | None = None
         self.usage: Mapping[str, Any] | None = None
-        self._sha = hashlib.sha256()
+        self._digest = TextDigest()
         self._pending = 0
         self._last_ns = 0
 
     @property
     def sha256(self) -> str:
         """Hex SHA-256 of the text received so far."""
-        return self._sha.hexdigest()
+        return self._digest.sha256
 
     def received(self, nbytes: int) -> None:
         """Count a block of bytes as it arrived (body, frame or poll response)."""
@@ -83,8 +115,9 @@ class StreamCheck:
             if ev.get("stream") != self.stream_id:
                 raise IncompleteStream(f"event of stream {ev.get('stream')} in {self.stream_id}")
             seq = ev.get("seq")
-            if seq != self.tokens:
-                what = "a gap" if isinstance(seq, int) and seq > self.tokens else "out of order"
+            where = place(seq, self.tokens - 1) if isinstance(seq, int) else "repeat"
+            if where != "next":
+                what = "a gap" if where == "gap" else "out of order"
                 raise IncompleteStream(f"{what}: seq {seq} where {self.tokens} was expected")
             self._token(ev["text"], recv_ns, ev.get("t"))
             return False
@@ -143,7 +176,7 @@ class StreamCheck:
             raise IncompleteStream(
                 f"done says {ev.get('tokens')} tokens at seq {ev.get('seq')}, {self.tokens} arrived"
             )
-        if ev.get("sha256") != self.sha256:
+        if not self._digest.matches(ev):
             raise IncompleteStream("sha256 of the received text differs from the done event's")
         reason = ev.get("finish_reason")
         if reason not in FINISHED:
@@ -160,7 +193,7 @@ class StreamCheck:
             raise IncompleteStream(f"length finish after {self.tokens} of {self.max_tokens}")
 
     def _token(self, text: str, recv_ns: int, t: int | None) -> None:
-        self._sha.update(text.encode())
+        self._digest.update(text)
         nbytes, self._pending = self._pending, 0
         if self.tokens == 0:
             self.report("ttft", (recv_ns - self.sent_ns) / 1e6, nbytes)

@@ -1,57 +1,32 @@
-"""The Python client: one API over SSE, WebSocket, long polling and chunked HTTP.
-
-::
-
-    async with Client("http://127.0.0.1:8080") as c:
-        stream = c.stream("hello", transport="ws", max_tokens=50)
-        async for event in stream:
-            print(event["text"] if event["type"] == "token" else event)
-        print(stream.stats.summary())
-
-Resume is on by default: when a connection drops before the terminal event the stream
-reconnects over the same transport from the last ``seq`` it has (bounded exponential
-backoff, honouring SSE ``retry:``), and the caller sees every event exactly once, in
-order. At ``done`` the text received is checked against the event's ``sha256``.
-
-``Client(url, token=...)`` talks to a server started with ``--auth-token``: every HTTP
-request carries ``Authorization: Bearer <token>``, and a WebSocket sends
-``{"op":"auth","token":...}`` as its first message, as the JS client must (a browser cannot
-set headers on a WebSocket), so a wrong token fails alike in both: ``ServerError`` with
-code ``unauthorized`` (status 401 over HTTP, None over a WebSocket).
+"""The Python client: ``Client`` (create, read, resume, cancel) and ``Stream``, the resume
+loop over one reader per transport (``clients/readers.py``). The twin of
+``clients/js/client.js``; ``clients/js/README.md`` tells how each transport is read,
+resumed and measured.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import random
 import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import orjson
 
-from clients.decoders import NDJSONDecoder, SSEDecoder, ws_frame_header
-from clients.errors import (
-    ClosedByServer,
-    ConnectionLost,
-    DigestMismatch,
-    ProtocolError,
-    StreamFailed,
-    server_error,
-)
+from clients.check import TextDigest, place
+from clients.errors import ConnectionLost, DigestMismatch, ProtocolError, StreamFailed
+from clients.readers import READERS, Event, Sent, raise_for_error
 from wire import TRANSPORTS, Transport
-
-Event = dict[str, Any]
-#: An event with its receive times: ``time.perf_counter_ns()`` and ``time.time_ns()``.
-Received = tuple[Event, int, int]
 
 
 @dataclass
 class StreamStats:
-    """What one stream measured, on the client side."""
+    """What one stream measured, on the client side: times in ns (``time.perf_counter_ns()``;
+    latencies: receive ``time.time_ns()`` minus the event's ``t``), ``summary()`` in ms."""
 
     transport: str
     started_ns: int = field(default_factory=time.perf_counter_ns)
@@ -63,7 +38,7 @@ class StreamStats:
     bytes_received: int = 0
     requests: int = 0
     reconnects: int = 0
-    #: Events received again after a resume (dropped, never yielded), as the JS client counts.
+    #: Events received again after a resume (dropped, never yielded).
     duplicates: int = 0
 
     def token(self, recv_perf_ns: int, recv_wall_ns: int, t: int) -> None:
@@ -77,7 +52,7 @@ class StreamStats:
 
     @property
     def ttft_s(self) -> float | None:
-        """Time to first token: request sent to first token received."""
+        """Time to first token, seconds: reading started to first token received."""
         if self.first_token_ns is None:
             return None
         return (self.first_token_ns - self.started_ns) / 1e9
@@ -107,30 +82,13 @@ class StreamStats:
         }
 
 
-def _header_bytes(resp: aiohttp.ClientResponse) -> int:
-    """Size of the response's status line and headers as they came on the wire."""
-    status_line = len(f"HTTP/1.1 {resp.status} {resp.reason or ''}")
-    return status_line + 2 + sum(len(k) + len(v) + 4 for k, v in resp.raw_headers) + 2
+def backoff_s(attempt: int, first_s: float, max_s: float) -> float:
+    """The wait before reconnect ``attempt`` (0, 1, ...): doubling from ``first_s`` up to
+    ``max_s``, plus up to 25% jitter so that clients cut at once do not come back at once."""
+    return min(max_s, first_s * 2.0**attempt) * (1 + 0.25 * random.random())
 
 
-async def _raise_for_error(resp: aiohttp.ClientResponse) -> None:
-    if resp.status < 400:
-        return
-    raw = await resp.read()
-    try:
-        err = orjson.loads(raw)["error"]
-        code, message = str(err["code"]), str(err["message"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        code, message = "http_error", raw.decode(errors="replace")[:300]
-    raise server_error(code, message, resp.status, retry_after=_retry_after(resp))
-
-
-def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
-    """``Retry-After`` in seconds (tokenwire sends delta-seconds), None if absent or not."""
-    try:
-        return float(resp.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None
+ENDED = "the response ended before the stream's last event"
 
 
 class Stream:
@@ -150,185 +108,112 @@ class Stream:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
         self.client = client
         self.transport = transport
+        #: The stream id (None until the server tells it).
         self.id = stream_id
+        #: The position this reader started from (-1: the beginning).
         self.after = after
+        #: The seq of the last event yielded.
+        self.last_seq = after
         self.resume = resume
         self.stats = StreamStats(transport)
+        #: The ``done`` event, once it arrived.
         self.done: Event | None = None
         #: True once the ``done`` sha256 matched; None if not checked (read from ``after``).
         self.digest_ok: bool | None = None
-        self._from_start = after < 0
-        self._exhausted = False
         self._body = body
         self._pieces: list[str] = []
-        self._digest = hashlib.sha256()
-        self._retry_s: float | None = None
+        self._digest = TextDigest()
+        self._retry_ms: int | None = None
+        self._started = False
 
     @property
     def text(self) -> str:
+        """The text of the tokens yielded, concatenated."""
         return "".join(self._pieces)
 
     def __aiter__(self) -> AsyncIterator[Event]:
+        if self._started:
+            raise TypeError("a Stream can be iterated only once")
+        self._started = True
         return self._run()
 
+    async def collect(self) -> list[Event]:
+        """Read the whole stream; returns its events."""
+        return [ev async for ev in self]
+
     async def _run(self) -> AsyncIterator[Event]:
-        attempt = 0
+        """The resume loop: read, drop repeats, refuse gaps, measure, check the digest."""
+        read = READERS[self.transport]
+        failures = 0  # failed connections in a row
+        self.stats.started_ns = time.perf_counter_ns()
         while True:
-            creating = self.id is None
+            # Without an id nothing was delivered yet: the reader creates again (the
+            # half-created stream is abandoned and the server cancels it after its grace).
+            reader = read(self.client, stream_id=self.id, after=self.last_seq, body=self._body)
             try:
-                async for ev, recv_perf, recv_wall in self._read(creating):
-                    if ev.get("type") == "created":
-                        self.id = str(ev["stream"])
-                        continue
-                    seq = ev["seq"]
-                    if seq <= self.after:
-                        self.stats.duplicates += 1  # already delivered before a reconnect
-                        continue
-                    if seq != self.after + 1:
-                        raise ProtocolError(f"expected seq {self.after + 1}, got {seq}")
-                    self.after = seq
-                    attempt = 0
-                    if ev["type"] == "token":
-                        text = ev["text"]
-                        self._pieces.append(text)
-                        self._digest.update(text.encode())
-                        self.stats.token(recv_perf, recv_wall, ev["t"])
-                        yield ev
-                        continue
-                    yield ev
-                    if ev["type"] == "done":
-                        self.done = ev
-                        if self._from_start:  # a partial read cannot check the whole text
-                            actual = self._digest.hexdigest()
-                            if ev["sha256"] != actual:
-                                raise DigestMismatch(ev["sha256"], actual)
-                            self.digest_ok = True
-                        return
-                    raise StreamFailed(str(ev["code"]), str(ev["message"]))
-                if self._exhausted:  # the stream ended before ``after``: nothing to read
-                    return
-                raise ConnectionLost("the response ended before the stream's last event")
+                async with aclosing(reader):
+                    async for got in reader:
+                        if isinstance(got, Sent):
+                            self.stats.requests += 1
+                            continue
+                        self.stats.bytes_received += got.nbytes
+                        if got.retry_ms is not None:
+                            self._retry_ms = got.retry_ms
+                        for ev in got.messages:
+                            kind = ev.get("type")
+                            if kind == "created":
+                                self.id = str(ev["stream"])
+                                continue
+                            if kind == "end":  # the stream ended at or before our position
+                                return
+                            if not isinstance(ev.get("seq"), int):
+                                continue  # a control message this client does not know
+                            where = place(ev["seq"], self.last_seq)
+                            if where == "repeat":  # a resume overlapped what we have
+                                self.stats.duplicates += 1
+                                continue
+                            if where == "gap":
+                                raise ProtocolError(
+                                    f"expected seq {self.last_seq + 1}, got {ev['seq']}"
+                                )
+                            self.last_seq = ev["seq"]
+                            failures = 0
+                            if kind == "token":
+                                self._pieces.append(ev["text"])
+                                self._digest.update(ev["text"])
+                                self.stats.token(got.perf_ns, got.wall_ns, ev["t"])
+                                yield ev
+                                continue
+                            if kind == "done":
+                                self.done = ev
+                                self._check_digest(ev)
+                                yield ev
+                                return
+                            yield ev
+                            raise StreamFailed(str(ev["code"]), str(ev["message"]))
+                raise ConnectionLost(ENDED)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
                 lost = e
             except TimeoutError as e:
                 lost = ConnectionLost(f"timed out: {e}")
-            # Without an id nothing was delivered yet: the next attempt creates again (the
-            # half-created stream is abandoned and the server cancels it after its grace).
-            if not self.resume or attempt >= self.client.max_reconnects:
+            if not self.resume or failures >= self.client.max_reconnects:
                 if isinstance(lost, ConnectionLost):
                     raise lost
                 raise ConnectionLost(str(lost)) from lost
-            delay = self._retry_s if self._retry_s is not None else self.client.backoff_s
-            await asyncio.sleep(min(self.client.max_backoff_s, delay * (2**attempt)))
-            attempt += 1
+            c = self.client
+            first_s = c.backoff_s if self._retry_ms is None else self._retry_ms / 1000
+            await asyncio.sleep(backoff_s(failures, first_s, c.max_backoff_s))
+            failures += 1
             self.stats.reconnects += 1
 
-    def _read(self, creating: bool) -> AsyncIterator[Received]:
-        """Events as they arrive, each with its receive time (perf counter, wall clock)."""
-        if self.transport == "ws":
-            return self._read_ws(creating)
-        if self.transport == "poll":
-            return self._read_poll(creating)
-        return self._read_http(creating)
-
-    async def _read_http(self, creating: bool) -> AsyncIterator[Received]:
-        """SSE or chunked NDJSON: create-and-stream on the first try, GET on resume."""
-        c = self.client
-        sse = self.transport == "sse"
-        if creating:
-            ctx = c.session.post(
-                f"{c.base_url}/api/{self.transport}", json=self._body, headers=c.headers
-            )
-        else:
-            headers, params = dict(c.headers), {}
-            if sse:
-                if self.after >= 0:
-                    headers["Last-Event-ID"] = str(self.after)
-            else:
-                params["after"] = str(self.after)
-            ctx = c.session.get(
-                f"{c.base_url}/api/streams/{self.id}/{self.transport}",
-                headers=headers,
-                params=params,
-            )
-        self.stats.requests += 1
-        async with ctx as resp:
-            self.stats.bytes_received += _header_bytes(resp)
-            await _raise_for_error(resp)
-            if resp.status == 204:
-                self._exhausted = True
-                return
-            if creating and "Tokenwire-Stream" in resp.headers:
-                self.id = resp.headers["Tokenwire-Stream"]
-            decoder: SSEDecoder | NDJSONDecoder = SSEDecoder() if sse else NDJSONDecoder()
-            async for chunk in resp.content.iter_any():
-                recv_perf, recv_wall = time.perf_counter_ns(), time.time_ns()
-                self.stats.bytes_received += len(chunk)
-                if isinstance(decoder, SSEDecoder):
-                    items: list[Event] = [orjson.loads(m.data) for m in decoder.feed(chunk)]
-                    if decoder.retry is not None:
-                        self._retry_s = decoder.retry / 1000
-                else:
-                    items = decoder.feed(chunk)
-                for ev in items:
-                    yield ev, recv_perf, recv_wall
-
-    async def _read_poll(self, creating: bool) -> AsyncIterator[Received]:
-        c = self.client
-        if creating:
-            self.id = await c.create(**(self._body or {}))
-            self.stats.requests += 1
-            yield {"type": "created", "stream": self.id}, 0, 0
-        after = self.after
-        while True:
-            self.stats.requests += 1
-            async with c.session.get(
-                f"{c.base_url}/api/streams/{self.id}/poll",
-                params={"after": str(after), "timeout": str(c.poll_timeout_s)},
-                headers=c.headers,
-            ) as resp:
-                self.stats.bytes_received += _header_bytes(resp)
-                await _raise_for_error(resp)
-                raw = await resp.read()
-            recv_perf, recv_wall = time.perf_counter_ns(), time.time_ns()
-            self.stats.bytes_received += len(raw)
-            body = orjson.loads(raw)
-            for ev in body["events"]:
-                yield ev, recv_perf, recv_wall
-            after = body["next"]
-            if body["done"]:
-                self._exhausted = True
-                return
-
-    async def _read_ws(self, creating: bool) -> AsyncIterator[Received]:
-        c = self.client
-        self.stats.requests += 1
-        async with c.session.ws_connect(f"{c.base_url}/api/ws", autoping=True) as ws:
-            if c.token is not None:
-                await ws.send_str(orjson.dumps({"op": "auth", "token": c.token}).decode())
-            if creating:
-                first: dict[str, Any] = {"op": "generate", **(self._body or {})}
-            else:
-                first = {"op": "subscribe", "stream": self.id, "after": self.after}
-            await ws.send_str(orjson.dumps(first).decode())
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                recv_perf, recv_wall = time.perf_counter_ns(), time.time_ns()
-                data = msg.data.encode()
-                self.stats.bytes_received += len(data) + ws_frame_header(len(data))
-                ev = orjson.loads(data)
-                if ev.get("type") == "end":
-                    self._exhausted = True
-                    return
-                if ev.get("type") == "error" and "seq" not in ev:
-                    raise server_error(str(ev["code"]), str(ev["message"]))
-                if "stream" in ev and self.id is not None and ev["stream"] != self.id:
-                    continue
-                yield ev, recv_perf, recv_wall
-                if ev.get("type") in ("done", "error"):
-                    return
-            raise ClosedByServer(ws.close_code)
+    def _check_digest(self, done: Event) -> None:
+        """Before ``done`` is yielded: its sha256 against the text, when every token was seen."""
+        if self.after >= 0:
+            return
+        if not self._digest.matches(done):
+            self.digest_ok = False
+            raise DigestMismatch(done["sha256"], self._digest.sha256)
+        self.digest_ok = True
 
 
 class Client:
@@ -345,7 +230,11 @@ class Client:
         poll_timeout_s: float = 25.0,
         token: str | None = None,
     ) -> None:
-        """``token``: the server's ``--auth-token``, sent with every request."""
+        """``max_reconnects``: failed reconnects in a row before giving up; ``backoff_s``:
+        the first reconnect delay (SSE: the server's ``retry:``), doubling up to
+        ``max_backoff_s``; ``poll_timeout_s``: the long-poll ``timeout``; ``token``: the
+        server's ``--auth-token``, sent with every request (``Authorization: Bearer``, or a
+        WebSocket's first message ``{"op":"auth"}``, as the JS client must)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         #: Headers every HTTP request carries (the token's ``Authorization``).
@@ -356,6 +245,10 @@ class Client:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.poll_timeout_s = poll_timeout_s
+
+    def url(self, path: str) -> str:
+        """The absolute URL of a path of the server."""
+        return f"{self.base_url}{path}"
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -409,23 +302,23 @@ class Client:
         """Create a stream without reading it; returns its id."""
         body = _create_body(prompt, max_tokens, source, params)
         async with self.session.post(
-            f"{self.base_url}/api/streams", json=body, headers=self.headers
+            self.url("/api/streams"), json=body, headers=self.headers
         ) as resp:
-            await _raise_for_error(resp)
+            await raise_for_error(resp)
             return str((await resp.json())["id"])
 
     async def cancel(self, stream_id: str) -> None:
         """Cancel a stream; it ends with ``done`` / ``cancelled``."""
         async with self.session.delete(
-            f"{self.base_url}/api/streams/{stream_id}", headers=self.headers
+            self.url(f"/api/streams/{stream_id}"), headers=self.headers
         ) as resp:
-            await _raise_for_error(resp)
+            await raise_for_error(resp)
 
     async def status(self, stream_id: str) -> dict[str, Any]:
         async with self.session.get(
-            f"{self.base_url}/api/streams/{stream_id}", headers=self.headers
+            self.url(f"/api/streams/{stream_id}"), headers=self.headers
         ) as resp:
-            await _raise_for_error(resp)
+            await raise_for_error(resp)
             return dict(await resp.json())
 
 

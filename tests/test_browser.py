@@ -38,7 +38,7 @@ import * as tw from "/js/tokenwire.js";
 window.read = async (o) => {
   const client = new tw.Client(location.origin, {
     ...(o.eventSource ? {} : { EventSource: null }),
-    backoffMs: 50,
+    backoffS: 0.05,
   });
   const signal = AbortSignal.timeout(30000); // a test fails rather than hangs
   const stream = o.id
@@ -65,7 +65,7 @@ window.read = async (o) => {
   }
   return {
     id: stream.id, events, error, text: stream.text, digestOk: stream.digestOk,
-    summary: stream.summary(), duplicates: stream.duplicates, timedOut: signal.aborted,
+    summary: stream.stats.summary(), duplicates: stream.stats.duplicates, timedOut: signal.aborted,
   };
 };
 window.ready = true;

@@ -23,6 +23,8 @@ from clients import (
     StreamGone,
     SyncClient,
 )
+from clients.check import TextDigest, place
+from clients.client import backoff_s
 from server.sources.synthetic import synthetic_text
 from tests.conftest import MakeServer, base_url
 from tests.cutproxy import CutProxy
@@ -38,11 +40,52 @@ async def collect(stream: Stream, on_event: Callable[[dict[str, object]], None])
 FAST = {"tokens_per_s": 0, "ttft_ms": 0}
 
 
+@pytest.mark.parametrize(
+    ("seq", "last", "expected"),
+    [
+        (0, -1, "next"),
+        (5, 4, "next"),
+        (4, 4, "repeat"),
+        (0, 4, "repeat"),
+        (6, 4, "gap"),
+        (1, -1, "gap"),
+    ],
+)
+def test_place(seq: int, last: int, expected: str) -> None:
+    """The same table as ``clients/js/test/check.test.mjs``."""
+    assert place(seq, last) == expected
+
+
+def test_text_digest() -> None:
+    digest = TextDigest()
+    for piece in ["h", "\u00e9", "\U0001f600", " x"]:
+        digest.update(piece)
+    expected = hashlib.sha256("h\u00e9\U0001f600 x".encode()).hexdigest()
+    assert digest.sha256 == expected
+    assert digest.matches({"sha256": expected})
+    assert not digest.matches({"sha256": "0" * 64})
+
+
+@pytest.mark.parametrize("attempt", range(8))
+def test_backoff(attempt: int) -> None:
+    """Doubling, capped, plus up to 25% jitter (``clients/js/test/backoff.test.mjs``)."""
+    base = min(2.0, 0.1 * 2**attempt)
+    for _ in range(50):
+        assert base <= backoff_s(attempt, 0.1, 2.0) <= base * 1.25
+
+
+def test_client_options() -> None:
+    c = Client("http://127.0.0.1:1")
+    assert (c.max_reconnects, c.backoff_s, c.max_backoff_s, c.poll_timeout_s) == (10, 0.1, 5, 25)
+
+
 @transports
 async def test_full_stream(server: TestServer, transport: str) -> None:
     async with Client(base_url(server)) as c:
         stream = c.stream("client", transport=transport, max_tokens=40, params=FAST)  # type: ignore[arg-type]
-        events = [ev async for ev in stream]
+        events = await stream.collect()
+        with pytest.raises(TypeError, match="iterated only once"):
+            stream.__aiter__()
     assert [e["seq"] for e in events] == list(range(41))
     assert stream.text == "".join(synthetic_text("client", 0, 40))
     assert stream.done is not None
@@ -162,11 +205,14 @@ async def test_digest_mismatch_is_detected() -> None:
     await srv.start_server()
     try:
         async with Client(base_url(srv)) as c:
+            stream = c.stream("x", transport="chunked")
+            seen: list[dict[str, object]] = []
             with pytest.raises(DigestMismatch) as info:
-                async for _ in c.stream("x", transport="chunked"):
-                    pass
+                await collect(stream, seen.append)
         assert info.value.expected == hashlib.sha256(b"ho").hexdigest()
         assert info.value.actual == hashlib.sha256(b"hi").hexdigest()
+        assert [e["type"] for e in seen] == ["token"]  # `done` is not yielded
+        assert (stream.digest_ok, stream.text) == (False, "hi")
     finally:
         await srv.close()
 
@@ -176,12 +222,15 @@ async def test_shutdown_ends_the_stream_with_stream_failed(make_server: MakeServ
     async with Client(base_url(srv), max_reconnects=0) as c:
         stream = c.stream("x", transport="ws", max_tokens=4000, params={"tokens_per_s": 20})
 
+        closing: list[asyncio.Task[None]] = []
+
         def stop_server(ev: dict[str, object]) -> None:
             if ev["seq"] == 0:
-                asyncio.get_running_loop().create_task(srv.close())
+                closing.append(asyncio.get_running_loop().create_task(srv.close()))
 
         with pytest.raises(StreamFailed) as info:
             await collect(stream, stop_server)
+        await asyncio.gather(*closing)  # before the fixture closes it too
     assert (info.value.code, info.value.message) == ("shutdown", "the server is shutting down")
 
 

@@ -6,6 +6,15 @@
 // feed them chunks (Uint8Array) as they arrive, in any sizes, and they return complete items.
 
 /**
+ * Header bytes of an unmasked server-to-client WebSocket frame with `n` payload bytes
+ * (RFC 6455 section 5.2: 7-bit, 16-bit or 64-bit payload length).
+ * @param {number} n
+ */
+export function wsFrameHeader(n) {
+  return n < 126 ? 2 : n < 65536 ? 4 : 10;
+}
+
+/**
  * @typedef {object} SSEMessage One dispatched SSE event (WHATWG MessageEvent fields).
  * @property {string} event the event type ("message" when the event named none)
  * @property {string} data the data lines joined with LF

@@ -97,7 +97,7 @@ class Panel {
   client(token) {
     this.faults = droppable();
     const { fetch, WebSocket, EventSource } = this.faults;
-    const options = { fetch, WebSocket, EventSource, backoffMs: 100, token };
+    const options = { fetch, WebSocket, EventSource, backoffS: 0.1, token };
     const client = new Client(location.origin, options);
     if (this.transport === "sse") {
       // EventSource cannot send the token: with one, the client reads SSE over fetch.
@@ -147,7 +147,7 @@ class Panel {
   }
 
   noteReconnects(at) {
-    const reconnects = this.stream?.reconnects ?? 0;
+    const reconnects = this.stream?.stats.reconnects ?? 0;
     while (this.seenReconnects < reconnects) {
       this.seenReconnects += 1;
       this.reconnectMarks.push([at, this.arrivals.length]);
@@ -179,7 +179,7 @@ class Panel {
 
   render() {
     // Sorted once per render; the latency chart, drawn after the panels, reads it too.
-    const s = (this.summary = this.stream?.summary() ?? null);
+    const s = (this.summary = this.stream?.stats.summary() ?? null);
     const n = this.arrivals.length;
     const set = (key, text) => {
       if (this.metrics[key].textContent !== text) this.metrics[key].textContent = text;
@@ -278,11 +278,11 @@ class Chart {
 
   drawLatencies(ctx, color, x, y, top) {
     for (const panel of this.panels) {
-      const latencies = panel.stream?.latencies ?? [];
+      const latenciesNs = panel.stream?.stats.latenciesNs ?? [];
       ctx.fillStyle = color(panel.transport);
       panel.arrivals.forEach((t, i) => {
-        if (latencies[i] === undefined) return;
-        ctx.fillRect(x(t) - 1.5, y(Math.min(latencies[i], top)) - 1.5, 3, 3);
+        if (latenciesNs[i] === undefined) return;
+        ctx.fillRect(x(t) - 1.5, y(Math.min(latenciesNs[i] / 1e6, top)) - 1.5, 3, 3);
       });
     }
   }

@@ -3,8 +3,8 @@
 //   node --test --experimental-websocket --experimental-eventsource clients/js/test/
 //
 // The server is TOKENWIRE_URL if set, else one this file starts (`.venv/bin/python -m
-// server` on a free port) and stops. Without the two flags (plain `node --test`), Node 20
-// has no WebSocket or EventSource: the file then re-runs itself in a child with the flags.
+// tokenwire serve` on a free port) and stops. Without the two flags (plain `node --test`),
+// Node 20 has no WebSocket or EventSource: the file then re-runs itself in a child with them.
 // The shutdown and expiry tests always start servers of their own.
 // Resume is tested through a TCP proxy on loopback that cuts a connection on command.
 
@@ -203,7 +203,7 @@ function defineTests() {
     await server?.stop();
   });
 
-  const client = (options = {}) => new Client(baseUrl, { backoffMs: 50, ...options });
+  const client = (options = {}) => new Client(baseUrl, { backoffS: 0.05, ...options });
 
   describe("a full stream on every transport", () => {
     const texts = new Map();
@@ -226,23 +226,29 @@ function defineTests() {
         assert.equal(stream.digestOk, true);
         assert.equal(stream.done, done);
         assert.equal(stream.lastSeq, 40);
-        assert.equal(stream.tokens, 40);
-        // measurements
-        assert.ok(stream.ttft > 0 && stream.ttft < 5000, `ttft ${stream.ttft}`);
-        assert.equal(stream.gaps.length, 39);
-        assert.ok(stream.gaps.every((g) => g >= 0 && g < 5000));
-        assert.equal(stream.latencies.length, 40);
+        // measurements (nanoseconds, as the Python StreamStats keeps them)
+        const s = stream.stats;
+        assert.equal(s.tokens, 40);
+        assert.ok(s.ttftS > 0 && s.ttftS < 5, `ttft ${s.ttftS} s`);
+        assert.equal(s.gapsNs.length, 39);
+        assert.ok(s.gapsNs.every((g) => g >= 0 && g < 5e9));
+        assert.equal(s.latenciesNs.length, 40);
         assert.ok(
-          stream.latencies.every((l) => l > -50 && l < 5000),
-          `${stream.latencies}`,
+          s.latenciesNs.every((l) => l > -50e6 && l < 5e9),
+          `${s.latenciesNs}`,
         );
         const payload = events.reduce((n, e) => n + Buffer.byteLength(JSON.stringify(e)), 0);
-        assert.ok(stream.bytesReceived >= payload, `${stream.bytesReceived} < ${payload}`);
+        assert.ok(s.bytesReceived >= payload, `${s.bytesReceived} < ${payload}`);
         const expectedRequests = { "sse (EventSource)": 2, "sse (fetch)": 1, ws: 1, chunked: 1 };
-        if (v.name in expectedRequests) assert.equal(stream.requests, expectedRequests[v.name]);
-        else assert.ok(stream.requests >= 2);
-        assert.equal(stream.reconnects, 0);
-        assert.equal(stream.duplicates, 0);
+        if (v.name in expectedRequests) assert.equal(s.requests, expectedRequests[v.name]);
+        else assert.ok(s.requests >= 2);
+        assert.equal(s.reconnects, 0);
+        assert.equal(s.duplicates, 0);
+        const summary = s.summary();
+        assert.equal(summary.tokens, 40);
+        assert.equal(summary.ttft_ms, s.ttftS * 1e3);
+        assert.ok(summary.gap_p50_ms >= 0 && summary.gap_p50_ms <= summary.gap_p95_ms);
+        assert.equal(summary.bytes_received, s.bytesReceived);
         texts.set(v.name, stream.text);
       });
     }
@@ -279,10 +285,10 @@ function defineTests() {
           const stream = client(v.options).subscribe(id, { after: at, transport: v.transport });
           assert.deepEqual(await stream.collect(), []);
           assert.equal(stream.done, null);
-          assert.equal(stream.reconnects, 0);
+          assert.equal(stream.stats.reconnects, 0);
           // One request (a 204, or the WebSocket's `end`); EventSource hides the 204, so
           // the client asks a zero-timeout poll whether anything is left.
-          assert.equal(stream.requests, v.name === "sse (EventSource)" ? 2 : 1);
+          assert.equal(stream.stats.requests, v.name === "sse (EventSource)" ? 2 : 1);
         }
       });
     }
@@ -340,7 +346,7 @@ function defineTests() {
 
     /** A 30-token stream at 100 tokens/s through the proxy. */
     const proxied = (prompt, clientOptions, streamOptions) =>
-      new Client(proxy.url, { backoffMs: 50, ...clientOptions }).stream(prompt, {
+      new Client(proxy.url, { backoffS: 0.05, ...clientOptions }).stream(prompt, {
         max_tokens: 30,
         params: { tokens_per_s: 100, ttft_ms: 0 },
         ...streamOptions,
@@ -364,8 +370,8 @@ function defineTests() {
         assert.deepEqual(seqs(events), range(0, 30)); // each event exactly once, in order
         assert.equal(events.at(-1).type, "done");
         assert.equal(stream.digestOk, true);
-        assert.ok(stream.reconnects >= 1, `reconnects ${stream.reconnects}`);
-        assert.equal(stream.duplicates, 0); // resumed exactly after the last event received
+        assert.ok(stream.stats.reconnects >= 1, `reconnects ${stream.stats.reconnects}`);
+        assert.equal(stream.stats.duplicates, 0); // resumed exactly after the last event received
       });
 
       if (v.overFetch) {
@@ -390,7 +396,7 @@ function defineTests() {
           await readCutAtFifth(stream, events);
           assert.deepEqual(seqs(events), range(0, 30));
           assert.equal(stream.digestOk, true);
-          assert.ok(stream.duplicates >= 3, `duplicates ${stream.duplicates}`);
+          assert.ok(stream.stats.duplicates >= 3, `duplicates ${stream.stats.duplicates}`);
         });
       }
 
@@ -407,14 +413,14 @@ function defineTests() {
           },
         );
         assert.deepEqual(seqs(events), range(0, events.length - 1));
-        assert.equal(stream.reconnects, 0);
+        assert.equal(stream.stats.reconnects, 0);
         await client().cancel(stream.id);
       });
 
       it(`${v.name}, server unreachable: gives up after maxReconnects`, async () => {
         const lonely = await startProxy(baseUrl);
         const stream = new Client(lonely.url, {
-          backoffMs: 20,
+          backoffS: 0.02,
           maxReconnects: 2,
           ...v.options,
         }).stream("unreachable", {
@@ -433,7 +439,7 @@ function defineTests() {
           (e) => e instanceof ConnectionLost,
         );
         assert.ok(events.length >= 5 && events.length < 31);
-        assert.equal(stream.reconnects, 2);
+        assert.equal(stream.stats.reconnects, 2);
         await client().cancel(stream.id);
       });
     }
@@ -514,7 +520,7 @@ function defineTests() {
       const events = await stream.collect();
       assert.equal(cut, 1);
       assert.deepEqual(seqs(events), range(0, 10));
-      assert.equal(stream.reconnects, 1);
+      assert.equal(stream.stats.reconnects, 1);
       assert.equal(stream.digestOk, true);
     });
 
@@ -622,7 +628,7 @@ function defineTests() {
     after(async () => {
       await own?.stop();
     });
-    const authed = (options = {}) => new Client(own.url, { backoffMs: 50, ...options });
+    const authed = (options = {}) => new Client(own.url, { backoffS: 0.05, ...options });
 
     for (const v of VARIANTS) {
       it(`${v.name}: stream, subscribe, status and cancel with the token`, async () => {
@@ -632,7 +638,7 @@ function defineTests() {
         assert.deepEqual(seqs(events), range(0, 5));
         assert.equal(stream.digestOk, true);
         // EventSource cannot send the header: with a token, SSE is one POST /api/sse (fetch).
-        if (v.transport === "sse") assert.equal(stream.requests, 1);
+        if (v.transport === "sse") assert.equal(stream.stats.requests, 1);
         const again = await c.subscribe(stream.id, { transport: v.transport }).collect();
         assert.equal(tokenText(again), stream.text);
         const id = await c.create("token", { max_tokens: 1000, params: { tokens_per_s: 5 } });
@@ -680,7 +686,7 @@ function defineTests() {
       const own = await startServer(["--shutdown-drain-s", "1"]);
       try {
         const streams = VARIANTS.map((v) =>
-          new Client(own.url, { backoffMs: 50, ...v.options }).stream("shutdown", {
+          new Client(own.url, { backoffS: 0.05, ...v.options }).stream("shutdown", {
             transport: v.transport,
             max_tokens: 1000,
             params: { tokens_per_s: 50, ttft_ms: 0 },
