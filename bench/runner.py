@@ -43,7 +43,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.overhead import parse_csv_ints, system_busy_s
+from bench.lab import (
+    REPO,
+    Server,
+    TreeCPU,
+    check_loopback,
+    comma_separated_ints,
+    machine_busy_s,
+    process_usage,
+    raise_nofile,
+    spawn_server,
+    stop_server,
+    wait_idle,
+    wait_ready,
+)
 from bench.report import (
     COLUMNS,
     FANOUT_LABELS,
@@ -62,7 +75,6 @@ from bench.report import (
     write_html,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 TRANSPORTS = tuple(LABELS)
 USER_CLASSES = {"sse": "SSEUser", "ws": "WSUser", "poll": "PollUser", "chunked": "ChunkedUser"}
@@ -145,7 +157,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pace", type=float, help="tokens per second of each stream")
     p.add_argument(
         "--stress-users",
-        type=parse_csv_ints,
+        type=comma_separated_ints,
         help="stress steps, comma-separated (e.g. 100,200,400)",
     )
     p.add_argument(
@@ -188,40 +200,6 @@ def load_of(base: Load, ns: argparse.Namespace) -> Load:
 # The server
 
 
-@dataclass(frozen=True, slots=True)
-class Server:
-    base: str
-    pid: int | None
-
-
-def get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes] | None, limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
-        try:
-            get_json(f"{base}/healthz", 1.0)
-            return
-        except (OSError, ValueError):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"no server answering at {base} after {limit_s:g} s") from None
-            time.sleep(0.1)
-
-
-def wait_idle(base: str, limit_s: float = 30.0) -> None:
-    """Until the server has no live stream (the previous run fully ended)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if get_json(f"{base}/healthz").get("live_streams", 0) == 0:
-            return
-        time.sleep(0.2)
-
-
 @contextmanager
 def server_for(
     ns: argparse.Namespace, users: int, tokens: int, out: Path, name: str
@@ -233,19 +211,17 @@ def server_for(
         wait_idle(base)
         yield Server(base, ns.server_pid)
         return
-    from bench.overhead import spawn_server, stop_server
-
     cap = max(5000, 2 * users)
     # Retention 5 s: finished streams' logs leave memory soon (the memory per open stream
     # stays about open streams), and /v1's check still finds the stream's done event.
-    target = spawn_server(cap, max(4096, tokens), 5.0, [])
+    server = spawn_server(cap, max(4096, tokens), 5.0, [])
     try:
-        wait_ready(target.base, target.proc, 30.0)
-        yield Server(target.base, target.pid)
+        wait_ready(server, 30.0)
+        yield server
     finally:
-        code = stop_server(target)
-        if target.log_path is not None:
-            shutil.move(target.log_path, out / f"{name}.server.log")
+        code = stop_server(server)
+        if server.log_path is not None:
+            shutil.move(server.log_path, out / f"{name}.server.log")
         if code not in (0, None):
             print(f"warning: the server of {name} exited with {code}", file=sys.stderr)
 
@@ -272,45 +248,6 @@ def scrape(base: str) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------------
 # One Locust run
-
-
-class ProcessCPU:
-    """CPU seconds of a process and its children (Locust's workers), summed over their
-    lives: each pid's last reading is kept after it exits."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.seen: dict[int, float] = {}
-
-    def seconds(self) -> float:
-        import psutil
-
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            procs = []
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                self.seen[p.pid] = t.user + t.system
-            except psutil.Error:
-                pass
-        return sum(self.seen.values())
-
-
-def server_reading(pid: int | None) -> tuple[float | None, int | None]:
-    if pid is None:
-        return None, None
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        t = p.cpu_times()
-        return t.user + t.system, p.memory_info().rss
-    except psutil.Error:
-        return None, None
 
 
 def locust_command(
@@ -387,7 +324,7 @@ def run_locust(
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its workers too can be stopped as one group
         )
-        client = ProcessCPU(proc.pid)
+        client = TreeCPU(proc.pid)
         try:
             while proc.poll() is None:
                 elapsed = time.monotonic() - start
@@ -395,7 +332,7 @@ def run_locust(
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     break
-                cpu, rss = server_reading(server.pid)
+                cpu, rss = process_usage(server.pid)
                 opened = scrape(server.base).get(metric_key)
                 samples.append(
                     Sample(
@@ -403,7 +340,7 @@ def run_locust(
                         server_cpu_s=cpu,
                         server_rss=rss,
                         client_cpu_s=client.seconds(),
-                        machine_busy_s=system_busy_s(),
+                        machine_busy_s=machine_busy_s(),
                         open_streams=None if opened is None else int(opened),
                     )
                 )
@@ -569,8 +506,6 @@ def run(ns: argparse.Namespace) -> int:
     if missing:
         raise SystemExit(f"tokenwire bench needs {', '.join(missing)}: pip install -e '.[bench]'")
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from bench.overhead import check_loopback, raise_nofile
 
     preset_name = "quick" if ns.quick else "stress" if ns.stress else "default"
     preset = PRESETS[preset_name]
