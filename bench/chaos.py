@@ -444,7 +444,7 @@ def print_rows(rows: Sequence[Row], plain: bool) -> None:
     cells = [[str(getattr(r, name)) for _, name in COLUMNS] for r in [*rows, total(rows)]]
     print_table(
         "tokenwire chaos: exactly once, in order, through cuts",
-        [h for h, _ in COLUMNS],
+        [header for header, _ in COLUMNS],
         cells,
         plain=plain,
         sections=[len(rows)],  # the total

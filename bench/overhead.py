@@ -255,11 +255,11 @@ async def read_openai(
                     if check.sha256 != hashlib.sha256(text.encode()).hexdigest():
                         raise IncompleteStream("the text differs from the synthetic source's")
                     return
-                obj = orjson.loads(msg.data)
+                chunk_obj = orjson.loads(msg.data)
                 before = check.tokens
-                check.openai_chunk(obj, now)
+                check.openai_chunk(chunk_obj, now)
                 if check.tokens != before:  # a content chunk: its text is the payload
-                    tally.payload_bytes += len(obj["choices"][0]["delta"]["content"].encode())
+                    tally.payload_bytes += len(chunk_obj["choices"][0]["delta"]["content"].encode())
 
 
 READERS: dict[str, Reader] = {

@@ -74,15 +74,14 @@ from bench.report import (
     verdict,
     write_html,
 )
+from wire import READERS
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-TRANSPORTS = tuple(LABELS)
+#: The locustfile's user classes per transport (and dialect), and its fan-out subscribers.
 USER_CLASSES = {"sse": "SSEUser", "ws": "WSUser", "poll": "PollUser", "chunked": "ChunkedUser"}
-USER_CLASSES["v1"] = "V1User"
+USER_CLASSES["openai"] = "OpenAIUser"
 FANOUT_CLASSES = {"sse": "SSEFanout", "ws": "WSFanout", "poll": "PollFanout"}
 FANOUT_CLASSES["chunked"] = "ChunkedFanout"
-#: The server's ``transport`` label in ``/metrics`` for each of ours.
-METRIC_TRANSPORT = {"sse": "sse", "ws": "ws", "poll": "poll", "chunked": "chunked", "v1": "openai"}
 SAMPLE_EVERY_S = 0.5
 #: Locust headless on the locustfile, as a subprocess (never imported here: gevent).
 LOCUST_HEADLESS = (sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless")
@@ -144,8 +143,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--transports",
         type=_transports,
-        default=list(TRANSPORTS),
-        help="comma-separated subset of " + ",".join(TRANSPORTS),
+        default=list(READERS),
+        help="comma-separated subset of " + ",".join(READERS),
     )
     p.add_argument("--host", help="a running tokenwire server (default: start one per run)")
     p.add_argument("--server-pid", type=int, help="pid of the --host server, for CPU and memory")
@@ -179,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _transports(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values or any(v not in TRANSPORTS for v in values):
-        raise argparse.ArgumentTypeError(f"transports are {', '.join(TRANSPORTS)}; got {text!r}")
+    if not values or any(v not in READERS for v in values):
+        raise argparse.ArgumentTypeError(f"transports are {', '.join(READERS)}; got {text!r}")
     return values
 
 
@@ -306,11 +305,7 @@ def run_locust(
     name = f"{scenario}-{transport}" if scenario != "stress" else f"stress-{transport}-{load.users}"
     prefix = out / name
     cmd, hard_limit = locust_command(ns, server.base, load, user_class, prefix)
-    metric_key = (
-        f"tokenwire_subscribers{{{METRIC_TRANSPORT[transport]}}}"
-        if fanout
-        else "tokenwire_live_streams"
-    )
+    metric_key = f"tokenwire_subscribers{{{transport}}}" if fanout else "tokenwire_live_streams"
     before = scrape(server.base)
     samples: list[Sample] = []
     task = progress.add_task(f"{name}: starting", total=load.run_s)
@@ -407,7 +402,7 @@ def run_scenario(
     results = []
     for transport in ns.transports:
         if scenario == "fanout" and transport not in FANOUT_CLASSES:
-            continue  # /v1 starts its own stream: no subscribing to a shared one
+            continue  # openai (/v1) starts its own stream: no subscribing to a shared one
         with server_for(ns, load.users, load.tokens, out, f"{scenario}-{transport}") as server:
             results.append(
                 run_locust(

@@ -136,22 +136,22 @@ async def run(args: argparse.Namespace, server: Server) -> list[dict[str, Any]]:
         await asyncio.sleep(max(0.0, args.send_timeout + 2 - (time.monotonic() - started)))
         dropped: dict[str, int] = dict.fromkeys(STUCK_KINDS, 0)
         read_whole: dict[str, int] = dict.fromkeys(STUCK_KINDS, 0)
-        for kind, h in held:
+        for kind, holder in held:
             try:
                 async with asyncio.timeout(30):
-                    if isinstance(h, aiohttp.ClientWebSocketResponse):
-                        async for _ in h:
+                    if isinstance(holder, aiohttp.ClientWebSocketResponse):
+                        async for _ in holder:
                             pass
-                        dropped[kind] += h.close_code in (1006, 1008)
-                        await h.close()
+                        dropped[kind] += holder.close_code in (1006, 1008)
+                        await holder.close()
                     else:
-                        await h.read()
+                        await holder.read()
                         read_whole[kind] += 1  # it all fit in the socket buffers: never stuck
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
                 dropped[kind] += 1
             finally:
-                if isinstance(h, aiohttp.ClientResponse):
-                    h.release()
+                if isinstance(holder, aiohttp.ClientResponse):
+                    holder.release()
         await stuck.close()
         print(
             "stuck readers dropped after the send timeout: "

@@ -129,7 +129,8 @@ def test_bench_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert exit_info.value.code == 0, out
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [r["transport"] for r in summary["streams"]] == ["sse", "ws", "poll", "chunked", "v1"]
+    streams = [r["transport"] for r in summary["streams"]]
+    assert streams == ["sse", "ws", "poll", "chunked", "openai"]
     assert [r["transport"] for r in summary["fanout"]] == ["sse", "ws", "poll", "chunked"]
     for r in summary["streams"]:
         # Every token the server generated was received, in whole streams of 20.
@@ -142,7 +143,7 @@ def test_bench_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert r["cpu_ms_per_1k_tokens"] > 0
         assert r["open_streams_peak"] >= 1
         assert r["metrics"]["ttft"]["p50"] > 0
-        assert ("transport_latency" in r["metrics"]) == (r["transport"] != "v1")
+        assert ("transport_latency" in r["metrics"]) == (r["transport"] != "openai")
         label = r["label"]
         rows = csv_rows(tmp_path / f"streams-{r['transport']}_stats.csv")
         assert {(label, "ttft"), (label, "itl"), (label, "stream_total")} <= rows
