@@ -1,50 +1,9 @@
 """Chaos: many concurrent streams on every transport and ``/v1``, cut at random points.
 
-What it does
-------------
-It spawns a tokenwire server (``python -m tokenwire serve``, paced synthetic source) and runs
-``--streams`` streams of ``--tokens`` tokens for each *kind* at once:
-
-- ``py-sse``, ``py-ws``, ``py-poll``, ``py-chunked``: the Python client (``clients.Client``);
-- ``js-sse-es`` (the client on Node's ``EventSource``), ``js-sse-fetch``, ``js-ws``,
-  ``js-poll``, ``js-chunked``: the JS client (``clients/js/tokenwire.js``) in one Node
-  process (``bench/chaos.mjs``);
-- ``py-openai``: the official ``openai`` SDK on ``POST /v1/chat/completions``.
-
-Every stream goes through a proxy of its own (``bench.cutproxy.CutProxy``) that cuts its
-first 1 to ``--max-cuts`` connections after a random number of bytes from the server,
-wherever that falls: in the headers, mid-frame, mid-event, and for half of the streams
-inside a multi-byte UTF-8 character (the cut moves to the next continuation byte). On top
-of that the caller itself stops reading at up to ``--max-client-cuts`` random tokens (the
-client closes its connection) and subscribes again after the last ``seq`` it has. The
-clients resume by themselves after the proxy's cuts.
-
-OpenAI's format has no resume. What tokenwire guarantees on ``/v1`` is that the content
-chunks are the stream's tokens in order (chunk *k* is ``seq`` *k*), and the stream id is in
-the ``Tokenwire-Stream`` header: after a cut the caller reads the rest with any transport
-from ``after = chunks received - 1``, and the stream runs on meanwhile (for ``grace_s``
-without a reader). ``py-openai`` does exactly that (``max_retries=0``: the SDK's own retry of a
-POST would start a second generation); a cut before the headers leaves no id, so the
-caller creates again (``openai re-creates``; the orphan is cancelled after ``grace_s``).
-
-What it checks, per stream: what the caller received against the server's log, read
-afterwards without the proxy, and against the synthetic source's own text for the prompt.
-``losses`` counts log seqs the caller never got, ``duplicates`` seqs it got more than once
-(both must be 0); ``wire dups`` counts events the client received again after a resume and
-dropped itself (never passed on; also 0, since every resume asks from the last seq it has).
-A stream ``failed`` if the caller saw an error, the seqs differ from the log's, or the text
-differs from the log's or from its ``sha256``. The exit status is 1 if anything failed.
-
-How to run
-----------
-::
-
-    .venv/bin/python bench/chaos.py                             # 20 streams per kind
-    .venv/bin/python bench/chaos.py --streams 50 --tokens 400 --seed 7 --json out.json
-
-The same seed makes the same plan (cut positions, client cuts, prompts); where a cut lands
-in the events still depends on timing (batching, poll boundaries). ``tests/faults/``
-runs a small plan of it in the test suite.
+Python and JS clients and the openai SDK read streams through one cutting proxy each
+(``bench.cutproxy``), which cuts connections mid-frame and mid-character; callers also
+stop and resume. Every stream must end with exactly the server's text and every ``seq``
+once. Method and counts: docs/bench.md ("Chaos"). ``python -m bench.chaos --help``.
 """
 
 from __future__ import annotations

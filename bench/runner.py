@@ -1,24 +1,9 @@
 """``tokenwire bench``: the four transports and ``/v1`` under Locust, one after another.
 
-For each transport it starts a fresh server (synthetic source at a fixed pace; or uses
-``--host``), runs Locust headless as a subprocess (``bench/locustfile.py``; Locust runs on
-gevent, which must never be imported into an asyncio process) with the same users, spawn
-rate, duration and pace, samples the server process's CPU and memory and its ``/metrics``
-while it runs, and writes one results folder:
-
-- ``<scenario>-<transport>_stats.csv`` (and ``_stats_history``, ``_failures``,
-  ``_exceptions``), ``.json`` (Locust's stats with histograms), ``.html`` (Locust's own
-  report), ``.log`` (Locust's output);
-- ``summary.json``: every figure of every run, with the server samples;
-- ``report.html`` with PNG plots (latency percentiles, time-to-first-token distribution,
-  bytes per token, server CPU per 1000 tokens, memory per open stream, the server over
-  time).
-
-Scenarios: ``streams`` (every user reads one new stream after another: N users = N
-concurrent streams), ``fanout`` (N subscribers read one shared stream, per transport but
-``/v1``, which cannot subscribe). Presets: ``--quick`` (seconds, for tests), the default
-(a minute per transport), ``--stress`` (streams ramped up step by step until delivery falls
-behind the pace or streams fail, per transport). See docs/bench.md.
+Per transport: a fresh server (or ``--host``), Locust headless as a subprocess on
+``bench/locustfile.py`` (gevent never enters this asyncio-free process), the server's CPU,
+memory and ``/metrics`` sampled meanwhile; then one results folder with ``summary.json``
+and ``report.html`` (``bench/report.py``). Scenarios, presets and files: docs/bench.md.
 """
 
 from __future__ import annotations

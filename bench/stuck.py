@@ -1,27 +1,8 @@
 """Stuck readers: do they slow anyone else, and what do they cost the server?
 
-It spawns a tokenwire server and first creates ``--stuck`` big streams per transport
-(``--stuck-tokens`` tokens, unpaced) and waits for them to finish generating, so that
-their generation is not part of what follows. Then, twice:
-
-1. **baseline**: ``--streams`` paced streams (``--rate`` tokens/s, no jitter), read by the
-   Python client over SSE, WebSocket and chunked in turn, all at once (after one such
-   round as a warm-up);
-2. **stuck**: the same, while one reader per big stream and transport (SSE, chunked,
-   long polling, WebSocket) has asked for the whole big stream and reads
-   nothing: a socket with a 4 KiB receive buffer that is never read, so the server's
-   writes to it wait until ``send_timeout_s`` (a long poll gets one batch, 512 events).
-
-It reports, per phase, the gaps between consecutive tokens of the paced streams (p50,
-p95, p99, max, in ms: the pace is 1000/rate ms, anything above it is delay), how many
-streams arrived whole (exact seqs and digest), the server's RSS, and at the end how many
-stuck readers the server dropped within ``send_timeout_s`` + 2 s (it must be all of those
-that had something to wait for).
-
-::
-
-    .venv/bin/python bench/stuck.py                  # 100 streams, 2 stuck per transport
-    .venv/bin/python bench/stuck.py --streams 200 --stuck 5 --send-timeout 10
+Paced streams' token gaps, with and without readers that ask for a big stream and read
+nothing, and whether the server drops those within ``send_timeout_s``. Method: docs/bench.md
+("Stuck readers"). ``python -m bench.stuck --help``.
 """
 
 from __future__ import annotations
