@@ -26,6 +26,7 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import STATE_RUNNING, WorkerRunner
 
+from bench.stats import response_head_bytes
 from clients.check import IncompleteStream, StreamCheck
 from clients.decoders import NDJSONDecoder, SSEDecoder, ws_frame_header
 from wire import Reader
@@ -88,13 +89,6 @@ def source_params(env: Environment, ttft_ms: float | None = None) -> dict[str, f
     """The synthetic source at a fixed pace: no jitter, so every gap is 1/pace."""
     ttft = _option(env, "tw_ttft_ms") if ttft_ms is None else ttft_ms
     return {"tokens_per_s": _option(env, "tw_pace"), "ttft_ms": ttft, "jitter": 0}
-
-
-def response_header_bytes(resp: FastResponse) -> int:
-    """Bytes of a response's status line and headers, as sent (long polling pays them
-    for every poll)."""
-    headers = resp.headers.items() if resp.headers is not None else ()
-    return len("HTTP/1.1 200 OK\r\n") + sum(len(k) + len(v) + 4 for k, v in headers) + 2
 
 
 def http_failure(resp: FastResponse, what: str) -> IncompleteStream:
@@ -265,7 +259,8 @@ class TokenwireUser(FastHttpUser):
             now = time.time_ns()
             if resp.status_code != 200:
                 raise http_failure(resp, "poll")
-            check.received(len(resp.content or b"") + response_header_bytes(resp))
+            headers = resp.headers.items() if resp.headers is not None else ()
+            check.received(len(resp.content or b"") + response_head_bytes("OK", headers))
             page = orjson.loads(resp.content or b"")
             for ev in page["events"]:
                 check.event(ev, now)

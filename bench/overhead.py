@@ -42,7 +42,13 @@ from bench.lab import (
     wait_idle,
     wait_ready,
 )
-from bench.stats import median_of_known, or_dash, percentile, print_table
+from bench.stats import (
+    median_of_known,
+    or_dash,
+    percentile,
+    print_table,
+    response_head_bytes,
+)
 from clients.check import IncompleteStream, StreamCheck
 from clients.decoders import NDJSONDecoder, SSEDecoder, ws_frame_header
 from server.sources.synthetic import synthetic_text
@@ -106,12 +112,6 @@ async def http_failure(resp: aiohttp.ClientResponse, what: str = "") -> Incomple
     except (orjson.JSONDecodeError, KeyError, TypeError):
         detail = f"HTTP {resp.status}: {raw[:200].decode(errors='replace')}"
     return IncompleteStream(what + detail)
-
-
-def header_bytes(resp: aiohttp.ClientResponse) -> int:
-    """Bytes of the status line and header block of a response, as sent."""
-    status_line = 9 + 4 + len(resp.reason or "") + 2  # "HTTP/1.1 " "200 " reason CRLF
-    return status_line + sum(len(k) + len(v) + 4 for k, v in resp.raw_headers) + 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ async def read_poll(
             if resp.status != 200:
                 raise IncompleteStream(f"poll: HTTP {resp.status}: {raw[:200]!r}")
             tally.reads += 1
-            tally.bytes += len(raw) + header_bytes(resp)
+            tally.bytes += len(raw) + response_head_bytes(resp.reason or "", resp.raw_headers)
         page = orjson.loads(raw)
         events = page["events"]
         tally.payload_bytes += len(raw) - poll_envelope(len(events), page["next"], page["done"])

@@ -1,12 +1,12 @@
-"""Figures and tables: nearest-rank percentiles, medians of what is known, and one table
-printer (rich, or plain aligned text) for every benchmark."""
+"""Figures and tables: nearest-rank percentiles, medians of what is known, the bytes of a
+response head, and one table printer (rich, or plain aligned text) for every benchmark."""
 
 from __future__ import annotations
 
 import math
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 
 
 def percentile(ordered: Sequence[float], q: float) -> float | None:
@@ -21,6 +21,13 @@ def median_of_known(values: Iterable[float | None]) -> float | None:
     """Median of the values that are not None (None if none is)."""
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
+
+
+def response_head_bytes(reason: str, headers: Iterable[tuple[Sized, Sized]]) -> int:
+    """Bytes of an HTTP/1.1 response's status line and header block, as sent (long polling
+    pays them for every poll): ``HTTP/1.1 200 OK`` CRLF, ``name: value`` CRLF each, CRLF."""
+    status_line = len("HTTP/1.1 200 ") + len(reason) + 2
+    return status_line + sum(len(k) + len(v) + 4 for k, v in headers) + 2
 
 
 def or_dash(value: float | None, spec: str = ".0f") -> str:
