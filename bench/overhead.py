@@ -52,10 +52,8 @@ from bench.stats import (
 from clients.check import IncompleteStream, StreamCheck
 from clients.decoders import NDJSONDecoder, SSEDecoder, ws_frame_header
 from server.sources.synthetic import synthetic_text
-from wire import DIALECTS, TRANSPORTS
+from wire import READERS
 
-#: Every way the bench reads a stream: the four transports and OpenAI's dialect on /v1.
-READ_WAYS: tuple[str, ...] = (*TRANSPORTS, *DIALECTS)
 #: Server ``timeout`` for one long poll (seconds).
 POLL_WAIT_S = 10
 
@@ -120,7 +118,7 @@ async def http_failure(resp: aiohttp.ClientResponse, what: str = "") -> Incomple
 # whole.
 
 
-Reader = Callable[[aiohttp.ClientSession, str, bytes, StreamCheck, CellTally], Awaitable[None]]
+ReadStream = Callable[[aiohttp.ClientSession, str, bytes, StreamCheck, CellTally], Awaitable[None]]
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -262,7 +260,7 @@ async def read_openai(
                     tally.payload_bytes += len(chunk_obj["choices"][0]["delta"]["content"].encode())
 
 
-READERS: dict[str, Reader] = {
+STREAM_READERS: dict[str, ReadStream] = {
     "sse": read_sse,
     "ws": read_ws,
     "poll": read_poll,
@@ -333,7 +331,7 @@ async def read_stream(
     check = StreamCheck(tally.report, sent_ns=time.time_ns(), max_tokens=spec.tokens)
     tally.streams += 1
     try:
-        await READERS[spec.transport](session, base, body, check, tally)
+        await STREAM_READERS[spec.transport](session, base, body, check, tally)
         check.end()
         if check.tokens != spec.tokens:
             raise IncompleteStream(f"finished after {check.tokens} of {spec.tokens} tokens")
@@ -520,9 +518,9 @@ def print_cells(title: str, cells: Sequence[CellResult], plain: bool) -> None:
 
 def parse_transports(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in values if v not in READ_WAYS]
+    bad = [v for v in values if v not in READERS]
     if bad or not values:
-        raise argparse.ArgumentTypeError(f"transports are {', '.join(READ_WAYS)}; got {text!r}")
+        raise argparse.ArgumentTypeError(f"transports are {', '.join(READERS)}; got {text!r}")
     return values
 
 
@@ -559,8 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--transports",
         type=parse_transports,
-        default=list(READ_WAYS),
-        help="comma-separated subset of " + ",".join(READ_WAYS),
+        default=list(READERS),
+        help="comma-separated subset of " + ",".join(READERS),
     )
     p.add_argument(
         "--concurrency",
