@@ -6,7 +6,8 @@ stats, its ``_failures.csv``, the runner's samples of the server process); nothi
 starts a process or opens a socket, so the report can be rebuilt from a results folder.
 
 Percentiles come from the histograms Locust keeps (``response_times``: bucket → count,
-with tenths of a millisecond below 10 ms, see ``bench/locustfile.py``), nearest rank.
+with tenths of a millisecond below 10 ms, see ``bench/locustfile.py``), nearest rank
+(``bench.stats.histogram_percentile``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.lab import MIB
-from bench.stats import or_dash
+from bench.stats import histogram_percentile, or_dash
 from wire import READERS, TRANSPORTS
 
 #: What the locustfile reports per stream and per token (the CSV rows ``<TYPE>,<name>``).
@@ -34,20 +35,6 @@ FANOUT_LABELS: dict[str, str] = {t: f"{t.upper()}-FANOUT" for t in TRANSPORTS}
 def histogram(entry: Mapping[str, Any]) -> dict[float, int]:
     """A Locust stats entry's response-time histogram, bucket (ms) → count."""
     return {float(k): int(v) for k, v in entry.get("response_times", {}).items()}
-
-
-def percentile(hist: Mapping[float, int], q: float) -> float | None:
-    """Nearest-rank ``q``-th percentile of a histogram (None when it is empty)."""
-    n = sum(hist.values())
-    if n == 0:
-        return None
-    rank = max(1, math.ceil(q / 100 * n))
-    seen = 0
-    for bucket in sorted(hist):
-        seen += hist[bucket]
-        if seen >= rank:
-            return bucket
-    return max(hist)
 
 
 @dataclass(slots=True)
@@ -74,10 +61,10 @@ class Metric:
             failures=int(entry["num_failures"]),
             bytes=int(entry["total_content_length"]),
             mean=float(entry["total_response_time"]) / timed if timed else None,
-            p50=percentile(hist, 50),
-            p90=percentile(hist, 90),
-            p95=percentile(hist, 95),
-            p99=percentile(hist, 99),
+            p50=histogram_percentile(hist, 50),
+            p90=histogram_percentile(hist, 90),
+            p95=histogram_percentile(hist, 95),
+            p99=histogram_percentile(hist, 99),
             max=float(entry["max_response_time"]) if timed else None,
         )
 

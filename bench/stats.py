@@ -6,15 +6,33 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
+
+
+def nearest_rank(n: int, q: float) -> int:
+    """The 1-based rank of the ``q``-th percentile among ``n`` ordered values."""
+    return min(n, max(1, math.ceil(q / 100 * n)))
 
 
 def percentile(ordered: Sequence[float], q: float) -> float | None:
     """Nearest-rank ``q``-th percentile of sorted values (None when there are none)."""
     if not ordered:
         return None
-    rank = math.ceil(q / 100 * len(ordered))
-    return ordered[min(len(ordered), max(1, rank)) - 1]
+    return ordered[nearest_rank(len(ordered), q) - 1]
+
+
+def histogram_percentile(hist: Mapping[float, int], q: float) -> float | None:
+    """Nearest-rank ``q``-th percentile of a histogram, bucket -> count (None when empty)."""
+    n = sum(hist.values())
+    if n == 0:
+        return None
+    rank = nearest_rank(n, q)
+    seen = 0
+    for bucket in sorted(hist):
+        seen += hist[bucket]
+        if seen >= rank:
+            return bucket
+    return max(hist)
 
 
 def median_of_known(values: Iterable[float | None]) -> float | None:
