@@ -63,20 +63,20 @@ jstest: install-dev
 test: lint typecheck pytest jstest
 
 bench-overhead: install-dev
-	$(BIN)/python bench/overhead.py --repeat 3
+	$(BIN)/python -m bench.overhead --repeat 3
 
-# Many streams on every transport and /v1, Python and JS clients, through random cuts: the
+# Many streams on every transport and /v1 (openai), Python and JS clients, through random cuts: the
 # counts table (tests/faults/ runs a small plan of it). Stuck readers vs everyone's gaps.
 bench-chaos: install-dev node-deps
-	$(BIN)/python bench/chaos.py
+	$(BIN)/python -m bench.chaos
 
 bench-stuck: install-dev
-	$(BIN)/python bench/stuck.py
+	$(BIN)/python -m bench.stuck
 
 # Every Autobahn case against the test-only echo route, with kosoku's reports in
 # test-output/autobahn/ (make test runs them too; docs/autobahn.md lists the results).
 autobahn: install-dev
-	$(BIN)/python bench/autobahn.py
+	$(BIN)/python -m bench.autobahn
 
 # The transports under Locust, one after another, into bench/results/<time>/ (report.html):
 # `make bench` (the default preset, ~10 min), `make bench BENCH_ARGS=--quick`,

@@ -1,50 +1,9 @@
 """Chaos: many concurrent streams on every transport and ``/v1``, cut at random points.
 
-What it does
-------------
-It spawns a tokenwire server (``python -m tokenwire serve``, paced synthetic source) and runs
-``--streams`` streams of ``--tokens`` tokens for each *kind* at once:
-
-- ``py-sse``, ``py-ws``, ``py-poll``, ``py-chunked``: the Python client (``clients.Client``);
-- ``js-sse-es`` (the client on Node's ``EventSource``), ``js-sse-fetch``, ``js-ws``,
-  ``js-poll``, ``js-chunked``: the JS client (``clients/js/tokenwire.js``) in one Node
-  process (``bench/chaos.mjs``);
-- ``py-v1``: the official ``openai`` SDK on ``POST /v1/chat/completions``.
-
-Every stream goes through a proxy of its own (``tests.cutproxy.CutProxy``) that cuts its
-first 1 to ``--max-cuts`` connections after a random number of bytes from the server,
-wherever that falls: in the headers, mid-frame, mid-event, and for half of the streams
-inside a multi-byte UTF-8 character (the cut moves to the next continuation byte). On top
-of that the caller itself stops reading at up to ``--max-client-cuts`` random tokens (the
-client closes its connection) and subscribes again after the last ``seq`` it has. The
-clients resume by themselves after the proxy's cuts.
-
-OpenAI's format has no resume. What tokenwire guarantees on ``/v1`` is that the content
-chunks are the stream's tokens in order (chunk *k* is ``seq`` *k*), and the stream id is in
-the ``Tokenwire-Stream`` header: after a cut the caller reads the rest with any transport
-from ``after = chunks received - 1``, and the stream runs on meanwhile (for ``grace_s``
-without a reader). ``py-v1`` does exactly that (``max_retries=0``: the SDK's own retry of a
-POST would start a second generation); a cut before the headers leaves no id, so the
-caller creates again (``v1 re-creates``; the orphan is cancelled after ``grace_s``).
-
-What it checks, per stream: what the caller received against the server's log, read
-afterwards without the proxy, and against the synthetic source's own text for the prompt.
-``losses`` counts log seqs the caller never got, ``duplicates`` seqs it got more than once
-(both must be 0); ``wire dups`` counts events the client received again after a resume and
-dropped itself (never passed on; also 0, since every resume asks from the last seq it has).
-A stream ``failed`` if the caller saw an error, the seqs differ from the log's, or the text
-differs from the log's or from its ``sha256``. The exit status is 1 if anything failed.
-
-How to run
-----------
-::
-
-    .venv/bin/python bench/chaos.py                             # 20 streams per kind
-    .venv/bin/python bench/chaos.py --streams 50 --tokens 400 --seed 7 --json out.json
-
-The same seed makes the same plan (cut positions, client cuts, prompts); where a cut lands
-in the events still depends on timing (batching, poll boundaries). ``tests/faults/``
-runs a small plan of it in the test suite.
+Python and JS clients and the openai SDK read streams through one cutting proxy each
+(``bench.cutproxy``), which cuts connections mid-frame and mid-character; callers also
+stop and resume. Every stream must end with exactly the server's text and every ``seq``
+once. Method and counts: docs/bench.md ("Chaos"). ``python -m bench.chaos --help``.
 """
 
 from __future__ import annotations
@@ -66,26 +25,20 @@ from typing import Any, cast
 import aiohttp
 import openai
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-for _path in (str(REPO), str(BENCH)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from bench.cutproxy import CutProxy
+from bench.lab import REPO, Server, spawn_server, stop_server, wait_ready
+from bench.stats import print_table
+from clients import Client
+from server.sources.synthetic import synthetic_text
+from wire import TRANSPORTS, Transport
 
-from bench.overhead import Target, spawn_server, stop_server, wait_ready  # noqa: E402
-from clients import Client  # noqa: E402
-from server.sources.synthetic import synthetic_text  # noqa: E402
-from tests.cutproxy import CutProxy  # noqa: E402
-from wire import Transport  # noqa: E402
-
-PY_KINDS = ("py-sse", "py-ws", "py-poll", "py-chunked", "py-v1")
+PY_KINDS = ("py-sse", "py-ws", "py-poll", "py-chunked", "py-openai")
 JS_KINDS = ("js-sse-es", "js-sse-fetch", "js-ws", "js-poll", "js-chunked")
 KINDS = PY_KINDS + JS_KINDS
-CHAOS_MJS = BENCH / "chaos.mjs"
+CHAOS_MJS = Path(__file__).resolve().parent / "chaos.mjs"
 NODE_FLAGS = ("--experimental-websocket", "--experimental-eventsource")
 #: Roughly the wire bytes of one token on the fattest transport: the cut positions' scale.
 BYTES_PER_TOKEN = 120
-RESUME_TRANSPORTS: tuple[Transport, ...] = ("sse", "ws", "poll", "chunked")
 
 
 @dataclass(slots=True)
@@ -124,7 +77,7 @@ class Outcome:
     client_cuts: int = 0
     server_cuts: int = 0
     mid_char_cuts: int = 0
-    v1_recreated: int = 0
+    openai_recreated: int = 0
 
 
 @dataclass(slots=True)
@@ -138,7 +91,7 @@ class Row:
     mid_char_cuts: int = 0
     client_cuts: int = 0
     reconnects: int = 0
-    v1_recreated: int = 0
+    openai_recreated: int = 0
     losses: int = 0
     duplicates: int = 0
     wire_dups: int = 0
@@ -167,7 +120,7 @@ def make_plan(
                     client_cuts=sorted(
                         rng.sample(range(tokens - 1), rng.randint(0, max_client_cuts))
                     ),
-                    resume_transport=rng.choice(RESUME_TRANSPORTS),
+                    resume_transport=rng.choice(TRANSPORTS),
                 )
             )
     return specs
@@ -222,7 +175,7 @@ async def read_py(spec: Spec, url: str, params: dict[str, Any]) -> Outcome:
     return out
 
 
-async def read_v1(spec: Spec, url: str) -> Outcome:
+async def read_openai(spec: Spec, url: str) -> Outcome:
     """The openai SDK on /v1; after a cut, the rest over ``resume_transport`` by the id."""
     out = Outcome(spec.key, spec.kind)
     async with openai.AsyncOpenAI(
@@ -238,7 +191,7 @@ async def read_v1(spec: Spec, url: str) -> Outcome:
                         stream=True,
                     )
                 except openai.APIConnectionError:
-                    out.v1_recreated += 1  # cut before the headers: no id to resume by
+                    out.openai_recreated += 1  # cut before the headers: no id to resume by
                     continue
                 out.id = stream.response.headers["Tokenwire-Stream"]
                 break
@@ -346,7 +299,7 @@ def check(out: Outcome, spec: Spec, log: list[dict[str, Any]] | None, row: Row) 
     row.mid_char_cuts += out.mid_char_cuts
     row.client_cuts += out.client_cuts
     row.reconnects += out.reconnects
-    row.v1_recreated += out.v1_recreated
+    row.openai_recreated += out.openai_recreated
     row.wire_dups += out.wire_dups
     row.tokens += sum(1 for _ in out.seqs) - (1 if out.done else 0)
     problems = []
@@ -365,7 +318,7 @@ def check(out: Outcome, spec: Spec, log: list[dict[str, Any]] | None, row: Row) 
         end = log[-1]
         if end.get("sha256") != hashlib.sha256(out.text.encode()).hexdigest():
             problems.append(f"sha256 differs (log ends {end['type']})")
-        if spec.kind != "py-v1" and out.text != "".join(
+        if spec.kind != "py-openai" and out.text != "".join(
             synthetic_text(spec.prompt, 0, spec.tokens)
         ):
             problems.append("text differs from the synthetic source's")
@@ -380,16 +333,15 @@ def check(out: Outcome, spec: Spec, log: list[dict[str, Any]] | None, row: Row) 
 # The run
 
 
-async def chaos(args: argparse.Namespace, target: Target) -> list[Row]:
+async def chaos(args: argparse.Namespace, server: Server) -> list[Row]:
     kinds = [k for k in KINDS if k in args.kinds]
     specs = make_plan(
         kinds, args.streams, args.tokens, args.max_cuts, args.max_client_cuts, args.seed
     )
     params = {"tokens_per_s": args.rate, "ttft_ms": 0, "jitter": 0}
-    port = int(target.base.rsplit(":", 1)[1])
+    port = int(server.base.rsplit(":", 1)[1])
     async with contextlib.AsyncExitStack() as stack:
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        await wait_ready(session, target, 30)
         proxies = {
             s.key: await stack.enter_async_context(
                 CutProxy(port, s.cuts, mid_char=s.mid_char, shared=True)
@@ -402,8 +354,8 @@ async def chaos(args: argparse.Namespace, target: Target) -> list[Row]:
         if js:
             tasks.append(asyncio.ensure_future(read_js(js, params, args.timeout)))
         for s in specs:
-            if s.kind == "py-v1":
-                tasks.append(asyncio.ensure_future(read_v1(s, proxies[s.key].url)))
+            if s.kind == "py-openai":
+                tasks.append(asyncio.ensure_future(read_openai(s, proxies[s.key].url)))
             elif s.kind in PY_KINDS:
                 tasks.append(asyncio.ensure_future(read_py(s, proxies[s.key].url, params)))
         async with asyncio.timeout(args.timeout + 30):
@@ -417,7 +369,7 @@ async def chaos(args: argparse.Namespace, target: Target) -> list[Row]:
         for out in outcomes:
             out.server_cuts = proxies[out.key].cut_count
             out.mid_char_cuts = proxies[out.key].mid_char_cuts
-            log = await server_log(session, target.base, out.id) if out.id else None
+            log = await server_log(session, server.base, out.id) if out.id else None
             check(out, by_key[out.key], log, rows[out.kind])
     print(f"{len(specs)} streams in {elapsed:.1f} s (seed {args.seed})")
     return list(rows.values())
@@ -431,7 +383,7 @@ COLUMNS = (
     ("mid-char", "mid_char_cuts"),
     ("client cuts", "client_cuts"),
     ("reconnects", "reconnects"),
-    ("v1 re-creates", "v1_recreated"),
+    ("openai re-creates", "openai_recreated"),
     ("losses", "losses"),
     ("duplicates", "duplicates"),
     ("wire dups", "wire_dups"),
@@ -447,22 +399,15 @@ def total(rows: Sequence[Row]) -> Row:
     return t
 
 
-def print_table(rows: Sequence[Row], plain: bool) -> None:
+def print_rows(rows: Sequence[Row], plain: bool) -> None:
     cells = [[str(getattr(r, name)) for _, name in COLUMNS] for r in [*rows, total(rows)]]
-    if plain:
-        print(" | ".join(h for h, _ in COLUMNS))
-        for c in cells:
-            print(" | ".join(c))
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="tokenwire chaos: exactly once, in order, through cuts")
-        for h, _ in COLUMNS:
-            table.add_column(h, justify="left" if h == "kind" else "right")
-        for i, c in enumerate(cells):
-            table.add_row(*c, end_section=i == len(cells) - 2)
-        Console(width=160).print(table)
+    print_table(
+        "tokenwire chaos: exactly once, in order, through cuts",
+        [header for header, _ in COLUMNS],
+        cells,
+        plain=plain,
+        sections=[len(rows)],  # the total
+    )
     for r in rows:
         for f in r.failures:
             print(f"FAILED {f}")
@@ -491,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(args.kinds) - set(KINDS))
     if unknown or args.streams < 1 or args.tokens < 2 or args.max_cuts < 1:
         raise SystemExit(f"bad arguments (unknown kinds: {unknown})")
-    target = spawn_server(
+    server = spawn_server(
         4 * len(KINDS) * args.streams + 64,
         max(4096, args.tokens),
         600,
@@ -507,15 +452,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     )
     try:
-        rows = asyncio.run(chaos(args, target))
+        wait_ready(server, 30)
+        rows = asyncio.run(chaos(args, server))
     finally:
-        code = stop_server(target)
-        if target.log_path is not None:
+        code = stop_server(server)
+        if server.log_path is not None:
             if code == 0:
-                target.log_path.unlink(missing_ok=True)
+                server.log_path.unlink(missing_ok=True)
             else:
-                print(f"server stopped (exit {code}); its log: {target.log_path}")
-    print_table(rows, args.plain)
+                print(f"server stopped (exit {code}); its log: {server.log_path}")
+    print_rows(rows, args.plain)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in [*rows, total(rows)]], indent=1))
     t = total(rows)

@@ -1,44 +1,11 @@
-"""Locust users for tokenwire: one per transport, ``/v1``, and fan-out subscribers.
+"""Locust users for tokenwire: one per transport and for ``/v1`` (OpenAI's dialect), and
+fan-out subscribers of one shared stream.
 
-Every user reads whole streams from a tokenwire server and checks each one (every ``seq``
-once and in order, ``tokens`` and ``sha256`` of the ``done`` event; see
-:mod:`clients.check`). It reports through Locust's request event, so the figures land
-in Locust's console, CSV, JSON and HTML output and add up across workers. Request type
-is the transport (``SSE``, ``WS``, ``POLL``, ``CHUNKED``, ``V1``; fan-out subscribers
-``SSE-FANOUT`` …), name the metric; times in milliseconds:
-
-- ``ttft``: request sent to first token; ``itl``: each gap between tokens;
-- ``transport_latency``: receive time minus the event's ``t`` (not for ``V1``: OpenAI's
-  chunks carry no timestamp);
-- ``stream_total``: request sent to the end of the stream, one per stream, a **failure**
-  (with the reason) when the stream was not whole; its response length is the stream's
-  bytes. Bytes per token: the response lengths of ``ttft`` and ``itl`` add up to every
-  byte received before each token, so their "Average Content Size" is the bytes per token.
-
-Locust's own rows (``POST /api/sse``, ``GET /api/streams/[id]/poll`` …) time the HTTP
-requests up to their response headers.
-
-Streams users (tag ``streams``) start one stream after another, as a chat client would,
-with no pause: ``-u 300`` is 300 concurrent streams. ``SSEUser`` and ``ChunkedUser``
-create and stream in one request (``POST /api/sse``, ``POST /api/chunked``), ``WSUser``
-sends ``generate`` on its one socket, ``PollUser`` creates (``POST /api/streams``) and
-polls, ``V1User`` asks ``POST /v1/chat/completions`` for a stream and afterwards fetches
-the stream's own ``done`` event (one long poll) to compare the text's ``sha256``.
-
-Fan-out users (tag ``fanout``) each read one shared stream once, from its start, then
-stop: N subscribers of one generation. Without ``--tw-stream``, the shared stream is
-created when the test starts (by the master in distributed mode), with its first token
-``--tw-ttft-ms`` after the users had time to spawn (``-u / -r`` seconds).
-
-Run it (see docs/bench.md)::
-
-    locust -f bench/locustfile.py --headless -H http://127.0.0.1:8080 -u 100 -r 50 -t 60s \\
-        --stop-timeout 30 SSEUser
-    locust -f bench/locustfile.py --headless -H http://127.0.0.1:8080 -u 200 -r 100 -t 30s \\
-        --tags fanout --tw-tokens 200
-
-Locust runs on gevent: the users read with Locust's ``FastHttpUser`` (geventhttpclient)
-and ``websocket-client``, never asyncio. Nothing here imports the server.
+Every user reads whole streams with the clients' decoders, checks each one with
+:class:`clients.check.StreamCheck` and reports through Locust's request event (request
+type: the transport's label, ``SSE`` ... ``OPENAI``, ``SSE-FANOUT`` ...; name: the metric).
+Locust runs on gevent: the users read with ``FastHttpUser`` (geventhttpclient) and
+``websocket-client``, never asyncio. What each row means and how to run it: docs/bench.md.
 """
 
 from __future__ import annotations
@@ -59,16 +26,10 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import STATE_RUNNING, WorkerRunner
 
-try:
-    from clients.check import IncompleteStream, StreamCheck
-    from clients.decoders import SSEDecoder, ws_frame_header
-except ImportError:  # run from a checkout without ``pip install -e .``
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from clients.check import IncompleteStream, StreamCheck
-    from clients.decoders import SSEDecoder, ws_frame_header
+from bench.stats import response_head_bytes
+from clients.check import IncompleteStream, StreamCheck
+from clients.decoders import NDJSONDecoder, SSEDecoder, ws_frame_header
+from wire import Reader
 
 JSON = {"Content-Type": "application/json"}
 _locust_bucket = stats.bucket_response_time
@@ -130,13 +91,6 @@ def source_params(env: Environment, ttft_ms: float | None = None) -> dict[str, f
     return {"tokens_per_s": _option(env, "tw_pace"), "ttft_ms": ttft, "jitter": 0}
 
 
-def response_header_bytes(resp: FastResponse) -> int:
-    """Bytes of a response's status line and headers, as sent (long polling pays them
-    for every poll)."""
-    headers = resp.headers.items() if resp.headers is not None else ()
-    return len("HTTP/1.1 200 OK\r\n") + sum(len(k) + len(v) + 4 for k, v in headers) + 2
-
-
 def http_failure(resp: FastResponse, what: str) -> IncompleteStream:
     error = getattr(resp, "error", None)
     if error is not None:
@@ -145,16 +99,29 @@ def http_failure(resp: FastResponse, what: str) -> IncompleteStream:
     return IncompleteStream(f"{what}: HTTP {resp.status_code} {body}")
 
 
-def blocks(resp: FastResponse, sep: bytes) -> Iterator[bytes]:
-    """The response body, one ``sep``-terminated block at a time, each as soon as it is
-    complete. (``FastResponse.iter_content(n)`` waits until ``n`` bytes are buffered,
-    which holds paced tokens back; geventhttpclient's ``readline`` does not.)"""
+def body_as_it_arrives(resp: FastResponse) -> Iterator[bytes]:
+    """The response body (de-chunked), each block as soon as the socket has it, for the
+    decoders. (``FastResponse.iter_content(n)`` waits until ``n`` bytes are buffered, which
+    holds paced tokens back; this reads geventhttpclient's response as its ``readline``
+    does, without looking for any separator.)"""
     raw = resp._response
     if raw is None:
         return
     try:
-        while block := raw.readline(sep):
-            yield block
+        while True:
+            if raw._body_buffer:
+                block = bytes(raw._body_buffer)
+                del raw._body_buffer[:]
+                yield block
+            elif raw.message_complete:
+                return
+            elif raw._sock is None:
+                raise IncompleteStream("the connection closed before the end of the body")
+            else:
+                data = raw._sock.recv(raw.block_size)
+                raw.feed(data)
+                if not data and not raw.message_complete:
+                    raise IncompleteStream("the connection closed before the end of the body")
     finally:
         raw.release()  # back to the pool when the body was read to its end, else closed
 
@@ -165,8 +132,8 @@ class TokenwireUser(FastHttpUser):
     abstract = True
     wait_time = constant(0)
     connection_timeout = 30.0
-    transport: ClassVar[str]
-    """``sse``, ``ws``, ``poll``, ``chunked`` or ``v1``: reads with ``read_<transport>``."""
+    transport: ClassVar[Reader]
+    """``sse``, ``ws``, ``poll``, ``chunked`` or ``openai``: reads with ``read_<transport>``."""
     scenario: ClassVar[str]
     """``streams`` or ``fanout``."""
     label: ClassVar[str]
@@ -251,7 +218,7 @@ class TokenwireUser(FastHttpUser):
         if resp.status_code != 200:
             raise http_failure(resp, "SSE")
         decoder = SSEDecoder()
-        for block in blocks(resp, b"\n\n"):
+        for block in body_as_it_arrives(resp):
             now = time.time_ns()
             check.received(len(block))
             for msg in decoder.feed(block):
@@ -269,11 +236,12 @@ class TokenwireUser(FastHttpUser):
             resp = self.client.get(url, name="/api/streams/[id]/chunked", stream=True)
         if resp.status_code != 200:
             raise http_failure(resp, "chunked")
-        for line in blocks(resp, b"\n"):
+        decoder = NDJSONDecoder()
+        for block in body_as_it_arrives(resp):
             now = time.time_ns()
-            check.received(len(line))
-            if line != b"\n":  # an empty line is a heartbeat
-                check.event(orjson.loads(line), now)
+            check.received(len(block))
+            for ev in decoder.feed(block):
+                check.event(ev, now)
 
     def read_poll(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
         if body is not None:
@@ -291,7 +259,8 @@ class TokenwireUser(FastHttpUser):
             now = time.time_ns()
             if resp.status_code != 200:
                 raise http_failure(resp, "poll")
-            check.received(len(resp.content or b"") + response_header_bytes(resp))
+            headers = resp.headers.items() if resp.headers is not None else ()
+            check.received(len(resp.content or b"") + response_head_bytes("OK", headers))
             page = orjson.loads(resp.content or b"")
             for ev in page["events"]:
                 check.event(ev, now)
@@ -350,7 +319,7 @@ class TokenwireUser(FastHttpUser):
     def on_stop(self) -> None:
         self.close_websocket()
 
-    def read_v1(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
+    def read_openai(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
         assert body is not None, "/v1 starts its own stream"
         request = {
             "model": "synthetic",
@@ -367,7 +336,7 @@ class TokenwireUser(FastHttpUser):
         stream_id = resp.headers.get("Tokenwire-Stream") if resp.headers else None
         check.stream_id = stream_id if isinstance(stream_id, str) else None
         decoder = SSEDecoder()
-        for block in blocks(resp, b"\n\n"):
+        for block in body_as_it_arrives(resp):
             now = time.time_ns()
             check.received(len(block))
             for msg in decoder.feed(block):
@@ -377,7 +346,7 @@ class TokenwireUser(FastHttpUser):
                     check.openai_chunk(orjson.loads(msg.data), now)
         if check.finished:  # OpenAI's dialect has no digest: compare the stream's own done
             url = f"/api/streams/{check.stream_id}/poll?after={check.tokens - 1}&timeout=5"
-            resp = self.client.get(url, name="/api/streams/[id]/poll (v1 check)")
+            resp = self.client.get(url, name="/api/streams/[id]/poll (openai check)")
             if resp.status_code == 410:
                 raise IncompleteStream(
                     "/v1 check: the stream was already forgotten (410): this client ran more "
@@ -432,8 +401,8 @@ class ChunkedUser(StreamsUser):
     transport = "chunked"
 
 
-class V1User(StreamsUser):
-    transport = "v1"
+class OpenAIUser(StreamsUser):
+    transport = "openai"
 
 
 class SSEFanout(FanoutUser):

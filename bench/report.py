@@ -6,7 +6,8 @@ stats, its ``_failures.csv``, the runner's samples of the server process); nothi
 starts a process or opens a socket, so the report can be rebuilt from a results folder.
 
 Percentiles come from the histograms Locust keeps (``response_times``: bucket → count,
-with tenths of a millisecond below 10 ms, see ``bench/locustfile.py``), nearest rank.
+with tenths of a millisecond below 10 ms, see ``bench/locustfile.py``), nearest rank
+(``bench.stats.histogram_percentile``).
 """
 
 from __future__ import annotations
@@ -19,31 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.lab import MIB
+from bench.stats import histogram_percentile, or_dash
+from wire import READERS, TRANSPORTS
+
 #: What the locustfile reports per stream and per token (the CSV rows ``<TYPE>,<name>``).
 METRICS = ("ttft", "itl", "transport_latency", "stream_total")
-#: Transports in report order, and their Locust request types.
-LABELS = {"sse": "SSE", "ws": "WS", "poll": "POLL", "chunked": "CHUNKED", "v1": "V1"}
-FANOUT_LABELS = {t: f"{label}-FANOUT" for t, label in LABELS.items() if t != "v1"}
-MIB = 1024 * 1024
+#: Transports and dialects in report order, and their Locust request types.
+LABELS: dict[str, str] = {r: r.upper() for r in READERS}
+#: Fan-out subscribers: the transports (a dialect's request starts its own stream).
+FANOUT_LABELS: dict[str, str] = {t: f"{t.upper()}-FANOUT" for t in TRANSPORTS}
 
 
 def histogram(entry: Mapping[str, Any]) -> dict[float, int]:
     """A Locust stats entry's response-time histogram, bucket (ms) → count."""
     return {float(k): int(v) for k, v in entry.get("response_times", {}).items()}
-
-
-def percentile(hist: Mapping[float, int], q: float) -> float | None:
-    """Nearest-rank ``q``-th percentile of a histogram (None when it is empty)."""
-    n = sum(hist.values())
-    if n == 0:
-        return None
-    rank = max(1, math.ceil(q / 100 * n))
-    seen = 0
-    for bucket in sorted(hist):
-        seen += hist[bucket]
-        if seen >= rank:
-            return bucket
-    return max(hist)
 
 
 @dataclass(slots=True)
@@ -70,10 +61,10 @@ class Metric:
             failures=int(entry["num_failures"]),
             bytes=int(entry["total_content_length"]),
             mean=float(entry["total_response_time"]) / timed if timed else None,
-            p50=percentile(hist, 50),
-            p90=percentile(hist, 90),
-            p95=percentile(hist, 95),
-            p99=percentile(hist, 99),
+            p50=histogram_percentile(hist, 50),
+            p90=histogram_percentile(hist, 90),
+            p95=histogram_percentile(hist, 95),
+            p99=histogram_percentile(hist, 99),
             max=float(entry["max_response_time"]) if timed else None,
         )
 
@@ -275,14 +266,10 @@ def verdict(r: RunResult) -> str | None:
 # The table
 
 
-def fmt(value: float | None, spec: str = ".0f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def ms_pair(m: Metric | None, a: str, b: str) -> str:
     if m is None:
         return "-"
-    return f"{fmt(getattr(m, a), '.1f')} / {fmt(getattr(m, b), '.1f')}"
+    return f"{or_dash(getattr(m, a), '.1f')} / {or_dash(getattr(m, b), '.1f')}"
 
 
 COLUMNS = (
@@ -309,7 +296,7 @@ def table_row(r: RunResult) -> list[str]:
     latency = (
         "-"
         if lat is None
-        else f"{fmt(lat.p50, '.1f')} / {fmt(lat.p95, '.1f')} / {fmt(lat.p99, '.1f')}"
+        else f"{or_dash(lat.p50, '.1f')} / {or_dash(lat.p95, '.1f')} / {or_dash(lat.p99, '.1f')}"
     )
     gen = "?" if r.tokens_generated is None else f"{r.tokens_generated:,}"
     return [
@@ -318,16 +305,16 @@ def table_row(r: RunResult) -> list[str]:
         str(r.streams),
         str(r.failed_streams),
         f"{r.tokens:,} / {gen}",
-        fmt(r.tokens_per_s),
+        or_dash(r.tokens_per_s),
         ms_pair(r.metric("ttft"), "p50", "p95"),
         ms_pair(r.metric("itl"), "p50", "p99"),
         latency,
-        fmt(r.bytes_per_token, ".1f"),
-        fmt(r.server_cpu_pct),
-        fmt(r.cpu_ms_per_1k_tokens, ".1f"),
-        fmt(r.kib_per_open_stream, ".1f"),
-        fmt(r.client_cpu_pct),
-        fmt(r.other_cpu_pct),
+        or_dash(r.bytes_per_token, ".1f"),
+        or_dash(r.server_cpu_pct),
+        or_dash(r.cpu_ms_per_1k_tokens, ".1f"),
+        or_dash(r.kib_per_open_stream, ".1f"),
+        or_dash(r.client_cpu_pct),
+        or_dash(r.other_cpu_pct),
     ]
 
 
@@ -342,7 +329,7 @@ def stress_row(transport: str, steps: Sequence[RunResult]) -> list[str]:
         str(max(held)) if held else "-",
         str(broken.load.users) if broken else "not reached",
         broken.verdict or "" if broken else "",
-        f"{fmt(broken.server_cpu_pct)} / {fmt(broken.client_cpu_pct)}" if broken else "-",
+        f"{or_dash(broken.server_cpu_pct)} / {or_dash(broken.client_cpu_pct)}" if broken else "-",
         ", ".join(str(s.load.users) for s in steps),
     ]
 
@@ -434,7 +421,7 @@ def plot_latency(path: Path, results: Sequence[RunResult], title: str) -> Path |
                     ys.append(getattr(m, q))
             ax.bar(xs, ys, width, label=q)
         for j, r in enumerate(results):
-            if r.metric(name) is None:  # /v1: OpenAI's chunks carry no server timestamp
+            if r.metric(name) is None:  # openai: OpenAI's chunks carry no server timestamp
                 ax.text(j + width * 1.5, 0, "n/a", ha="center", va="bottom")
         ax.set_xticks(
             [j + width * 1.5 for j in range(len(results))], [r.transport for r in results]

@@ -1,24 +1,9 @@
 """``tokenwire bench``: the four transports and ``/v1`` under Locust, one after another.
 
-For each transport it starts a fresh server (synthetic source at a fixed pace; or uses
-``--host``), runs Locust headless as a subprocess (``bench/locustfile.py``; Locust runs on
-gevent, which must never be imported into an asyncio process) with the same users, spawn
-rate, duration and pace, samples the server process's CPU and memory and its ``/metrics``
-while it runs, and writes one results folder:
-
-- ``<scenario>-<transport>_stats.csv`` (and ``_stats_history``, ``_failures``,
-  ``_exceptions``), ``.json`` (Locust's stats with histograms), ``.html`` (Locust's own
-  report), ``.log`` (Locust's output);
-- ``summary.json``: every figure of every run, with the server samples;
-- ``report.html`` with PNG plots (latency percentiles, time-to-first-token distribution,
-  bytes per token, server CPU per 1000 tokens, memory per open stream, the server over
-  time).
-
-Scenarios: ``streams`` (every user reads one new stream after another: N users = N
-concurrent streams), ``fanout`` (N subscribers read one shared stream, per transport but
-``/v1``, which cannot subscribe). Presets: ``--quick`` (seconds, for tests), the default
-(a minute per transport), ``--stress`` (streams ramped up step by step until delivery falls
-behind the pace or streams fail, per transport). See docs/bench.md.
+Per transport: a fresh server (or ``--host``), Locust headless as a subprocess on
+``bench/locustfile.py`` (gevent never enters this asyncio-free process), the server's CPU,
+memory and ``/metrics`` sampled meanwhile; then one results folder with ``summary.json``
+and ``report.html`` (``bench/report.py``). Scenarios, presets and files: docs/bench.md.
 """
 
 from __future__ import annotations
@@ -43,7 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.overhead import parse_csv_ints, system_busy_s
+from bench.lab import (
+    REPO,
+    Server,
+    TreeCPU,
+    check_loopback,
+    comma_separated_ints,
+    machine_busy_s,
+    process_usage,
+    raise_nofile,
+    spawn_server,
+    stop_server,
+    wait_idle,
+    wait_ready,
+)
 from bench.report import (
     COLUMNS,
     FANOUT_LABELS,
@@ -61,16 +59,14 @@ from bench.report import (
     verdict,
     write_html,
 )
+from wire import READERS
 
-REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-TRANSPORTS = tuple(LABELS)
+#: The locustfile's user classes per transport (and dialect), and its fan-out subscribers.
 USER_CLASSES = {"sse": "SSEUser", "ws": "WSUser", "poll": "PollUser", "chunked": "ChunkedUser"}
-USER_CLASSES["v1"] = "V1User"
+USER_CLASSES["openai"] = "OpenAIUser"
 FANOUT_CLASSES = {"sse": "SSEFanout", "ws": "WSFanout", "poll": "PollFanout"}
 FANOUT_CLASSES["chunked"] = "ChunkedFanout"
-#: The server's ``transport`` label in ``/metrics`` for each of ours.
-METRIC_TRANSPORT = {"sse": "sse", "ws": "ws", "poll": "poll", "chunked": "chunked", "v1": "openai"}
 SAMPLE_EVERY_S = 0.5
 #: Locust headless on the locustfile, as a subprocess (never imported here: gevent).
 LOCUST_HEADLESS = (sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless")
@@ -132,8 +128,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--transports",
         type=_transports,
-        default=list(TRANSPORTS),
-        help="comma-separated subset of " + ",".join(TRANSPORTS),
+        default=list(READERS),
+        help="comma-separated subset of " + ",".join(READERS),
     )
     p.add_argument("--host", help="a running tokenwire server (default: start one per run)")
     p.add_argument("--server-pid", type=int, help="pid of the --host server, for CPU and memory")
@@ -145,7 +141,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pace", type=float, help="tokens per second of each stream")
     p.add_argument(
         "--stress-users",
-        type=parse_csv_ints,
+        type=comma_separated_ints,
         help="stress steps, comma-separated (e.g. 100,200,400)",
     )
     p.add_argument(
@@ -167,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _transports(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values or any(v not in TRANSPORTS for v in values):
-        raise argparse.ArgumentTypeError(f"transports are {', '.join(TRANSPORTS)}; got {text!r}")
+    if not values or any(v not in READERS for v in values):
+        raise argparse.ArgumentTypeError(f"transports are {', '.join(READERS)}; got {text!r}")
     return values
 
 
@@ -188,40 +184,6 @@ def load_of(base: Load, ns: argparse.Namespace) -> Load:
 # The server
 
 
-@dataclass(frozen=True, slots=True)
-class Server:
-    base: str
-    pid: int | None
-
-
-def get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes] | None, limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
-        try:
-            get_json(f"{base}/healthz", 1.0)
-            return
-        except (OSError, ValueError):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"no server answering at {base} after {limit_s:g} s") from None
-            time.sleep(0.1)
-
-
-def wait_idle(base: str, limit_s: float = 30.0) -> None:
-    """Until the server has no live stream (the previous run fully ended)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if get_json(f"{base}/healthz").get("live_streams", 0) == 0:
-            return
-        time.sleep(0.2)
-
-
 @contextmanager
 def server_for(
     ns: argparse.Namespace, users: int, tokens: int, out: Path, name: str
@@ -233,19 +195,17 @@ def server_for(
         wait_idle(base)
         yield Server(base, ns.server_pid)
         return
-    from bench.overhead import spawn_server, stop_server
-
     cap = max(5000, 2 * users)
     # Retention 5 s: finished streams' logs leave memory soon (the memory per open stream
     # stays about open streams), and /v1's check still finds the stream's done event.
-    target = spawn_server(cap, max(4096, tokens), 5.0, [])
+    server = spawn_server(cap, max(4096, tokens), 5.0, [])
     try:
-        wait_ready(target.base, target.proc, 30.0)
-        yield Server(target.base, target.pid)
+        wait_ready(server, 30.0)
+        yield server
     finally:
-        code = stop_server(target)
-        if target.log_path is not None:
-            shutil.move(target.log_path, out / f"{name}.server.log")
+        code = stop_server(server)
+        if server.log_path is not None:
+            shutil.move(server.log_path, out / f"{name}.server.log")
         if code not in (0, None):
             print(f"warning: the server of {name} exited with {code}", file=sys.stderr)
 
@@ -272,45 +232,6 @@ def scrape(base: str) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------------
 # One Locust run
-
-
-class ProcessCPU:
-    """CPU seconds of a process and its children (Locust's workers), summed over their
-    lives: each pid's last reading is kept after it exits."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.seen: dict[int, float] = {}
-
-    def seconds(self) -> float:
-        import psutil
-
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            procs = []
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                self.seen[p.pid] = t.user + t.system
-            except psutil.Error:
-                pass
-        return sum(self.seen.values())
-
-
-def server_reading(pid: int | None) -> tuple[float | None, int | None]:
-    if pid is None:
-        return None, None
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        t = p.cpu_times()
-        return t.user + t.system, p.memory_info().rss
-    except psutil.Error:
-        return None, None
 
 
 def locust_command(
@@ -369,11 +290,7 @@ def run_locust(
     name = f"{scenario}-{transport}" if scenario != "stress" else f"stress-{transport}-{load.users}"
     prefix = out / name
     cmd, hard_limit = locust_command(ns, server.base, load, user_class, prefix)
-    metric_key = (
-        f"tokenwire_subscribers{{{METRIC_TRANSPORT[transport]}}}"
-        if fanout
-        else "tokenwire_live_streams"
-    )
+    metric_key = f"tokenwire_subscribers{{{transport}}}" if fanout else "tokenwire_live_streams"
     before = scrape(server.base)
     samples: list[Sample] = []
     task = progress.add_task(f"{name}: starting", total=load.run_s)
@@ -387,7 +304,7 @@ def run_locust(
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its workers too can be stopped as one group
         )
-        client = ProcessCPU(proc.pid)
+        client = TreeCPU(proc.pid)
         try:
             while proc.poll() is None:
                 elapsed = time.monotonic() - start
@@ -395,7 +312,7 @@ def run_locust(
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     break
-                cpu, rss = server_reading(server.pid)
+                cpu, rss = process_usage(server.pid)
                 opened = scrape(server.base).get(metric_key)
                 samples.append(
                     Sample(
@@ -403,7 +320,7 @@ def run_locust(
                         server_cpu_s=cpu,
                         server_rss=rss,
                         client_cpu_s=client.seconds(),
-                        machine_busy_s=system_busy_s(),
+                        machine_busy_s=machine_busy_s(),
                         open_streams=None if opened is None else int(opened),
                     )
                 )
@@ -470,7 +387,7 @@ def run_scenario(
     results = []
     for transport in ns.transports:
         if scenario == "fanout" and transport not in FANOUT_CLASSES:
-            continue  # /v1 starts its own stream: no subscribing to a shared one
+            continue  # openai (/v1) starts its own stream: no subscribing to a shared one
         with server_for(ns, load.users, load.tokens, out, f"{scenario}-{transport}") as server:
             results.append(
                 run_locust(
@@ -569,8 +486,6 @@ def run(ns: argparse.Namespace) -> int:
     if missing:
         raise SystemExit(f"tokenwire bench needs {', '.join(missing)}: pip install -e '.[bench]'")
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from bench.overhead import check_loopback, raise_nofile
 
     preset_name = "quick" if ns.quick else "stress" if ns.stress else "default"
     preset = PRESETS[preset_name]

@@ -1,27 +1,8 @@
 """Stuck readers: do they slow anyone else, and what do they cost the server?
 
-It spawns a tokenwire server and first creates ``--stuck`` big streams per transport
-(``--stuck-tokens`` tokens, unpaced) and waits for them to finish generating, so that
-their generation is not part of what follows. Then, twice:
-
-1. **baseline**: ``--streams`` paced streams (``--rate`` tokens/s, no jitter), read by the
-   Python client over SSE, WebSocket and chunked in turn, all at once (after one such
-   round as a warm-up);
-2. **stuck**: the same, while one reader per big stream and transport (SSE, chunked,
-   long polling, WebSocket) has asked for the whole big stream and reads
-   nothing: a socket with a 4 KiB receive buffer that is never read, so the server's
-   writes to it wait until ``send_timeout_s`` (a long poll gets one batch, 512 events).
-
-It reports, per phase, the gaps between consecutive tokens of the paced streams (p50,
-p95, p99, max, in ms: the pace is 1000/rate ms, anything above it is delay), how many
-streams arrived whole (exact seqs and digest), the server's RSS, and at the end how many
-stuck readers the server dropped within ``send_timeout_s`` + 2 s (it must be all of those
-that had something to wait for).
-
-::
-
-    .venv/bin/python bench/stuck.py                  # 100 streams, 2 stuck per transport
-    .venv/bin/python bench/stuck.py --streams 200 --stuck 5 --send-timeout 10
+Paced streams' token gaps, with and without readers that ask for a big stream and read
+nothing, and whether the server drops those within ``send_timeout_s``. Method: docs/bench.md
+("Stuck readers"). ``python -m bench.stuck --help``.
 """
 
 from __future__ import annotations
@@ -29,29 +10,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
-import statistics
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-for _path in (str(REPO), str(BENCH)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from bench.overhead import Target, proc_rss_mb, spawn_server, stop_server, wait_ready  # noqa: E402
-from clients import Client  # noqa: E402
-from wire import Transport  # noqa: E402
+from bench.lab import MIB, Server, process_usage, spawn_server, stop_server, wait_ready
+from bench.stats import median_of_known, percentile, print_table
+from clients import Client
+from wire import TRANSPORTS, Transport
 
 #: ``/v1`` is left out: its answers are created by the request (paced by the server's
 #: defaults, so never big and fast enough to stick), and it writes through the same pump
 #: as SSE; ``tests/faults/test_slow_readers.py`` drops a stuck ``/v1`` reader.
-STUCK_KINDS = ("sse", "chunked", "poll", "ws")
+STUCK_KINDS = TRANSPORTS
 
 
 def small_socket(addr_info: Any) -> socket.socket:
@@ -101,15 +75,9 @@ async def paced(base: str, n: int, tokens: int, rate: float) -> tuple[list[int],
     return gaps, whole
 
 
-def ms(values: Sequence[int], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
-
-
-async def run(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
+async def run(args: argparse.Namespace, server: Server) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as session:
-        await wait_ready(session, target, 30)
-        async with Client(target.base, session=session) as c:
+        async with Client(server.base, session=session) as c:
             big = {
                 kind: [
                     await c.create(
@@ -128,10 +96,10 @@ async def run(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
                             break
                         await asyncio.sleep(0.01)
         rows = []
-        await paced(target.base, args.streams, args.tokens, args.rate)  # warm-up, not shown
-        rss0 = proc_rss_mb(target.pid)
-        gaps, whole = await paced(target.base, args.streams, args.tokens, args.rate)
-        rows.append(row("baseline", 0, gaps, whole, args.streams, rss0, proc_rss_mb(target.pid)))
+        await paced(server.base, args.streams, args.tokens, args.rate)  # warm-up, not shown
+        rss0 = rss_mib(server.pid)
+        gaps, whole = await paced(server.base, args.streams, args.tokens, args.rate)
+        rows.append(row("baseline", 0, gaps, whole, args.streams, rss0, rss_mib(server.pid)))
         stuck = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(socket_factory=small_socket, limit=0)
         )
@@ -139,34 +107,32 @@ async def run(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
         started = time.monotonic()
         for kind in STUCK_KINDS:
             for i in range(args.stuck):
-                held.append((kind, await stuck_reader(stuck, target.base, kind, big[kind][i])))
+                held.append((kind, await stuck_reader(stuck, server.base, kind, big[kind][i])))
         await asyncio.sleep(1.0)  # let them fill every buffer
-        rss1 = proc_rss_mb(target.pid)
-        gaps, whole = await paced(target.base, args.streams, args.tokens, args.rate)
-        rows.append(
-            row("stuck", len(held), gaps, whole, args.streams, rss1, proc_rss_mb(target.pid))
-        )
+        rss1 = rss_mib(server.pid)
+        gaps, whole = await paced(server.base, args.streams, args.tokens, args.rate)
+        rows.append(row("stuck", len(held), gaps, whole, args.streams, rss1, rss_mib(server.pid)))
         # Wait out the send timeout, then count who was dropped: a dropped reader's
         # connection ends without the stream's last event.
         await asyncio.sleep(max(0.0, args.send_timeout + 2 - (time.monotonic() - started)))
         dropped: dict[str, int] = dict.fromkeys(STUCK_KINDS, 0)
         read_whole: dict[str, int] = dict.fromkeys(STUCK_KINDS, 0)
-        for kind, h in held:
+        for kind, holder in held:
             try:
                 async with asyncio.timeout(30):
-                    if isinstance(h, aiohttp.ClientWebSocketResponse):
-                        async for _ in h:
+                    if isinstance(holder, aiohttp.ClientWebSocketResponse):
+                        async for _ in holder:
                             pass
-                        dropped[kind] += h.close_code in (1006, 1008)
-                        await h.close()
+                        dropped[kind] += holder.close_code in (1006, 1008)
+                        await holder.close()
                     else:
-                        await h.read()
+                        await holder.read()
                         read_whole[kind] += 1  # it all fit in the socket buffers: never stuck
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
                 dropped[kind] += 1
             finally:
-                if isinstance(h, aiohttp.ClientResponse):
-                    h.release()
+                if isinstance(holder, aiohttp.ClientResponse):
+                    holder.release()
         await stuck.close()
         print(
             "stuck readers dropped after the send timeout: "
@@ -175,6 +141,16 @@ async def run(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]:
             + ", ".join(f"{k} {v}" for k, v in read_whole.items())
         )
         return rows
+
+
+def rss_mib(pid: int | None) -> float | None:
+    _, rss = process_usage(pid)
+    return None if rss is None else rss / MIB
+
+
+def gap_ms(ordered: Sequence[int], q: float) -> float:
+    value = percentile(ordered, q)
+    return round((value or 0) / 1e6, 2)
 
 
 def row(
@@ -186,14 +162,15 @@ def row(
     rss_before: float | None,
     rss_after: float | None,
 ) -> dict[str, Any]:
+    ordered = sorted(gaps)
     return {
         "phase": phase,
         "stuck readers": stuck,
         "streams whole": f"{whole}/{streams}",
         "gaps": len(gaps),
-        "gap p50 ms": round(statistics.median(gaps) / 1e6, 2),
-        "gap p95 ms": round(ms(gaps, 0.95), 2),
-        "gap p99 ms": round(ms(gaps, 0.99), 2),
+        "gap p50 ms": round((median_of_known(ordered) or 0) / 1e6, 2),
+        "gap p95 ms": gap_ms(ordered, 95),
+        "gap p99 ms": gap_ms(ordered, 99),
         "gap max ms": round(max(gaps) / 1e6, 2),
         "server RSS MB": f"{rss_before or 0:.0f} -> {rss_after or 0:.0f}",
     }
@@ -209,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--send-timeout", type=float, default=5, help="server send_timeout_s (5)")
     args = p.parse_args(argv)
     cap = args.streams + 10 * args.stuck + 64
-    target = spawn_server(
+    server = spawn_server(
         cap,
         args.stuck_tokens,
         600,
@@ -223,20 +200,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     )
     try:
-        rows = asyncio.run(run(args, target))
+        wait_ready(server, 30)
+        rows = asyncio.run(run(args, server))
     finally:
-        stop_server(target)
-        if target.log_path is not None:
-            target.log_path.unlink(missing_ok=True)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"paced streams at {args.rate:g} tok/s (pace {1000 / args.rate:g} ms)")
-    for h in rows[0]:
-        table.add_column(h, justify="left" if h == "phase" else "right")
-    for r in rows:
-        table.add_row(*(str(v) for v in r.values()))
-    Console(width=160).print(table)
+        stop_server(server)
+        if server.log_path is not None:
+            server.log_path.unlink(missing_ok=True)
+    print_table(
+        f"paced streams at {args.rate:g} tok/s (pace {1000 / args.rate:g} ms)",
+        list(rows[0]),
+        [[str(v) for v in r.values()] for r in rows],
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Test-side readers for the four transports, over real sockets (aiohttp client).
+"""Test-side readers for the four transports, over real sockets (aiohttp client): the
+bytes go to the clients' decoders; these only assert the responses' headers and status.
 
 Each returns the decoded events (dicts) in arrival order. ``limit=N`` cuts the
 connection from the client side after N log events, for resume tests.
@@ -13,9 +14,9 @@ import aiohttp
 import orjson
 
 from clients.decoders import NDJSONDecoder, SSEDecoder
+from wire import TERMINAL, TRANSPORTS
 
-TRANSPORTS = ("sse", "ws", "poll", "chunked")
-TERMINAL = ("done", "error")
+__all__ = ["TRANSPORTS", "read", "text_of"]
 
 
 async def read_sse(

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchscripts import load_bench
+from bench import overhead
 
 
 def test_overhead_runs_every_transport(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    overhead = load_bench("overhead")
     out = tmp_path / "overhead.json"
     argv = ["--concurrency", "1,4", "--tokens", "30", "--cell-tokens", "120", "--no-warmup"]
     assert overhead.main([*argv, "--plain", "--json", str(out)]) == 0

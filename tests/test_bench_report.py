@@ -18,11 +18,11 @@ from bench.report import (
     Metric,
     RunResult,
     Sample,
-    percentile,
     result_from_run,
     stress_row,
     verdict,
 )
+from bench.stats import histogram_percentile
 from tokenwire.cli import main
 
 
@@ -46,8 +46,9 @@ def entry(method: str, name: str, hist: dict[str, int], **over: Any) -> dict[str
 
 def test_percentile_is_nearest_rank_over_buckets() -> None:
     hist = {0.3: 50, 1.0: 40, 12.0: 9, 250.0: 1}
-    assert [percentile(hist, q) for q in (50, 90, 95, 99, 100)] == [0.3, 1.0, 12.0, 12.0, 250.0]
-    assert percentile({}, 50) is None
+    got = [histogram_percentile(hist, q) for q in (50, 90, 95, 99, 100)]
+    assert got == [0.3, 1.0, 12.0, 12.0, 250.0]
+    assert histogram_percentile({}, 50) is None
 
 
 def run_of(**over: Any) -> RunResult:
@@ -129,7 +130,8 @@ def test_bench_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert exit_info.value.code == 0, out
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [r["transport"] for r in summary["streams"]] == ["sse", "ws", "poll", "chunked", "v1"]
+    streams = [r["transport"] for r in summary["streams"]]
+    assert streams == ["sse", "ws", "poll", "chunked", "openai"]
     assert [r["transport"] for r in summary["fanout"]] == ["sse", "ws", "poll", "chunked"]
     for r in summary["streams"]:
         # Every token the server generated was received, in whole streams of 20.
@@ -142,7 +144,7 @@ def test_bench_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert r["cpu_ms_per_1k_tokens"] > 0
         assert r["open_streams_peak"] >= 1
         assert r["metrics"]["ttft"]["p50"] > 0
-        assert ("transport_latency" in r["metrics"]) == (r["transport"] != "v1")
+        assert ("transport_latency" in r["metrics"]) == (r["transport"] != "openai")
         label = r["label"]
         rows = csv_rows(tmp_path / f"streams-{r['transport']}_stats.csv")
         assert {(label, "ttft"), (label, "itl"), (label, "stream_total")} <= rows

@@ -206,7 +206,7 @@ def test_openai_stream_failures(chunks: list[dict[str, Any]], message: str) -> N
 # The users under Locust's headless runner
 
 
-STREAM_LABELS = ("SSE", "WS", "POLL", "CHUNKED", "V1")
+STREAM_LABELS = ("SSE", "WS", "POLL", "CHUNKED", "OPENAI")
 FANOUT_LABELS = ("SSE-FANOUT", "WS-FANOUT", "POLL-FANOUT", "CHUNKED-FANOUT")
 
 
@@ -242,7 +242,7 @@ def count(rows: dict[tuple[str, str], dict[str, str]], label: str, name: str) ->
 async def test_every_user_class_under_locust(make_server: MakeServer, tmp_path: Path) -> None:
     # A server with a bearer token: every route the users take needs it.
     srv = await make_server(max_streams_per_client=1000, retention_s=10.0, auth_token="b-tok")
-    classes = ["SSEUser", "WSUser", "PollUser", "ChunkedUser", "V1User"]
+    classes = ["SSEUser", "WSUser", "PollUser", "ChunkedUser", "OpenAIUser"]
     classes += ["SSEFanout", "WSFanout", "PollFanout", "ChunkedFanout"]
     rows, output = await run_locust(
         base_url(srv),
@@ -254,7 +254,7 @@ async def test_every_user_class_under_locust(make_server: MakeServer, tmp_path: 
         (label, name)
         for label in STREAM_LABELS + FANOUT_LABELS
         for name in ("ttft", "itl", "stream_total", "transport_latency")
-        if (label, name) != ("V1", "transport_latency")  # OpenAI's chunks carry no t
+        if (label, name) != ("OPENAI", "transport_latency")  # OpenAI's chunks carry no t
     }
     http = {
         ("POST", "/api/sse"),
@@ -262,7 +262,7 @@ async def test_every_user_class_under_locust(make_server: MakeServer, tmp_path: 
         ("POST", "/api/streams"),
         ("GET", "/api/streams/[id]/poll"),
         ("POST", "/v1/chat/completions"),
-        ("GET", "/api/streams/[id]/poll (v1 check)"),
+        ("GET", "/api/streams/[id]/poll (openai check)"),
         ("GET", "/api/streams/[id]/sse"),
         ("GET", "/api/streams/[id]/chunked"),
         ("WS", "connect"),
@@ -276,7 +276,7 @@ async def test_every_user_class_under_locust(make_server: MakeServer, tmp_path: 
         assert streams >= 2, (label, output)  # 1.5 s of streams of 0.2 s
         assert count(rows, label, "ttft") == streams
         assert count(rows, label, "itl") == 9 * streams
-        if label != "V1":
+        if label != "OPENAI":
             assert count(rows, label, "transport_latency") == 10 * streams
     for label in FANOUT_LABELS:  # one subscriber each, one shared stream, read once
         assert count(rows, label, "stream_total") == 1

@@ -16,10 +16,10 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser
 
+from bench.cutproxy import CutProxy
 from server.sources.synthetic import synthetic_text
 from tests.conformance.clients import PAGE, Seen, add_request_log, add_test_page, run_node
 from tests.conftest import MakeServer, console_problems, create
-from tests.cutproxy import CutProxy
 
 TOKENS = 40
 PROMPT = "sse conformance"

@@ -16,17 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from bench import chaos
+from bench.cutproxy import CutProxy
 from server.sources.synthetic import synthetic_text
-from tests.benchscripts import load_bench
 from tests.conftest import MakeServer
-from tests.cutproxy import CutProxy
 
 STREAMS = 4
 FAST = {"tokens_per_s": 200, "ttft_ms": 0}
 
 
 def test_every_stream_exactly_once_through_cuts(tmp_path: Path) -> None:
-    chaos = load_bench("chaos")
     out = tmp_path / "chaos.json"
     argv = ["--streams", str(STREAMS), "--tokens", "120", "--seed", "11", "--timeout", "60"]
     assert chaos.main([*argv, "--plain", "--json", str(out)]) == 0
@@ -66,7 +65,6 @@ def test_every_stream_exactly_once_through_cuts(tmp_path: Path) -> None:
 async def test_js_client_resumes_after_awkward_cuts(
     make_server: MakeServer, kind: str, match: bytes, cuts: list[int]
 ) -> None:
-    chaos = load_bench("chaos")
     srv = await make_server(sse_retry_ms=50)
     spec = chaos.Spec(kind, kind, "awkward", 60, cuts, False, [])
     async with CutProxy(srv.port or 0, list(cuts), match=match) as proxy:

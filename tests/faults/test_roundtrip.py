@@ -27,11 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import clients
+from bench import chaos
 from clients import TRANSPORTS, Client
 from server.app import create_app
 from server.settings import Settings
 from server.sources.base import Finish, GenerationRequest, TokenSource
-from tests.benchscripts import load_bench
 from tests.serving import start_app
 
 PY_EXAMPLES = 150
@@ -181,7 +181,6 @@ def test_js_client_round_trips_any_text(server: ThreadedServer) -> None:
         cases.append(pieces)
 
     draw()
-    chaos = load_bench("chaos")
     specs = [
         (chaos.Spec(f"{kind}-{i}", kind, server.script(p), max(1, len(p)), [], False, []), p)
         for i, p in enumerate(cases)

@@ -185,7 +185,7 @@ def ndjson_seqs() -> Decoder:
     return lambda chunk: [ev["seq"] for ev in dec.feed(chunk) if "seq" in ev]
 
 
-def v1_seqs() -> Decoder:
+def openai_seqs() -> Decoder:
     """Content chunk k of ``/v1`` is seq k."""
     dec = SSEDecoder()
     count = [0]
@@ -217,7 +217,7 @@ async def test_a_stuck_http_reader_is_aborted_and_can_resume(
                 "stream": True,
             }
             request = stuck.post(f"{base}/v1/chat/completions", json=body)
-            seqs = v1_seqs()
+            seqs = openai_seqs()
         else:
             create = {"prompt": "big", "max_tokens": PIECES}
             request = stuck.post(f"{base}/api/{transport}", json=create)

@@ -66,7 +66,7 @@ async def read_everywhere(
     return list(await asyncio.gather(*(read(session, base, t, sid) for t in TRANSPORTS)))
 
 
-async def v1_error(base: str, model: str, prompt: str) -> tuple[str, dict[str, Any]]:
+async def openai_error(base: str, model: str, prompt: str) -> tuple[str, dict[str, Any]]:
     """A ``/v1`` stream read with the SDK until its in-band error: (text, error body)."""
     pieces: list[str] = []
 
@@ -116,7 +116,7 @@ async def test_a_failing_source_ends_with_an_error_event_everywhere(
     async with asyncio.timeout(WAIT):
         bystander = await create(session, srv, prompt="fine")
         failing = [await create(session, srv, prompt=prompt) for _ in range(3)]
-        v1_text, v1_body = await v1_error(base, "synthetic", prompt)
+        openai_text, openai_body = await openai_error(base, "synthetic", prompt)
         for sid in failing:
             results = await read_everywhere(session, base, sid)
             for events in results:
@@ -131,8 +131,9 @@ async def test_a_failing_source_ends_with_an_error_event_everywhere(
                 "message": message,
             }
         # /v1: the answer so far, then OpenAI's in-band error with the same code.
-        assert v1_text == "".join(PIECES)
-        assert v1_body == {"message": message, "type": "server_error", "param": None, "code": code}
+        assert openai_text == "".join(PIECES)
+        expected = {"message": message, "type": "server_error", "param": None, "code": code}
+        assert openai_body == expected
         await check_bystander(session, base, bystander)
         # The server goes on serving.
         after = await create(session, srv, prompt="after")
@@ -181,7 +182,7 @@ async def test_an_upstream_closing_mid_stream_is_an_upstream_error(
                     "message": CLOSED_EARLY_MESSAGE,
                 }
             # The same through /v1 (model openai/m): the SDK raises on the in-band error.
-            text, body = await v1_error(base, "openai/m", "u")
+            text, body = await openai_error(base, "openai/m", "u")
             assert text == "".join(PIECES[:sent])
             assert body == {
                 "message": CLOSED_EARLY_MESSAGE,
