@@ -22,10 +22,10 @@ async function readPlan() {
 
 async function run(spec, signal) {
   const client = new Client(spec.url, {
-    backoffMs: 20,
-    maxBackoffMs: 500,
+    backoffS: 0.02,
+    maxBackoffS: 0.5,
     maxReconnects: 50,
-    pollTimeout: 5,
+    pollTimeoutS: 5,
     ...(spec.eventSource ? {} : { EventSource: null }),
   });
   const out = {
@@ -64,9 +64,9 @@ async function run(spec, signal) {
         }
       }
       out.id = stream.id;
-      out.reconnects += stream.reconnects;
-      out.duplicates += stream.duplicates;
-      out.requests += stream.requests;
+      out.reconnects += stream.stats.reconnects;
+      out.duplicates += stream.stats.duplicates;
+      out.requests += stream.stats.requests;
       if (!cut) break;
       out.clientCuts += 1;
       stream = client.subscribe(stream.id, {

@@ -7,7 +7,7 @@ real app as one more route, so it imports the client exactly as anyone's page wo
 address, and Chromium's Local Network Access checks then block its WebSockets to
 loopback.) Every transport is read as a browser reads it,
 SSE both through the browser's ``EventSource`` and over ``fetch``. Cuts go through
-:class:`tests.cutproxy.CutProxy`, armed from the page at a chosen token.
+:class:`bench.cutproxy.CutProxy`, armed from the page at a chosen token.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
+from bench.cutproxy import CutProxy
 from clients import Client
 from server.sources.synthetic import synthetic_text
 from tests.conftest import MakeServer, base_url, console_problems
-from tests.cutproxy import CutProxy
 
 PAGE = "/client-test.html"
 PAGE_HTML = """<!doctype html>

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bench.cutproxy import CutProxy
 from clients import (
     TRANSPORTS,
     Client,
@@ -27,7 +28,6 @@ from clients.check import TextDigest, place
 from clients.client import backoff_s
 from server.sources.synthetic import synthetic_text
 from tests.conftest import MakeServer, base_url
-from tests.cutproxy import CutProxy
 
 transports = pytest.mark.parametrize("transport", TRANSPORTS)
 

@@ -271,15 +271,6 @@ export class Stream {
   }
 }
 
-// Until bench/chaos.mjs reads `stream.stats`: the counters it reads, where they were.
-for (const name of ["requests", "reconnects", "duplicates"]) {
-  Object.defineProperty(Stream.prototype, name, {
-    get() {
-      return this.stats[name];
-    },
-  });
-}
-
 /** A tokenwire server: create, read, resume and cancel streams. */
 export class Client {
   /**
@@ -302,10 +293,9 @@ export class Client {
     this.WebSocket = "WebSocket" in options ? options.WebSocket : globalThis.WebSocket;
     this.EventSource = "EventSource" in options ? options.EventSource : globalThis.EventSource;
     this.maxReconnects = options.maxReconnects ?? 10;
-    // (backoffMs, maxBackoffMs and pollTimeout: the old names, until bench/chaos.mjs moves)
-    this.backoffS = options.backoffS ?? seconds(options.backoffMs) ?? 0.1;
-    this.maxBackoffS = options.maxBackoffS ?? seconds(options.maxBackoffMs) ?? 5;
-    this.pollTimeoutS = options.pollTimeoutS ?? options.pollTimeout ?? 25;
+    this.backoffS = options.backoffS ?? 0.1;
+    this.maxBackoffS = options.maxBackoffS ?? 5;
+    this.pollTimeoutS = options.pollTimeoutS ?? 25;
     this.token = options.token ?? null;
   }
 
@@ -373,10 +363,6 @@ export class Client {
     if (!resp.ok) throw await httpError(resp);
     await resp.arrayBuffer().catch(() => {});
   }
-}
-
-function seconds(ms) {
-  return ms == null ? undefined : ms / 1000;
 }
 
 function createBody(prompt, { max_tokens, source, params }) {

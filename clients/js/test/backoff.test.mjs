@@ -16,10 +16,10 @@ test("backoffS: doubling, capped, plus up to 25% jitter", () => {
   }
 });
 
-test("options: seconds in the names, the old names still read", () => {
+test("options: seconds in the names", () => {
   const c = new Client("http://127.0.0.1:1");
   assert.deepEqual([c.maxReconnects, c.backoffS, c.maxBackoffS, c.pollTimeoutS], [10, 0.1, 5, 25]);
-  const options = { backoffMs: 20, maxBackoffMs: 500, pollTimeout: 5 };
-  const old = new Client("http://127.0.0.1:1", options);
-  assert.deepEqual([old.backoffS, old.maxBackoffS, old.pollTimeoutS], [0.02, 0.5, 5]);
+  const options = { backoffS: 0.02, maxBackoffS: 0.5, pollTimeoutS: 5, maxReconnects: 3 };
+  const set = new Client("http://127.0.0.1:1", options);
+  assert.deepEqual([set.backoffS, set.maxBackoffS, set.pollTimeoutS, set.maxReconnects], [0.02, 0.5, 5, 3]);
 });
