@@ -6,9 +6,9 @@ import orjson
 from aiohttp import web
 
 from server.keys import HUB, METRICS
+from server.security import WEBSOCKET_PATH
 from server.transports.common import client_address, read_json
-
-TRANSPORT_LINKS = ("sse", "ws", "poll", "chunked")
+from wire import TRANSPORTS
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -18,14 +18,10 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 
 
 def links(stream_id: str) -> dict[str, str]:
+    """Where to read a stream on each transport (one socket serves every stream), and itself."""
     base = f"/api/streams/{stream_id}"
-    return {
-        "sse": f"{base}/sse",
-        "ws": "/api/ws",
-        "poll": f"{base}/poll",
-        "chunked": f"{base}/chunked",
-        "self": base,
-    }
+    paths: dict[str, str] = {t: WEBSOCKET_PATH if t == "ws" else f"{base}/{t}" for t in TRANSPORTS}
+    return {**paths, "self": base}
 
 
 async def create_stream(request: web.Request) -> web.Response:

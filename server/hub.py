@@ -35,11 +35,12 @@ from server.errors import (
     UnknownStream,
 )
 from server.events import DoneReason, Event, done_event, error_event, token_event
-from server.metrics import TRANSPORTS, Metrics
+from server.metrics import Metrics
 from server.settings import Settings
 from server.sources.base import Finish, GenerationRequest, TokenSource
 from server.store.base import LogStore
 from server.validation import CreateRequest, parse_create_body
+from wire import READERS, Reader
 
 log = logging.getLogger("tokenwire.hub")
 
@@ -48,7 +49,7 @@ CancelReason = Literal["cancelled", "abandoned", "shutdown"]
 
 #: How many expired stream ids are remembered to answer 410 instead of 404.
 TOMBSTONES = 100_000
-#: Largest batch one read hands to a transport.
+#: Largest batch one read hands to a transport (so at most this many events in one poll).
 READ_LIMIT = 512
 
 
@@ -69,7 +70,7 @@ class Stream:
     final_seq: int | None = None
     finish_reason: str | None = None
     finished_at: float | None = None
-    subscribers: Counter[str] = field(default_factory=Counter)
+    subscribers: Counter[Reader] = field(default_factory=Counter)
     last_present: float = field(default_factory=time.monotonic)
     cancel_reason: CancelReason | None = None
     task: asyncio.Task[None] | None = None
@@ -92,7 +93,7 @@ class Stream:
             "finish_reason": self.finish_reason,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
-            "subscribers": {t: self.subscribers.get(t, 0) for t in TRANSPORTS},
+            "subscribers": {t: self.subscribers.get(t, 0) for t in READERS},
         }
 
 
@@ -143,7 +144,7 @@ class Hub:
         self._live = 0
         self._unpaced = 0
         self._pace = 0.0  # the sum of the live streams' requested paces
-        self._subs_by_transport: Counter[str] = Counter()
+        self._subs_by_transport: Counter[Reader] = Counter()
         self.closing = False
         metrics.bind_live(lambda: self._live, lambda t: self._subs_by_transport[t])
 
@@ -307,7 +308,7 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def subscribe(
-        self, stream_id: str, after: int, transport: str
+        self, stream_id: str, after: int, transport: Reader
     ) -> AsyncIterator[Subscription]:
         """Count a reader on ``transport`` while it reads the stream from ``after``."""
         st = self.get(stream_id)

@@ -23,18 +23,15 @@ import orjson
 from aiohttp import web
 
 import server
-from server.chat import IGNORED_FIELDS, model_ids
+from server.chat import IGNORED_FIELDS, SAMPLING_FIELDS, model_ids
+from server.hub import READ_LIMIT
 from server.keys import HUB, SETTINGS
-from server.metrics import TRANSPORTS
 from server.settings import Settings
-from server.sources.base import TokenSource
+from server.sources.base import CHAT_ROLES, TokenSource
 from server.validation import MAX_AFTER
+from wire import EVENT_TYPES, READERS, TRANSPORTS
 
 Schema = dict[str, Any]
-
-MAX_SEED = 2**63 - 1
-#: Events in one long-poll answer, at most (hub.READ_LIMIT).
-MAX_POLL_EVENTS = 512
 
 
 def _ref(name: str) -> Schema:
@@ -115,7 +112,7 @@ SSE_EVENT: Schema = {
     "oneOf": [
         {
             "properties": {
-                "event": {"enum": ["token", "done", "error"]},
+                "event": {"enum": list(EVENT_TYPES)},
                 "id": {"type": "string", "pattern": "^(0|[1-9][0-9]*)$"},
                 "data": _json_string(_ref("Event")),
             },
@@ -148,26 +145,8 @@ OPENAI_ERROR = _object(
 )
 
 
-def _synthetic_params(settings: Settings) -> Schema:
-    return {
-        "type": "object",
-        "properties": {
-            "ttft_ms": {"type": "number", "minimum": 0, "maximum": settings.max_ttft_ms},
-            "tokens_per_s": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": settings.max_tokens_per_s,
-                "description": "0: as fast as possible (at most max_unpaced_streams at once)",
-            },
-            "jitter": {"type": "number", "minimum": 0, "maximum": 1},
-            "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
-        },
-        "additionalProperties": False,
-    }
-
-
 def _create_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema:
-    params = _source_params(settings, sources)
+    params = _source_params(sources)
     return {
         "description": "`null` means absent (the default)",
         **_object(
@@ -184,9 +163,15 @@ def _create_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Sche
     }
 
 
-def _source_params(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema:
-    if list(sources) == ["synthetic"]:
-        return _synthetic_params(settings)
+def _source_params(sources: Mapping[str, TokenSource]) -> Schema:
+    """A closed object of the one enabled source's params (each source declares them)."""
+    if len(sources) == 1:
+        (source,) = sources.values()
+        return {
+            "type": "object",
+            "properties": {p.name: p.schema() for p in source.params},
+            "additionalProperties": False,
+        }
     return {"type": "object", "description": "the source's params (docs/protocol.md)"}
 
 
@@ -196,7 +181,7 @@ def _chat_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema
     part = _object({"type": {"const": "text"}, "text": STRING})
     message = _object(
         {
-            "role": {"enum": ["system", "developer", "user", "assistant"]},
+            "role": {"enum": list(CHAT_ROLES)},
             "content": {"anyOf": [STRING, {"type": "array", "items": part, "minItems": 1}]},
             "name": nullable(STRING),
         },
@@ -208,9 +193,7 @@ def _chat_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema
         "messages": {"type": "array", "items": message, "minItems": 1},
         "max_tokens": max_tokens,
         "max_completion_tokens": max_tokens,
-        "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
-        "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
-        "seed": nullable({"type": "integer", "minimum": -(2**63), "maximum": MAX_SEED}),
+        **{field.name: nullable(field.schema()) for field in SAMPLING_FIELDS},
         "n": nullable({"const": 1}),
         "stream": flag,
         "stream_options": nullable(
@@ -219,7 +202,7 @@ def _chat_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema
                 optional=("include_usage", "include_obfuscation"),
             )
         ),
-        "params": nullable(_source_params(settings, sources)),
+        "params": nullable(_source_params(sources)),
         **{name: {"description": "accepted and ignored"} for name in sorted(IGNORED_FIELDS)},
     }
     return {
@@ -298,7 +281,7 @@ MODEL = _object(
 
 
 def _schemas(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str, Schema]:
-    links = _object({name: STRING for name in ("sse", "ws", "poll", "chunked", "self")})
+    links = _object({name: STRING for name in (*TRANSPORTS, "self")})
     return {
         "TokenEvent": TOKEN_EVENT,
         "DoneEvent": DONE_EVENT,
@@ -319,12 +302,12 @@ def _schemas(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str
                 "finish_reason": {"enum": ["stop", "length", "cancelled", None]},
                 "created_at": {"type": "number"},
                 "finished_at": {"type": ["number", "null"]},
-                "subscribers": _object({t: {"type": "integer", "minimum": 0} for t in TRANSPORTS}),
+                "subscribers": _object({t: {"type": "integer", "minimum": 0} for t in READERS}),
             }
         ),
         "PollAnswer": _object(
             {
-                "events": {"type": "array", "items": _ref("Event"), "maxItems": MAX_POLL_EVENTS},
+                "events": {"type": "array", "items": _ref("Event"), "maxItems": READ_LIMIT},
                 "next": {"type": "integer", "minimum": -1},
                 "done": {"type": "boolean"},
             }

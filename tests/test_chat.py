@@ -595,7 +595,9 @@ REFUSALS = [
     ),
     (
         body(model="openai", top_p=0),
-        invalid("top_p", "invalid_value", "Invalid 'top_p': must be greater than 0 and at most 1."),
+        invalid(
+            "top_p", "invalid_value", "Invalid 'top_p': must be a number greater than 0, at most 1."
+        ),
     ),
 ]
 

@@ -58,8 +58,8 @@ from transformers.generation.logits_process import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from server.errors import InvalidField, SourceError
-from server.sources.base import Finish, GenerationRequest, TokenSource, check_param_names
+from server.errors import SourceError
+from server.sources.base import MAX_SEED, Finish, GenerationRequest, Param, TokenSource
 
 __all__ = ["THREAD_NAME_PREFIX", "HFSource", "IncrementalDecoder"]
 
@@ -69,8 +69,6 @@ THREAD_NAME_PREFIX = "tokenwire-hf"
 #: What a decoder produces for bytes that are not (yet) a whole UTF-8 character.
 REPLACEMENT_CHAR = "\ufffd"
 
-_ALLOWED_PARAMS = ("seed", "temperature", "top_k", "top_p")
-_MAX_SEED = 2**63 - 1
 _thread_numbers = itertools.count(1)
 
 
@@ -229,20 +227,6 @@ async def _wait_through_cancellation(done: asyncio.Future[None]) -> None:
         raise asyncio.CancelledError
 
 
-def _number(params: Mapping[str, Any], key: str, ok: Callable[[float], bool], rule: str) -> float:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
-        raise InvalidField(f"params.{key}", rule)
-    return float(value)
-
-
-def _integer(params: Mapping[str, Any], key: str, ok: Callable[[int], bool], rule: str) -> int:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not ok(value):
-        raise InvalidField(f"params.{key}", rule)
-    return value
-
-
 class HFSource(TokenSource):
     """Stream tokens from a ``transformers`` causal LM running on this machine.
 
@@ -252,17 +236,41 @@ class HFSource(TokenSource):
         device: The torch device the model runs on (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
         max_concurrent: How many generations run at once; the others wait their turn.
 
-    Params (``validate_params``), all optional:
-
-    - ``temperature``: number from 0 to 2; 0 or absent means greedy decoding.
-    - ``top_p``: number in (0, 1]; nucleus sampling (default 1, no cut).
-    - ``top_k``: integer >= 0; keep the k most likely tokens (default 0, no cut).
-    - ``seed``: integer from 0 to 2^63-1; makes sampling reproducible.
-
-    ``top_p``, ``top_k`` and ``seed`` only matter when sampling (``temperature > 0``).
+    Params: :attr:`params`; ``top_p``, ``top_k`` and ``seed`` only matter when sampling
+    (``temperature > 0``).
     """
 
     name = "hf"
+    params = (
+        Param(
+            name="temperature",
+            type="number",
+            minimum=0,
+            maximum=2,
+            description="0 or absent: greedy decoding",
+        ),
+        Param(
+            name="top_p",
+            type="number",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=1,
+            description="nucleus sampling (absent: 1, no cut)",
+        ),
+        Param(
+            name="top_k",
+            type="integer",
+            minimum=0,
+            description="keep the k most likely tokens (absent: 0, no cut)",
+        ),
+        Param(
+            name="seed",
+            type="integer",
+            minimum=0,
+            maximum=MAX_SEED,
+            description="makes sampling reproducible",
+        ),
+    )
 
     def __init__(self, model: str, *, device: str = "cpu", max_concurrent: int = 1) -> None:
         if max_concurrent < 1:
@@ -313,26 +321,6 @@ class HFSource(TokenSource):
         return self._loaded
 
     # -- params ---------------------------------------------------------------------------
-
-    def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Check ``temperature``, ``top_p``, ``top_k`` and ``seed``; return them cleaned."""
-        check_param_names(params, _ALLOWED_PARAMS)
-        out: dict[str, Any] = {}
-        if "temperature" in params:
-            out["temperature"] = _number(
-                params, "temperature", lambda v: 0 <= v <= 2, "must be a number from 0 to 2"
-            )
-        if "top_p" in params:
-            out["top_p"] = _number(
-                params, "top_p", lambda v: 0 < v <= 1, "must be a number greater than 0, at most 1"
-            )
-        if "top_k" in params:
-            out["top_k"] = _integer(params, "top_k", lambda v: v >= 0, "must be an integer >= 0")
-        if "seed" in params:
-            out["seed"] = _integer(
-                params, "seed", lambda v: 0 <= v <= _MAX_SEED, "must be an integer from 0 to 2^63-1"
-            )
-        return out
 
     # -- streaming ------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from server.events import Event, created_message
 from server.hub import Subscription
 from server.keys import HUB, METRICS, SETTINGS
 from server.settings import Settings
+from wire import Reader
 
 log = logging.getLogger("tokenwire.transport")
 
@@ -32,7 +33,7 @@ log = logging.getLogger("tokenwire.transport")
 class StreamFormat:
     """How one streaming HTTP transport frames what it sends."""
 
-    transport: str
+    transport: Reader
     content_type: str
     frame: Callable[[Sequence[Event]], bytes]
     heartbeat: bytes

@@ -21,11 +21,13 @@ from server.chat import ChatRequest, model_ids, parse_chat_body
 from server.errors import GenerationError, ModelNotFound
 from server.events import Event
 from server.framing import openai as framing
+from server.framing.sse import PING
 from server.hub import Stream, Subscription
 from server.keys import HUB, METRICS, SETTINGS
 from server.transports import common
+from wire import Dialect
 
-TRANSPORT = "openai"
+TRANSPORT: Dialect = "openai"
 
 #: Ends the stream of a reader that fell behind what the log retains (never silently).
 GONE = framing.error_frame(
@@ -87,7 +89,7 @@ async def _stream(
         transport=TRANSPORT,
         content_type="text/event-stream; charset=utf-8",
         frame=framer.frames,
-        heartbeat=framing.PING,
+        heartbeat=PING,
         preamble=lambda settings: b"",
         created=lambda data: b"",
         gone=GONE,
