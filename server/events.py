@@ -19,7 +19,7 @@ at 1000 streams the collector otherwise took about a quarter of the server's CPU
 from __future__ import annotations
 
 import time
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
@@ -28,6 +28,7 @@ DoneReason = Literal["stop", "length", "cancelled"]
 
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 class Event(NamedTuple):
@@ -57,6 +58,17 @@ def token_text_json(event: Event) -> bytes:
     (none of which can hold ``"text":``), and only the integer ``t`` follows it."""
     data = event.data
     return data[data.index(b'"text":') + 7 : data.rindex(b',"t":')]
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """An event's JSON, decoded: the one place the server reads back what it encoded.
+
+    Only the ``/v1`` dialect needs it: a terminal event's ``finish_reason`` or error
+    ``code``/``message`` (once per stream), and the token texts of a non-streamed answer
+    (once per answer). The streamed tokens are spliced (:func:`token_text_json`), not
+    decoded.
+    """
+    return _decode(event.data)
 
 
 def done_event(stream: str, seq: int, reason: DoneReason, tokens: int, sha256: str) -> Event:

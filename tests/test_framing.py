@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from server.errors import BadRequest, InvalidField
-from server.events import Event, created_message
+from server.events import Event, created_message, done_event, event_fields, token_event
 from server.framing.longpoll import poll_body
 from server.framing.ndjson import HEARTBEAT, ndjson_lines
-from server.framing.sse import PING, sse_control, sse_frame, sse_frames, sse_retry
+from server.framing.sse import PING, sse_control, sse_data, sse_frame, sse_frames, sse_retry
 from server.framing.ws import Cancel, Generate, Subscribe, parse_client_message
 
 TOK = Event(3, "token", b'{"stream":"s","seq":3,"type":"token","text":"a\\r\\nb","t":1}')
@@ -42,6 +42,24 @@ def test_sse_batch_control_retry_ping() -> None:
     assert sse_control("created", created_message("abc")) == (
         b'event: created\ndata: {"type":"created","stream":"abc"}\n\n'
     )
+
+
+def test_sse_data() -> None:
+    assert sse_data(b"[DONE]") == b"data: [DONE]\n\n"
+    assert sse_data(b'{"a":1}') == b'data: {"a":1}\n\n'
+
+
+def test_event_fields_reads_back_the_encoded_json() -> None:
+    assert event_fields(TOK) == {"stream": "s", "seq": 3, "type": "token", "text": "a\r\nb", "t": 1}
+    token = token_event("s", 0, 'x"\n🙂')
+    assert event_fields(token)["text"] == 'x"\n🙂'
+    done = event_fields(done_event("s", 2, "length", 2, "ab"))
+    assert {k: done[k] for k in ("seq", "finish_reason", "tokens", "sha256")} == {
+        "seq": 2,
+        "finish_reason": "length",
+        "tokens": 2,
+        "sha256": "ab",
+    }
 
 
 def test_ndjson() -> None:

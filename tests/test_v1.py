@@ -26,7 +26,8 @@ from server.app import create_app
 from server.chat import chat_prompt
 from server.errors import SourceError
 from server.events import token_event, token_text_json
-from server.framing.openai import DONE, PING, ChunkFramer
+from server.framing.openai import DONE, ChunkFramer
+from server.framing.sse import PING
 from server.hub import Hub
 from server.keys import HUB
 from server.settings import Settings
