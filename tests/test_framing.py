@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from server.errors import BadRequest, InvalidField
 from server.events import Event, created_message, done_event, event_fields, token_event
 from server.framing.longpoll import poll_body
 from server.framing.ndjson import HEARTBEAT, ndjson_lines
 from server.framing.sse import PING, sse_control, sse_data, sse_frame, sse_frames, sse_retry
-from server.framing.ws import Cancel, Generate, Subscribe, parse_client_message
 
 TOK = Event(3, "token", b'{"stream":"s","seq":3,"type":"token","text":"a\\r\\nb","t":1}')
 DONE = Event(4, "done", b'{"stream":"s","seq":4,"type":"done","finish_reason":"stop"}')
@@ -83,42 +81,3 @@ def test_ndjson() -> None:
 )
 def test_poll_body(events: list[Event], after: int, done: bool, expected: bytes) -> None:
     assert poll_body(events, after, done) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ('{"op":"generate","prompt":"hi"}', Generate({"prompt": "hi"})),
-        ('{"op":"subscribe","stream":"s"}', Subscribe("s", -1)),
-        ('{"op":"subscribe","stream":"s","after":null}', Subscribe("s", -1)),
-        ('{"op":"subscribe","stream":"s","after":12}', Subscribe("s", 12)),
-        ('{"op":"cancel","stream":"s"}', Cancel("s")),
-    ],
-)
-def test_parse_client_message(text: str, expected: object) -> None:
-    assert parse_client_message(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "error", "message"),
-    [
-        ("{", BadRequest, "message is not valid JSON"),
-        ('"x"', BadRequest, "message must be a JSON object"),
-        ("{}", BadRequest, "op must be one of 'generate', 'subscribe', 'cancel', 'auth'"),
-        ('{"op":"cancel","stream":""}', InvalidField, "stream: must be a non-empty string"),
-        (
-            '{"op":"subscribe","stream":"s","after":-2}',
-            InvalidField,
-            "after: must be an integer >= -1",
-        ),
-        (
-            '{"op":"subscribe","stream":"s","after":true}',
-            InvalidField,
-            "after: must be an integer >= -1",
-        ),
-    ],
-)
-def test_parse_client_message_errors(text: str, error: type[Exception], message: str) -> None:
-    with pytest.raises(error) as info:
-        parse_client_message(text)
-    assert str(info.value) == message

@@ -26,21 +26,21 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
 from server.errors import ApiError, BadRequest, StreamGone, Unauthorized, UpgradeRequired
 from server.events import created_message, end_message
-from server.framing.ws import (
-    Auth,
-    Cancel,
-    ClientMessage,
-    Generate,
-    Subscribe,
-    parse_client_message,
-    ws_error,
-)
+from server.framing.ws import ws_error
 from server.hub import Hub
 from server.keys import HUB, METRICS, SETTINGS, SOCKETS
 from server.metrics import Metrics
 from server.security import POLICY, bearer_token, token_matches
 from server.settings import Settings
 from server.transports.common import client_address, send_deadline
+from server.ws_commands import (
+    Auth,
+    Cancel,
+    ClientMessage,
+    Generate,
+    Subscribe,
+    parse_client_message,
+)
 
 log = logging.getLogger("tokenwire.ws")
 
