@@ -26,17 +26,17 @@ def links(stream_id: str) -> dict[str, str]:
 
 async def create_stream(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    st = await hub.create(await read_json(request), client_address(request))
+    stream = await hub.create(await read_json(request), client_address(request))
     return _json(
-        {"id": st.id, "links": links(st.id)},
+        {"id": stream.id, "links": links(stream.id)},
         status=201,
-        headers={"Location": f"/api/streams/{st.id}"},
+        headers={"Location": f"/api/streams/{stream.id}"},
     )
 
 
 async def stream_status(request: web.Request) -> web.Response:
-    st = request.app[HUB].get(request.match_info["id"])
-    return _json(st.status())
+    stream = request.app[HUB].get(request.match_info["id"])
+    return _json(stream.status())
 
 
 async def cancel_stream(request: web.Request) -> web.Response:

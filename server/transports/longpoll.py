@@ -28,9 +28,9 @@ async def poll(request: web.Request) -> web.Response:
     timeout = parse_timeout(
         request.query.get("timeout"), settings.poll_timeout_s, settings.max_poll_timeout_s
     )
-    st = hub.get(request.match_info["id"])
-    hub.touch(st)
-    async with hub.subscribe(st.id, after, "poll") as sub:
+    stream = hub.get(request.match_info["id"])
+    hub.touch(stream)
+    async with hub.subscribe(stream.id, after, "poll") as sub:
         events = await sub.next_batch(timeout)
         done = sub.finished
     body = poll_body(events, after, done)
@@ -45,7 +45,7 @@ async def poll(request: web.Request) -> web.Response:
             await resp.prepare(request)
             await resp.write_eof()
     except TimeoutError:
-        log.info("dropping a poll client of %s: send timed out", st.id)
+        log.info("dropping a poll client of %s: send timed out", stream.id)
         if request.transport is not None:
             request.transport.abort()
     return resp

@@ -68,8 +68,9 @@ class _TokenBucket:
         return True
 
 
-class _Connection:
-    """One socket's pumps: a task per subscribed stream, each writing its events."""
+class SocketSession:
+    """One WebSocket's state: its authentication, and a pump task per subscribed stream,
+    each writing that stream's events."""
 
     def __init__(
         self,
@@ -183,9 +184,9 @@ class _Connection:
             if isinstance(msg, Auth):
                 pass  # already authenticated (or the server needs no token)
             elif isinstance(msg, Generate):
-                st = await self.hub.create(msg.body, self.client)
-                await self.ws.send_frame(created_message(st.id), WSMsgType.TEXT)
-                self.start_pump(st.id, -1)
+                stream = await self.hub.create(msg.body, self.client)
+                await self.ws.send_frame(created_message(stream.id), WSMsgType.TEXT)
+                self.start_pump(stream.id, -1)
             elif isinstance(msg, Subscribe):
                 self.hub.get(msg.stream)
                 self.start_pump(msg.stream, msg.after)
@@ -234,7 +235,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ):
         token = None  # authenticated by the handshake's header
     await ws.prepare(request)
-    conn = _Connection(
+    conn = SocketSession(
         ws,
         request.app[HUB],
         request.app[METRICS],
