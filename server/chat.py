@@ -327,7 +327,9 @@ def _messages(value: Any) -> tuple[ChatMessage, ...]:
 
 
 def chat_prompt(messages: Sequence[ChatMessage]) -> str:
-    """The prompt a conversation becomes (see the module docstring)."""
+    """The prompt a conversation becomes: a single ``user`` message as it is (so ``/v1``
+    and ``POST /api/streams`` give the same text), else ``"<role>: <content>"`` blocks
+    joined with a blank line, ending with ``"\n\nassistant:"``."""
     if len(messages) == 1 and messages[0].role == "user":
         return messages[0].content
     return "\n\n".join(f"{m.role}: {m.content}" for m in messages) + "\n\nassistant:"

@@ -1,19 +1,7 @@
-"""The event: one JSON object, encoded once, framed per transport.
+"""The event: one JSON line (``token``, ``done``, ``error``), encoded once, framed per transport.
 
-Every transport carries the same UTF-8 JSON line for an event::
-
-    {"stream":"<id>","seq":0,"type":"token","text":"Hel","t":1732170000000000000}
-    {"stream":"<id>","seq":57,"type":"done","finish_reason":"stop","tokens":57,"sha256":"…","t":…}
-    {"stream":"<id>","seq":12,"type":"error","code":"…","message":"…","t":…}
-
-An :class:`Event` holds that line as bytes, so the JSON encoding happens once per event,
-however many subscribers read it.
-
-Events are encoded with msgspec, not orjson: orjson 3.13 returns each small ``bytes`` in a
-~4 KiB allocation, which a log that retains 10,000 events per stream cannot afford
-(measured with tracemalloc: 4097 B vs 135 B per token event). ``Event`` is a NamedTuple so
-the garbage collector can untrack it (a tuple of ints, str and bytes holds no cycles):
-at 1000 streams the collector otherwise took about a quarter of the server's CPU.
+Encoded with msgspec, not orjson (orjson 3.13 gives each small ``bytes`` a ~4 KiB
+allocation); ``Event`` is a NamedTuple so the garbage collector can untrack it.
 """
 
 from __future__ import annotations

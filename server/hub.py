@@ -1,17 +1,7 @@
-"""The hub: one generation per stream, any number of subscribers per stream.
+"""The hub: one generation task per stream writing its log, any number of readers.
 
-::
-
-    create() ──► generation task ──append──► LogStore[stream] ◄──read(after)── Subscription
-                 (source.stream())                                (one per connection)
-
-Creating a stream starts exactly one generation task. It appends ``token`` events with
-``seq`` 0, 1, 2, ... and then one terminal ``done``/``error`` event. Subscribers read the
-log from any position, so fan-out, late join and resume are one mechanism; a slow reader
-only falls behind in its own position and never slows the generation.
-
-A background sweeper cancels streams nobody has watched for ``grace_s`` and forgets
-finished streams after ``retention_s`` (remembering their ids, so they answer 410).
+Subscribers read the log from any position (fan-out, late join and resume are one
+mechanism); a sweeper cancels abandoned streams and forgets expired ones.
 """
 
 from __future__ import annotations

@@ -1,36 +1,7 @@
 """Who may talk to the server: the Host check, the Origin check, CORS and the bearer token.
 
-The decisions are pure functions of header values and the settings (table-tested in
-``tests/test_security.py`` without a server); :func:`security_middleware` applies them to
-every request, in this order::
-
-    request ─► Host served?             no: 403 host_not_allowed   (DNS rebinding)
-            ─► Origin allowed?          no: 403 origin_not_allowed (cross-site requests and
-                                            WebSocket hijacking)
-            ─► a CORS preflight?        yes: 204 with Access-Control-Allow-* (no token needed)
-            ─► token needed, wrong?     yes: 401 unauthorized, WWW-Authenticate: Bearer
-            ─► the handler; the answer to an allowed cross-origin request carries
-               Access-Control-Allow-Origin and Access-Control-Expose-Headers
-
-- **Host.** A page on ``http://evil.example:8080`` whose name the attacker re-points at
-  127.0.0.1 (DNS rebinding) is same-origin with itself, so Origin checks cannot stop it; the
-  ``Host`` header gives it away. Listening on a loopback address, the server answers only
-  loopback names (``localhost``, ``*.localhost``, ``127.0.0.0/8``, ``[::1]``) unless
-  ``allowed_hosts`` says otherwise.
-- **Origin.** A browser names the page behind every cross-origin request and every
-  WebSocket handshake in ``Origin``. The server's own origin is the request's scheme and its
-  ``Host``. A WebSocket handshake is allowed from the own origin, from ``ws_allowed_origins``,
-  or without ``Origin`` (not a browser). Any other request from a foreign origin must be in
-  ``cors_origins``: refusing it outright (not only withholding CORS headers) also stops the
-  "simple" cross-site POSTs a browser sends without a preflight.
-- **CORS.** Off by default. An allowed origin gets its own origin echoed (with
-  ``Vary: Origin``), or ``*`` when ``cors_origins`` is ``*``. Credentials are never allowed
-  (``Access-Control-Allow-Credentials`` is never sent): the token travels in
-  ``Authorization``, which a page sets itself, not in a cookie a browser would attach.
-- **Token.** With ``auth_token`` set, ``/api/*`` (but ``/api/info``), ``/v1/*`` and
-  ``/metrics`` need ``Authorization: Bearer <token>``, compared in constant time. A
-  WebSocket handshake without the header is let through: browsers cannot set it, so the
-  socket must then authenticate with its first message (:mod:`server.transports.ws`).
+Pure decisions over header values (table-tested), applied to every request by
+:func:`security_middleware`: Host (403), Origin (403), CORS preflight (204), token (401).
 """
 
 from __future__ import annotations

@@ -1,29 +1,8 @@
-"""OpenAI's Chat Completions format, for the ``/v1`` routes: events in, bytes out.
+"""OpenAI's Chat Completions format for the ``/v1`` routes: events in, bytes out.
 
-A stream is Server-Sent Events in the exact shape the official SDKs parse::
-
-    data: {"id":"chatcmpl-<stream>","object":"chat.completion.chunk",...,"choices":[...
-           ..."delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}
-
-    data: {...,"delta":{"content":"Hel"},...}
-
-    data: {...,"delta":{},"logprobs":null,"finish_reason":"length"}]}
-
-    data: {...,"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}
-
-    data: [DONE]
-
-Every event is one ``data:`` line and a blank line. No ``id:``, ``event:`` or ``retry:``
-field is ever written: the SDK's decoder keeps the last event id across events, and once
-one was set every blank line (such as the one ending a ``: ping`` comment) dispatches an
-event with empty data, which the SDK feeds to ``json.loads`` and fails on. Without ids,
-:data:`PING` dispatches nothing, in the SDK and in any WHATWG parser.
-
-The usage chunk is sent only when asked for (``stream_options.include_usage``); then every
-other chunk carries ``"usage":null``, as OpenAI's do. A generation that ends without an
-answer (an ``error`` event, or ``done`` with ``finish_reason: "cancelled"``) ends the stream
-with one ``data: {"error": {...}}`` event and no ``[DONE]``: the SDK raises ``APIError`` on
-it, so a client never takes a cut-short answer for a whole one.
+A stream is SSE events of ``data:`` lines only (no ``id:``/``event:``/``retry:``: the SDK
+chokes on an empty event once an id was set), ending with ``data: [DONE]``, or with one
+in-band ``data: {"error": ...}`` when the generation ended without an answer.
 """
 
 from __future__ import annotations

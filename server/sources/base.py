@@ -1,28 +1,5 @@
-"""The one async interface every token source implements.
-
-A source turns a :class:`GenerationRequest` into an async iterator of text pieces
-(``str``), optionally ending with a :class:`Finish` that says why it stopped. The hub
-owns everything else: sequence numbers, the log, fan-out, cancellation and errors.
-
-Contract, for every source:
-
-- ``stream(request)`` is an async generator. Each yielded ``str`` is one token's text
-  (never empty, never a split multi-byte character: it is a Python ``str``).
-- It may yield one :class:`Finish` as its very last item. If it ends without one, the hub
-  infers ``"length"`` when ``max_tokens`` pieces were produced, ``"stop"`` otherwise.
-- Cancelling: the hub cancels the task that iterates the generator (``CancelledError`` is
-  raised at the current ``await``) and then calls ``aclose()`` on the generator. The source
-  must stop its upstream work promptly in its ``finally``/cleanup (close the HTTP stream,
-  tell the worker thread to stop) and must not swallow ``CancelledError``.
-- Failing: raise :class:`~server.errors.SourceError` with a stable ``code`` for failures the
-  user should see (upstream errors, generation exceptions). Any other exception is also
-  turned into an ``error`` event by the hub (code ``source_error``), never a hang.
-- ``validate_params(params)`` checks the request's source-specific ``params`` object and
-  returns the cleaned mapping; it raises :class:`~server.errors.InvalidField` on bad input.
-  It runs before the stream is created, so bad input is a 400, not an error event.
-- ``start()`` loads what the source needs (runs once at server startup, may be slow;
-  heavy blocking work goes to a thread). ``aclose()`` releases long-lived resources
-  (HTTP clients, thread pools) at shutdown.
+"""The one async interface every token source implements (:class:`TokenSource`), and the
+declaration of a source's request parameters (:class:`Param`).
 """
 
 from __future__ import annotations
@@ -185,7 +162,17 @@ class GenerationRequest:
 
 
 class TokenSource(ABC):
-    """Base class of every token source (see the module docstring for the contract)."""
+    """Base class of every token source.
+
+    ``stream(request)`` is an async generator of non-empty text pieces, optionally ending
+    with one :class:`Finish` (without it the hub infers ``length`` or ``stop``). The hub
+    owns seq numbers, the log, fan-out and errors. On cancel the hub cancels the iterating
+    task and calls ``aclose()``: stop upstream work promptly, never swallow
+    ``CancelledError``. Raise :class:`~server.errors.SourceError` for failures a user
+    should see. ``params`` declares the accepted ``params`` (checked before the stream is
+    created: bad input is a 400, not an error event); ``start()``/``aclose()`` load and
+    release long-lived resources.
+    """
 
     #: The name clients use in the create body's ``source`` field.
     name: str = ""

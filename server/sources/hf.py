@@ -1,32 +1,7 @@
-"""The ``hf`` source: a local Hugging Face ``transformers`` causal LM, streamed token by token.
+"""The ``hf`` source: a local ``transformers`` causal LM, streamed token by token.
 
-Flow of one generation::
-
-    event loop                                   worker thread (one per generation)
-    ──────────                                   ─────────────
-    stream(request)
-      async with semaphore   (max_concurrent)
-      start thread  ───────────────────────────▶ model.generate(streamer=..., stopping_criteria=...)
-      await queue.get()  ◀── call_soon_threadsafe ── _QueueStreamer.put(ids) → IncrementalDecoder
-      yield piece                                  (one piece per token that adds text)
-      ...                                          _StopOnEvent checks the stop event each step
-      yield Finish        ◀── call_soon_threadsafe ── outcome (Finish or the exception)
-      finally: stop.set(); await the thread's completion (shielded), join it
-
-- ``generate()`` never runs on the event loop: the loop only receives finished text pieces.
-- Text is emitted per token, not per word: :class:`IncrementalDecoder` decodes the new ids
-  against a short prefix window and holds back a tail that ends in an incomplete UTF-8
-  character (decoded as U+FFFD) until a later token completes it, so a piece never splits a
-  character and the concatenation of all pieces equals ``tokenizer.decode(generated ids,
-  skip_special_tokens=True)``.
-- Cancelling the consumer (or closing the generator) sets a :class:`threading.Event` that a
-  stopping criterion checks after every decoding step, so ``generate()`` returns after the
-  step in flight; the generator waits for the thread to end before it finishes closing, so
-  no generation thread outlives its stream.
-- Sampling draws from a per-generation :class:`torch.Generator` (seeded by ``params.seed``)
-  instead of torch's global RNG, so seeded results are reproducible even with
-  ``max_concurrent > 1``.
-
+``generate()`` runs in a worker thread per generation; pieces reach the loop through
+``call_soon_threadsafe``, and a stop event checked after every step ends it on cancel.
 Importing this module imports ``torch`` and ``transformers`` (the ``hf`` extra).
 """
 

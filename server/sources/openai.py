@@ -1,34 +1,8 @@
-"""Token source backed by an OpenAI-compatible Chat Completions API.
+"""Token source backed by an OpenAI-compatible Chat Completions API, through the ``openai`` SDK.
 
-The source sends the prompt as one user message (or, for a request that came as a chat
-conversation through tokenwire's own ``/v1``, its messages as they are) to ``POST
-{base_url}/chat/completions`` with ``stream=True`` through the official ``openai`` SDK, and
-yields each non-empty ``choices[0].delta.content`` as one piece, then a
-:class:`~server.sources.base.Finish` mapped from the upstream ``finish_reason``. It works
-with the OpenAI cloud and with local OpenAI-compatible servers (vLLM, llama.cpp, Ollama, LM
-Studio, tokenwire's own ``/v1``, ...).
-
-Configuration: ``base_url`` and ``api_key`` fall back to the ``OPENAI_BASE_URL`` and
-``OPENAI_API_KEY`` environment variables, like the SDK itself. Without any key a placeholder
-is sent when a base URL is set (local servers usually need none); without a key and without
-a base URL, :meth:`OpenAISource.start` raises ``ValueError``. The SDK never retries
-(``max_retries=0``): the hub, not the source, decides what a failure means.
-
-Errors become :class:`~server.errors.SourceError` with one of these codes:
-
-==========================  ====================================================================
-``upstream_error``          HTTP 4xx/5xx answer (message names the status, the upstream code
-                            and message), an in-band ``{"error": ...}`` event, an event that is
-                            not JSON, or a stream that ended or broke before ``finish_reason``
-``upstream_timeout``        no answer, or no bytes mid-stream, within ``timeout`` seconds
-``upstream_unavailable``    the upstream cannot be reached (connection refused, DNS, TLS, ...)
-==========================  ====================================================================
-
-Cancelling the iterating task, or ``aclose()`` on the generator, closes the upstream HTTP
-response, so the upstream sees the connection go away and stops generating.
-
-Note: this module is ``server.sources.openai``; ``import openai`` below is an absolute import
-and resolves to the SDK package, not to this module.
+Errors become ``SourceError`` (``upstream_error``, ``upstream_timeout``,
+``upstream_unavailable``); cancelling closes the upstream response. (``import openai`` below
+is the SDK, not this module.)
 """
 
 from __future__ import annotations
@@ -195,7 +169,9 @@ class OpenAISource(TokenSource):
         and choices other than index 0 carry no text and are skipped.
 
         Raises:
-            SourceError: The upstream failed (see the module docstring for the codes).
+            SourceError: The upstream failed: ``upstream_error`` (a 4xx/5xx answer, an in-band
+                error, a stream cut before ``finish_reason``), ``upstream_timeout``,
+                ``upstream_unavailable``.
             RuntimeError: The source is not started.
         """
         client = self.client

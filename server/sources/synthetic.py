@@ -1,19 +1,8 @@
 """The synthetic source: deterministic, paced sub-word pieces of a bundled text.
 
-The bundled text (``server/data/corpus.txt``) holds the cases that break naive framing:
-English, Korean, Japanese, emoji (including ZWJ sequences and flags), accents, ``\\n``,
-``\\r\\n``, a lone ``\\r``, quotes, backslashes, lines starting with ``data:``, ``event:``,
-``id:``, ``retry:`` and ``:``, HTML-looking text and code.
-
-It is cut into pieces the way a byte-level BPE tokenizer would roughly cut it: a GPT-2
-style pre-tokenizer split (words with their leading space, runs of digits, punctuation,
-whitespace), with longer words split again into 2-5 character sub-words. Grapheme clusters
-such as ZWJ emoji may be split across pieces, as real tokenizers do; a piece is never
-an invalid string.
-
-Output is a pure function of ``(prompt, seed, max_tokens)``: the start position in the
-piece list is derived from a hash of the prompt and seed, and pieces wrap around the
-text. Pacing (``ttft_ms``, ``tokens_per_s``, ``jitter``) changes timing only, never text.
+The text (``server/data/corpus.txt``) holds what breaks naive framing (CJK, emoji, CR/LF,
+lines starting with ``data:``...). Output is a pure function of ``(prompt, seed,
+max_tokens)``; the pacing params change timing only.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""What the HTTP streaming transports share: reading the request and pumping a subscription.
-
-SSE and chunked NDJSON differ only in a :class:`StreamFormat` (content type, framing
-functions, heartbeat, preamble). ``pump()`` is the whole life of a streaming response:
-prepare, write each batch of events in one write, write a heartbeat when idle, stop after
-the terminal event. A client that stops reading is dropped after ``send_timeout_s``; a
-client that leaves ends the loop at the next write.
+"""What the HTTP streaming transports (SSE and chunked NDJSON, and ``/v1``) share: reading the
+request, and ``pump()``, the whole life of a streaming response.
 """
 
 from __future__ import annotations

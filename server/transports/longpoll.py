@@ -1,10 +1,7 @@
 """Long polling: ``GET /api/streams/{id}/poll?after=&timeout=``.
 
-Answers as soon as at least one event after ``after`` exists (all that exist, batched), or
-after ``timeout`` seconds with none. A polling client counts as present between polls for
-the stream's grace period. The answer is sent within ``send_timeout_s`` like a streamed
-batch: a client that does not read it is dropped (its next poll asks again from its
-position), rather than holding the handler and the batch for as long as it stays.
+Answers as soon as an event after ``after`` exists (all that exist, batched), or after
+``timeout`` with none; the answer is sent within ``send_timeout_s`` like a streamed batch.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """OpenAI-compatible routes: ``POST /v1/chat/completions``, ``GET /v1/models[/{model}]``.
 
-A chat completion is an ordinary tokenwire stream (its id in the ``Tokenwire-Stream``
-header, readable, resumable and cancellable over the other transports) read from the
-start by the request that created it, framed by :mod:`server.framing.openai`.
-
-The response headers wait for the stream's first event (or ``heartbeat_s``): a generation
-that fails before its first token is answered with an HTTP status and an OpenAI error
-body, as the OpenAI API does, and only a failure after the stream started goes in-band.
-Without ``stream`` the answer waits for the terminal event and is one
-``chat.completion`` object.
+A chat completion is an ordinary tokenwire stream read from the start by the request that
+created it; its headers wait for the first event, so a generation that fails before its
+first token is answered with an HTTP status.
 """
 
 from __future__ import annotations

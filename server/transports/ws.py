@@ -1,18 +1,7 @@
 """WebSocket: ``GET /api/ws``, JSON text messages, several streams per socket.
 
-Client -> server: ``{"op":"generate", ...create body}``, ``{"op":"subscribe","stream":id,
-"after":seq}``, ``{"op":"cancel","stream":id}``, ``{"op":"auth","token":...}``. Server ->
-client: ``{"type":"created","stream":id}`` and then each event's JSON as one text message.
-A bad message is answered with ``{"type":"error","code","message","op"?,"stream"?}`` and
-the socket stays usable. Abuse closes the socket: 1009 for an oversized message (aiohttp
-enforces it), 1008 for a message flood or a reader too slow to take its events; 1001 when
-the server shuts down.
-
-With ``auth_token`` set, a handshake carrying ``Authorization: Bearer <token>`` is
-authenticated (a wrong one was answered 401 by :mod:`server.security`). Without the header
-(a browser cannot set it) the first message must be ``{"op":"auth","token":...}``: any other
-message, a wrong token, or no message within ``ws_auth_timeout_s`` is answered with an
-``unauthorized`` error message and the socket is closed with 1008.
+A :class:`SocketSession` per socket: authentication (header or first ``auth`` message),
+the client's commands (:mod:`server.ws_commands`), one pump task per subscribed stream.
 """
 
 from __future__ import annotations
