@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from server import api, openapi
+from server import openapi
+from server.api import cancel_stream, create_stream, healthz, info, metrics, stream_status
 from server.keys import HUB, SETTINGS
 from server.openapi import (
     NDJSON,
@@ -77,7 +78,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         method="POST",
         path="/api/streams",
-        handler=api.create_stream,
+        handler=create_stream,
         summary="Create a stream (start one generation)",
         responses={
             "201": json_answer("Created", ref("Created"), {"Location": header(required=True)}),
@@ -88,7 +89,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         method="GET",
         path="/api/streams/{id}",
-        handler=api.stream_status,
+        handler=stream_status,
         summary="A stream's state",
         responses={"200": json_answer("The state", ref("StreamStatus")), **errors(*_READ_ERRORS)},
         parameters=_ID,
@@ -96,7 +97,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         method="DELETE",
         path="/api/streams/{id}",
-        handler=api.cancel_stream,
+        handler=cancel_stream,
         summary="Cancel a stream (idempotent); it ends with done / cancelled",
         responses={"204": {"description": "Cancelled"}, **errors(*_READ_ERRORS)},
         parameters=_ID,
@@ -168,14 +169,14 @@ ROUTES: tuple[Route, ...] = (
     Route(
         method="GET",
         path="/api/info",
-        handler=api.info,
+        handler=info,
         summary="Sources, limits and whether a token is needed",
         responses={"200": json_answer("Info", ref("Info")), **errors("403")},
     ),
     Route(
         method="GET",
         path="/healthz",
-        handler=api.healthz,
+        handler=healthz,
         summary="Liveness",
         responses={"200": json_answer("Health", ref("Health")), **errors("403")},
         allow_head=True,
@@ -183,7 +184,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         method="GET",
         path="/metrics",
-        handler=api.metrics,
+        handler=metrics,
         summary="Prometheus metrics",
         responses={
             "200": text_answer("text/plain", "Prometheus text format"),

@@ -83,7 +83,7 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"request body is not valid JSON: {e}", code="bad_json") from None
 
 
-async def stream_from(
+async def stream_existing(
     request: web.Request, stream_format: StreamFormat, stream_id: str, after: int
 ) -> web.StreamResponse:
     """``GET`` an existing stream from ``after``; ``204`` if everything was delivered."""
@@ -95,9 +95,7 @@ async def stream_from(
         )
 
 
-async def create_and_stream(
-    request: web.Request, stream_format: StreamFormat
-) -> web.StreamResponse:
+async def stream_created(request: web.Request, stream_format: StreamFormat) -> web.StreamResponse:
     """``POST`` a create body and stream the new stream in the same response."""
     hub = request.app[HUB]
     stream = await hub.create(await read_json(request), client_address(request))

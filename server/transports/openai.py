@@ -18,7 +18,7 @@ from server.framing import openai as framing
 from server.framing.sse import PING
 from server.hub import StreamRecord, Subscription
 from server.keys import HUB, METRICS, SETTINGS
-from server.transports import common
+from server.transports.common import StreamFormat, client_address, pump, read_json
 from wire import Dialect
 
 TRANSPORT: Dialect = "openai"
@@ -47,8 +47,8 @@ def _client_gone(request: web.Request) -> bool:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    chat = parse_chat_body(await common.read_json(request), request.app[SETTINGS], hub.sources)
-    stream = await hub.start(chat.create, common.client_address(request))
+    chat = parse_chat_body(await read_json(request), request.app[SETTINGS], hub.sources)
+    stream = await hub.start(chat.create, client_address(request))
     async with hub.subscribe(stream.id, -1, TRANSPORT) as sub:
         if chat.stream:
             return await _stream(request, chat, stream, sub)
@@ -81,7 +81,7 @@ async def _stream(
         include_usage=chat.include_usage,
         prompt_tokens=chat.prompt_tokens,
     )
-    stream_format = common.StreamFormat(
+    stream_format = StreamFormat(
         transport=TRANSPORT,
         content_type="text/event-stream; charset=utf-8",
         frame=framer.frames,
@@ -93,7 +93,7 @@ async def _stream(
     first = await _first_batch(request, stream, sub)
     prefix = framer.role() + framer.frames(first)
     request.app[METRICS].sent(TRANSPORT, len(first), len(prefix))
-    return await common.pump(request, sub, stream_format, prefix, headers=_headers(stream))
+    return await pump(request, sub, stream_format, prefix, headers=_headers(stream))
 
 
 async def _complete(
