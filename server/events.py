@@ -7,12 +7,14 @@ allocation); ``Event`` is a NamedTuple so the garbage collector can untrack it.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, NamedTuple
+import typing
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
 EventType = Literal["token", "done", "error"]
 DoneReason = Literal["stop", "length", "cancelled"]
+DONE_REASONS: Final[tuple[DoneReason, ...]] = typing.get_args(DoneReason)
 
 
 _encode = msgspec.json.Encoder().encode

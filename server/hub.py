@@ -12,10 +12,11 @@ import hashlib
 import logging
 import secrets
 import time
+import typing
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from server.errors import (
     ServerBusy,
@@ -35,6 +36,7 @@ from wire import READERS, Reader
 log = logging.getLogger("tokenwire.hub")
 
 StreamState = Literal["running", "done", "error"]
+STREAM_STATES: Final[tuple[StreamState, ...]] = typing.get_args(StreamState)
 CancelReason = Literal["cancelled", "abandoned", "shutdown"]
 
 #: How many expired stream ids are remembered to answer 410 instead of 404.

@@ -12,7 +12,9 @@ from typing import Any, Protocol
 
 import server
 from server.chat import IGNORED_FIELDS, SAMPLING_FIELDS, model_ids
-from server.hub import READ_LIMIT
+from server.events import DONE_REASONS
+from server.framing.openai import FINISH_REASONS
+from server.hub import READ_LIMIT, STREAM_STATES
 from server.security import needs_token
 from server.settings import Settings
 from server.sources.base import CHAT_ROLES, TokenSource
@@ -63,7 +65,7 @@ DONE_EVENT = _object(
         "stream": STRING,
         "seq": {"type": "integer", "minimum": 0},
         "type": {"const": "done"},
-        "finish_reason": {"enum": ["stop", "length", "cancelled"]},
+        "finish_reason": {"enum": list(DONE_REASONS)},
         "tokens": {"type": "integer", "minimum": 0},
         "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
         "t": INTEGER,
@@ -235,7 +237,7 @@ CHAT_COMPLETION = _chat_object(
     "chat.completion",
     {
         "message": _object({"role": {"const": "assistant"}, "content": STRING}),
-        "finish_reason": {"enum": ["stop", "length"]},
+        "finish_reason": {"enum": list(FINISH_REASONS.values())},
     },
     _USAGE,
     chunk=False,
@@ -246,7 +248,7 @@ CHAT_CHUNK = _chat_object(
         "delta": _object(
             {"role": {"const": "assistant"}, "content": STRING}, optional=("role", "content")
         ),
-        "finish_reason": {"enum": ["stop", "length", None]},
+        "finish_reason": {"enum": [*FINISH_REASONS.values(), None]},
     },
     _nullable(_USAGE),
     chunk=True,
@@ -283,11 +285,11 @@ def _schemas(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str
         "StreamStatus": _object(
             {
                 "id": STREAM_ID,
-                "state": {"enum": ["running", "done", "error"]},
+                "state": {"enum": list(STREAM_STATES)},
                 "source": STRING,
                 "tokens": {"type": "integer", "minimum": 0},
                 "max_tokens": {"type": "integer", "minimum": 1},
-                "finish_reason": {"enum": ["stop", "length", "cancelled", None]},
+                "finish_reason": {"enum": [*DONE_REASONS, None]},
                 "created_at": {"type": "number"},
                 "finished_at": {"type": ["number", "null"]},
                 "subscribers": _object({t: {"type": "integer", "minimum": 0} for t in READERS}),

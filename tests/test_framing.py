@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
-from server.events import Event, created_message, done_event, event_fields, token_event
+from server.events import (
+    Event,
+    EventType,
+    created_message,
+    done_event,
+    event_fields,
+    token_event,
+)
 from server.framing.longpoll import poll_body
 from server.framing.ndjson import HEARTBEAT, ndjson_lines
 from server.framing.sse import PING, sse_control, sse_data, sse_frame, sse_frames, sse_retry
+from wire import EVENT_TYPES
 
 TOK = Event(3, "token", b'{"stream":"s","seq":3,"type":"token","text":"a\\r\\nb","t":1}')
 DONE = Event(4, "done", b'{"stream":"s","seq":4,"type":"done","finish_reason":"stop"}')
@@ -40,6 +50,10 @@ def test_sse_batch_control_retry_ping() -> None:
     assert sse_control("created", created_message("abc")) == (
         b'event: created\ndata: {"type":"created","stream":"abc"}\n\n'
     )
+
+
+def test_event_types_are_the_wire_names() -> None:
+    assert typing.get_args(EventType) == EVENT_TYPES
 
 
 def test_sse_data() -> None:
