@@ -18,7 +18,7 @@ from server.hub import READ_LIMIT, STREAM_STATES
 from server.security import needs_token
 from server.settings import Settings
 from server.sources.base import CHAT_ROLES, TokenSource
-from server.validation import MAX_AFTER
+from server.validation import MAX_AFTER, POSITION_PATTERN
 from wire import EVENT_TYPES, READERS, TRANSPORTS
 
 Schema = dict[str, Any]
@@ -439,7 +439,7 @@ def _parameters(settings: Settings) -> dict[str, Schema]:
             "name": "Last-Event-ID",
             "in": "header",
             "description": "what a reconnecting EventSource sends; wins over `after`",
-            "schema": {"type": "string", "pattern": "^(|-1|0|[1-9][0-9]{0,15})$"},
+            "schema": {"type": "string", "pattern": f"^(|{POSITION_PATTERN})$"},
         },
     }
 

@@ -79,7 +79,8 @@ def parse_create_body(
 
 #: A position as a JSON integer writes it (no sign but for -1, no leading zeros); Python's
 #: ``int()`` would also take ``+5``, `` 5``, ``1_000`` and non-ASCII digits.
-_POSITION = re.compile(r"-1|0|[1-9][0-9]{0,15}")
+POSITION_PATTERN = r"-1|0|[1-9][0-9]{0,15}"
+_POSITION = re.compile(POSITION_PATTERN)
 #: A JSON number (``float()`` would also take ``inf``, ``nan`` and ``1_0``).
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
