@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS, Closable
 from server.errors import ApiError, MethodNotAllowed, NotFound, TooLarge
 from server.hub import Hub
-from server.keys import HUB, METRICS, SETTINGS, SOCKETS, Closable
 from server.metrics import Metrics
 from server.routes import ROUTES
 from server.security import POLICY, Policy, add_response_headers, security_middleware

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import server
-from server.chat import IGNORED_FIELDS, SAMPLING_FIELDS, model_ids
+from server.chat_request import IGNORED_FIELDS, SAMPLING_FIELDS, model_ids
 from server.events import DONE_REASONS
 from server.framing.openai import FINISH_REASONS
 from server.hub import READ_LIMIT, STREAM_STATES

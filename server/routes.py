@@ -14,8 +14,7 @@ import orjson
 from aiohttp import web
 
 from server import openapi
-from server.api import cancel_stream, create_stream, healthz, info, metrics, stream_status
-from server.keys import HUB, SETTINGS
+from server.appkeys import HUB, SETTINGS
 from server.openapi import (
     NDJSON,
     NDJSON_LINE,
@@ -33,6 +32,7 @@ from server.openapi import (
     stream_answer,
     text_answer,
 )
+from server.rest import cancel_stream, create_stream, healthz, info, metrics, stream_status
 from server.security import WEBSOCKET_PATH
 from server.settings import Settings
 from server.sources.base import TokenSource

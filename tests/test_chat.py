@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from server.chat import chat_prompt, model_ids, parse_chat_body, resolve_model
+from server.chat_request import chat_prompt, model_ids, parse_chat_body, resolve_model
 from server.errors import ApiError, BadRequest, InvalidRequest, ModelNotFound
 from server.settings import Settings
 from server.sources.base import ChatMessage, TokenSource

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.framing.ndjson import HEARTBEAT, ndjson_control, ndjson_lines
-from server.transports.common import StreamFormat, stream_created, stream_existing
+from server.transports.streaming import StreamFormat, stream_created, stream_existing
 from server.validation import parse_after
 
 FORMAT = StreamFormat(

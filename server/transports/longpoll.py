@@ -10,9 +10,9 @@ import logging
 
 from aiohttp import web
 
+from server.appkeys import HUB, METRICS, SETTINGS
 from server.framing.longpoll import poll_body
-from server.keys import HUB, METRICS, SETTINGS
-from server.transports.common import send_deadline
+from server.transports.streaming import send_deadline
 from server.validation import parse_after, parse_timeout
 
 log = logging.getLogger("tokenwire.transport")

@@ -11,14 +11,14 @@ import time
 
 from aiohttp import web
 
-from server.chat import ChatRequest, model_ids, parse_chat_body
+from server.appkeys import HUB, METRICS, SETTINGS
+from server.chat_request import ChatRequest, model_ids, parse_chat_body
 from server.errors import GenerationError, ModelNotFound
 from server.events import Event
 from server.framing import openai as framing
 from server.framing.sse import PING
 from server.hub import StreamRecord, Subscription
-from server.keys import HUB, METRICS, SETTINGS
-from server.transports.common import StreamFormat, client_address, pump, read_json
+from server.transports.streaming import StreamFormat, client_address, pump, read_json
 from wire import Dialect
 
 TRANSPORT: Dialect = "openai"

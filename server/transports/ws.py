@@ -13,15 +13,15 @@ import time
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
+from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS
 from server.errors import ApiError, BadRequest, StreamGone, Unauthorized, UpgradeRequired
 from server.events import created_message, end_message
 from server.framing.ws import ws_error
 from server.hub import Hub
-from server.keys import HUB, METRICS, SETTINGS, SOCKETS
 from server.metrics import Metrics
 from server.security import POLICY, bearer_token, token_matches
 from server.settings import Settings
-from server.transports.common import client_address, send_deadline
+from server.transports.streaming import client_address, send_deadline
 from server.ws_commands import (
     Auth,
     Cancel,

@@ -16,7 +16,7 @@ import kosoku
 from aiohttp import WSMsgType, web
 from kosoku._kosoku import CaseResult
 
-from server.keys import SETTINGS
+from server.appkeys import SETTINGS
 from server.transports.ws import ws_response
 
 ECHO_PATH = "/test/ws-echo"

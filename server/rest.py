@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from server.keys import HUB, METRICS
+from server.appkeys import HUB, METRICS
 from server.security import WEBSOCKET_PATH
-from server.transports.common import client_address, read_json
+from server.transports.streaming import client_address, read_json
 from wire import TRANSPORTS
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from server.appkeys import HUB, METRICS, SETTINGS
 from server.errors import BadRequest, StreamGone
 from server.events import Event, created_message
 from server.hub import Subscription
-from server.keys import HUB, METRICS, SETTINGS
 from server.settings import Settings
 from wire import Reader
 
