@@ -24,7 +24,7 @@ from aiohttp import WSMsgType, web
 
 from bench.lab import REPO, free_port
 from server.app import create_app
-from server.keys import SETTINGS
+from server.appkeys import SETTINGS
 from server.settings import Settings
 from server.transports.ws import ws_response
 

@@ -12,23 +12,16 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from server import api, openapi
+from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS, Closable
 from server.errors import ApiError, MethodNotAllowed, NotFound, TooLarge
 from server.hub import Hub
-from server.keys import HUB, METRICS, SETTINGS, SOCKETS, Closable
 from server.metrics import Metrics
-from server.security import (
-    POLICY,
-    WEBSOCKET_PATH,
-    Policy,
-    add_response_headers,
-    security_middleware,
-)
+from server.routes import ROUTES
+from server.security import POLICY, Policy, add_response_headers, security_middleware
 from server.settings import Settings
 from server.sources import build_sources
 from server.sources.base import TokenSource
 from server.store import LogStore, MemoryStore
-from server.transports import chunked, longpoll, openai, sse, ws
 
 log = logging.getLogger("tokenwire.server")
 
@@ -166,29 +159,17 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_on_shutdown)
 
-    r = app.router
-    r.add_post("/api/streams", api.create_stream)
-    r.add_get("/api/streams/{id}", api.stream_status, allow_head=False)
-    r.add_delete("/api/streams/{id}", api.cancel_stream)
-    r.add_get("/api/streams/{id}/sse", sse.subscribe, allow_head=False)
-    r.add_get("/api/streams/{id}/chunked", chunked.subscribe, allow_head=False)
-    r.add_get("/api/streams/{id}/poll", longpoll.poll, allow_head=False)
-    r.add_post("/api/sse", sse.create_and_stream)
-    r.add_post("/api/chunked", chunked.create_and_stream)
-    r.add_get(WEBSOCKET_PATH, ws.websocket, allow_head=False)
-    # The OpenAI-compatible dialect, so the official SDKs and tools built on them work.
-    r.add_post("/v1/chat/completions", openai.chat_completions)
-    r.add_get("/v1/models", openai.list_models, allow_head=False)
-    r.add_get("/v1/models/{model:.+}", openai.retrieve_model, allow_head=False)
+    for route in ROUTES:
+        path = route.router_path or route.path
+        if route.method == "GET":
+            app.router.add_get(path, route.handler, allow_head=route.allow_head)
+        else:
+            app.router.add_route(route.method, path, route.handler)
     # The demo page, and the JS client it uses (for anyone's page too: plain ES modules).
-    r.add_get("/", _files(STATIC_DIR, "index.html", index="index.html"))
-    r.add_get("/static/{name}", _files(STATIC_DIR, "*.*"))
+    app.router.add_get("/", _files(STATIC_DIR, "index.html", index="index.html"))
+    app.router.add_get("/static/{name}", _files(STATIC_DIR, "*.*"))
     if js_dir is not None:
-        r.add_get("/js/{name}", _files(js_dir, "*.js"), allow_head=False)
-    r.add_get("/api/info", api.info, allow_head=False)
-    r.add_get("/openapi.json", openapi.document, allow_head=False)
-    r.add_get("/metrics", api.metrics)
-    r.add_get("/healthz", api.healthz)
+        app.router.add_get("/js/{name}", _files(js_dir, "*.js"), allow_head=False)
     return app
 
 

@@ -1,17 +1,7 @@
-"""The hub: one generation per stream, any number of subscribers per stream.
+"""The hub: one generation task per stream writing its log, any number of readers.
 
-::
-
-    create() ──► generation task ──append──► LogStore[stream] ◄──read(after)── Subscription
-                 (source.stream())                                (one per connection)
-
-Creating a stream starts exactly one generation task. It appends ``token`` events with
-``seq`` 0, 1, 2, ... and then one terminal ``done``/``error`` event. Subscribers read the
-log from any position, so fan-out, late join and resume are one mechanism; a slow reader
-only falls behind in its own position and never slows the generation.
-
-A background sweeper cancels streams nobody has watched for ``grace_s`` and forgets
-finished streams after ``retention_s`` (remembering their ids, so they answer 410).
+Subscribers read the log from any position (fan-out, late join and resume are one
+mechanism); a sweeper cancels abandoned streams and forgets expired ones.
 """
 
 from __future__ import annotations
@@ -22,10 +12,11 @@ import hashlib
 import logging
 import secrets
 import time
+import typing
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from server.errors import (
     ServerBusy,
@@ -35,25 +26,27 @@ from server.errors import (
     UnknownStream,
 )
 from server.events import DoneReason, Event, done_event, error_event, token_event
-from server.metrics import TRANSPORTS, Metrics
+from server.metrics import Metrics
 from server.settings import Settings
 from server.sources.base import Finish, GenerationRequest, TokenSource
 from server.store.base import LogStore
 from server.validation import CreateRequest, parse_create_body
+from wire import READERS, Reader
 
 log = logging.getLogger("tokenwire.hub")
 
 StreamState = Literal["running", "done", "error"]
+STREAM_STATES: Final[tuple[StreamState, ...]] = typing.get_args(StreamState)
 CancelReason = Literal["cancelled", "abandoned", "shutdown"]
 
 #: How many expired stream ids are remembered to answer 410 instead of 404.
 TOMBSTONES = 100_000
-#: Largest batch one read hands to a transport.
+#: Largest batch one read hands to a transport (so at most this many events in one poll).
 READ_LIMIT = 512
 
 
 @dataclass(slots=True, eq=False)
-class Stream:
+class StreamRecord:
     """What the hub knows about one stream (the events themselves live in the store)."""
 
     id: str
@@ -69,7 +62,7 @@ class Stream:
     final_seq: int | None = None
     finish_reason: str | None = None
     finished_at: float | None = None
-    subscribers: Counter[str] = field(default_factory=Counter)
+    subscribers: Counter[Reader] = field(default_factory=Counter)
     last_present: float = field(default_factory=time.monotonic)
     cancel_reason: CancelReason | None = None
     task: asyncio.Task[None] | None = None
@@ -92,7 +85,7 @@ class Stream:
             "finish_reason": self.finish_reason,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
-            "subscribers": {t: self.subscribers.get(t, 0) for t in TRANSPORTS},
+            "subscribers": {t: self.subscribers.get(t, 0) for t in READERS},
         }
 
 
@@ -105,7 +98,7 @@ class Subscription:
 
     __slots__ = ("after", "finished", "stream", "_store")
 
-    def __init__(self, store: LogStore, stream: Stream, after: int) -> None:
+    def __init__(self, store: LogStore, stream: StreamRecord, after: int) -> None:
         self._store = store
         self.stream = stream
         self.after = after
@@ -137,24 +130,24 @@ class Hub:
         self.store = store
         self.sources = dict(sources)
         self.metrics = metrics
-        self.streams: dict[str, Stream] = {}
+        self.streams: dict[str, StreamRecord] = {}
         self._tombstones: OrderedDict[str, None] = OrderedDict()
         self._per_client: Counter[str] = Counter()
         self._live = 0
         self._unpaced = 0
         self._pace = 0.0  # the sum of the live streams' requested paces
-        self._subs_by_transport: Counter[str] = Counter()
+        self._subs_by_transport: Counter[Reader] = Counter()
         self.closing = False
         metrics.bind_live(lambda: self._live, lambda t: self._subs_by_transport[t])
 
     # ----- creation -----
 
-    async def create(self, body: Any, client: str) -> Stream:
+    async def create(self, body: Any, client: str) -> StreamRecord:
         """Validate a create body, check the caps and start the one generation."""
         self._check_open()
         return await self.start(parse_create_body(body, self.settings, self.sources), client)
 
-    async def start(self, parsed: CreateRequest, client: str) -> Stream:
+    async def start(self, parsed: CreateRequest, client: str) -> StreamRecord:
         """Check the caps and start the one generation of an already validated request."""
         self._check_open()
         s = self.settings
@@ -187,7 +180,7 @@ class Hub:
                 retry_after=5,
             )
         stream_id = secrets.token_urlsafe(12)
-        st = Stream(
+        stream = StreamRecord(
             id=stream_id,
             source=parsed.source.name,
             client=client,
@@ -196,23 +189,25 @@ class Hub:
             pace=pace,
         )
         await self.store.open(stream_id)
-        self.streams[stream_id] = st
+        self.streams[stream_id] = stream
         self._live += 1
         self._per_client[client] += 1
         self._unpaced += unpaced
         self._pace += pace
-        self.metrics.streams_created.labels(st.source).inc()
-        st.task = asyncio.create_task(
-            self._generate(st, parsed.source, parsed.request), name=f"generate-{stream_id}"
+        self.metrics.streams_created.labels(stream.source).inc()
+        stream.task = asyncio.create_task(
+            self._generate(stream, parsed.source, parsed.request), name=f"generate-{stream_id}"
         )
-        log.debug("> created %s source=%s client=%s", stream_id, st.source, client)
-        return st
+        log.debug("> created %s source=%s client=%s", stream_id, stream.source, client)
+        return stream
 
     def _check_open(self) -> None:
         if self.closing:
             raise ServerBusy("the server is shutting down", code="shutting_down", retry_after=5)
 
-    async def _generate(self, st: Stream, source: TokenSource, req: GenerationRequest) -> None:
+    async def _generate(
+        self, stream: StreamRecord, source: TokenSource, req: GenerationRequest
+    ) -> None:
         digest = hashlib.sha256()
         seq = 0
         final: Event
@@ -228,103 +223,103 @@ class Hub:
                         if not item:
                             continue
                         digest.update(item.encode())
-                        await self.store.append(st.id, token_event(st.id, seq, item))
+                        await self.store.append(stream.id, token_event(stream.id, seq, item))
                         seq += 1
-                        st.tokens = seq
+                        stream.tokens = seq
                         if seq >= req.max_tokens:  # even if a source overruns
                             reason = "length"
                             break
                 finally:
                     await agen.aclose()  # type: ignore[attr-defined]
-            final = done_event(st.id, seq, reason, seq, digest.hexdigest())
+            final = done_event(stream.id, seq, reason, seq, digest.hexdigest())
         except asyncio.CancelledError:
-            if st.cancel_reason is None:
+            if stream.cancel_reason is None:
                 raise
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            if st.cancel_reason == "shutdown":
-                final = error_event(st.id, seq, "shutdown", "the server is shutting down")
+            if stream.cancel_reason == "shutdown":
+                final = error_event(stream.id, seq, "shutdown", "the server is shutting down")
             else:
                 reason = "cancelled"
-                final = done_event(st.id, seq, reason, seq, digest.hexdigest())
+                final = done_event(stream.id, seq, reason, seq, digest.hexdigest())
         except TimeoutError:
             final = error_event(
-                st.id,
+                stream.id,
                 seq,
                 "generation_timeout",
                 f"generation took longer than {self.settings.generation_timeout_s:g} s",
             )
         except SourceError as e:
-            final = error_event(st.id, seq, e.code, e.message)
+            final = error_event(stream.id, seq, e.code, e.message)
         except Exception as e:
-            log.exception("source %s failed on stream %s", source.name, st.id)
-            final = error_event(st.id, seq, "source_error", f"{type(e).__name__}: {e}")
+            log.exception("source %s failed on stream %s", source.name, stream.id)
+            final = error_event(stream.id, seq, "source_error", f"{type(e).__name__}: {e}")
         self.metrics.tokens_generated.inc(seq)
-        await self.store.append(st.id, final)
-        self._finish(st, final, reason)
+        await self.store.append(stream.id, final)
+        self._finish(stream, final, reason)
 
-    def _finish(self, st: Stream, final: Event, reason: DoneReason) -> None:
-        st.final_seq = final.seq
-        st.state = "done" if final.type == "done" else "error"
-        st.finished_at = time.time()
+    def _finish(self, stream: StreamRecord, final: Event, reason: DoneReason) -> None:
+        stream.final_seq = final.seq
+        stream.state = "done" if final.type == "done" else "error"
+        stream.finished_at = time.time()
         if final.type == "done":
-            st.finish_reason = reason
+            stream.finish_reason = reason
         self._live -= 1
-        self._per_client[st.client] -= 1
-        if not self._per_client[st.client]:
-            del self._per_client[st.client]
-        self._unpaced -= st.unpaced
-        self._pace = self._pace - st.pace if self._live else 0.0  # (no float drift at rest)
-        self.metrics.streams_finished.labels(st.state).inc()
-        log.debug("> finished %s state=%s tokens=%d", st.id, st.state, st.tokens)
+        self._per_client[stream.client] -= 1
+        if not self._per_client[stream.client]:
+            del self._per_client[stream.client]
+        self._unpaced -= stream.unpaced
+        self._pace = self._pace - stream.pace if self._live else 0.0  # (no float drift at rest)
+        self.metrics.streams_finished.labels(stream.state).inc()
+        log.debug("> finished %s state=%s tokens=%d", stream.id, stream.state, stream.tokens)
 
     # ----- lookup, cancel -----
 
-    def get(self, stream_id: str) -> Stream:
-        st = self.streams.get(stream_id)
-        if st is None:
+    def get(self, stream_id: str) -> StreamRecord:
+        stream = self.streams.get(stream_id)
+        if stream is None:
             if stream_id in self._tombstones:
                 raise StreamGone(f"stream {stream_id!r} has expired")
             raise UnknownStream(stream_id)
-        return st
+        return stream
 
-    def cancel(self, stream_id: str, reason: CancelReason = "cancelled") -> Stream:
+    def cancel(self, stream_id: str, reason: CancelReason = "cancelled") -> StreamRecord:
         """Stop a running stream's source; it ends with ``done``/``cancelled``. Idempotent."""
-        st = self.get(stream_id)
-        if st.state == "running" and st.cancel_reason is None and st.task is not None:
-            st.cancel_reason = reason
-            st.task.cancel()
+        stream = self.get(stream_id)
+        if stream.state == "running" and stream.cancel_reason is None and stream.task is not None:
+            stream.cancel_reason = reason
+            stream.task.cancel()
             log.debug("> cancel %s (%s)", stream_id, reason)
-        return st
+        return stream
 
     async def wait_finished(self, stream_id: str) -> None:
-        st = self.get(stream_id)
-        if st.task is not None:
-            await asyncio.shield(st.task)
+        stream = self.get(stream_id)
+        if stream.task is not None:
+            await asyncio.shield(stream.task)
 
     # ----- subscribers -----
 
     @contextlib.asynccontextmanager
     async def subscribe(
-        self, stream_id: str, after: int, transport: str
+        self, stream_id: str, after: int, transport: Reader
     ) -> AsyncIterator[Subscription]:
         """Count a reader on ``transport`` while it reads the stream from ``after``."""
-        st = self.get(stream_id)
+        stream = self.get(stream_id)
         # Fail fast (410) if the asked position is already evicted.
         await self.store.read(stream_id, after, limit=1, wait=0)
-        st.subscribers[transport] += 1
+        stream.subscribers[transport] += 1
         self._subs_by_transport[transport] += 1
         try:
-            yield Subscription(self.store, st, after)
+            yield Subscription(self.store, stream, after)
         finally:
-            st.subscribers[transport] -= 1
+            stream.subscribers[transport] -= 1
             self._subs_by_transport[transport] -= 1
-            st.last_present = time.monotonic()
+            stream.last_present = time.monotonic()
 
-    def touch(self, st: Stream) -> None:
+    def touch(self, stream: StreamRecord) -> None:
         """A long-poll client is present between its polls."""
-        st.last_present = time.monotonic()
+        stream.last_present = time.monotonic()
 
     # ----- background upkeep -----
 
@@ -334,16 +329,19 @@ class Hub:
         now = time.time()
         grace = self.settings.grace_s
         expired: list[str] = []
-        for st in self.streams.values():
-            if st.state == "running":
+        for stream in self.streams.values():
+            if stream.state == "running":
                 if (
-                    st.cancel_reason is None
-                    and st.total_subscribers == 0
-                    and now_mono - st.last_present >= grace
+                    stream.cancel_reason is None
+                    and stream.total_subscribers == 0
+                    and now_mono - stream.last_present >= grace
                 ):
-                    self.cancel(st.id, "abandoned")
-            elif st.finished_at is not None and now - st.finished_at >= self.settings.retention_s:
-                expired.append(st.id)
+                    self.cancel(stream.id, "abandoned")
+            elif (
+                stream.finished_at is not None
+                and now - stream.finished_at >= self.settings.retention_s
+            ):
+                expired.append(stream.id)
         for stream_id in expired:
             del self.streams[stream_id]
             self._tombstones[stream_id] = None
@@ -361,10 +359,10 @@ class Hub:
         """End every live stream with a final ``error``/``shutdown`` event."""
         self.closing = True
         tasks = []
-        for st in list(self.streams.values()):
-            if st.state == "running" and st.task is not None:
-                self.cancel(st.id, "shutdown")
-                tasks.append(st.task)
+        for stream in list(self.streams.values()):
+            if stream.state == "running" and stream.task is not None:
+                self.cancel(stream.id, "shutdown")
+                tasks.append(stream.task)
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout_s)
         for source in self.sources.values():

@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-#: The four transports, and ``openai``: the ``/v1`` chat completions stream.
-TRANSPORTS = ("sse", "ws", "poll", "chunked", "openai")
+from wire import READERS, Reader
 
 
 class Metrics:
@@ -52,17 +51,15 @@ class Metrics:
             ["transport"],
             registry=self.registry,
         )
-        self._sent = {
-            t: (self.events_sent.labels(t), self.bytes_sent.labels(t)) for t in TRANSPORTS
-        }
+        self._sent = {t: (self.events_sent.labels(t), self.bytes_sent.labels(t)) for t in READERS}
 
-    def bind_live(self, live: Callable[[], int], subs: Callable[[str], int]) -> None:
+    def bind_live(self, live: Callable[[], int], subs: Callable[[Reader], int]) -> None:
         """Read gauges from the hub at scrape time instead of updating them per event."""
         self.live_streams.set_function(live)
-        for t in TRANSPORTS:
+        for t in READERS:
             self.subscribers.labels(t).set_function(functools.partial(subs, t))
 
-    def sent(self, transport: str, events: int, nbytes: int) -> None:
+    def sent(self, transport: Reader, events: int, nbytes: int) -> None:
         ev, by = self._sent[transport]
         if events:
             ev.inc(events)

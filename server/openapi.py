@@ -1,43 +1,30 @@
-"""``GET /openapi.json``: an OpenAPI 3.2 document of the HTTP API, as this server is set up.
+"""The OpenAPI 3.2.0 document of the HTTP API, as this server is set up.
 
-It is built from the settings and the enabled sources, so its limits are the ones the
-server enforces (``prompt`` length, ``max_tokens``, pace params, the long-poll ``timeout``),
-its ``source`` and ``model`` values are the ones it serves, and it declares the bearer
-token only when ``auth_token`` is set. Every response a route can give is described,
-errors included; ``tests/test_openapi.py`` checks real answers against it (and runs
-schemathesis on a live server).
-
-OpenAPI 3.2 because it describes streams: a ``text/event-stream`` or ``application/x-ndjson``
-answer has an ``itemSchema`` for each of its events (for SSE: the ``event``/``id``/``data``
-fields, with ``data`` holding JSON of :data:`EVENT`'s shape, via ``contentMediaType`` and
-``contentSchema``). The WebSocket (``GET /api/ws``) is described only as the upgrade; its
-messages are in ``docs/protocol.md``. The demo page and its files are not part of the API.
+Built from the settings, the enabled sources and the route table (:mod:`server.routes`), so
+its limits, sources and models are the ones the server enforces and serves. 3.2 because its
+``itemSchema`` describes each event of a streamed answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import orjson
-from aiohttp import web
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import server
-from server.chat import IGNORED_FIELDS, model_ids
-from server.keys import HUB, SETTINGS
-from server.metrics import TRANSPORTS
+from server.chat_request import IGNORED_FIELDS, SAMPLING_FIELDS, model_ids
+from server.events import DONE_REASONS
+from server.framing.openai import FINISH_REASONS
+from server.hub import READ_LIMIT, STREAM_STATES
+from server.security import needs_token
 from server.settings import Settings
-from server.sources.base import TokenSource
-from server.validation import MAX_AFTER
+from server.sources.base import CHAT_ROLES, TokenSource
+from server.validation import MAX_AFTER, POSITION_PATTERN
+from wire import EVENT_TYPES, READERS, TRANSPORTS
 
 Schema = dict[str, Any]
 
-MAX_SEED = 2**63 - 1
-#: Events in one long-poll answer, at most (hub.READ_LIMIT).
-MAX_POLL_EVENTS = 512
 
-
-def _ref(name: str) -> Schema:
+def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
@@ -78,7 +65,7 @@ DONE_EVENT = _object(
         "stream": STRING,
         "seq": {"type": "integer", "minimum": 0},
         "type": {"const": "done"},
-        "finish_reason": {"enum": ["stop", "length", "cancelled"]},
+        "finish_reason": {"enum": list(DONE_REASONS)},
         "tokens": {"type": "integer", "minimum": 0},
         "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
         "t": INTEGER,
@@ -96,7 +83,7 @@ ERROR_EVENT = _object(
 )
 #: One event of a stream, as every transport carries it.
 EVENT: Schema = {
-    "oneOf": [_ref("TokenEvent"), _ref("DoneEvent"), _ref("ErrorEvent")],
+    "oneOf": [ref("TokenEvent"), ref("DoneEvent"), ref("ErrorEvent")],
     "discriminator": {
         "propertyName": "type",
         "mapping": {
@@ -115,23 +102,23 @@ SSE_EVENT: Schema = {
     "oneOf": [
         {
             "properties": {
-                "event": {"enum": ["token", "done", "error"]},
+                "event": {"enum": list(EVENT_TYPES)},
                 "id": {"type": "string", "pattern": "^(0|[1-9][0-9]*)$"},
-                "data": _json_string(_ref("Event")),
+                "data": _json_string(ref("Event")),
             },
             "required": ["event", "id", "data"],
         },
         {
             "properties": {
                 "event": {"const": "created"},
-                "data": _json_string(_ref("CreatedMessage")),
+                "data": _json_string(ref("CreatedMessage")),
             },
             "required": ["event", "data"],
         },
     ],
 }
 #: One NDJSON line of a tokenwire stream (an empty line is a heartbeat, not an item).
-NDJSON_LINE: Schema = {"oneOf": [_ref("Event"), _ref("CreatedMessage")]}
+NDJSON_LINE: Schema = {"oneOf": [ref("Event"), ref("CreatedMessage")]}
 
 ERROR = _object({"error": _object({"code": STRING, "message": STRING})})
 OPENAI_ERROR = _object(
@@ -148,26 +135,8 @@ OPENAI_ERROR = _object(
 )
 
 
-def _synthetic_params(settings: Settings) -> Schema:
-    return {
-        "type": "object",
-        "properties": {
-            "ttft_ms": {"type": "number", "minimum": 0, "maximum": settings.max_ttft_ms},
-            "tokens_per_s": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": settings.max_tokens_per_s,
-                "description": "0: as fast as possible (at most max_unpaced_streams at once)",
-            },
-            "jitter": {"type": "number", "minimum": 0, "maximum": 1},
-            "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
-        },
-        "additionalProperties": False,
-    }
-
-
 def _create_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema:
-    params = _source_params(settings, sources)
+    params = _source_params(sources)
     return {
         "description": "`null` means absent (the default)",
         **_object(
@@ -184,9 +153,15 @@ def _create_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Sche
     }
 
 
-def _source_params(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema:
-    if list(sources) == ["synthetic"]:
-        return _synthetic_params(settings)
+def _source_params(sources: Mapping[str, TokenSource]) -> Schema:
+    """A closed object of the one enabled source's params (each source declares them)."""
+    if len(sources) == 1:
+        (source,) = sources.values()
+        return {
+            "type": "object",
+            "properties": {p.name: p.schema() for p in source.params},
+            "additionalProperties": False,
+        }
     return {"type": "object", "description": "the source's params (docs/protocol.md)"}
 
 
@@ -196,7 +171,7 @@ def _chat_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema
     part = _object({"type": {"const": "text"}, "text": STRING})
     message = _object(
         {
-            "role": {"enum": ["system", "developer", "user", "assistant"]},
+            "role": {"enum": list(CHAT_ROLES)},
             "content": {"anyOf": [STRING, {"type": "array", "items": part, "minItems": 1}]},
             "name": nullable(STRING),
         },
@@ -208,9 +183,7 @@ def _chat_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema
         "messages": {"type": "array", "items": message, "minItems": 1},
         "max_tokens": max_tokens,
         "max_completion_tokens": max_tokens,
-        "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
-        "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
-        "seed": nullable({"type": "integer", "minimum": -(2**63), "maximum": MAX_SEED}),
+        **{field.name: nullable(field.schema()) for field in SAMPLING_FIELDS},
         "n": nullable({"const": 1}),
         "stream": flag,
         "stream_options": nullable(
@@ -219,7 +192,7 @@ def _chat_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema
                 optional=("include_usage", "include_obfuscation"),
             )
         ),
-        "params": nullable(_source_params(settings, sources)),
+        "params": nullable(_source_params(sources)),
         **{name: {"description": "accepted and ignored"} for name in sorted(IGNORED_FIELDS)},
     }
     return {
@@ -264,7 +237,7 @@ CHAT_COMPLETION = _chat_object(
     "chat.completion",
     {
         "message": _object({"role": {"const": "assistant"}, "content": STRING}),
-        "finish_reason": {"enum": ["stop", "length"]},
+        "finish_reason": {"enum": list(FINISH_REASONS.values())},
     },
     _USAGE,
     chunk=False,
@@ -275,7 +248,7 @@ CHAT_CHUNK = _chat_object(
         "delta": _object(
             {"role": {"const": "assistant"}, "content": STRING}, optional=("role", "content")
         ),
-        "finish_reason": {"enum": ["stop", "length", None]},
+        "finish_reason": {"enum": [*FINISH_REASONS.values(), None]},
     },
     _nullable(_USAGE),
     chunk=True,
@@ -298,7 +271,7 @@ MODEL = _object(
 
 
 def _schemas(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str, Schema]:
-    links = _object({name: STRING for name in ("sse", "ws", "poll", "chunked", "self")})
+    links = _object({name: STRING for name in (*TRANSPORTS, "self")})
     return {
         "TokenEvent": TOKEN_EVENT,
         "DoneEvent": DONE_EVENT,
@@ -312,19 +285,19 @@ def _schemas(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str
         "StreamStatus": _object(
             {
                 "id": STREAM_ID,
-                "state": {"enum": ["running", "done", "error"]},
+                "state": {"enum": list(STREAM_STATES)},
                 "source": STRING,
                 "tokens": {"type": "integer", "minimum": 0},
                 "max_tokens": {"type": "integer", "minimum": 1},
-                "finish_reason": {"enum": ["stop", "length", "cancelled", None]},
+                "finish_reason": {"enum": [*DONE_REASONS, None]},
                 "created_at": {"type": "number"},
                 "finished_at": {"type": ["number", "null"]},
-                "subscribers": _object({t: {"type": "integer", "minimum": 0} for t in TRANSPORTS}),
+                "subscribers": _object({t: {"type": "integer", "minimum": 0} for t in READERS}),
             }
         ),
         "PollAnswer": _object(
             {
-                "events": {"type": "array", "items": _ref("Event"), "maxItems": MAX_POLL_EVENTS},
+                "events": {"type": "array", "items": ref("Event"), "maxItems": READ_LIMIT},
                 "next": {"type": "integer", "minimum": -1},
                 "done": {"type": "boolean"},
             }
@@ -361,17 +334,27 @@ def _schemas(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str
         "ChatCompletion": CHAT_COMPLETION,
         "Model": MODEL,
         "ModelList": _object(
-            {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}}
+            {"object": {"const": "list"}, "data": {"type": "array", "items": ref("Model")}}
         ),
     }
 
 
 # --- responses ---
 
-_HEADER_STRING = {"schema": STRING}
-_STREAM_HEADERS = {
-    "Tokenwire-Stream": {**_HEADER_STRING, "required": True, "description": "the stream id"},
-    "Location": {**_HEADER_STRING, "required": True, "description": "/api/streams/{id}"},
+
+def header(*, required: bool = False, description: str | None = None) -> Schema:
+    """A string response header."""
+    out: Schema = {"schema": STRING}
+    if required:
+        out["required"] = True
+    if description is not None:
+        out["description"] = description
+    return out
+
+
+STREAM_HEADERS = {
+    "Tokenwire-Stream": header(required=True, description="the stream id"),
+    "Location": header(required=True, description="/api/streams/{id}"),
 }
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}}}
 #: Status, what it means, and its headers: the errors a route can answer.
@@ -379,20 +362,20 @@ _ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
     "400": ("A field is missing, of the wrong type or out of range; a body that is not JSON", {}),
     "401": (
         "No or a wrong bearer token",
-        {"WWW-Authenticate": {**_HEADER_STRING, "required": True}},
+        {"WWW-Authenticate": header(required=True)},
     ),
     "403": ("The page's Origin or the Host is not allowed", {}),
     "404": ("No such stream, model or route", {}),
     "410": ("The stream expired, or the position is older than the retained log", {}),
     "413": ("The body or the prompt is too large", {}),
-    "426": ("Not a WebSocket handshake", {"Upgrade": {**_HEADER_STRING, "required": True}}),
+    "426": ("Not a WebSocket handshake", {"Upgrade": header(required=True)}),
     "429": ("This client address has its maximum of live streams", _RETRY_AFTER),
     "503": ("A server-wide limit is reached, or the server is shutting down", _RETRY_AFTER),
 }
 
 
-def _errors(*statuses: str, openai: bool = False) -> dict[str, Any]:
-    schema = _ref("OpenAIError" if openai else "Error")
+def errors(*statuses: str, openai: bool = False) -> dict[str, Any]:
+    schema = ref("OpenAIError" if openai else "Error")
     out = {}
     for status in statuses:
         description, headers = _ERRORS[status]
@@ -404,7 +387,7 @@ def _errors(*statuses: str, openai: bool = False) -> dict[str, Any]:
     return out
 
 
-def _json(description: str, schema: Schema, headers: dict[str, Any] | None = None) -> Schema:
+def json_answer(description: str, schema: Schema, headers: dict[str, Any] | None = None) -> Schema:
     return {
         "description": description,
         "headers": headers or {},
@@ -412,7 +395,7 @@ def _json(description: str, schema: Schema, headers: dict[str, Any] | None = Non
     }
 
 
-def _text(media_type: str, description: str, headers: dict[str, Any] | None = None) -> Schema:
+def text_answer(media_type: str, description: str, headers: dict[str, Any] | None = None) -> Schema:
     return {
         "description": description,
         "headers": headers or {},
@@ -420,7 +403,7 @@ def _text(media_type: str, description: str, headers: dict[str, Any] | None = No
     }
 
 
-def _stream(
+def stream_answer(
     media_type: str, item: Schema, description: str, headers: dict[str, Any] | None = None
 ) -> Schema:
     """A streamed answer: ``item`` describes each of its events (OpenAPI 3.2)."""
@@ -433,8 +416,8 @@ def _stream(
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
-_SSE_TEXT = "Server-Sent Events: `id:` (the seq), `event:` (the type), `data:` (the Event)"
-_NDJSON_TEXT = "one Event per line; an empty line is a heartbeat"
+SSE_TEXT = "Server-Sent Events: `id:` (the seq), `event:` (the type), `data:` (the Event)"
+NDJSON_TEXT = "one Event per line; an empty line is a heartbeat"
 
 
 def _parameters(settings: Settings) -> dict[str, Schema]:
@@ -456,198 +439,80 @@ def _parameters(settings: Settings) -> dict[str, Schema]:
             "name": "Last-Event-ID",
             "in": "header",
             "description": "what a reconnecting EventSource sends; wins over `after`",
-            "schema": {"type": "string", "pattern": "^(|-1|0|[1-9][0-9]{0,15})$"},
+            "schema": {"type": "string", "pattern": f"^(|{POSITION_PATTERN})$"},
         },
     }
 
 
-def _param(name: str) -> Schema:
+def param_ref(name: str) -> Schema:
+    """A reference to one of the :func:`_parameters`."""
     return {"$ref": f"#/components/parameters/{name}"}
 
 
-def _operation(
-    summary: str,
-    responses: dict[str, Any],
-    *,
-    parameters: list[Schema] | None = None,
-    body: str | None = None,
-    open_route: bool = False,
-) -> Schema:
-    op: Schema = {"summary": summary, "responses": responses}
-    if parameters:
-        op["parameters"] = parameters
-    if body is not None:
+#: The answers of ``POST /v1/chat/completions``.
+CHAT_RESPONSES: Schema = {
+    "200": {
+        "description": "The answer; with `stream: true` an SSE stream of "
+        "chat.completion.chunk objects ending with `data: [DONE]`",
+        "headers": STREAM_HEADERS,
+        "content": {
+            "application/json": {"schema": ref("ChatCompletion")},
+            SSE: {"itemSchema": CHAT_SSE_EVENT},
+        },
+    },
+    **errors("400", "401", "403", "404", "413", "429", "503", openai=True),
+    **{
+        status: {
+            "description": "The generation ended without an answer",
+            "content": {"application/json": {"schema": ref("OpenAIError")}},
+        }
+        for status in ("409", "500", "502", "504")
+    },
+}
+
+
+class DocumentedRoute(Protocol):
+    """What the document needs of a route (``server.routes.Route``)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def responses(self) -> Mapping[str, Any]: ...
+    @property
+    def parameters(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def body(self) -> str | None: ...
+
+
+def _operation(route: DocumentedRoute) -> Schema:
+    op: Schema = {"summary": route.summary, "responses": dict(route.responses)}
+    if route.parameters:
+        op["parameters"] = list(route.parameters)
+    if route.body is not None:
         op["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": _ref(body)}},
+            "content": {"application/json": {"schema": ref(route.body)}},
         }
-    if open_route:
+    if not needs_token(route.path):
         op["security"] = []
     return op
 
 
-def _paths() -> dict[str, Any]:
-    read_errors = ("400", "401", "403", "404", "410")
-    create_errors = ("400", "401", "403", "413", "429", "503")
-    stream_id_param = [_param("id")]
-    return {
-        "/api/streams": {
-            "post": _operation(
-                "Create a stream (start one generation)",
-                {
-                    "201": _json(
-                        "Created",
-                        _ref("Created"),
-                        {"Location": {**_HEADER_STRING, "required": True}},
-                    ),
-                    **_errors(*create_errors),
-                },
-                body="CreateBody",
-            )
-        },
-        "/api/streams/{id}": {
-            "get": _operation(
-                "A stream's state",
-                {"200": _json("The state", _ref("StreamStatus")), **_errors(*read_errors)},
-                parameters=stream_id_param,
-            ),
-            "delete": _operation(
-                "Cancel a stream (idempotent); it ends with done / cancelled",
-                {"204": {"description": "Cancelled"}, **_errors(*read_errors)},
-                parameters=stream_id_param,
-            ),
-        },
-        "/api/streams/{id}/sse": {
-            "get": _operation(
-                "Read a stream as Server-Sent Events",
-                {
-                    "200": _stream(SSE, SSE_EVENT, _SSE_TEXT),
-                    "204": {"description": "The stream ended and nothing follows the position"},
-                    **_errors(*read_errors),
-                },
-                parameters=[*stream_id_param, _param("after"), _param("lastEventId")],
-            )
-        },
-        "/api/streams/{id}/chunked": {
-            "get": _operation(
-                "Read a stream as chunked NDJSON",
-                {
-                    "200": _stream(NDJSON, NDJSON_LINE, _NDJSON_TEXT),
-                    "204": {"description": "The stream ended and nothing follows the position"},
-                    **_errors(*read_errors),
-                },
-                parameters=[*stream_id_param, _param("after")],
-            )
-        },
-        "/api/streams/{id}/poll": {
-            "get": _operation(
-                "One long poll: the events after `after`, or none after `timeout`",
-                {"200": _json("A batch", _ref("PollAnswer")), **_errors(*read_errors)},
-                parameters=[*stream_id_param, _param("after"), _param("timeout")],
-            )
-        },
-        "/api/sse": {
-            "post": _operation(
-                "Create a stream and read it as Server-Sent Events (first: a `created` event)",
-                {
-                    "200": _stream(SSE, SSE_EVENT, _SSE_TEXT, _STREAM_HEADERS),
-                    **_errors(*create_errors),
-                },
-                body="CreateBody",
-            )
-        },
-        "/api/chunked": {
-            "post": _operation(
-                "Create a stream and read it as NDJSON (first line: {type: created, stream})",
-                {
-                    "200": _stream(NDJSON, NDJSON_LINE, _NDJSON_TEXT, _STREAM_HEADERS),
-                    **_errors(*create_errors),
-                },
-                body="CreateBody",
-            )
-        },
-        "/api/ws": {
-            "get": _operation(
-                "The WebSocket (JSON messages, docs/protocol.md); a plain GET is 426",
-                {
-                    "101": {"description": "Switching Protocols"},
-                    **_errors("401", "403", "426"),
-                },
-            )
-        },
-        "/api/info": {
-            "get": _operation(
-                "Sources, limits and whether a token is needed",
-                {"200": _json("Info", _ref("Info")), **_errors("403")},
-                open_route=True,
-            )
-        },
-        "/healthz": {
-            "get": _operation(
-                "Liveness",
-                {"200": _json("Health", _ref("Health")), **_errors("403")},
-                open_route=True,
-            )
-        },
-        "/metrics": {
-            "get": _operation(
-                "Prometheus metrics",
-                {"200": _text("text/plain", "Prometheus text format"), **_errors("401", "403")},
-            )
-        },
-        "/openapi.json": {
-            "get": _operation(
-                "This document",
-                {"200": _json("OpenAPI 3.2", {"type": "object"}), **_errors("403")},
-                open_route=True,
-            )
-        },
-        "/v1/models": {
-            "get": _operation(
-                "The models (OpenAI's shape)",
-                {"200": _json("The list", _ref("ModelList")), **_errors("401", "403", openai=True)},
-            )
-        },
-        "/v1/models/{model}": {
-            "get": _operation(
-                "One model (OpenAI's shape)",
-                {
-                    "200": _json("The model", _ref("Model")),
-                    **_errors("401", "403", "404", openai=True),
-                },
-                parameters=[{"name": "model", "in": "path", "required": True, "schema": STRING}],
-            )
-        },
-        "/v1/chat/completions": {
-            "post": _operation(
-                "A chat completion (OpenAI's Chat Completions); with `stream`: SSE chunks",
-                {
-                    "200": {
-                        "description": "The answer; with `stream: true` an SSE stream of "
-                        "chat.completion.chunk objects ending with `data: [DONE]`",
-                        "headers": _STREAM_HEADERS,
-                        "content": {
-                            "application/json": {"schema": _ref("ChatCompletion")},
-                            SSE: {"itemSchema": CHAT_SSE_EVENT},
-                        },
-                    },
-                    **_errors("400", "401", "403", "404", "413", "429", "503", openai=True),
-                    **{
-                        status: {
-                            "description": "The generation ended without an answer",
-                            "content": {"application/json": {"schema": _ref("OpenAIError")}},
-                        }
-                        for status in ("409", "500", "502", "504")
-                    },
-                },
-                body="ChatBody",
-            )
-        },
-    }
+def _paths(routes: Iterable[DocumentedRoute]) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return paths
 
 
-def build(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of a server with these settings and sources."""
+def build(
+    settings: Settings, sources: Mapping[str, TokenSource], routes: Iterable[DocumentedRoute]
+) -> dict[str, Any]:
+    """The OpenAPI 3.2.0 document of a server with these settings, sources and routes."""
     doc: dict[str, Any] = {
         "openapi": "3.2.0",
         "info": {
@@ -656,7 +521,7 @@ def build(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str, A
             "description": "One generation, one log, four transports. The wire contract is "
             "docs/protocol.md; errors are {error: {code, message}} (OpenAI's shape under /v1).",
         },
-        "paths": _paths(),
+        "paths": _paths(routes),
         "components": {
             "schemas": _schemas(settings, sources),
             "parameters": _parameters(settings),
@@ -666,8 +531,3 @@ def build(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str, A
     if settings.auth_token is not None:
         doc["security"] = [{"bearer": []}]
     return doc
-
-
-async def document(request: web.Request) -> web.Response:
-    doc = build(request.app[SETTINGS], request.app[HUB].sources)
-    return web.Response(body=orjson.dumps(doc), content_type="application/json")

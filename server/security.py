@@ -1,54 +1,22 @@
 """Who may talk to the server: the Host check, the Origin check, CORS and the bearer token.
 
-The decisions are pure functions of header values and the settings (table-tested in
-``tests/test_security.py`` without a server); :func:`security_middleware` applies them to
-every request, in this order::
-
-    request ─► Host served?             no: 403 host_not_allowed   (DNS rebinding)
-            ─► Origin allowed?          no: 403 origin_not_allowed (cross-site requests and
-                                            WebSocket hijacking)
-            ─► a CORS preflight?        yes: 204 with Access-Control-Allow-* (no token needed)
-            ─► token needed, wrong?     yes: 401 unauthorized, WWW-Authenticate: Bearer
-            ─► the handler; the answer to an allowed cross-origin request carries
-               Access-Control-Allow-Origin and Access-Control-Expose-Headers
-
-- **Host.** A page on ``http://evil.example:8080`` whose name the attacker re-points at
-  127.0.0.1 (DNS rebinding) is same-origin with itself, so Origin checks cannot stop it; the
-  ``Host`` header gives it away. Listening on a loopback address, the server answers only
-  loopback names (``localhost``, ``*.localhost``, ``127.0.0.0/8``, ``[::1]``) unless
-  ``allowed_hosts`` says otherwise.
-- **Origin.** A browser names the page behind every cross-origin request and every
-  WebSocket handshake in ``Origin``. The server's own origin is the request's scheme and its
-  ``Host``. A WebSocket handshake is allowed from the own origin, from ``ws_allowed_origins``,
-  or without ``Origin`` (not a browser). Any other request from a foreign origin must be in
-  ``cors_origins``: refusing it outright (not only withholding CORS headers) also stops the
-  "simple" cross-site POSTs a browser sends without a preflight.
-- **CORS.** Off by default. An allowed origin gets its own origin echoed (with
-  ``Vary: Origin``), or ``*`` when ``cors_origins`` is ``*``. Credentials are never allowed
-  (``Access-Control-Allow-Credentials`` is never sent): the token travels in
-  ``Authorization``, which a page sets itself, not in a cookie a browser would attach.
-- **Token.** With ``auth_token`` set, ``/api/*`` (but ``/api/info``), ``/v1/*`` and
-  ``/metrics`` need ``Authorization: Bearer <token>``, compared in constant time. A
-  WebSocket handshake without the header is let through: browsers cannot set it, so the
-  socket must then authenticate with its first message (:mod:`server.transports.ws`).
+Pure decisions over header values (table-tested), applied to every request by
+:func:`security_middleware`: Host (403), Origin (403), CORS preflight (204), token (401).
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlsplit
+from typing import Literal
 
 from aiohttp import hdrs, web
 
+from server.allowlists import HostList, OriginList, normalize_origin, own_origin
 from server.errors import Forbidden, Unauthorized
-
-if TYPE_CHECKING:
-    from server.settings import Settings
+from server.settings import Settings
 
 #: The WebSocket route: its Origin check uses ``ws_allowed_origins``, and its token may
 #: come in the first message instead of the handshake.
@@ -62,135 +30,12 @@ EXPOSED_HEADERS = (
 #: How long a browser may cache a preflight answer, in seconds.
 PREFLIGHT_MAX_AGE = "600"
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
 
 Verdict = Literal["none", "same", "cross", "refused"]
 
 
 # --- origins and hosts ---
-
-
-def normalize_origin(text: str) -> str | None:
-    """``scheme://host[:port]`` in the form browsers send in ``Origin`` (lower case, no
-    default port), or None if ``text`` is not an http(s) origin (``null``, a path, ...)."""
-    try:
-        parts = urlsplit(text.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    host = parts.hostname
-    if (
-        scheme not in _DEFAULT_PORTS
-        or not host
-        or parts.path
-        or parts.query
-        or parts.fragment
-        or "@" in parts.netloc
-    ):
-        return None
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or port == _DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-def own_origin(scheme: str, host: str | None) -> str | None:
-    """The server's origin as this request reached it: its scheme and its ``Host``."""
-    if not host:
-        return None
-    return normalize_origin(f"{scheme}://{host}")
-
-
-def host_name(host: str | None) -> str | None:
-    """The name in a ``Host`` header (lower case, IPv6 without brackets), without the port."""
-    if not host:
-        return None
-    try:
-        return urlsplit(f"//{host}").hostname
-    except ValueError:
-        return None
-
-
-def is_loopback_name(name: str) -> bool:
-    """``localhost``, ``*.localhost`` (RFC 6761: always loopback), 127.0.0.0/8 or ::1."""
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class OriginList:
-    """A parsed origin allowlist: ``*`` (any origin) or exact origins."""
-
-    any: bool = False
-    origins: frozenset[str] = frozenset()
-
-    @classmethod
-    def parse(cls, raw: str, setting: str) -> OriginList:
-        """Parse ``a, b`` or ``*``; raise ValueError naming ``setting`` on a bad entry."""
-        entries = [e.strip() for e in raw.split(",") if e.strip()]
-        if "*" in entries:
-            if len(entries) > 1:
-                raise ValueError(f"{setting}: '*' allows every origin; list nothing else")
-            return cls(any=True)
-        origins = set()
-        for entry in entries:
-            origin = normalize_origin(entry)
-            if origin is None:
-                raise ValueError(
-                    f"{setting}: {entry!r} is not an origin (http(s)://host[:port], no path)"
-                )
-            origins.add(origin)
-        return cls(origins=frozenset(origins))
-
-    def __bool__(self) -> bool:
-        return self.any or bool(self.origins)
-
-    def allows(self, origin: str) -> bool:
-        if self.any:
-            return True
-        normal = normalize_origin(origin)
-        return normal is not None and normal in self.origins
-
-
-@dataclass(frozen=True, slots=True)
-class HostList:
-    """The ``Host`` names the server answers to: any, loopback names only, or a list."""
-
-    any: bool = False
-    loopback: bool = False
-    names: frozenset[str] = frozenset()
-
-    @classmethod
-    def parse(cls, raw: str, listen_host: str) -> HostList:
-        """``allowed_hosts`` as set; empty means loopback names when ``listen_host`` is a
-        loopback address or name, any name otherwise."""
-        entries = [e.strip().lower() for e in raw.split(",") if e.strip()]
-        if "*" in entries:
-            if len(entries) > 1:
-                raise ValueError("allowed_hosts: '*' allows every host; list nothing else")
-            return cls(any=True)
-        if entries:
-            names = {host_name(e) for e in entries}
-            if None in names:
-                raise ValueError(f"allowed_hosts: not host names: {raw!r}")
-            return cls(names=frozenset(n for n in names if n))
-        listen = host_name(listen_host) or listen_host
-        return cls(loopback=True) if is_loopback_name(listen) else cls(any=True)
-
-    def allows(self, host: str | None) -> bool:
-        if self.any or host is None:  # no Host (HTTP/1.0): not a browser
-            return True
-        name = host_name(host)
-        if name is None:
-            return False
-        return name in self.names or (self.loopback and is_loopback_name(name))
 
 
 def http_origin_verdict(origin: str | None, own: str | None, cors: OriginList) -> Verdict:

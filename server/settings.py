@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from server.allowlists import HostList, OriginList
+
 SourceName = Literal["synthetic", "hf", "openai"]
 SOURCE_NAMES: tuple[SourceName, ...] = typing.get_args(SourceName)
 
@@ -120,9 +122,10 @@ class Settings:
         ):
             # An empty token (an unset shell variable) must not turn authentication off.
             raise ValueError("auth_token must be a non-empty string without whitespace")
-        from server.security import Policy
-
-        Policy.from_settings(self)  # a bad origin or host list fails here, naming the setting
+        # A bad origin or host list fails here, naming the setting.
+        HostList.parse(self.allowed_hosts, self.host)
+        OriginList.parse(self.ws_allowed_origins, "ws_allowed_origins")
+        OriginList.parse(self.cors_origins, "cors_origins")
 
     @property
     def hf_model(self) -> str:

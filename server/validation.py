@@ -79,18 +79,33 @@ def parse_create_body(
 
 #: A position as a JSON integer writes it (no sign but for -1, no leading zeros); Python's
 #: ``int()`` would also take ``+5``, `` 5``, ``1_000`` and non-ASCII digits.
-_POSITION = re.compile(r"-1|0|[1-9][0-9]{0,15}")
+POSITION_PATTERN = r"-1|0|[1-9][0-9]{0,15}"
+_POSITION = re.compile(POSITION_PATTERN)
 #: A JSON number (``float()`` would also take ``inf``, ``nan`` and ``1_0``).
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
 
+_AFTER_RULE = "must be an integer >= -1"
+
+
 def parse_after(raw: str | None, field: str = "after") -> int:
-    """``after=SEQ``: events with ``seq > SEQ``; absent means from the start (-1)."""
+    """``after=SEQ`` (a query parameter, ``Last-Event-ID``): events with ``seq > SEQ``;
+    absent means from the start (-1)."""
     if raw is None:
         return -1
     if not _POSITION.fullmatch(raw) or int(raw) > MAX_AFTER:
-        raise InvalidField(field, "must be an integer >= -1")
+        raise InvalidField(field, _AFTER_RULE)
     return int(raw)
+
+
+def after_value(value: Any, field: str = "after") -> int:
+    """``"after": SEQ`` in a JSON message (WebSocket ``subscribe``); absent or ``null``
+    means from the start (-1)."""
+    if value is None:
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= MAX_AFTER:
+        raise InvalidField(field, _AFTER_RULE)
+    return value
 
 
 def parse_timeout(raw: str | None, default: float, maximum: float) -> float:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from server.chat import chat_prompt, model_ids, parse_chat_body, resolve_model
+from server.chat_request import chat_prompt, model_ids, parse_chat_body, resolve_model
 from server.errors import ApiError, BadRequest, InvalidRequest, ModelNotFound
 from server.settings import Settings
 from server.sources.base import ChatMessage, TokenSource
@@ -595,7 +595,9 @@ REFUSALS = [
     ),
     (
         body(model="openai", top_p=0),
-        invalid("top_p", "invalid_value", "Invalid 'top_p': must be greater than 0 and at most 1."),
+        invalid(
+            "top_p", "invalid_value", "Invalid 'top_p': must be a number greater than 0, at most 1."
+        ),
     ),
 ]
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
-from server.errors import BadRequest, InvalidField
-from server.events import Event, created_message
+from server.events import (
+    Event,
+    EventType,
+    created_message,
+    done_event,
+    event_fields,
+    token_event,
+)
 from server.framing.longpoll import poll_body
 from server.framing.ndjson import HEARTBEAT, ndjson_lines
-from server.framing.sse import PING, sse_control, sse_frame, sse_frames, sse_retry
-from server.framing.ws import Cancel, Generate, Subscribe, parse_client_message
+from server.framing.sse import PING, sse_control, sse_data, sse_frame, sse_frames, sse_retry
+from wire import EVENT_TYPES
 
 TOK = Event(3, "token", b'{"stream":"s","seq":3,"type":"token","text":"a\\r\\nb","t":1}')
 DONE = Event(4, "done", b'{"stream":"s","seq":4,"type":"done","finish_reason":"stop"}')
@@ -44,6 +52,28 @@ def test_sse_batch_control_retry_ping() -> None:
     )
 
 
+def test_event_types_are_the_wire_names() -> None:
+    assert typing.get_args(EventType) == EVENT_TYPES
+
+
+def test_sse_data() -> None:
+    assert sse_data(b"[DONE]") == b"data: [DONE]\n\n"
+    assert sse_data(b'{"a":1}') == b'data: {"a":1}\n\n'
+
+
+def test_event_fields_reads_back_the_encoded_json() -> None:
+    assert event_fields(TOK) == {"stream": "s", "seq": 3, "type": "token", "text": "a\r\nb", "t": 1}
+    token = token_event("s", 0, 'x"\n🙂')
+    assert event_fields(token)["text"] == 'x"\n🙂'
+    done = event_fields(done_event("s", 2, "length", 2, "ab"))
+    assert {k: done[k] for k in ("seq", "finish_reason", "tokens", "sha256")} == {
+        "seq": 2,
+        "finish_reason": "length",
+        "tokens": 2,
+        "sha256": "ab",
+    }
+
+
 def test_ndjson() -> None:
     assert ndjson_lines([TOK, DONE]) == TOK.data + b"\n" + DONE.data + b"\n"
     assert HEARTBEAT == b"\n"
@@ -65,42 +95,3 @@ def test_ndjson() -> None:
 )
 def test_poll_body(events: list[Event], after: int, done: bool, expected: bytes) -> None:
     assert poll_body(events, after, done) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ('{"op":"generate","prompt":"hi"}', Generate({"prompt": "hi"})),
-        ('{"op":"subscribe","stream":"s"}', Subscribe("s", -1)),
-        ('{"op":"subscribe","stream":"s","after":null}', Subscribe("s", -1)),
-        ('{"op":"subscribe","stream":"s","after":12}', Subscribe("s", 12)),
-        ('{"op":"cancel","stream":"s"}', Cancel("s")),
-    ],
-)
-def test_parse_client_message(text: str, expected: object) -> None:
-    assert parse_client_message(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "error", "message"),
-    [
-        ("{", BadRequest, "message is not valid JSON"),
-        ('"x"', BadRequest, "message must be a JSON object"),
-        ("{}", BadRequest, "op must be one of 'generate', 'subscribe', 'cancel', 'auth'"),
-        ('{"op":"cancel","stream":""}', InvalidField, "stream: must be a non-empty string"),
-        (
-            '{"op":"subscribe","stream":"s","after":-2}',
-            InvalidField,
-            "after: must be an integer >= -1",
-        ),
-        (
-            '{"op":"subscribe","stream":"s","after":true}',
-            InvalidField,
-            "after: must be an integer >= -1",
-        ),
-    ],
-)
-def test_parse_client_message_errors(text: str, error: type[Exception], message: str) -> None:
-    with pytest.raises(error) as info:
-        parse_client_message(text)
-    assert str(info.value) == message

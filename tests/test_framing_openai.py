@@ -12,7 +12,6 @@ from server.errors import ApiError, GenerationError, InvalidRequest, ModelNotFou
 from server.events import Event, done_event, error_event, token_event, token_text_json
 from server.framing.openai import (
     DONE,
-    PING,
     ChunkFramer,
     completion,
     error_frame,
@@ -21,6 +20,7 @@ from server.framing.openai import (
     outcome,
     token_texts,
 )
+from server.framing.sse import PING
 
 HEAD = (
     b'data: {"id":"chatcmpl-s1","object":"chat.completion.chunk","created":1700000000,"model":"m"'

@@ -30,7 +30,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from server.openapi import build
+from server.routes import document as build
 from server.settings import Settings
 from server.sources import build_sources
 from tests.conftest import MakeServer, base_url, create

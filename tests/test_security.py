@@ -21,14 +21,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser
 
+from server.allowlists import HostList, OriginList, normalize_origin
 from server.security import (
     EXPOSED_HEADERS,
-    HostList,
-    OriginList,
     bearer_token,
     http_origin_verdict,
     needs_token,
-    normalize_origin,
     preflight_headers,
     websocket_origin_allowed,
 )

@@ -523,24 +523,30 @@ async def test_source_still_works_after_a_cancel(
 # -- params ----------------------------------------------------------------------------------
 
 
+TEMPERATURE = "must be a number from 0 to 2"
+TOP_P = "must be a number greater than 0, at most 1"
+SEED = "must be an integer from -2^63 to 2^63-1"
+
+
 @pytest.mark.parametrize(
     ("params", "field", "message"),
     [
-        ({"temperature": "hot"}, "params.temperature", "must be a number"),
-        ({"temperature": True}, "params.temperature", "must be a number"),
-        ({"temperature": None}, "params.temperature", "must be a number"),
-        ({"temperature": 2.01}, "params.temperature", "must be between 0 and 2"),
-        ({"temperature": -0.5}, "params.temperature", "must be between 0 and 2"),
-        ({"temperature": float("nan")}, "params.temperature", "must be between 0 and 2"),
-        ({"temperature": float("inf")}, "params.temperature", "must be between 0 and 2"),
-        ({"top_p": 0}, "params.top_p", "must be greater than 0 and at most 1"),
-        ({"top_p": 1.5}, "params.top_p", "must be greater than 0 and at most 1"),
-        ({"top_p": False}, "params.top_p", "must be a number"),
-        ({"top_p": "0.5"}, "params.top_p", "must be a number"),
-        ({"seed": 1.0}, "params.seed", "must be an integer"),
-        ({"seed": True}, "params.seed", "must be an integer"),
-        ({"seed": "7"}, "params.seed", "must be an integer"),
-        ({"seed": 2**63}, "params.seed", "must fit in a signed 64-bit integer"),
+        ({"temperature": "hot"}, "params.temperature", TEMPERATURE),
+        ({"temperature": True}, "params.temperature", TEMPERATURE),
+        ({"temperature": None}, "params.temperature", TEMPERATURE),
+        ({"temperature": 2.01}, "params.temperature", TEMPERATURE),
+        ({"temperature": -0.5}, "params.temperature", TEMPERATURE),
+        ({"temperature": float("nan")}, "params.temperature", TEMPERATURE),
+        ({"temperature": float("inf")}, "params.temperature", TEMPERATURE),
+        ({"top_p": 0}, "params.top_p", TOP_P),
+        ({"top_p": 1.5}, "params.top_p", TOP_P),
+        ({"top_p": False}, "params.top_p", TOP_P),
+        ({"top_p": "0.5"}, "params.top_p", TOP_P),
+        ({"seed": 1.0}, "params.seed", SEED),
+        ({"seed": True}, "params.seed", SEED),
+        ({"seed": "7"}, "params.seed", SEED),
+        ({"seed": 2**63}, "params.seed", SEED),
+        ({"seed": -(2**63) - 1}, "params.seed", SEED),
         ({"model": ""}, "params.model", "must be a non-empty string"),
         ({"model": "   "}, "params.model", "must be a non-empty string"),
         ({"model": 4}, "params.model", "must be a non-empty string"),

@@ -1,4 +1,5 @@
-"""The synthetic source: determinism, realistic pieces, pacing params, validation."""
+"""The synthetic source: determinism, realistic pieces, pacing params, validation; the
+Param declaration every source's params derive from."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import random
 import pytest
 
 from server.errors import InvalidField
-from server.sources.base import Finish, GenerationRequest
+from server.sources.base import (
+    INT64_MIN,
+    MAX_SEED,
+    Finish,
+    GenerationRequest,
+    Param,
+    check_params,
+)
 from server.sources.synthetic import SyntheticSource, corpus, corpus_pieces, split_pieces
 
 
@@ -84,3 +92,86 @@ def test_unpaced_detection_and_defaults() -> None:
         "jitter": 0.2,
         "seed": 3,
     }
+
+
+# -- the Param declaration every source's params derive from ---------------------------
+
+TOP_P = Param(name="top_p", type="number", minimum=0, exclusive_minimum=True, maximum=1)
+SEED = Param(name="seed", type="integer", minimum=INT64_MIN, maximum=MAX_SEED)
+TOP_K = Param(name="top_k", type="integer", minimum=0)
+MODEL = Param(name="model", type="string")
+
+
+@pytest.mark.parametrize(
+    ("param", "rule", "schema"),
+    [
+        (
+            TOP_P,
+            "must be a number greater than 0, at most 1",
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        ),
+        (
+            SEED,
+            "must be an integer from -2^63 to 2^63-1",
+            {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+        ),
+        (TOP_K, "must be an integer >= 0", {"type": "integer", "minimum": 0}),
+        (MODEL, "must be a non-empty string", {"type": "string", "pattern": r"\S"}),
+        (
+            Param(name="jitter", type="number", minimum=0, maximum=1, default=0.2, description="d"),
+            "must be a number from 0 to 1",
+            {"type": "number", "minimum": 0, "maximum": 1, "default": 0.2, "description": "d"},
+        ),
+    ],
+)
+def test_param_rule_and_schema(param: Param, rule: str, schema: dict[str, object]) -> None:
+    assert param.rule == rule
+    assert param.schema() == schema
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "cleaned"),
+    [
+        (TOP_P, 1, 1.0),
+        (TOP_P, 0.5, 0.5),
+        (SEED, -(2**63), -(2**63)),
+        (TOP_K, 10**30, 10**30),
+        (MODEL, " m ", " m "),
+    ],
+)
+def test_param_accepts(param: Param, value: object, cleaned: object) -> None:
+    assert param.check(value) == cleaned
+    assert type(param.check(value)) is type(cleaned)
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        (TOP_P, 0),
+        (TOP_P, True),
+        (TOP_P, float("nan")),
+        (TOP_P, "0.5"),
+        (SEED, 2**63),
+        (SEED, 1.0),
+        (TOP_K, -1),
+        (MODEL, "  "),
+        (MODEL, 4),
+    ],
+)
+def test_param_refuses(param: Param, value: object) -> None:
+    with pytest.raises(InvalidField) as info:
+        param.check(value)
+    assert str(info.value) == f"params.{param.name}: {param.rule}"
+
+
+def test_check_params_fills_defaults_in_declared_order() -> None:
+    declared = (
+        Param(name="a", type="number", minimum=0, maximum=1, default=0.5),
+        Param(name="b", type="integer", minimum=0),
+    )
+    assert check_params(declared, {}) == {"a": 0.5}
+    assert check_params(declared, {"b": 3}) == {"a": 0.5, "b": 3}
+    with pytest.raises(InvalidField, match=r"^params\.a: must be a number from 0 to 1$"):
+        check_params(declared, {"b": -1, "a": 2})
+    with pytest.raises(InvalidField, match=r"^params\.c: unknown parameter \(allowed: a, b\)$"):
+        check_params(declared, {"c": 1})

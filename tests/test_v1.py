@@ -23,12 +23,13 @@ from aiohttp.test_utils import TestServer
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from server.app import create_app
-from server.chat import chat_prompt
+from server.appkeys import HUB
+from server.chat_request import chat_prompt
 from server.errors import SourceError
 from server.events import token_event, token_text_json
-from server.framing.openai import DONE, PING, ChunkFramer
+from server.framing.openai import DONE, ChunkFramer
+from server.framing.sse import PING
 from server.hub import Hub
-from server.keys import HUB
 from server.settings import Settings
 from server.sources.base import ChatMessage, Finish, GenerationRequest
 from server.sources.synthetic import SyntheticSource, count_pieces, synthetic_text

@@ -12,10 +12,6 @@ from server.events import Event
 HEARTBEAT = b"\n"
 
 
-def ndjson_line(event: Event) -> bytes:
-    return event.data + b"\n"
-
-
 def ndjson_lines(events: Iterable[Event]) -> bytes:
     return b"".join(e.data + b"\n" for e in events)
 

@@ -1,29 +1,8 @@
-"""OpenAI's Chat Completions format, for the ``/v1`` routes: events in, bytes out.
+"""OpenAI's Chat Completions format for the ``/v1`` routes: events in, bytes out.
 
-A stream is Server-Sent Events in the exact shape the official SDKs parse::
-
-    data: {"id":"chatcmpl-<stream>","object":"chat.completion.chunk",...,"choices":[...
-           ..."delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}
-
-    data: {...,"delta":{"content":"Hel"},...}
-
-    data: {...,"delta":{},"logprobs":null,"finish_reason":"length"}]}
-
-    data: {...,"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}
-
-    data: [DONE]
-
-Every event is one ``data:`` line and a blank line. No ``id:``, ``event:`` or ``retry:``
-field is ever written: the SDK's decoder keeps the last event id across events, and once
-one was set every blank line (such as the one ending a ``: ping`` comment) dispatches an
-event with empty data, which the SDK feeds to ``json.loads`` and fails on. Without ids,
-:data:`PING` dispatches nothing, in the SDK and in any WHATWG parser.
-
-The usage chunk is sent only when asked for (``stream_options.include_usage``); then every
-other chunk carries ``"usage":null``, as OpenAI's do. A generation that ends without an
-answer (an ``error`` event, or ``done`` with ``finish_reason: "cancelled"``) ends the stream
-with one ``data: {"error": {...}}`` event and no ``[DONE]``: the SDK raises ``APIError`` on
-it, so a client never takes a cut-short answer for a whole one.
+A stream is SSE events of ``data:`` lines only (no ``id:``/``event:``/``retry:``: the SDK
+chokes on an empty event once an id was set), ending with ``data: [DONE]``, or with one
+in-band ``data: {"error": ...}`` when the generation ended without an answer.
 """
 
 from __future__ import annotations
@@ -34,20 +13,16 @@ from typing import Any
 import msgspec
 
 from server.errors import ApiError, GenerationError
-from server.events import Event, token_text_json
-
-#: A comment and a blank line: keeps proxies from timing out an idle stream, dispatches
-#: nothing (no ``id:`` is ever sent, so the SDK sees no event at all).
-PING = b": ping\n\n"
+from server.events import Event, event_fields, token_text_json
+from server.framing.sse import sse_data
 
 #: The last event of a stream that ended with an answer.
-DONE = b"data: [DONE]\n\n"
+DONE = sse_data(b"[DONE]")
 
 #: OpenAI's finish reasons for tokenwire's ``done`` reasons (``cancelled`` is an error).
 FINISH_REASONS: dict[str, str] = {"stop": "stop", "length": "length"}
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def completion_id(stream_id: str) -> str:
@@ -55,21 +30,16 @@ def completion_id(stream_id: str) -> str:
     return f"chatcmpl-{stream_id}"
 
 
-def data_event(payload: bytes) -> bytes:
-    """One SSE event carrying one JSON payload: ``data: <json>`` and a blank line."""
-    return b"data: " + payload + b"\n\n"
-
-
 def error_frame(err: ApiError) -> bytes:
     """The in-band error that ends a stream: ``data: {"error": {message,type,param,code}}``."""
-    return data_event(_encode(err.openai_body()))
+    return sse_data(_encode(err.openai_body()))
 
 
 def outcome(stream_id: str, event: Event) -> str | GenerationError:
     """A terminal event as an OpenAI client sees it: the ``finish_reason`` of an answer
     that ended normally (``stop``, ``length``), else the error to report, in-band or as
     the HTTP status."""
-    fields = _decode(event.data)
+    fields = event_fields(event)
     if event.type == "error":
         return GenerationError(str(fields["code"]), str(fields["message"]), stream_id=stream_id)
     reason = FINISH_REASONS.get(fields["finish_reason"])
@@ -99,7 +69,7 @@ class ChunkFramer:
     or re-encoded per token.
     """
 
-    __slots__ = ("_after", "_head", "include_usage", "prompt_tokens", "stream_id")
+    __slots__ = ("_head", "_tail", "include_usage", "prompt_tokens", "stream_id")
 
     def __init__(
         self,
@@ -113,19 +83,17 @@ class ChunkFramer:
         self.stream_id = stream_id
         self.include_usage = include_usage
         self.prompt_tokens = prompt_tokens
-        self._head = b'data: {"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s' % (
+        self._head = b'{"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s' % (
             _encode(completion_id(stream_id)),
             created,
             _encode(model),
         )
-        self._after = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        self._tail = b',"usage":null}' if include_usage else b"}"
 
     def _choice(self, delta: bytes, finish_reason: bytes = b"null") -> bytes:
-        return b'%s,"choices":[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]%s' % (
-            self._head,
-            delta,
-            finish_reason,
-            self._after,
+        return sse_data(
+            b'%s,"choices":[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]%s'
+            % (self._head, delta, finish_reason, self._tail)
         )
 
     def role(self) -> bytes:
@@ -142,9 +110,9 @@ class ChunkFramer:
 
     def usage(self, completion_tokens: int) -> bytes:
         """The usage chunk: no choices, the token counts."""
-        return b'%s,"choices":[],"usage":%s}\n\n' % (
-            self._head,
-            _encode(usage(self.prompt_tokens, completion_tokens)),
+        return sse_data(
+            b'%s,"choices":[],"usage":%s}'
+            % (self._head, _encode(usage(self.prompt_tokens, completion_tokens)))
         )
 
     def frames(self, events: Iterable[Event]) -> bytes:
@@ -167,7 +135,7 @@ class ChunkFramer:
 
 def token_texts(events: Iterable[Event]) -> list[str]:
     """The text of each token event (the non-streamed answer decodes them once)."""
-    return [str(_decode(e.data)["text"]) for e in events if e.type == "token"]
+    return [str(event_fields(e)["text"]) for e in events if e.type == "token"]
 
 
 def completion(

@@ -31,6 +31,12 @@ def sse_retry(milliseconds: int) -> bytes:
     return b"retry: %d\n\n" % milliseconds
 
 
+def sse_data(data: bytes) -> bytes:
+    """An event that is only a ``data:`` line: no ``id:``, no ``event:`` (what ``/v1``
+    sends; the OpenAI SDK reads only data, see :mod:`server.framing.openai`)."""
+    return b"data: %s\n\n" % data
+
+
 def sse_control(event_type: str, data: bytes) -> bytes:
     """A control event outside the log (no ``id:``, so ``Last-Event-ID`` is untouched)."""
     return b"event: %s\ndata: %s\n\n" % (event_type.encode(), data)

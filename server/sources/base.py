@@ -1,40 +1,103 @@
-"""The one async interface every token source implements.
-
-A source turns a :class:`GenerationRequest` into an async iterator of text pieces
-(``str``), optionally ending with a :class:`Finish` that says why it stopped. The hub
-owns everything else: sequence numbers, the log, fan-out, cancellation and errors.
-
-Contract, for every source:
-
-- ``stream(request)`` is an async generator. Each yielded ``str`` is one token's text
-  (never empty, never a split multi-byte character: it is a Python ``str``).
-- It may yield one :class:`Finish` as its very last item. If it ends without one, the hub
-  infers ``"length"`` when ``max_tokens`` pieces were produced, ``"stop"`` otherwise.
-- Cancelling: the hub cancels the task that iterates the generator (``CancelledError`` is
-  raised at the current ``await``) and then calls ``aclose()`` on the generator. The source
-  must stop its upstream work promptly in its ``finally``/cleanup (close the HTTP stream,
-  tell the worker thread to stop) and must not swallow ``CancelledError``.
-- Failing: raise :class:`~server.errors.SourceError` with a stable ``code`` for failures the
-  user should see (upstream errors, generation exceptions). Any other exception is also
-  turned into an ``error`` event by the hub (code ``source_error``), never a hang.
-- ``validate_params(params)`` checks the request's source-specific ``params`` object and
-  returns the cleaned mapping; it raises :class:`~server.errors.InvalidField` on bad input.
-  It runs before the stream is created, so bad input is a 400, not an error event.
-- ``start()`` loads what the source needs (runs once at server startup, may be slow;
-  heavy blocking work goes to a thread). ``aclose()`` releases long-lived resources
-  (HTTP clients, thread pools) at shutdown.
+"""The one async interface every token source implements (:class:`TokenSource`), and the
+declaration of a source's request parameters (:class:`Param`).
 """
 
 from __future__ import annotations
 
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from server.errors import InvalidField
 
 FinishReason = Literal["stop", "length"]
+
+
+#: The seed range of sources that take any 63-bit seed (``hf``, ``synthetic``).
+MAX_SEED: Final = 2**63 - 1
+#: A signed 64-bit integer's range (OpenAI's ``seed``).
+INT64_MIN: Final = -(2**63)
+
+ParamType = Literal["number", "integer", "string"]
+
+
+def _bound(value: float) -> str:
+    """A bound as error messages write it: the 64-bit limits by name, others as ``%g``."""
+    names = {MAX_SEED: "2^63-1", INT64_MIN: "-2^63"}
+    if isinstance(value, int) and value in names:
+        return names[value]
+    return f"{value:g}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Param:
+    """One request parameter of a source, declared once.
+
+    Validation (:meth:`check`), its error message (:attr:`rule`), the OpenAPI schema
+    (:meth:`schema`) and the defaults ``GET /api/info`` lists all derive from it.
+    """
+
+    name: str
+    type: ParamType
+    minimum: float | None = None
+    maximum: float | None = None
+    #: ``minimum`` itself is refused (``top_p``: greater than 0).
+    exclusive_minimum: bool = False
+    #: Filled in when a request leaves it out; ``None``: the source decides (and
+    #: ``description`` says how).
+    default: Any = None
+    description: str = ""
+
+    @property
+    def rule(self) -> str:
+        """What a valid value is, as the error message says it (``must be ...``)."""
+        if self.type == "string":
+            return "must be a non-empty string"
+        kind = "a number" if self.type == "number" else "an integer"
+        lo, hi = self.minimum, self.maximum
+        if lo is not None and hi is not None:
+            if self.exclusive_minimum:
+                return f"must be {kind} greater than {_bound(lo)}, at most {_bound(hi)}"
+            return f"must be {kind} from {_bound(lo)} to {_bound(hi)}"
+        if lo is not None:
+            return f"must be {kind} {'>' if self.exclusive_minimum else '>='} {_bound(lo)}"
+        if hi is not None:
+            return f"must be {kind} <= {_bound(hi)}"
+        return f"must be {kind}"
+
+    def _in_range(self, value: float) -> bool:
+        lo, hi = self.minimum, self.maximum
+        if lo is not None and not (value > lo if self.exclusive_minimum else value >= lo):
+            return False
+        return hi is None or value <= hi  # (NaN fails both comparisons)
+
+    def check(self, value: Any) -> Any:
+        """The cleaned value (a number as ``float``); raise ``InvalidField`` if not valid."""
+        if self.type == "string":
+            ok = isinstance(value, str) and bool(value.strip())
+        else:
+            kinds = (int, float) if self.type == "number" else (int,)
+            ok = not isinstance(value, bool) and isinstance(value, kinds) and self._in_range(value)
+        if not ok:
+            raise InvalidField(f"params.{self.name}", self.rule)
+        return float(value) if self.type == "number" else value
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of a valid value (OpenAPI)."""
+        out: dict[str, Any] = {"type": self.type}
+        if self.type == "string":
+            out["pattern"] = r"\S"
+        if self.minimum is not None:
+            out["exclusiveMinimum" if self.exclusive_minimum else "minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        if self.default is not None:
+            out["default"] = self.default
+        if self.description:
+            out["description"] = self.description
+        return out
 
 
 def check_param_names(params: Any, allowed: Collection[str]) -> None:
@@ -52,6 +115,17 @@ def check_param_names(params: Any, allowed: Collection[str]) -> None:
         )
 
 
+def check_params(declared: Sequence[Param], params: Any) -> dict[str, Any]:
+    """``params`` checked against ``declared``: the given values cleaned, the declared
+    defaults filled in; ``InvalidField`` on the first bad key or value (declared order)."""
+    check_param_names(params, [p.name for p in declared])
+    out = {p.name: p.default for p in declared if p.default is not None}
+    for p in declared:
+        if p.name in params:
+            out[p.name] = p.check(params[p.name])
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Finish:
     """Optional last item of a source's stream: why the generation ended."""
@@ -60,6 +134,8 @@ class Finish:
 
 
 ChatRole = Literal["system", "developer", "user", "assistant"]
+#: The roles a ``/v1`` chat message may have.
+CHAT_ROLES: Final[tuple[ChatRole, ...]] = typing.get_args(ChatRole)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,20 +162,35 @@ class GenerationRequest:
 
 
 class TokenSource(ABC):
-    """Base class of every token source (see the module docstring for the contract)."""
+    """Base class of every token source.
+
+    ``stream(request)`` is an async generator of non-empty text pieces, optionally ending
+    with one :class:`Finish` (without it the hub infers ``length`` or ``stop``). The hub
+    owns seq numbers, the log, fan-out and errors. On cancel the hub cancels the iterating
+    task and calls ``aclose()``: stop upstream work promptly, never swallow
+    ``CancelledError``. Raise :class:`~server.errors.SourceError` for failures a user
+    should see. ``params`` declares the accepted ``params`` (checked before the stream is
+    created: bad input is a 400, not an error event); ``start()``/``aclose()`` load and
+    release long-lived resources.
+    """
 
     #: The name clients use in the create body's ``source`` field.
     name: str = ""
 
+    #: The source-specific ``params`` it accepts (see :class:`Param`).
+    params: tuple[Param, ...] = ()
+
     def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Return cleaned source-specific params; raise ``InvalidField`` on bad input."""
-        if params:
-            raise InvalidField("params", f"source {self.name!r} takes no params")
-        return {}
+        if not self.params:
+            if params:
+                raise InvalidField("params", f"source {self.name!r} takes no params")
+            return {}
+        return check_params(self.params, params)
 
     def param_defaults(self) -> dict[str, Any]:
-        """The ``params`` it accepts, with their defaults (``GET /api/info`` lists them)."""
-        return {}
+        """The ``params`` with a default, and that default (``GET /api/info`` lists them)."""
+        return {p.name: p.default for p in self.params if p.default is not None}
 
     def served_model(self) -> str | None:
         """The model it serves (``hf``: hub name or path, ``openai``: the upstream name), or

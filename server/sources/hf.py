@@ -1,32 +1,7 @@
-"""The ``hf`` source: a local Hugging Face ``transformers`` causal LM, streamed token by token.
+"""The ``hf`` source: a local ``transformers`` causal LM, streamed token by token.
 
-Flow of one generation::
-
-    event loop                                   worker thread (one per generation)
-    ──────────                                   ─────────────
-    stream(request)
-      async with semaphore   (max_concurrent)
-      start thread  ───────────────────────────▶ model.generate(streamer=..., stopping_criteria=...)
-      await queue.get()  ◀── call_soon_threadsafe ── _QueueStreamer.put(ids) → IncrementalDecoder
-      yield piece                                  (one piece per token that adds text)
-      ...                                          _StopOnEvent checks the stop event each step
-      yield Finish        ◀── call_soon_threadsafe ── outcome (Finish or the exception)
-      finally: stop.set(); await the thread's completion (shielded), join it
-
-- ``generate()`` never runs on the event loop: the loop only receives finished text pieces.
-- Text is emitted per token, not per word: :class:`IncrementalDecoder` decodes the new ids
-  against a short prefix window and holds back a tail that ends in an incomplete UTF-8
-  character (decoded as U+FFFD) until a later token completes it, so a piece never splits a
-  character and the concatenation of all pieces equals ``tokenizer.decode(generated ids,
-  skip_special_tokens=True)``.
-- Cancelling the consumer (or closing the generator) sets a :class:`threading.Event` that a
-  stopping criterion checks after every decoding step, so ``generate()`` returns after the
-  step in flight; the generator waits for the thread to end before it finishes closing, so
-  no generation thread outlives its stream.
-- Sampling draws from a per-generation :class:`torch.Generator` (seeded by ``params.seed``)
-  instead of torch's global RNG, so seeded results are reproducible even with
-  ``max_concurrent > 1``.
-
+``generate()`` runs in a worker thread per generation; pieces reach the loop through
+``call_soon_threadsafe``, and a stop event checked after every step ends it on cancel.
 Importing this module imports ``torch`` and ``transformers`` (the ``hf`` extra).
 """
 
@@ -58,8 +33,8 @@ from transformers.generation.logits_process import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from server.errors import InvalidField, SourceError
-from server.sources.base import Finish, GenerationRequest, TokenSource, check_param_names
+from server.errors import SourceError
+from server.sources.base import MAX_SEED, Finish, GenerationRequest, Param, TokenSource
 
 __all__ = ["THREAD_NAME_PREFIX", "HFSource", "IncrementalDecoder"]
 
@@ -69,8 +44,6 @@ THREAD_NAME_PREFIX = "tokenwire-hf"
 #: What a decoder produces for bytes that are not (yet) a whole UTF-8 character.
 REPLACEMENT_CHAR = "\ufffd"
 
-_ALLOWED_PARAMS = ("seed", "temperature", "top_k", "top_p")
-_MAX_SEED = 2**63 - 1
 _thread_numbers = itertools.count(1)
 
 
@@ -229,20 +202,6 @@ async def _wait_through_cancellation(done: asyncio.Future[None]) -> None:
         raise asyncio.CancelledError
 
 
-def _number(params: Mapping[str, Any], key: str, ok: Callable[[float], bool], rule: str) -> float:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
-        raise InvalidField(f"params.{key}", rule)
-    return float(value)
-
-
-def _integer(params: Mapping[str, Any], key: str, ok: Callable[[int], bool], rule: str) -> int:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not ok(value):
-        raise InvalidField(f"params.{key}", rule)
-    return value
-
-
 class HFSource(TokenSource):
     """Stream tokens from a ``transformers`` causal LM running on this machine.
 
@@ -252,17 +211,41 @@ class HFSource(TokenSource):
         device: The torch device the model runs on (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
         max_concurrent: How many generations run at once; the others wait their turn.
 
-    Params (``validate_params``), all optional:
-
-    - ``temperature``: number from 0 to 2; 0 or absent means greedy decoding.
-    - ``top_p``: number in (0, 1]; nucleus sampling (default 1, no cut).
-    - ``top_k``: integer >= 0; keep the k most likely tokens (default 0, no cut).
-    - ``seed``: integer from 0 to 2^63-1; makes sampling reproducible.
-
-    ``top_p``, ``top_k`` and ``seed`` only matter when sampling (``temperature > 0``).
+    Params: :attr:`params`; ``top_p``, ``top_k`` and ``seed`` only matter when sampling
+    (``temperature > 0``).
     """
 
     name = "hf"
+    params = (
+        Param(
+            name="temperature",
+            type="number",
+            minimum=0,
+            maximum=2,
+            description="0 or absent: greedy decoding",
+        ),
+        Param(
+            name="top_p",
+            type="number",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=1,
+            description="nucleus sampling (absent: 1, no cut)",
+        ),
+        Param(
+            name="top_k",
+            type="integer",
+            minimum=0,
+            description="keep the k most likely tokens (absent: 0, no cut)",
+        ),
+        Param(
+            name="seed",
+            type="integer",
+            minimum=0,
+            maximum=MAX_SEED,
+            description="makes sampling reproducible",
+        ),
+    )
 
     def __init__(self, model: str, *, device: str = "cpu", max_concurrent: int = 1) -> None:
         if max_concurrent < 1:
@@ -313,26 +296,6 @@ class HFSource(TokenSource):
         return self._loaded
 
     # -- params ---------------------------------------------------------------------------
-
-    def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Check ``temperature``, ``top_p``, ``top_k`` and ``seed``; return them cleaned."""
-        check_param_names(params, _ALLOWED_PARAMS)
-        out: dict[str, Any] = {}
-        if "temperature" in params:
-            out["temperature"] = _number(
-                params, "temperature", lambda v: 0 <= v <= 2, "must be a number from 0 to 2"
-            )
-        if "top_p" in params:
-            out["top_p"] = _number(
-                params, "top_p", lambda v: 0 < v <= 1, "must be a number greater than 0, at most 1"
-            )
-        if "top_k" in params:
-            out["top_k"] = _integer(params, "top_k", lambda v: v >= 0, "must be an integer >= 0")
-        if "seed" in params:
-            out["seed"] = _integer(
-                params, "seed", lambda v: 0 <= v <= _MAX_SEED, "must be an integer from 0 to 2^63-1"
-            )
-        return out
 
     # -- streaming ------------------------------------------------------------------------
 

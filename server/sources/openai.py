@@ -1,34 +1,8 @@
-"""Token source backed by an OpenAI-compatible Chat Completions API.
+"""Token source backed by an OpenAI-compatible Chat Completions API, through the ``openai`` SDK.
 
-The source sends the prompt as one user message (or, for a request that came as a chat
-conversation through tokenwire's own ``/v1``, its messages as they are) to ``POST
-{base_url}/chat/completions`` with ``stream=True`` through the official ``openai`` SDK, and
-yields each non-empty ``choices[0].delta.content`` as one piece, then a
-:class:`~server.sources.base.Finish` mapped from the upstream ``finish_reason``. It works
-with the OpenAI cloud and with local OpenAI-compatible servers (vLLM, llama.cpp, Ollama, LM
-Studio, tokenwire's own ``/v1``, ...).
-
-Configuration: ``base_url`` and ``api_key`` fall back to the ``OPENAI_BASE_URL`` and
-``OPENAI_API_KEY`` environment variables, like the SDK itself. Without any key a placeholder
-is sent when a base URL is set (local servers usually need none); without a key and without
-a base URL, :meth:`OpenAISource.start` raises ``ValueError``. The SDK never retries
-(``max_retries=0``): the hub, not the source, decides what a failure means.
-
-Errors become :class:`~server.errors.SourceError` with one of these codes:
-
-==========================  ====================================================================
-``upstream_error``          HTTP 4xx/5xx answer (message names the status, the upstream code
-                            and message), an in-band ``{"error": ...}`` event, an event that is
-                            not JSON, or a stream that ended or broke before ``finish_reason``
-``upstream_timeout``        no answer, or no bytes mid-stream, within ``timeout`` seconds
-``upstream_unavailable``    the upstream cannot be reached (connection refused, DNS, TLS, ...)
-==========================  ====================================================================
-
-Cancelling the iterating task, or ``aclose()`` on the generator, closes the upstream HTTP
-response, so the upstream sees the connection go away and stops generating.
-
-Note: this module is ``server.sources.openai``; ``import openai`` below is an absolute import
-and resolves to the SDK package, not to this module.
+Errors become ``SourceError`` (``upstream_error``, ``upstream_timeout``,
+``upstream_unavailable``); cancelling closes the upstream response. (``import openai`` below
+is the SDK, not this module.)
 """
 
 from __future__ import annotations
@@ -38,18 +12,20 @@ import json
 import math
 import os
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any, Final, Literal, cast
+from typing import Final, Literal, cast
 
 import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from server.errors import InvalidField, SourceError
+from server.errors import SourceError
 from server.sources.base import (
+    INT64_MIN,
+    MAX_SEED,
     Finish,
     FinishReason,
     GenerationRequest,
+    Param,
     TokenSource,
-    check_param_names,
 )
 
 __all__ = ["CLOSED_EARLY_MESSAGE", "PLACEHOLDER_API_KEY", "OpenAISource"]
@@ -63,9 +39,6 @@ CLOSED_EARLY_MESSAGE: Final = "upstream closed the stream before finish_reason"
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 
 _MAX_TOKENS_FIELDS: Final[frozenset[str]] = frozenset({"max_tokens", "max_completion_tokens"})
-_PARAM_NAMES: Final[tuple[str, ...]] = ("model", "seed", "temperature", "top_p")
-_SEED_MIN: Final = -(2**63)
-_SEED_MAX: Final = 2**63 - 1
 _BODY_TEXT_LIMIT: Final = 300
 _FINISH_REASONS: Final[Mapping[str, FinishReason]] = {"stop": "stop", "length": "length"}
 
@@ -77,14 +50,6 @@ def map_finish_reason(reason: str) -> FinishReason:
     ``"tool_calls"``, ``"function_call"``, vendor-specific values) become ``"stop"``.
     """
     return _FINISH_REASONS.get(reason, "stop")
-
-
-def _number(params: Mapping[str, Any], key: str) -> float:
-    """Return ``params[key]`` as a float; bool and non-numbers raise ``InvalidField``."""
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidField(f"params.{key}", "must be a number")
-    return float(value)
 
 
 class OpenAISource(TokenSource):
@@ -108,6 +73,12 @@ class OpenAISource(TokenSource):
     """
 
     name = "openai"
+    params = (
+        Param(name="temperature", type="number", minimum=0, maximum=2),
+        Param(name="top_p", type="number", minimum=0, exclusive_minimum=True, maximum=1),
+        Param(name="seed", type="integer", minimum=INT64_MIN, maximum=MAX_SEED),
+        Param(name="model", type="string", description="replaces the configured model"),
+    )
 
     def __init__(
         self,
@@ -185,45 +156,6 @@ class OpenAISource(TokenSource):
     def served_model(self) -> str:
         return self.model
 
-    # -- params ----------------------------------------------------------------------------
-
-    def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Check the request's ``params`` and return them cleaned.
-
-        Accepted keys, all optional: ``temperature`` (number, 0 to 2), ``top_p`` (number,
-        greater than 0 and at most 1), ``seed`` (integer), ``model`` (non-empty string that
-        replaces the configured model). ``bool`` is not accepted as a number.
-
-        Raises:
-            InvalidField: ``params`` is not an object, a key is unknown, or a value has the
-                wrong type or is out of range (the field is ``params.<key>``).
-        """
-        check_param_names(params, _PARAM_NAMES)
-        cleaned: dict[str, Any] = {}
-        if "temperature" in params:
-            temperature = _number(params, "temperature")
-            if not 0.0 <= temperature <= 2.0:
-                raise InvalidField("params.temperature", "must be between 0 and 2")
-            cleaned["temperature"] = temperature
-        if "top_p" in params:
-            top_p = _number(params, "top_p")
-            if not 0.0 < top_p <= 1.0:
-                raise InvalidField("params.top_p", "must be greater than 0 and at most 1")
-            cleaned["top_p"] = top_p
-        if "seed" in params:
-            seed = params["seed"]
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise InvalidField("params.seed", "must be an integer")
-            if not _SEED_MIN <= seed <= _SEED_MAX:
-                raise InvalidField("params.seed", "must fit in a signed 64-bit integer")
-            cleaned["seed"] = seed
-        if "model" in params:
-            model = params["model"]
-            if not isinstance(model, str) or not model.strip():
-                raise InvalidField("params.model", "must be a non-empty string")
-            cleaned["model"] = model
-        return cleaned
-
     # -- streaming -------------------------------------------------------------------------
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[str | Finish, None]:
@@ -237,7 +169,9 @@ class OpenAISource(TokenSource):
         and choices other than index 0 carry no text and are skipped.
 
         Raises:
-            SourceError: The upstream failed (see the module docstring for the codes).
+            SourceError: The upstream failed: ``upstream_error`` (a 4xx/5xx answer, an in-band
+                error, a stream cut before ``finish_reason``), ``upstream_timeout``,
+                ``upstream_unavailable``.
             RuntimeError: The source is not started.
         """
         client = self.client

@@ -1,19 +1,8 @@
 """The synthetic source: deterministic, paced sub-word pieces of a bundled text.
 
-The bundled text (``server/data/corpus.txt``) holds the cases that break naive framing:
-English, Korean, Japanese, emoji (including ZWJ sequences and flags), accents, ``\\n``,
-``\\r\\n``, a lone ``\\r``, quotes, backslashes, lines starting with ``data:``, ``event:``,
-``id:``, ``retry:`` and ``:``, HTML-looking text and code.
-
-It is cut into pieces the way a byte-level BPE tokenizer would roughly cut it: a GPT-2
-style pre-tokenizer split (words with their leading space, runs of digits, punctuation,
-whitespace), with longer words split again into 2-5 character sub-words. Grapheme clusters
-such as ZWJ emoji may be split across pieces, as real tokenizers do; a piece is never
-an invalid string.
-
-Output is a pure function of ``(prompt, seed, max_tokens)``: the start position in the
-piece list is derived from a hash of the prompt and seed, and pieces wrap around the
-text. Pacing (``ttft_ms``, ``tokens_per_s``, ``jitter``) changes timing only, never text.
+The text (``server/data/corpus.txt``) holds what breaks naive framing (CJK, emoji, CR/LF,
+lines starting with ``data:``...). Output is a pure function of ``(prompt, seed,
+max_tokens)``; the pacing params change timing only.
 """
 
 from __future__ import annotations
@@ -27,8 +16,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from server.errors import InvalidField
-from server.sources.base import Finish, GenerationRequest, TokenSource, check_param_names
+from server.sources.base import MAX_SEED, Finish, GenerationRequest, Param, TokenSource
 
 # GPT-2's pre-tokenizer pattern, with ``[^\W\d_]`` standing for ``\p{L}`` and
 # ``(?:[^\s\w]|_)`` for ``[^\s\p{L}\p{N}]`` (``\w`` holds ``_``, which is punctuation there).
@@ -78,15 +66,6 @@ def synthetic_text(prompt: str, seed: int, max_tokens: int) -> list[str]:
     return [pieces[(start + i) % len(pieces)] for i in range(max_tokens)]
 
 
-def _number(params: Mapping[str, Any], key: str, lo: float, hi: float) -> float | None:
-    if key not in params:
-        return None
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise InvalidField(f"params.{key}", f"must be a number from {lo:g} to {hi:g}")
-    return float(value)
-
-
 class SyntheticSource(TokenSource):
     """Paced, deterministic pieces of the bundled text. Needs no model and no network."""
 
@@ -102,36 +81,41 @@ class SyntheticSource(TokenSource):
         max_ttft_ms: float = 10_000.0,
         max_tokens_per_s: float = 5_000.0,
     ) -> None:
-        self.defaults = {
-            "ttft_ms": ttft_ms,
-            "tokens_per_s": tokens_per_s,
-            "jitter": jitter,
-            "seed": seed,
-        }
-        self.max_ttft_ms = max_ttft_ms
-        self.max_tokens_per_s = max_tokens_per_s
-
-    def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Accept ``ttft_ms``, ``tokens_per_s`` (0 = unpaced), ``jitter`` (0..1), ``seed``."""
-        check_param_names(params, self.defaults)
-        out = dict(self.defaults)
-        for key, lo, hi in (
-            ("ttft_ms", 0.0, self.max_ttft_ms),
-            ("tokens_per_s", 0.0, self.max_tokens_per_s),
-            ("jitter", 0.0, 1.0),
-        ):
-            value = _number(params, key, lo, hi)
-            if value is not None:
-                out[key] = value
-        if "seed" in params:
-            seed = params["seed"]
-            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-                raise InvalidField("params.seed", "must be an integer from 0 to 2^63-1")
-            out["seed"] = seed
-        return out
-
-    def param_defaults(self) -> dict[str, Any]:
-        return dict(self.defaults)
+        self.params = (
+            Param(
+                name="ttft_ms",
+                type="number",
+                minimum=0,
+                maximum=max_ttft_ms,
+                default=ttft_ms,
+                description="milliseconds before the first token",
+            ),
+            Param(
+                name="tokens_per_s",
+                type="number",
+                minimum=0,
+                maximum=max_tokens_per_s,
+                default=tokens_per_s,
+                description="0: as fast as possible (at most max_unpaced_streams at once)",
+            ),
+            Param(
+                name="jitter",
+                type="number",
+                minimum=0,
+                maximum=1,
+                default=jitter,
+                description="relative spread of the gaps between tokens",
+            ),
+            Param(
+                name="seed",
+                type="integer",
+                minimum=0,
+                maximum=MAX_SEED,
+                default=seed,
+                description="with the prompt, picks the text",
+            ),
+        )
+        self.defaults = self.param_defaults()
 
     def is_unpaced(self, params: Mapping[str, Any]) -> bool:
         return self._pace(params) == 0.0

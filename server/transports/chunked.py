@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.framing.ndjson import HEARTBEAT, ndjson_control, ndjson_lines
-from server.transports import common
+from server.transports.streaming import StreamFormat, stream_created, stream_existing
 from server.validation import parse_after
 
-FORMAT = common.StreamFormat(
+FORMAT = StreamFormat(
     transport="chunked",
     content_type="application/x-ndjson; charset=utf-8",
     frame=ndjson_lines,
@@ -20,8 +20,8 @@ FORMAT = common.StreamFormat(
 
 async def subscribe(request: web.Request) -> web.StreamResponse:
     after = parse_after(request.query.get("after"))
-    return await common.stream_from(request, FORMAT, request.match_info["id"], after)
+    return await stream_existing(request, FORMAT, request.match_info["id"], after)
 
 
 async def create_and_stream(request: web.Request) -> web.StreamResponse:
-    return await common.create_and_stream(request, FORMAT)
+    return await stream_created(request, FORMAT)

@@ -1,10 +1,7 @@
 """Long polling: ``GET /api/streams/{id}/poll?after=&timeout=``.
 
-Answers as soon as at least one event after ``after`` exists (all that exist, batched), or
-after ``timeout`` seconds with none. A polling client counts as present between polls for
-the stream's grace period. The answer is sent within ``send_timeout_s`` like a streamed
-batch: a client that does not read it is dropped (its next poll asks again from its
-position), rather than holding the handler and the batch for as long as it stays.
+Answers as soon as an event after ``after`` exists (all that exist, batched), or after
+``timeout`` with none; the answer is sent within ``send_timeout_s`` like a streamed batch.
 """
 
 from __future__ import annotations
@@ -13,9 +10,9 @@ import logging
 
 from aiohttp import web
 
+from server.appkeys import HUB, METRICS, SETTINGS
 from server.framing.longpoll import poll_body
-from server.keys import HUB, METRICS, SETTINGS
-from server.transports.common import send_deadline
+from server.transports.streaming import send_deadline
 from server.validation import parse_after, parse_timeout
 
 log = logging.getLogger("tokenwire.transport")
@@ -28,9 +25,9 @@ async def poll(request: web.Request) -> web.Response:
     timeout = parse_timeout(
         request.query.get("timeout"), settings.poll_timeout_s, settings.max_poll_timeout_s
     )
-    st = hub.get(request.match_info["id"])
-    hub.touch(st)
-    async with hub.subscribe(st.id, after, "poll") as sub:
+    stream = hub.get(request.match_info["id"])
+    hub.touch(stream)
+    async with hub.subscribe(stream.id, after, "poll") as sub:
         events = await sub.next_batch(timeout)
         done = sub.finished
     body = poll_body(events, after, done)
@@ -45,7 +42,7 @@ async def poll(request: web.Request) -> web.Response:
             await resp.prepare(request)
             await resp.write_eof()
     except TimeoutError:
-        log.info("dropping a poll client of %s: send timed out", st.id)
+        log.info("dropping a poll client of %s: send timed out", stream.id)
         if request.transport is not None:
             request.transport.abort()
     return resp

@@ -1,14 +1,8 @@
 """OpenAI-compatible routes: ``POST /v1/chat/completions``, ``GET /v1/models[/{model}]``.
 
-A chat completion is an ordinary tokenwire stream (its id in the ``Tokenwire-Stream``
-header, readable, resumable and cancellable over the other transports) read from the
-start by the request that created it, framed by :mod:`server.framing.openai`.
-
-The response headers wait for the stream's first event (or ``heartbeat_s``): a generation
-that fails before its first token is answered with an HTTP status and an OpenAI error
-body, as the OpenAI API does, and only a failure after the stream started goes in-band.
-Without ``stream`` the answer waits for the terminal event and is one
-``chat.completion`` object.
+A chat completion is an ordinary tokenwire stream read from the start by the request that
+created it; its headers wait for the first event, so a generation that fails before its
+first token is answered with an HTTP status.
 """
 
 from __future__ import annotations
@@ -17,15 +11,17 @@ import time
 
 from aiohttp import web
 
-from server.chat import ChatRequest, model_ids, parse_chat_body
+from server.appkeys import HUB, METRICS, SETTINGS
+from server.chat_request import ChatRequest, model_ids, parse_chat_body
 from server.errors import GenerationError, ModelNotFound
 from server.events import Event
 from server.framing import openai as framing
-from server.hub import Stream, Subscription
-from server.keys import HUB, METRICS, SETTINGS
-from server.transports import common
+from server.framing.sse import PING
+from server.hub import StreamRecord, Subscription
+from server.transports.streaming import StreamFormat, client_address, pump, read_json
+from wire import Dialect
 
-TRANSPORT = "openai"
+TRANSPORT: Dialect = "openai"
 
 #: Ends the stream of a reader that fell behind what the log retains (never silently).
 GONE = framing.error_frame(
@@ -36,12 +32,12 @@ GONE = framing.error_frame(
 STARTED = int(time.time())
 
 
-def _headers(st: Stream) -> dict[str, str]:
+def _headers(stream: StreamRecord) -> dict[str, str]:
     # X-Request-Id is what the SDK exposes as ``_request_id`` on a response object.
     return {
-        "Tokenwire-Stream": st.id,
-        "X-Request-Id": st.id,
-        "Location": f"/api/streams/{st.id}",
+        "Tokenwire-Stream": stream.id,
+        "X-Request-Id": stream.id,
+        "Location": f"/api/streams/{stream.id}",
     }
 
 
@@ -51,15 +47,17 @@ def _client_gone(request: web.Request) -> bool:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    chat = parse_chat_body(await common.read_json(request), request.app[SETTINGS], hub.sources)
-    st = await hub.start(chat.create, common.client_address(request))
-    async with hub.subscribe(st.id, -1, TRANSPORT) as sub:
+    chat = parse_chat_body(await read_json(request), request.app[SETTINGS], hub.sources)
+    stream = await hub.start(chat.create, client_address(request))
+    async with hub.subscribe(stream.id, -1, TRANSPORT) as sub:
         if chat.stream:
-            return await _stream(request, chat, st, sub)
-        return await _complete(request, chat, st, sub)
+            return await _stream(request, chat, stream, sub)
+        return await _complete(request, chat, stream, sub)
 
 
-async def _first_batch(request: web.Request, st: Stream, sub: Subscription) -> list[Event]:
+async def _first_batch(
+    request: web.Request, stream: StreamRecord, sub: Subscription
+) -> list[Event]:
     """The stream's first events, or ``[]`` after ``heartbeat_s`` with none.
 
     Raises:
@@ -67,39 +65,39 @@ async def _first_batch(request: web.Request, st: Stream, sub: Subscription) -> l
     """
     batch = await sub.next_batch(request.app[SETTINGS].heartbeat_s or None)
     if len(batch) == 1 and batch[0].terminal:
-        end = framing.outcome(st.id, batch[0])
+        end = framing.outcome(stream.id, batch[0])
         if isinstance(end, GenerationError):
             raise end
     return batch
 
 
 async def _stream(
-    request: web.Request, chat: ChatRequest, st: Stream, sub: Subscription
+    request: web.Request, chat: ChatRequest, stream: StreamRecord, sub: Subscription
 ) -> web.StreamResponse:
     framer = framing.ChunkFramer(
-        stream_id=st.id,
-        created=int(st.created_at),
+        stream_id=stream.id,
+        created=int(stream.created_at),
         model=chat.model,
         include_usage=chat.include_usage,
         prompt_tokens=chat.prompt_tokens,
     )
-    fmt = common.StreamFormat(
+    stream_format = StreamFormat(
         transport=TRANSPORT,
         content_type="text/event-stream; charset=utf-8",
         frame=framer.frames,
-        heartbeat=framing.PING,
+        heartbeat=PING,
         preamble=lambda settings: b"",
         created=lambda data: b"",
         gone=GONE,
     )
-    first = await _first_batch(request, st, sub)
+    first = await _first_batch(request, stream, sub)
     prefix = framer.role() + framer.frames(first)
     request.app[METRICS].sent(TRANSPORT, len(first), len(prefix))
-    return await common.pump(request, sub, fmt, prefix, headers=_headers(st))
+    return await pump(request, sub, stream_format, prefix, headers=_headers(stream))
 
 
 async def _complete(
-    request: web.Request, chat: ChatRequest, st: Stream, sub: Subscription
+    request: web.Request, chat: ChatRequest, stream: StreamRecord, sub: Subscription
 ) -> web.StreamResponse:
     heartbeat = request.app[SETTINGS].heartbeat_s or None
     events: list[Event] = []
@@ -109,12 +107,12 @@ async def _complete(
             # Nobody will read the answer: stop reading, and the grace period cancels the
             # stream. 499 (nginx's "client closed request") only shows in the access log.
             return web.Response(status=499)
-    end = framing.outcome(st.id, events[-1])
+    end = framing.outcome(stream.id, events[-1])
     if isinstance(end, GenerationError):
         raise end
     body = framing.completion(
-        stream_id=st.id,
-        created=int(st.created_at),
+        stream_id=stream.id,
+        created=int(stream.created_at),
         model=chat.model,
         text="".join(framing.token_texts(events)),
         finish_reason=end,
@@ -122,7 +120,7 @@ async def _complete(
         completion_tokens=events[-1].seq,
     )
     request.app[METRICS].sent(TRANSPORT, len(events), len(body))
-    return web.Response(body=body, content_type="application/json", headers=_headers(st))
+    return web.Response(body=body, content_type="application/json", headers=_headers(stream))
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.framing.sse import PING, sse_control, sse_frames, sse_retry
-from server.transports import common
+from server.transports.streaming import StreamFormat, stream_created, stream_existing
 from server.validation import parse_after
 
-FORMAT = common.StreamFormat(
+FORMAT = StreamFormat(
     transport="sse",
     content_type="text/event-stream; charset=utf-8",
     frame=sse_frames,
@@ -29,10 +29,10 @@ def _resume_position(request: web.Request) -> int:
 
 
 async def subscribe(request: web.Request) -> web.StreamResponse:
-    return await common.stream_from(
+    return await stream_existing(
         request, FORMAT, request.match_info["id"], _resume_position(request)
     )
 
 
 async def create_and_stream(request: web.Request) -> web.StreamResponse:
-    return await common.create_and_stream(request, FORMAT)
+    return await stream_created(request, FORMAT)

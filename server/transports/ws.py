@@ -1,18 +1,7 @@
 """WebSocket: ``GET /api/ws``, JSON text messages, several streams per socket.
 
-Client -> server: ``{"op":"generate", ...create body}``, ``{"op":"subscribe","stream":id,
-"after":seq}``, ``{"op":"cancel","stream":id}``, ``{"op":"auth","token":...}``. Server ->
-client: ``{"type":"created","stream":id}`` and then each event's JSON as one text message.
-A bad message is answered with ``{"type":"error","code","message","op"?,"stream"?}`` and
-the socket stays usable. Abuse closes the socket: 1009 for an oversized message (aiohttp
-enforces it), 1008 for a message flood or a reader too slow to take its events; 1001 when
-the server shuts down.
-
-With ``auth_token`` set, a handshake carrying ``Authorization: Bearer <token>`` is
-authenticated (a wrong one was answered 401 by :mod:`server.security`). Without the header
-(a browser cannot set it) the first message must be ``{"op":"auth","token":...}``: any other
-message, a wrong token, or no message within ``ws_auth_timeout_s`` is answered with an
-``unauthorized`` error message and the socket is closed with 1008.
+A :class:`SocketSession` per socket: authentication (header or first ``auth`` message),
+the client's commands (:mod:`server.ws_commands`), one pump task per subscribed stream.
 """
 
 from __future__ import annotations
@@ -24,23 +13,23 @@ import time
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
+from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS
 from server.errors import ApiError, BadRequest, StreamGone, Unauthorized, UpgradeRequired
 from server.events import created_message, end_message
-from server.framing.ws import (
+from server.framing.ws import ws_error
+from server.hub import Hub
+from server.metrics import Metrics
+from server.security import POLICY, bearer_token, token_matches
+from server.settings import Settings
+from server.transports.streaming import client_address, send_deadline
+from server.ws_commands import (
     Auth,
     Cancel,
     ClientMessage,
     Generate,
     Subscribe,
     parse_client_message,
-    ws_error,
 )
-from server.hub import Hub
-from server.keys import HUB, METRICS, SETTINGS, SOCKETS
-from server.metrics import Metrics
-from server.security import POLICY, bearer_token, token_matches
-from server.settings import Settings
-from server.transports.common import client_address, send_deadline
 
 log = logging.getLogger("tokenwire.ws")
 
@@ -68,8 +57,9 @@ class _TokenBucket:
         return True
 
 
-class _Connection:
-    """One socket's pumps: a task per subscribed stream, each writing its events."""
+class SocketSession:
+    """One WebSocket's state: its authentication, and a pump task per subscribed stream,
+    each writing that stream's events."""
 
     def __init__(
         self,
@@ -183,9 +173,9 @@ class _Connection:
             if isinstance(msg, Auth):
                 pass  # already authenticated (or the server needs no token)
             elif isinstance(msg, Generate):
-                st = await self.hub.create(msg.body, self.client)
-                await self.ws.send_frame(created_message(st.id), WSMsgType.TEXT)
-                self.start_pump(st.id, -1)
+                stream = await self.hub.create(msg.body, self.client)
+                await self.ws.send_frame(created_message(stream.id), WSMsgType.TEXT)
+                self.start_pump(stream.id, -1)
             elif isinstance(msg, Subscribe):
                 self.hub.get(msg.stream)
                 self.start_pump(msg.stream, msg.after)
@@ -234,7 +224,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ):
         token = None  # authenticated by the handshake's header
     await ws.prepare(request)
-    conn = _Connection(
+    conn = SocketSession(
         ws,
         request.app[HUB],
         request.app[METRICS],

@@ -30,7 +30,7 @@ from aiohttp.test_utils import TestServer
 
 from clients import Client
 from clients.decoders import NDJSONDecoder, SSEDecoder
-from server.keys import HUB
+from server.appkeys import HUB
 from server.sources.base import Finish, GenerationRequest, TokenSource
 from server.sources.synthetic import SyntheticSource, synthetic_text
 from tests.conftest import MakeServer, base_url

@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from server.keys import HUB, METRICS
-from server.transports.common import client_address, read_json
-
-TRANSPORT_LINKS = ("sse", "ws", "poll", "chunked")
+from server.appkeys import HUB, METRICS
+from server.security import WEBSOCKET_PATH
+from server.transports.streaming import client_address, read_json
+from wire import TRANSPORTS
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -18,29 +18,25 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 
 
 def links(stream_id: str) -> dict[str, str]:
+    """Where to read a stream on each transport (one socket serves every stream), and itself."""
     base = f"/api/streams/{stream_id}"
-    return {
-        "sse": f"{base}/sse",
-        "ws": "/api/ws",
-        "poll": f"{base}/poll",
-        "chunked": f"{base}/chunked",
-        "self": base,
-    }
+    paths: dict[str, str] = {t: WEBSOCKET_PATH if t == "ws" else f"{base}/{t}" for t in TRANSPORTS}
+    return {**paths, "self": base}
 
 
 async def create_stream(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    st = await hub.create(await read_json(request), client_address(request))
+    stream = await hub.create(await read_json(request), client_address(request))
     return _json(
-        {"id": st.id, "links": links(st.id)},
+        {"id": stream.id, "links": links(stream.id)},
         status=201,
-        headers={"Location": f"/api/streams/{st.id}"},
+        headers={"Location": f"/api/streams/{stream.id}"},
     )
 
 
 async def stream_status(request: web.Request) -> web.Response:
-    st = request.app[HUB].get(request.match_info["id"])
-    return _json(st.status())
+    stream = request.app[HUB].get(request.match_info["id"])
+    return _json(stream.status())
 
 
 async def cancel_stream(request: web.Request) -> web.Response:

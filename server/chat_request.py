@@ -1,60 +1,36 @@
-"""OpenAI Chat Completions requests (``/v1``): model ids, body checks, prompt, usage.
+"""``POST /v1/chat/completions`` requests: model ids, body checks, the prompt, usage.
 
-Pure functions, like :mod:`server.validation`: a decoded JSON body in, a
-:class:`ChatRequest` out, or an :class:`~server.errors.InvalidRequest` /
-:class:`~server.errors.ModelNotFound` carrying the message, ``param`` and ``code`` an OpenAI
-client sees.
-
-**Model ids.** ``model`` picks the source, and for sources with model names the model:
-
-- ``synthetic``: the synthetic source.
-- ``<source>/<model>`` for the server's other source (``hf/gpt2``, ``openai/gpt-4o-mini``),
-  with the model it was started with; the bare ``<source>`` is the same model.
-- ``openai/<any name>``: the ``openai`` source names its upstream model per request, so any
-  name after ``openai/`` is sent upstream as it is (the upstream answers unknown ones).
-
-``GET /v1/models`` lists ``synthetic`` and ``<source>/<model>``. Anything else is a 404
-``model_not_found``.
-
-**Prompt.** Messages carry text only (a string, or an array of ``text`` parts joined with
-``\\n``). A single ``user`` message is the prompt as it is, so ``/v1`` and
-``POST /api/streams`` give the same text for the same prompt. A longer conversation becomes
-``"<role>: <content>"`` blocks joined with a blank line, ending with ``"\\n\\nassistant:"``.
-The ``openai`` source sends the messages themselves upstream, not this text.
-
-**Sampling.** ``temperature``, ``top_p`` and ``seed`` go to the sources that take them
-(:data:`SAMPLING_FIELDS`); the synthetic source takes only ``seed`` (its text depends on the
-prompt, the seed and ``max_tokens``) and ignores the others. The tokenwire extension
-``params`` (an object, as in ``POST /api/streams``) sets the source's own params, e.g. the
-synthetic pacing: with the SDK, ``extra_body={"params": {"tokens_per_s": 0}}``.
-
-**Usage.** ``completion_tokens`` is the number of token events the stream emitted;
-``prompt_tokens`` is :func:`~server.sources.synthetic.count_pieces` of the prompt, the
-number of pieces the synthetic source's tokenizer cuts it into (deterministic; not the
-model's own tokenizer count).
+Pure functions like :mod:`server.validation`: a decoded JSON body in, a :class:`ChatRequest`
+out, or an error carrying the message, ``param`` and ``code`` an OpenAI client sees.
 """
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from server.errors import BadRequest, InvalidField, InvalidRequest, ModelNotFound
 from server.settings import Settings
-from server.sources.base import ChatMessage, ChatRole, GenerationRequest, TokenSource
+from server.sources.base import (
+    CHAT_ROLES,
+    INT64_MIN,
+    MAX_SEED,
+    ChatMessage,
+    GenerationRequest,
+    Param,
+    TokenSource,
+)
 from server.sources.synthetic import count_pieces
 from server.validation import CreateRequest
 
-#: The OpenAI request fields each source takes; the others are accepted and ignored.
-SAMPLING_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
-    "synthetic": ("seed",),
-    "hf": ("temperature", "top_p", "seed"),
-    "openai": ("temperature", "top_p", "seed"),
-}
-
-ROLES: Final[tuple[ChatRole, ...]] = typing.get_args(ChatRole)
+#: OpenAI's sampling fields, with the ranges OpenAI accepts. Each goes to the sources that
+#: declare a param of the same name; the others accept and ignore it.
+SAMPLING_FIELDS: Final = (
+    Param(name="temperature", type="number", minimum=0, maximum=2),
+    Param(name="top_p", type="number", minimum=0, maximum=1),
+    Param(name="seed", type="integer", minimum=INT64_MIN, maximum=MAX_SEED),
+)
 
 #: Fields that change nothing here (metadata, storage, tool settings without tools).
 IGNORED_FIELDS: Final = frozenset(
@@ -229,6 +205,15 @@ def _number(param: str, value: Any, lo: float, hi: float) -> float:
     return float(value)
 
 
+def _sampling(field: Param, value: Any) -> float | int:
+    """An OpenAI sampling field checked against OpenAI's range (a number as ``float``)."""
+    assert field.minimum is not None
+    assert field.maximum is not None
+    if field.type == "number":
+        return _number(field.name, value, field.minimum, field.maximum)
+    return _integer(field.name, value, int(field.minimum), int(field.maximum))
+
+
 def _boolean(param: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _wrong_type(param, "a boolean", value)
@@ -312,8 +297,8 @@ def _message(index: int, value: Any) -> ChatMessage:
             param=f"{where}.role",
             code="unsupported_value",
         )
-    if role not in ROLES:
-        supported = ", ".join(f"'{r}'" for r in ROLES[:-1]) + f" and '{ROLES[-1]}'"
+    if role not in CHAT_ROLES:
+        supported = ", ".join(f"'{r}'" for r in CHAT_ROLES[:-1]) + f" and '{CHAT_ROLES[-1]}'"
         raise InvalidRequest(
             f"Invalid value: {role!r}. Supported values are: {supported}.",
             param=f"{where}.role",
@@ -342,7 +327,9 @@ def _messages(value: Any) -> tuple[ChatMessage, ...]:
 
 
 def chat_prompt(messages: Sequence[ChatMessage]) -> str:
-    """The prompt a conversation becomes (see the module docstring)."""
+    """The prompt a conversation becomes: a single ``user`` message as it is (so ``/v1``
+    and ``POST /api/streams`` give the same text), else ``"<role>: <content>"`` blocks
+    joined with a blank line, ending with ``"\n\nassistant:"``."""
     if len(messages) == 1 and messages[0].role == "user":
         return messages[0].content
     return "\n\n".join(f"{m.role}: {m.content}" for m in messages) + "\n\nassistant:"
@@ -356,7 +343,8 @@ def _source_params(
     """The source's params: the ``params`` extension, plus the sampling fields it takes."""
     params = dict(_object("params", body["params"])) if "params" in body else {}
     from_fields = set()
-    for key in SAMPLING_FIELDS.get(source.name, ()):
+    takes = {p.name for p in source.params}
+    for key in (f.name for f in SAMPLING_FIELDS if f.name in takes):
         if key in body:
             if key in params:
                 raise InvalidRequest(
@@ -424,12 +412,9 @@ def parse_chat_body(
     for key in ("max_tokens", "max_completion_tokens"):
         if key in body:
             max_tokens = _integer(key, body[key], 1, settings.max_tokens_cap)
-    if "temperature" in body:
-        body["temperature"] = _number("temperature", body["temperature"], 0.0, 2.0)
-    if "top_p" in body:
-        body["top_p"] = _number("top_p", body["top_p"], 0.0, 1.0)
-    if "seed" in body:
-        _integer("seed", body["seed"], -(2**63), 2**63 - 1)
+    for field in SAMPLING_FIELDS:
+        if field.name in body:
+            body[field.name] = _sampling(field, body[field.name])
     if "n" in body and _integer("n", body["n"], 1) != 1:
         raise InvalidRequest(
             "Unsupported value: 'n' must be 1 on tokenwire (one generation per request).",

@@ -1,10 +1,5 @@
-"""What the HTTP streaming transports share: reading the request and pumping a subscription.
-
-SSE and chunked NDJSON differ only in a :class:`StreamFormat` (content type, framing
-functions, heartbeat, preamble). ``pump()`` is the whole life of a streaming response:
-prepare, write each batch of events in one write, write a heartbeat when idle, stop after
-the terminal event. A client that stops reading is dropped after ``send_timeout_s``; a
-client that leaves ends the loop at the next write.
+"""What the HTTP streaming transports (SSE and chunked NDJSON, and ``/v1``) share: reading the
+request, and ``pump()``, the whole life of a streaming response.
 """
 
 from __future__ import annotations
@@ -19,11 +14,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from server.appkeys import HUB, METRICS, SETTINGS
 from server.errors import BadRequest, StreamGone
 from server.events import Event, created_message
 from server.hub import Subscription
-from server.keys import HUB, METRICS, SETTINGS
 from server.settings import Settings
+from wire import Reader
 
 log = logging.getLogger("tokenwire.transport")
 
@@ -32,7 +28,7 @@ log = logging.getLogger("tokenwire.transport")
 class StreamFormat:
     """How one streaming HTTP transport frames what it sends."""
 
-    transport: str
+    transport: Reader
     content_type: str
     frame: Callable[[Sequence[Event]], bytes]
     heartbeat: bytes
@@ -87,34 +83,37 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"request body is not valid JSON: {e}", code="bad_json") from None
 
 
-async def stream_from(
-    request: web.Request, fmt: StreamFormat, stream_id: str, after: int
+async def stream_existing(
+    request: web.Request, stream_format: StreamFormat, stream_id: str, after: int
 ) -> web.StreamResponse:
     """``GET`` an existing stream from ``after``; ``204`` if everything was delivered."""
-    async with request.app[HUB].subscribe(stream_id, after, fmt.transport) as sub:
+    async with request.app[HUB].subscribe(stream_id, after, stream_format.transport) as sub:
         if sub.finished:
             return web.Response(status=204)
-        return await pump(request, sub, fmt, fmt.preamble(request.app[SETTINGS]))
+        return await pump(
+            request, sub, stream_format, stream_format.preamble(request.app[SETTINGS])
+        )
 
 
-async def create_and_stream(request: web.Request, fmt: StreamFormat) -> web.StreamResponse:
+async def stream_created(request: web.Request, stream_format: StreamFormat) -> web.StreamResponse:
     """``POST`` a create body and stream the new stream in the same response."""
     hub = request.app[HUB]
-    st = await hub.create(await read_json(request), client_address(request))
-    async with hub.subscribe(st.id, -1, fmt.transport) as sub:
+    stream = await hub.create(await read_json(request), client_address(request))
+    async with hub.subscribe(stream.id, -1, stream_format.transport) as sub:
         return await pump(
             request,
             sub,
-            fmt,
-            fmt.preamble(request.app[SETTINGS]) + fmt.created(created_message(st.id)),
-            headers={"Tokenwire-Stream": st.id, "Location": f"/api/streams/{st.id}"},
+            stream_format,
+            stream_format.preamble(request.app[SETTINGS])
+            + stream_format.created(created_message(stream.id)),
+            headers={"Tokenwire-Stream": stream.id, "Location": f"/api/streams/{stream.id}"},
         )
 
 
 async def pump(
     request: web.Request,
     sub: Subscription,
-    fmt: StreamFormat,
+    stream_format: StreamFormat,
     prefix: bytes = b"",
     headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
@@ -123,7 +122,7 @@ async def pump(
     metrics = request.app[METRICS]
     resp = web.StreamResponse(
         headers={
-            "Content-Type": fmt.content_type,
+            "Content-Type": stream_format.content_type,
             "Cache-Control": "no-cache, no-transform",
             "X-Accel-Buffering": "no",
             **(headers or {}),
@@ -143,19 +142,21 @@ async def pump(
                 # Fell behind what the log retains: end without a terminal event, so the
                 # client's resume is answered 410 ``gone`` rather than silently skipping.
                 log.info("subscriber of %s fell out of the retained log", sub.stream.id)
-                if fmt.gone:
+                if stream_format.gone:
                     async with asyncio.timeout(send_timeout):
-                        await resp.write(fmt.gone)
+                        await resp.write(stream_format.gone)
                 break
-            data = fmt.frame(batch) if batch else fmt.heartbeat
+            data = stream_format.frame(batch) if batch else stream_format.heartbeat
             async with send_deadline(request.transport, len(data), send_timeout):
                 await resp.write(data)
-            metrics.sent(fmt.transport, len(batch), len(data))
+            metrics.sent(stream_format.transport, len(batch), len(data))
         await resp.write_eof()
     except TimeoutError:
-        log.info("dropping a %s client of %s: send timed out", fmt.transport, sub.stream.id)
+        log.info(
+            "dropping a %s client of %s: send timed out", stream_format.transport, sub.stream.id
+        )
         if request.transport is not None:
             request.transport.abort()
     except ConnectionResetError:
-        log.debug("%s client of %s left", fmt.transport, sub.stream.id)
+        log.debug("%s client of %s left", stream_format.transport, sub.stream.id)
     return resp
