@@ -28,8 +28,8 @@ from server.errors import SourceError
 from server.sources.base import Finish, GenerationRequest, TokenSource
 from server.sources.synthetic import SyntheticSource, synthetic_text
 from tests.conftest import MakeServer, base_url, console_problems
+from wire import TRANSPORTS
 
-TRANSPORTS = ("sse", "ws", "poll", "chunked")
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "demo"
 # What a filled-in number looks like, per metric.
 MS = r"\d[\d,]*(\.\d+)? ms"
