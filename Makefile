@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest jstest install install-dev system-deps node-deps bench bench-overhead bench-chaos bench-stuck autobahn clean
+.PHONY: run test lint typecheck pytest jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck autobahn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 node-deps: node_modules/.package-lock.json
 
+# The Express peer of the race (bench/peers/express: express and ws), pinned by its own
+# package-lock.json, in its own node_modules.
+EXPRESS := bench/peers/express
+$(EXPRESS)/node_modules/.package-lock.json: $(EXPRESS)/package.json $(EXPRESS)/package-lock.json
+	npm ci --prefix $(EXPRESS) --no-audit --no-fund --loglevel=error
+express-deps: $(EXPRESS)/node_modules/.package-lock.json
+
 run: install
 	$(BIN)/tokenwire serve --host $(HOST) --port $(PORT)
 
@@ -52,7 +59,7 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-pytest: install-dev system-deps node-deps
+pytest: install-dev system-deps node-deps express-deps
 	$(BIN)/pytest
 
 # JS decoders on the shared vectors, and the JS client against a live server (it starts
@@ -84,6 +91,13 @@ autobahn: install-dev
 BENCH_ARGS ?=
 bench: install-dev
 	$(BIN)/tokenwire bench $(BENCH_ARGS)
+
+# The peer race: tokenwire against minimal aiohttp, FastAPI + sse-starlette, Flask on
+# gunicorn + gevent and Express, the same load on each in turn, into
+# bench/results/<time>-race/ (docs/bench.md, "The peer race"); RACE_ARGS=--quick for a taste.
+RACE_ARGS ?=
+bench-peers: install-dev express-deps
+	$(BIN)/tokenwire bench --peers $(RACE_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
