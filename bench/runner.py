@@ -1,4 +1,5 @@
-"""``tokenwire bench``: the four transports and ``/v1`` under Locust, one after another.
+"""``tokenwire bench``: the four transports and ``/v1`` under Locust, one after another
+(``--peers``: the peer race of ``bench/race.py`` instead).
 
 Per transport: a fresh server (or ``--host``), Locust headless as a subprocess on
 ``bench/locustfile.py`` (gevent never enters this asyncio-free process), the server's CPU,
@@ -42,6 +43,7 @@ from bench.lab import (
     wait_idle,
     wait_ready,
 )
+from bench.peers import PEERS
 from bench.report import (
     COLUMNS,
     FANOUT_LABELS,
@@ -151,6 +153,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Locust in distributed mode: a master and this many worker processes",
     )
     p.add_argument("--out", type=Path, help="results folder (default: bench/results/<time>)")
+    race = p.add_argument_group(
+        "the peer race",
+        "tokenwire against the same contract on other stacks (bench/race.py); --quick, "
+        "--scenario, --transports, --users (concurrent streams), --tokens and --out apply",
+    )
+    race.add_argument(
+        "--peers",
+        nargs="?",
+        const="all",
+        metavar="NAMES",
+        help="race tokenwire against the peers (comma-separated subset of "
+        + ",".join(PEERS)
+        + "; default all that can run here)",
+    )
+    race.add_argument("--repeat", type=int, help="rounds over every cell and target (default 3)")
+    race.add_argument(
+        "--readers", type=int, help="SSE readers of the fan-out stream (default 1000)"
+    )
+    race.add_argument(
+        "--pin",
+        action="store_true",
+        help="servers on CPU 0, the load client on the others (taskset)",
+    )
+    race.add_argument("--plain", action="store_true", help="plain-text tables even if rich exists")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -480,6 +506,10 @@ def jsonable(value: Any) -> Any:
 
 def run(ns: argparse.Namespace) -> int:
     """``tokenwire bench``: returns the exit status (1 if any stream failed)."""
+    if ns.peers is not None:
+        from bench.race import run_race
+
+        return run_race(ns)
     # Never import locust here: it monkey-patches the process for gevent (Locust runs as a
     # subprocess). Only check that it is installed.
     missing = [m for m in ("locust", "matplotlib", "psutil") if importlib.util.find_spec(m) is None]

@@ -1,0 +1,761 @@
+"""The peer race (``tokenwire bench --peers``): the same load on tokenwire and on each peer.
+
+tokenwire (``bench.lab.spawn_server``, caps raised) and every available peer
+(``bench.peers.PEERS``; a peer whose module or ``node_modules`` is missing is skipped with a
+line saying so) run at once on free loopback ports, optionally pinned to one core with the
+load client on the other (``--pin``). Each cell (a transport at ``c`` concurrent streams, or
+one stream fanned out to N SSE readers) runs on every target in turn, round-robin, repeated;
+every stream is read with ``bench.overhead``'s readers (the clients' decoders) and checked
+with ``StreamCheck``. Medians per target and cell, the ratio tokenwire / peer, a table,
+``race.json`` and ``race.png`` in ``bench/results/<time>-race/``. docs/bench.md, "The peer
+race".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench.lab import (
+    REPO,
+    Server,
+    TreeCPU,
+    free_port,
+    raise_nofile,
+    spawn_server,
+    stop_server,
+    wait_idle,
+    wait_ready,
+)
+from bench.overhead import (
+    CellSpec,
+    CellTally,
+    background_load,
+    failure_kind,
+    http_failure,
+    run_cell,
+    warm_pool,
+)
+from bench.peers import PEERS
+from bench.stats import or_dash, print_table
+from clients.check import IncompleteStream, StreamCheck
+from clients.decoders import SSEDecoder
+from server.sources.synthetic import corpus_pieces
+from wire import TRANSPORTS
+
+TOKENWIRE = "tokenwire"
+FANOUT = "fanout"
+#: The core the servers are pinned to with ``--pin``; the load client takes the other one.
+SERVER_CPU = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RacePlan:
+    """What every target is put through, the same for each."""
+
+    transports: tuple[str, ...]
+    fanout: bool
+    concurrency: int
+    """Concurrent streams of a transport cell (one stream per lane)."""
+    tokens: int
+    """Tokens per stream of a transport cell."""
+    readers: int
+    """SSE readers of the one fan-out stream."""
+    fanout_tokens: int
+    fanout_ttft_ms: float
+    """The fan-out stream's first token waits this long, so the readers are in place."""
+    repeat: int
+    warmup: bool
+    settle_s: float
+    """Pause before each cell once the target has no live stream (tokenwire's retention
+    frees the last cell's logs meanwhile)."""
+    cell_timeout_s: float
+
+    @property
+    def scenarios(self) -> tuple[str, ...]:
+        return (*self.transports, *((FANOUT,) if self.fanout else ()))
+
+
+PLANS = {
+    # The test suite's: a few streams of a few tokens, once.
+    "quick": RacePlan(
+        transports=TRANSPORTS,
+        fanout=True,
+        concurrency=4,
+        tokens=20,
+        readers=8,
+        fanout_tokens=20,
+        fanout_ttft_ms=300,
+        repeat=1,
+        warmup=False,
+        settle_s=0.0,
+        cell_timeout_s=30.0,
+    ),
+    # 100 concurrent streams of 2000 tokens per transport (bench.overhead's c=100 cell), and
+    # one 200-token stream read by 1000 readers: 200k tokens per cell, 3 rounds.
+    "full": RacePlan(
+        transports=TRANSPORTS,
+        fanout=True,
+        concurrency=100,
+        tokens=2000,
+        readers=1000,
+        fanout_tokens=200,
+        fanout_ttft_ms=2000,
+        repeat=3,
+        warmup=True,
+        settle_s=1.5,
+        cell_timeout_s=60.0,
+    ),
+}
+
+
+def plan_of(ns: argparse.Namespace) -> RacePlan:
+    """The preset with the command line's overrides."""
+    base = PLANS["quick" if ns.quick else "full"]
+    transports = tuple(t for t in ns.transports if t in TRANSPORTS)
+    overrides: dict[str, Any] = {
+        "transports": transports if ns.scenario in ("streams", "all") else (),
+        "fanout": ns.scenario in ("fanout", "all"),
+    }
+    for name, value in (
+        ("concurrency", ns.users),
+        ("tokens", ns.tokens),
+        ("readers", ns.readers),
+        ("repeat", ns.repeat),
+    ):
+        if value is not None:
+            if value < 1:
+                raise SystemExit(f"--peers: {name} must be at least 1")
+            overrides[name] = value
+    if ns.tokens is not None:
+        overrides["fanout_tokens"] = ns.tokens
+    return dataclasses.replace(base, **overrides)
+
+
+# ---------------------------------------------------------------------------------------
+# The targets
+
+
+@dataclass(slots=True)
+class Target:
+    """A server in the race: tokenwire or a peer, with its process tree's CPU."""
+
+    name: str
+    server: Server
+    cpu: TreeCPU
+
+
+def missing(argv: Sequence[str]) -> str | None:
+    """Why a peer's command cannot run here (None when it can): its Python module, or its
+    Node script and ``node_modules``, or ``node`` itself."""
+    if "-m" in argv:
+        module = argv[argv.index("-m") + 1]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        return None if found else f"module {module} is missing"
+    script = Path(argv[1])
+    if shutil.which(argv[0]) is None:
+        return f"{argv[0]} is not installed"
+    if not script.is_file():
+        return f"{script.relative_to(REPO) if script.is_relative_to(REPO) else script} is missing"
+    if not (script.parent / "node_modules").is_dir():
+        folder = script.parent
+        where = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
+        return f"{where}/node_modules is missing (make express-deps)"
+    return None
+
+
+def pinned(argv: list[str], pin: bool) -> list[str]:
+    return ["taskset", "-c", str(SERVER_CPU), *argv] if pin else argv
+
+
+def start_peer(name: str, pieces: Path, out: Path, pin: bool) -> Server:
+    """Start one peer on a free loopback port, its output in ``out/<name>.server.log``."""
+    port = free_port()
+    log_path = out / f"{name}.server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            pinned(PEERS[name]("127.0.0.1", port, pieces), pin),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return Server(f"http://127.0.0.1:{port}", proc.pid, proc, log_path)
+
+
+def start_targets(
+    names: Sequence[str], plan: RacePlan, out: Path, pin: bool
+) -> tuple[list[Target], dict[str, str]]:
+    """tokenwire and each peer that can run, ready; the skipped peers with the reason."""
+    cap = max(5000, 2 * max(plan.concurrency, plan.readers))
+    tw = spawn_server(cap, max(4096, plan.tokens, plan.fanout_tokens), 1.0, [])
+    if pin:
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", str(SERVER_CPU), str(tw.pid)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    servers: list[tuple[str, Server]] = [(TOKENWIRE, tw)]
+    skipped: dict[str, str] = {}
+    pieces = out / "pieces.json"
+    pieces.write_text(json.dumps(list(corpus_pieces()), ensure_ascii=False))
+    for name in names:
+        why = missing(PEERS[name]("127.0.0.1", 0, pieces))
+        if why is not None:
+            skipped[name] = why
+            print(f"peer {name}: skipped, {why}", flush=True)
+            continue
+        servers.append((name, start_peer(name, pieces, out, pin)))
+    targets = []
+    for name, server in servers:
+        try:
+            wait_ready(server, 30.0)
+        except SystemExit as e:
+            if name == TOKENWIRE:
+                raise
+            stop_server(server)
+            skipped[name] = f"did not start: {e}"
+            print(f"peer {name}: skipped, it did not start ({e})", flush=True)
+            continue
+        assert server.pid is not None
+        targets.append(Target(name, server, TreeCPU(server.pid)))
+    return targets, skipped
+
+
+def stop_targets(targets: Sequence[Target], out: Path) -> dict[str, int | None]:
+    codes = {}
+    for t in targets:
+        codes[t.name] = stop_server(t.server)
+        log = t.server.log_path
+        if log is not None and log.parent != out and log.exists():
+            shutil.move(log, out / f"{t.name}.server.log")
+    return codes
+
+
+# ---------------------------------------------------------------------------------------
+# One cell run on one target
+
+
+@dataclass(slots=True)
+class RaceRun:
+    """One run of one cell on one target."""
+
+    streams: int
+    tokens: int
+    tokens_expected: int
+    wall_s: float
+    tokens_per_s: float
+    server_cpu_s: float
+    cpu_window_s: float
+    """The time over which ``server_cpu_s`` was read (the cell, connection warm-up and the
+    fan-out's wait for its first token included)."""
+    failures: int
+    failure_kinds: dict[str, int]
+    failure_examples: dict[str, str]
+
+    @property
+    def cpu_ms_per_1k(self) -> float | None:
+        return 1e6 * self.server_cpu_s / self.tokens if self.tokens else None
+
+
+async def read_fanout_sse(
+    session: aiohttp.ClientSession,
+    url: str,
+    check: StreamCheck,
+    tally: CellTally,
+    first_token_ns: list[int],
+) -> None:
+    """``GET /api/streams/{id}/sse`` from the start: ``bench.overhead.read_sse`` for a
+    subscriber (the same decoder and checks)."""
+    async with session.get(url) as resp:
+        if resp.status != 200:
+            raise await http_failure(resp)
+        decoder = SSEDecoder()
+        async for chunk in resp.content.iter_any():
+            now = time.time_ns()
+            tally.reads += 1
+            tally.bytes += len(chunk)
+            for msg in decoder.feed(chunk):
+                ev = orjson.loads(msg.data)
+                tally.payload_bytes += len(msg.data.encode())
+                if msg.event != ev.get("type") or msg.last_event_id != str(ev.get("seq")):
+                    raise IncompleteStream(f"SSE event/id fields differ: {msg.data[:200]}")
+                if ev.get("seq") == 0:
+                    first_token_ns.append(now)
+                if check.event(ev, now):
+                    return
+
+
+async def run_fanout(
+    session: aiohttp.ClientSession, base: str, plan: RacePlan, run_no: int
+) -> tuple[CellTally, float]:
+    """One stream, ``plan.readers`` SSE readers from the start; the tally and the wall time
+    from the first token received to the last reader's end."""
+    await warm_pool(session, base, plan.readers)
+    tally = CellTally()
+    body = {
+        "prompt": f"race fanout run={run_no}",
+        "max_tokens": plan.fanout_tokens,
+        "params": {"tokens_per_s": 0, "ttft_ms": plan.fanout_ttft_ms},
+    }
+    async with session.post(
+        f"{base}/api/streams", data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+    ) as resp:
+        if resp.status != 201:
+            err = await http_failure(resp)
+            tally.streams = plan.readers
+            tally.failures["create"] = plan.readers
+            tally.examples["create"] = str(err)
+            return tally, 0.0
+        stream_id = (await resp.json())["id"]
+    url = f"{base}/api/streams/{stream_id}/sse"
+    first: list[int] = []
+    ends: list[int] = []
+
+    async def reader() -> None:
+        check = StreamCheck(
+            tally.report, sent_ns=time.time_ns(), max_tokens=plan.fanout_tokens, stream_id=stream_id
+        )
+        tally.streams += 1
+        try:
+            await read_fanout_sse(session, url, check, tally, first)
+            check.end()
+            if check.tokens != plan.fanout_tokens:
+                raise IncompleteStream(
+                    f"finished after {check.tokens} of {plan.fanout_tokens} tokens"
+                )
+        except IncompleteStream as e:
+            tally.fail(failure_kind(str(e)), str(e)[:200])
+        except (aiohttp.ClientError, OSError, ValueError, KeyError, TypeError) as e:
+            tally.fail(type(e).__name__, str(e)[:200])
+        except asyncio.CancelledError:
+            tally.fail("cell timeout", f"after {check.tokens} of {plan.fanout_tokens} tokens")
+            raise
+        finally:
+            tally.tokens += check.tokens
+            ends.append(time.time_ns())
+
+    tasks = [asyncio.create_task(reader()) for _ in range(plan.readers)]
+    _, pending = await asyncio.wait(tasks, timeout=plan.cell_timeout_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    wall = (max(ends) - min(first)) / 1e9 if first and ends else 0.0
+    return tally, wall
+
+
+async def run_once(target: Target, scenario: str, plan: RacePlan, run_no: int) -> RaceRun:
+    """One cell run on one target, from an idle server and a fresh client session."""
+    base = target.server.base
+    await asyncio.to_thread(wait_idle, base, 30.0, 0.05)
+    if plan.settle_s:
+        await asyncio.sleep(plan.settle_s)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        cpu0 = target.cpu.seconds()
+        t0 = time.perf_counter()
+        if scenario == FANOUT:
+            tally, wall = await run_fanout(session, base, plan, run_no)
+            cpu = target.cpu.seconds() - cpu0
+            window = time.perf_counter() - t0
+            return RaceRun(
+                streams=tally.streams,
+                tokens=tally.tokens,
+                tokens_expected=plan.readers * plan.fanout_tokens,
+                wall_s=wall,
+                tokens_per_s=tally.tokens / wall if wall > 0 else 0.0,
+                server_cpu_s=cpu,
+                cpu_window_s=window,
+                failures=sum(tally.failures.values()),
+                failure_kinds=dict(tally.failures.most_common()),
+                failure_examples=tally.examples,
+            )
+        spec = CellSpec(scenario, plan.concurrency, plan.tokens, 1)
+        # The server's CPU is read here, over its process tree (gunicorn's workers too).
+        r = await run_cell(session, base, spec, 0.0, plan.cell_timeout_s, None, run_no)
+        cpu = target.cpu.seconds() - cpu0
+        window = time.perf_counter() - t0
+    return RaceRun(
+        streams=r.streams,
+        tokens=r.tokens,
+        tokens_expected=plan.concurrency * plan.tokens,
+        wall_s=r.wall_s,
+        tokens_per_s=r.tokens_per_s,
+        server_cpu_s=cpu,
+        cpu_window_s=window,
+        failures=r.failures,
+        failure_kinds=r.failure_kinds,
+        failure_examples=r.failure_examples,
+    )
+
+
+async def warm_up(target: Target, scenario: str, plan: RacePlan) -> None:
+    """A few short streams first (the JIT, the pools, the imports), not measured."""
+    small = dataclasses.replace(
+        plan,
+        concurrency=4,
+        tokens=200,
+        readers=min(plan.readers, 50),
+        fanout_tokens=50,
+        fanout_ttft_ms=300,
+        settle_s=0.0,
+    )
+    await run_once(target, scenario, small, -1)
+
+
+# ---------------------------------------------------------------------------------------
+# Figures
+
+
+@dataclass(slots=True)
+class RaceCell:
+    """One target in one cell: medians over the runs, failures and tokens summed."""
+
+    target: str
+    scenario: str
+    tokens_per_s: float
+    cpu_ms_per_1k: float | None
+    server_cpu_pct: float | None
+    streams: int
+    tokens: int
+    tokens_expected: int
+    failures: int
+    failure_kinds: dict[str, int]
+    failure_examples: dict[str, str]
+    tokens_per_s_ratio: float | None = None
+    """tokenwire's tokens/s / this target's (None for tokenwire itself)."""
+    cpu_ratio: float | None = None
+    """tokenwire's CPU per token / this target's."""
+    runs: list[RaceRun] = field(default_factory=list)
+
+
+def aggregate(target: str, scenario: str, runs: list[RaceRun]) -> RaceCell:
+    kinds: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for r in runs:
+        kinds.update(r.failure_kinds)
+        for k, v in r.failure_examples.items():
+            examples.setdefault(k, v)
+    cpu = [r.cpu_ms_per_1k for r in runs if r.cpu_ms_per_1k is not None]
+    pct = [100 * r.server_cpu_s / r.cpu_window_s for r in runs if r.cpu_window_s > 0]
+    return RaceCell(
+        target=target,
+        scenario=scenario,
+        tokens_per_s=statistics.median(r.tokens_per_s for r in runs),
+        cpu_ms_per_1k=statistics.median(cpu) if cpu else None,
+        server_cpu_pct=statistics.median(pct) if pct else None,
+        streams=sum(r.streams for r in runs),
+        tokens=sum(r.tokens for r in runs),
+        tokens_expected=sum(r.tokens_expected for r in runs),
+        failures=sum(r.failures for r in runs),
+        failure_kinds=dict(kinds.most_common()),
+        failure_examples=examples,
+        runs=runs,
+    )
+
+
+def add_ratios(cells: Sequence[RaceCell]) -> None:
+    """tokenwire / peer, per cell: above 1 in tokens/s, below 1 in CPU, means tokenwire wins."""
+    ours = {c.scenario: c for c in cells if c.target == TOKENWIRE}
+    for c in cells:
+        tw = ours.get(c.scenario)
+        if c.target == TOKENWIRE or tw is None:
+            continue
+        c.tokens_per_s_ratio = tw.tokens_per_s / c.tokens_per_s if c.tokens_per_s else None
+        if tw.cpu_ms_per_1k is not None and c.cpu_ms_per_1k:
+            c.cpu_ratio = tw.cpu_ms_per_1k / c.cpu_ms_per_1k
+
+
+def scenario_label(scenario: str, plan: RacePlan) -> str:
+    if scenario == FANOUT:
+        return f"fan-out sse x{plan.readers}"
+    return f"{scenario} c={plan.concurrency}"
+
+
+COLUMNS = (
+    "cell",
+    "target",
+    "tokens/s",
+    "srv CPU ms/1k tok",
+    "srv CPU %",
+    "streams",
+    "tokens rx/exp",
+    "failures",
+    "tw/peer tok/s",
+    "tw/peer CPU",
+)
+
+
+def table_rows(cells: Sequence[RaceCell], plan: RacePlan) -> list[list[str]]:
+    return [
+        [
+            scenario_label(c.scenario, plan),
+            c.target,
+            f"{c.tokens_per_s:,.0f}",
+            or_dash(c.cpu_ms_per_1k, ".1f"),
+            or_dash(c.server_cpu_pct, ".0f"),
+            str(c.streams),
+            f"{c.tokens}/{c.tokens_expected}",
+            str(c.failures),
+            or_dash(c.tokens_per_s_ratio, ".2f"),
+            or_dash(c.cpu_ratio, ".2f"),
+        ]
+        for c in cells
+    ]
+
+
+def ratio_rows(cells: Sequence[RaceCell], plan: RacePlan, peers: Sequence[str]) -> list[list[str]]:
+    """Per cell, per peer: ``tok/s ratio (CPU ratio)``."""
+    by = {(c.scenario, c.target): c for c in cells}
+    rows = []
+    for scenario in plan.scenarios:
+        row = [scenario_label(scenario, plan)]
+        for p in peers:
+            c = by.get((scenario, p))
+            row.append(
+                "-"
+                if c is None
+                else f"{or_dash(c.tokens_per_s_ratio, '.2f')} ({or_dash(c.cpu_ratio, '.2f')})"
+            )
+        rows.append(row)
+    return rows
+
+
+def plot(path: Path, cells: Sequence[RaceCell], plan: RacePlan, targets: Sequence[str]) -> Path:
+    """Grouped bars per cell, one per target: tokens/s, and server CPU per 1000 tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = {(c.scenario, c.target): c for c in cells}
+    scenarios = plan.scenarios
+    labels = [scenario_label(s, plan) for s in scenarios]
+    width = 0.8 / max(1, len(targets))
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 2 * len(scenarios)), 8), sharex=True)
+    metrics: list[tuple[str, Callable[[RaceCell], float | None]]] = [
+        ("tokens/s (median)", lambda c: c.tokens_per_s),
+        ("server CPU ms per 1000 tokens (median)", lambda c: c.cpu_ms_per_1k),
+    ]
+    for ax, (title, value) in zip(axes, metrics, strict=True):
+        for i, name in enumerate(targets):
+            xs = [k + (i - (len(targets) - 1) / 2) * width for k in range(len(scenarios))]
+            ys = [(value(by[(s, name)]) or 0.0) if (s, name) in by else 0.0 for s in scenarios]
+            ax.bar(xs, ys, width, label=name)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    axes[1].set_xticks(range(len(scenarios)), labels)
+    fig.suptitle(f"the peer race: median of {plan.repeat} run(s) per cell")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+
+
+def versions() -> dict[str, str]:
+    """The stacks' versions that are installed here (Python packages, Node, Express, ws)."""
+    found = {"python": platform.python_version()}
+    for pkg in ("aiohttp", "fastapi", "sse-starlette", "uvicorn", "flask", "gunicorn", "gevent"):
+        try:
+            found[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    try:
+        found["node"] = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    lock = Path(PEERS["express"]("h", 0, Path())[1]).parent / "package-lock.json"
+    if lock.exists():
+        packages = json.loads(lock.read_text()).get("packages", {})
+        for pkg in ("express", "ws"):
+            if (v := packages.get(f"node_modules/{pkg}", {}).get("version")) is not None:
+                found[pkg] = v
+    return found
+
+
+def peer_names(text: str) -> list[str]:
+    if text == "all":
+        return list(PEERS)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or (bad := [n for n in names if n not in PEERS]):
+        raise SystemExit(
+            f"--peers: {', '.join(bad) or 'no name'}? "
+            f"a comma-separated subset of {', '.join(PEERS)}"
+        )
+    return names
+
+
+NOT_FOR_RACE = ("stress", "host", "server_pid", "spawn_rate", "run_time", "pace", "stress_users")
+
+
+async def race(
+    targets: Sequence[Target], plan: RacePlan, header: Callable[[float], list[str]]
+) -> tuple[dict[tuple[str, str], list[RaceRun]], list[str]]:
+    """Every cell on every target in turn (the order rotated each round), ``repeat`` times."""
+    background = await background_load(1.0)
+    lines = header(background)
+    for line in lines:
+        print(line, flush=True)
+    runs: dict[tuple[str, str], list[RaceRun]] = {}
+    if plan.warmup:
+        for t in targets:
+            for scenario in plan.scenarios:
+                await warm_up(t, scenario, plan)
+    for rep in range(plan.repeat):
+        order = [*targets[rep % len(targets) :], *targets[: rep % len(targets)]]
+        for scenario in plan.scenarios:
+            for t in order:
+                r = await run_once(t, scenario, plan, rep)
+                runs.setdefault((t.name, scenario), []).append(r)
+                print(
+                    f"  run {rep + 1}/{plan.repeat} {scenario_label(scenario, plan):<20} "
+                    f"{t.name:<10} {r.tokens_per_s:>10,.0f} tok/s  "
+                    f"cpu {or_dash(r.cpu_ms_per_1k, '.1f')} ms/1k tok  "
+                    f"tokens {r.tokens}/{r.tokens_expected}  failures {r.failures}",
+                    flush=True,
+                )
+    return runs, lines
+
+
+def run_race(ns: argparse.Namespace) -> int:
+    """``tokenwire bench --peers``: the exit status (1 if a stream failed or came short)."""
+    missing_mods = [m for m in ("matplotlib", "psutil") if importlib.util.find_spec(m) is None]
+    if missing_mods:
+        raise SystemExit(f"the race needs {', '.join(missing_mods)}: pip install -e '.[bench]'")
+    given = [f"--{n.replace('_', '-')}" for n in NOT_FOR_RACE if getattr(ns, n, None)]
+    if given or ns.workers:
+        raise SystemExit(
+            f"--peers starts its own servers and load: {' '.join(given) or '--workers'} "
+            "apply to the Locust runs only"
+        )
+    plan = plan_of(ns)
+    if not plan.scenarios:
+        raise SystemExit("--peers: no transport of the peer contract (sse, ws, poll, chunked)")
+    names = peer_names(ns.peers)
+    pin = bool(ns.pin)
+    if pin and (shutil.which("taskset") is None or (os.cpu_count() or 1) < 2):
+        print("--pin: taskset or a second core is missing; running unpinned", file=sys.stderr)
+        pin = False
+    preset = "quick" if ns.quick else "full"
+    out: Path = ns.out or REPO / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S-race")
+    out.mkdir(parents=True, exist_ok=True)
+    nofile = raise_nofile(max(plan.concurrency, plan.readers))
+    if pin:
+        os.sched_setaffinity(0, {c for c in os.sched_getaffinity(0) if c != SERVER_CPU})
+    targets, skipped = start_targets(names, plan, out, pin)
+    found = versions()
+
+    def header(background: float) -> list[str]:
+        cpus = os.cpu_count() or 0
+        return [
+            f"the peer race ({preset}): "
+            + ", ".join(t.name for t in targets)
+            + (
+                f"; skipped: {', '.join(f'{k} ({v})' for k, v in skipped.items())}"
+                if skipped
+                else ""
+            ),
+            f"each cell on every target in turn, {plan.repeat} round(s), medians; transports at "
+            f"c={plan.concurrency} streams of {plan.tokens} tokens, fan-out: one stream of "
+            f"{plan.fanout_tokens} tokens to {plan.readers} SSE readers; all unpaced "
+            "(tokens_per_s=0); every stream checked (seqs, sha256, count)",
+            f"{cpus} CPU cores; "
+            + (
+                f"servers pinned to CPU {SERVER_CPU}, this load client to the rest"
+                if pin
+                else "unpinned: servers and the load client share the cores"
+            )
+            + f"; open-files limit {nofile}; background load {background:.2f} cores"
+            + (
+                " -- WARNING: another workload is running; figures skewed"
+                if background > 0.15
+                else ""
+            ),
+            "server CPU = the target's process tree (psutil), over the cell; tw/peer: tokenwire's "
+            "figure / the peer's (tok/s above 1 and CPU below 1: tokenwire ahead)",
+            "versions: " + ", ".join(f"{k} {v}" for k, v in found.items()),
+        ]
+
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        loop_factory = uvloop.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runs, lines = runner.run(race(targets, plan, header))
+    finally:
+        codes = stop_targets(targets, out)
+    cells = [aggregate(t.name, s, runs[(t.name, s)]) for s in plan.scenarios for t in targets]
+    add_ratios(cells)
+    peers = [t.name for t in targets if t.name != TOKENWIRE]
+    title = f"the peer race (median of {plan.repeat} runs)" if plan.repeat > 1 else "the peer race"
+    print()
+    starts = [i for i in range(len(targets), len(cells), len(targets))]
+    print_table(title, COLUMNS, table_rows(cells, plan), plain=ns.plain, sections=starts)
+    if peers:
+        print_table(
+            "tokenwire / peer: tokens/s (server CPU per token)",
+            ["cell", *peers],
+            ratio_rows(cells, plan, peers),
+            plain=ns.plain,
+        )
+    png = plot(out / "race.png", cells, plan, [t.name for t in targets])
+    doc = {
+        "meta": {
+            "preset": preset,
+            "header": lines,
+            "plan": dataclasses.asdict(plan),
+            "targets": [t.name for t in targets],
+            "skipped": skipped,
+            "pinned": pin,
+            "versions": found,
+            "exit_codes": codes,
+            "cpu_count": os.cpu_count(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        "cells": [dataclasses.asdict(c) for c in cells],
+    }
+    (out / "race.json").write_text(json.dumps(doc, indent=1) + "\n")
+    bad = [c for c in cells if c.failures or c.tokens != c.tokens_expected]
+    for c in bad:
+        print(
+            f"{c.target} {scenario_label(c.scenario, plan)}: {c.failures} failed streams, "
+            f"tokens {c.tokens}/{c.tokens_expected}"
+        )
+        for kind, n in list(c.failure_kinds.items())[:5]:
+            print(f"  {n} x {kind} (first: {c.failure_examples.get(kind)})")
+    print(f"results: {out} (race.json, {png.name}, server logs)")
+    return 1 if bad else 0
