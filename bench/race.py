@@ -662,6 +662,8 @@ def run_race(ns: argparse.Namespace) -> int:
     if not plan.scenarios:
         raise SystemExit("--peers: no transport of the peer contract (sse, ws, poll, chunked)")
     names = peer_names(ns.peers)
+    if not ns.quick and plan.repeat < 3:
+        print(f"warning: {plan.repeat} round(s): medians of fewer than 3 runs are noisy")
     pin = bool(ns.pin)
     if pin and (shutil.which("taskset") is None or (os.cpu_count() or 1) < 2):
         print("--pin: taskset or a second core is missing; running unpinned", file=sys.stderr)
