@@ -219,28 +219,33 @@ def start_targets(
         )
     servers: list[tuple[str, Server]] = [(TOKENWIRE, tw)]
     skipped: dict[str, str] = {}
-    pieces = out / "pieces.json"
-    pieces.write_text(json.dumps(list(corpus_pieces()), ensure_ascii=False))
-    for name in names:
-        why = missing(PEERS[name]("127.0.0.1", 0, pieces))
-        if why is not None:
-            skipped[name] = why
-            print(f"peer {name}: skipped, {why}", flush=True)
-            continue
-        servers.append((name, start_peer(name, pieces, out, pin)))
     targets = []
-    for name, server in servers:
-        try:
-            wait_ready(server, 30.0)
-        except SystemExit as e:
-            if name == TOKENWIRE:
-                raise
+    try:
+        pieces = out / "pieces.json"
+        pieces.write_text(json.dumps(list(corpus_pieces())))
+        for name in names:
+            why = missing(PEERS[name]("127.0.0.1", 0, pieces))
+            if why is not None:
+                skipped[name] = why
+                print(f"peer {name}: skipped, {why}", flush=True)
+                continue
+            servers.append((name, start_peer(name, pieces, out, pin)))
+        for name, server in servers:
+            try:
+                wait_ready(server, 30.0)
+            except SystemExit as e:
+                if name == TOKENWIRE:
+                    raise
+                stop_server(server)
+                skipped[name] = f"did not start: {e}"
+                print(f"peer {name}: skipped, it did not start ({e})", flush=True)
+                continue
+            assert server.pid is not None
+            targets.append(Target(name, server, TreeCPU(server.pid)))
+    except BaseException:
+        for _, server in servers:
             stop_server(server)
-            skipped[name] = f"did not start: {e}"
-            print(f"peer {name}: skipped, it did not start ({e})", flush=True)
-            continue
-        assert server.pid is not None
-        targets.append(Target(name, server, TreeCPU(server.pid)))
+        raise
     return targets, skipped
 
 
@@ -674,8 +679,8 @@ def run_race(ns: argparse.Namespace) -> int:
     nofile = raise_nofile(max(plan.concurrency, plan.readers))
     if pin:
         os.sched_setaffinity(0, {c for c in os.sched_getaffinity(0) if c != SERVER_CPU})
-    targets, skipped = start_targets(names, plan, out, pin)
     found = versions()
+    targets, skipped = start_targets(names, plan, out, pin)
 
     def header(background: float) -> list[str]:
         cpus = os.cpu_count() or 0
@@ -718,6 +723,9 @@ def run_race(ns: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runs, lines = runner.run(race(targets, plan, header))
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing reported (the servers' logs are in {out})")
+        return 130
     finally:
         codes = stop_targets(targets, out)
     cells = [aggregate(t.name, s, runs[(t.name, s)]) for s in plan.scenarios for t in targets]
