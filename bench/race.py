@@ -211,16 +211,16 @@ def start_targets(
     """tokenwire and each peer that can run, ready; the skipped peers with the reason."""
     cap = max(5000, 2 * max(plan.concurrency, plan.readers))
     tw = spawn_server(cap, max(4096, plan.tokens, plan.fanout_tokens), 1.0, [])
-    if pin:
-        subprocess.run(
-            ["taskset", "-a", "-p", "-c", str(SERVER_CPU), str(tw.pid)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
     servers: list[tuple[str, Server]] = [(TOKENWIRE, tw)]
     skipped: dict[str, str] = {}
     targets = []
     try:
+        if pin:
+            subprocess.run(
+                ["taskset", "-a", "-p", "-c", str(SERVER_CPU), str(tw.pid)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         pieces = out / "pieces.json"
         pieces.write_text(json.dumps(list(corpus_pieces())))
         for name in names:
@@ -769,3 +769,15 @@ def run_race(ns: argparse.Namespace) -> int:
             print(f"  {n} x {kind} (first: {c.failure_examples.get(kind)})")
     print(f"results: {out} (race.json, {png.name}, server logs)")
     return 1 if bad else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.race [options]``: ``tokenwire bench --peers [options]``."""
+    from bench.runner import build_parser
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_race(build_parser().parse_args(["--peers", *args]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
