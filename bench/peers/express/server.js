@@ -249,9 +249,9 @@ app.post("/api/streams", (req, res) => {
   }
   const gen = new Generation(newId());
   generations.set(gen.id, gen);
-  generate(gen.id, request, (seq, type, json) => gen.push(seq, type, json)).finally(() => {
-    setTimeout(() => generations.delete(gen.id), RETENTION_MS).unref();
-  });
+  generate(gen.id, request, (seq, type, json) => gen.push(seq, type, json))
+    .catch((e) => console.error(e))
+    .finally(() => setTimeout(() => generations.delete(gen.id), RETENTION_MS).unref());
   res.status(201).location(`/api/streams/${gen.id}`).json({ id: gen.id });
 });
 
