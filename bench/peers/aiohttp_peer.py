@@ -112,7 +112,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 raise BadRequest("op: only 'generate' is served here", code="unknown_op")
             gen = Generation(contract.new_stream_id(), contract.parse_create(body, ("op",)))
         except BadRequest as e:
-            await ws.send_bytes(e.body())
+            await ws.send_str(e.ws_message())
             continue
         await ws.send_frame(contract.created_message(gen.stream_id), WSMsgType.TEXT)
         task = asyncio.create_task(generate(gen))

@@ -61,10 +61,18 @@ class BadRequest(Exception):
     def body(self) -> bytes:
         return error_body(self.code, self.message)
 
+    def ws_message(self) -> str:
+        return ws_error(self.code, self.message)
+
 
 def error_body(code: str, message: str) -> bytes:
     """tokenwire's error shape: ``{"error":{"code":"…","message":"…"}}``."""
     return _encode({"error": {"code": code, "message": message}})
+
+
+def ws_error(code: str, message: str) -> str:
+    """A WebSocket error message, as tokenwire sends it: ``{"type":"error","code","message"}``."""
+    return _encode({"type": "error", "code": code, "message": message}).decode()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

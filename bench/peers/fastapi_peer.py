@@ -170,11 +170,8 @@ def create_app() -> FastAPI:
                 try:
                     msg = GenerateMessage.model_validate_json(text)
                 except ValidationError as e:
-                    await ws.send_text(
-                        contract.error_body(
-                            "invalid_field", validation_message(e.errors())
-                        ).decode()
-                    )
+                    message = validation_message(e.errors())
+                    await ws.send_text(contract.ws_error("invalid_field", message))
                     continue
                 gen = Generation(contract.new_stream_id(), msg.request())
                 await ws.send_text(contract.created_message(gen.stream_id).decode())

@@ -189,7 +189,7 @@ def create_app() -> Flask:
                     raise BadRequest("op: only 'generate' is served here", code="unknown_op")
                 gen = Generation(contract.new_stream_id(), contract.parse_create(body, ("op",)))
             except BadRequest as e:
-                ws.send(e.body().decode())
+                ws.send(e.ws_message())
                 continue
             ws.send(contract.created_message(gen.stream_id).decode())
             with Counter.counting():
