@@ -270,3 +270,29 @@ async def test_bad_input_is_a_400_json_error(peer: str) -> None:
             assert created["type"] == "created"
             seqs = [orjson.loads(await ws.receive_str())["seq"] for _ in range(3)]
     assert seqs == [0, 1, 2]
+
+
+async def live_streams(session: aiohttp.ClientSession, base: str) -> int:
+    async with session.get(f"{base}/healthz") as resp:
+        health = await resp.json()
+    assert health["status"] == "ok"
+    return int(health["live_streams"])
+
+
+@pytest.mark.parametrize("route", ["/api/sse", "/api/chunked"])
+async def test_a_client_leaving_ends_its_stream(peer: str, route: str) -> None:
+    """A reader that leaves mid-stream: the peer notices (``live_streams`` back to 0) and
+    logs no traceback (the fixture checks the log)."""
+    data = body("leaving", 2000, {"tokens_per_s": 100, "ttft_ms": 0})
+    async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession() as reader:
+            resp = await reader.post(f"{peer}{route}", data=data, headers=JSON)
+            assert resp.status == 200
+            await resp.content.readline()
+            assert await live_streams(session, peer) == 1
+            resp.close()
+        for _ in range(100):
+            if await live_streams(session, peer) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await live_streams(session, peer) == 0

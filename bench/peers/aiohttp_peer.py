@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import uvloop
 from aiohttp import WSMsgType, web
@@ -28,7 +28,7 @@ from bench.peers.asyncio_streams import (
     next_batch,
     paced,
 )
-from bench.peers.contract import BadRequest, Generation
+from bench.peers.contract import BadRequest, Event, Generation
 
 COUNTER = web.AppKey("counter", Counter)
 STREAMS = web.AppKey("streams", Streams)
@@ -51,16 +51,40 @@ async def read_create(request: web.Request) -> contract.CreateRequest:
 
 
 async def stream_out(
-    request: web.Request, content_type: str, chunks: Sequence[bytes], headers: dict[str, str]
+    request: web.Request,
+    content_type: str,
+    first: bytes,
+    frames: AsyncIterator[bytes],
+    headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
+    """A chunked streaming response: ``first``, then one ``write()`` per frame. A client
+    that leaves ends it quietly (``prepare()`` and ``write()`` raise ConnectionResetError)."""
     resp = web.StreamResponse(
-        headers={"Content-Type": content_type, **contract.STREAM_HEADERS, **headers}
+        headers={"Content-Type": content_type, **contract.STREAM_HEADERS, **(headers or {})}
     )
     resp.enable_chunked_encoding()
-    await resp.prepare(request)
-    for chunk in chunks:
-        await resp.write(chunk)
+    with contextlib.suppress(ConnectionResetError):
+        await resp.prepare(request)
+        if first:
+            await resp.write(first)
+        async for frame in frames:
+            await resp.write(frame)
+        await resp.write_eof()
     return resp
+
+
+async def sse_frames(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield contract.sse_frame(event)
+
+
+async def ndjson_lines(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield event.data + b"\n"
+
+
+def created_headers(stream_id: str) -> dict[str, str]:
+    return {"Tokenwire-Stream": stream_id, "Location": f"/api/streams/{stream_id}"}
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -70,25 +94,27 @@ async def healthz(request: web.Request) -> web.Response:
 async def create_sse(request: web.Request) -> web.StreamResponse:
     gen = Generation(contract.new_stream_id(), await read_create(request))
     first = contract.SSE_RETRY + contract.sse_created(gen.stream_id)
-    headers = {"Tokenwire-Stream": gen.stream_id, "Location": f"/api/streams/{gen.stream_id}"}
     with request.app[COUNTER].counting():
-        resp = await stream_out(request, contract.SSE_CONTENT_TYPE, [first], headers)
-        async for event in paced(gen):
-            await resp.write(contract.sse_frame(event))
-        await resp.write_eof()
-    return resp
+        return await stream_out(
+            request,
+            contract.SSE_CONTENT_TYPE,
+            first,
+            sse_frames(paced(gen)),
+            created_headers(gen.stream_id),
+        )
 
 
 async def create_chunked(request: web.Request) -> web.StreamResponse:
     gen = Generation(contract.new_stream_id(), await read_create(request))
     first = contract.ndjson_line(contract.created_message(gen.stream_id))
-    headers = {"Tokenwire-Stream": gen.stream_id, "Location": f"/api/streams/{gen.stream_id}"}
     with request.app[COUNTER].counting():
-        resp = await stream_out(request, contract.NDJSON_CONTENT_TYPE, [first], headers)
-        async for event in paced(gen):
-            await resp.write(event.data + b"\n")
-        await resp.write_eof()
-    return resp
+        return await stream_out(
+            request,
+            contract.NDJSON_CONTENT_TYPE,
+            first,
+            ndjson_lines(paced(gen)),
+            created_headers(gen.stream_id),
+        )
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -164,11 +190,9 @@ async def subscribe_sse(request: web.Request) -> web.StreamResponse:
     if stream.finished and not stream.has_after(after):
         return web.Response(status=204)
     with stream.subscribe(after) as queue:
-        resp = await stream_out(request, contract.SSE_CONTENT_TYPE, [contract.SSE_RETRY], {})
-        async for event in events_of(queue):
-            await resp.write(contract.sse_frame(event))
-        await resp.write_eof()
-    return resp
+        return await stream_out(
+            request, contract.SSE_CONTENT_TYPE, contract.SSE_RETRY, sse_frames(events_of(queue))
+        )
 
 
 async def subscribe_chunked(request: web.Request) -> web.StreamResponse:
@@ -177,11 +201,9 @@ async def subscribe_chunked(request: web.Request) -> web.StreamResponse:
     if stream.finished and not stream.has_after(after):
         return web.Response(status=204)
     with stream.subscribe(after) as queue:
-        resp = await stream_out(request, contract.NDJSON_CONTENT_TYPE, [], {})
-        async for event in events_of(queue):
-            await resp.write(event.data + b"\n")
-        await resp.write_eof()
-    return resp
+        return await stream_out(
+            request, contract.NDJSON_CONTENT_TYPE, b"", ndjson_lines(events_of(queue))
+        )
 
 
 async def close_streams(app: web.Application) -> None:
