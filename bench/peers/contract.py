@@ -40,8 +40,9 @@ DEFAULT_POLL_TIMEOUT_S: Final = 25.0
 MAX_POLL_TIMEOUT_S: Final = 60.0
 #: Events in one long-poll answer at most (tokenwire's batch limit).
 MAX_POLL_BATCH: Final = 512
-#: How long a finished stream stays readable (fan-out readers and polls after the end).
-RETENTION_S: Final = 60.0
+#: How long a finished stream stays readable (fan-out readers and polls after the end);
+#: short, so a benchmark's finished streams do not pile up in the heap.
+RETENTION_S: Final = 10.0
 PARAMS: Final = frozenset({"ttft_ms", "tokens_per_s", "jitter", "seed"})
 FIELDS: Final = frozenset({"prompt", "max_tokens", "source", "params"})
 
