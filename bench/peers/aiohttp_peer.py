@@ -171,8 +171,10 @@ async def poll(request: web.Request) -> web.Response:
     stream = find(request)
     after = contract.parse_after(request.query.get("after"))
     timeout = contract.parse_timeout(request.query.get("timeout"))
-    with stream.subscribe(after) as queue:
-        events = await next_batch(queue, timeout, contract.MAX_POLL_BATCH)
+    events: list[Event] = []
+    if not stream.finished or stream.has_after(after):  # else: answer at once, done
+        with stream.subscribe(after) as queue:
+            events = await next_batch(queue, timeout, contract.MAX_POLL_BATCH)
     done = events[-1].terminal if events else stream.finished
     return web.Response(
         body=contract.poll_body(events, after, done),

@@ -201,8 +201,10 @@ def create_app() -> FastAPI:
         ] = contract.DEFAULT_POLL_TIMEOUT_S,
     ) -> Response:
         stream = find(stream_id)
-        with stream.subscribe(after) as queue:
-            events = await next_batch(queue, wait_s, contract.MAX_POLL_BATCH)
+        events: list[Event] = []
+        if not stream.finished or stream.has_after(after):  # else: answer at once, done
+            with stream.subscribe(after) as queue:
+                events = await next_batch(queue, wait_s, contract.MAX_POLL_BATCH)
         done = events[-1].terminal if events else stream.finished
         return Response(
             contract.poll_body(events, after, done),

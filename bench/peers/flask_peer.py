@@ -212,11 +212,11 @@ def create_app() -> Flask:
         after = contract.parse_after(request.args.get("after"))
         timeout = contract.parse_timeout(request.args.get("timeout"))
         events: list[Event] = []
+        if stream.finished and not stream.has_after(after):
+            timeout = 0  # nothing will come: answer at once, done
         with stream.subscribe(after) as queue:
-            try:
+            with contextlib.suppress(Empty):
                 events.append(queue.get(timeout=timeout))
-            except Empty:
-                pass
             while events and not events[-1].terminal and not queue.empty():
                 if len(events) >= contract.MAX_POLL_BATCH:
                     break
