@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # Everything the tests use: dev tools, torch (CPU build, pinned), transformers.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,hf,bench]"
+	$(BIN)/pip install -q -e ".[dev,hf,bench,peers]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
