@@ -52,8 +52,12 @@ class CutProxy:
         mid_char: bool = False,
         shared: bool = False,
         match: bytes | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         self.upstream_port = upstream_port
+        #: How long the bytes before a cut are left to the client before the cut: a client
+        #: (Chromium) that reads the last bytes and the reset together may drop those bytes.
+        self.linger_s = linger_s
         self.cuts: deque[int] = deque(cuts)
         self.mid_char = mid_char
         self.shared = shared
@@ -137,6 +141,8 @@ class CutProxy:
                     if at is not None:
                         writer.write(data[:at])
                         await writer.drain()
+                        if self.linger_s:
+                            await asyncio.sleep(self.linger_s)
                         self.cut_count += 1
                         self.mid_char_cuts += at < len(data) and _continuation(data[at])
                         self._shared_budget = None
