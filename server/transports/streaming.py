@@ -59,11 +59,9 @@ def send_deadline(
     that cannot happen, so the send timeout (a timer per write, on every token's path) is
     needed only for the other writes: those are the ones a stuck reader would hold up.
     """
-    if (
-        isinstance(transport, asyncio.WriteTransport)
-        and size < FREE_WRITE_MAX
-        and transport.get_write_buffer_size() == 0
-    ):
+    # Duck-typed: uvloop's transports do not subclass asyncio.WriteTransport.
+    buffered = getattr(transport, "get_write_buffer_size", None)
+    if buffered is not None and size < FREE_WRITE_MAX and buffered() == 0:
         return _NO_DEADLINE
     return asyncio.timeout(timeout)
 
