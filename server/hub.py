@@ -25,7 +25,7 @@ from server.errors import (
     TooManyStreams,
     UnknownStream,
 )
-from server.events import DoneReason, Event, done_event, error_event, token_event
+from server.events import DoneReason, Event, TokenEncoder, done_event, error_event
 from server.metrics import Metrics
 from server.settings import Settings
 from server.sources.base import Finish, GenerationRequest, TokenSource
@@ -209,6 +209,8 @@ class Hub:
         self, stream: StreamRecord, source: TokenSource, req: GenerationRequest
     ) -> None:
         digest = hashlib.sha256()
+        token_event = TokenEncoder(stream.id)
+        append = self.store.append
         seq = 0
         final: Event
         reason: DoneReason = "stop"
@@ -223,7 +225,7 @@ class Hub:
                         if not item:
                             continue
                         digest.update(item.encode())
-                        await self.store.append(stream.id, token_event(stream.id, seq, item))
+                        await append(stream.id, token_event(seq, item))
                         seq += 1
                         stream.tokens = seq
                         if seq >= req.max_tokens:  # even if a source overruns
