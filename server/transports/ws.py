@@ -110,7 +110,9 @@ class SocketSession:
                     return
                 while not sub.finished and not ws.closed:
                     batch = await sub.next_batch(None)
-                    data = ws_text_frames(batch)
+                    if not batch:
+                        continue
+                    data = sub.framed(ws_text_frames, batch)
                     await self._send_frames(data)
                     self.metrics.sent("ws", len(batch), len(data))
         except StreamGone as e:
