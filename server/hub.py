@@ -336,6 +336,8 @@ class Hub:
             stream.subscribers[transport] -= 1
             self._subs_by_transport[transport] -= 1
             stream.last_present = time.monotonic()
+            if not stream.total_subscribers:
+                stream.framed.clear()  # nobody shares it: a retained stream keeps no frames
 
     def touch(self, stream: StreamRecord) -> None:
         """A long-poll client is present between its polls."""

@@ -18,10 +18,10 @@ from typing import Any
 
 from server.sources.base import MAX_SEED, Finish, GenerationRequest, Param, TokenSource
 
-#: Pieces a stream may emit between two yields to the loop when it is unpaced, or behind its
-#: pace: its readers then write one batch of them (one write, not one per piece), and every
-#: other stream still runs after each burst (fairness: see FIELD-NOTES, "Yield between
-#: events"). A burst costs tens of microseconds.
+#: Pieces an unpaced stream emits between two yields to the loop: its readers then write
+#: one batch of them (one write, not one per piece), and every other stream still runs
+#: after each burst (fairness: see FIELD-NOTES, "Yield between events"). A burst costs tens
+#: of microseconds. A paced stream yields before every piece, even when it is behind.
 BURST = 32
 
 _MASK64 = (1 << 64) - 1
@@ -164,10 +164,7 @@ class SyntheticSource(TokenSource):
                 # Schedule against an absolute clock so pacing does not drift with load.
                 pacing, spread = _jitter(pacing)
                 deadline += (1.0 / rate) * (1.0 + jitter * spread)
-                delay = deadline - loop.time()
-                if delay > 0 or burst >= BURST:
-                    await asyncio.sleep(max(0.0, delay))
-                    burst = 0
+                await asyncio.sleep(max(0.0, deadline - loop.time()))
             elif i and burst >= BURST:
                 await asyncio.sleep(0)  # unpaced: still let every other stream run
                 burst = 0
