@@ -34,12 +34,31 @@ class Event(NamedTuple):
         return self.type != "token"
 
 
+_new_event = tuple.__new__  # Event(...) without the NamedTuple's Python-level __new__
+
+
 def token_event(stream: str, seq: int, text: str) -> Event:
-    return Event(
-        seq,
-        "token",
-        _encode({"stream": stream, "seq": seq, "type": "token", "text": text, "t": time.time_ns()}),
-    )
+    return TokenEncoder(stream)(seq, text)
+
+
+class TokenEncoder:
+    """Builds one stream's token events: the bytes msgspec gives for
+    ``{"stream": stream, "seq": seq, "type": "token", "text": text, "t": time_ns}``, with the
+    stream id encoded once per stream instead of a dict encoded per token (every token's
+    path: about half the cost)."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, stream: str) -> None:
+        self._prefix = b'{"stream":%s,"seq":' % _encode(stream)
+
+    def __call__(self, seq: int, text: str) -> Event:
+        data = self._prefix + b'%d,"type":"token","text":%s,"t":%d}' % (
+            seq,
+            _encode(text),
+            time.time_ns(),
+        )
+        return _new_event(Event, (seq, "token", data))
 
 
 def token_text_json(event: Event) -> bytes:

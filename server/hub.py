@@ -14,7 +14,7 @@ import secrets
 import time
 import typing
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -25,7 +25,7 @@ from server.errors import (
     TooManyStreams,
     UnknownStream,
 )
-from server.events import DoneReason, Event, done_event, error_event, token_event
+from server.events import DoneReason, Event, TokenEncoder, done_event, error_event
 from server.metrics import Metrics
 from server.settings import Settings
 from server.sources.base import Finish, GenerationRequest, TokenSource
@@ -66,6 +66,10 @@ class StreamRecord:
     last_present: float = field(default_factory=time.monotonic)
     cancel_reason: CancelReason | None = None
     task: asyncio.Task[None] | None = None
+    #: Per framing function, the last batch it framed: ``((first seq, last seq), bytes)``.
+    framed: dict[Callable[[Sequence[Event]], bytes], tuple[tuple[int, int], bytes]] = field(
+        default_factory=dict
+    )
 
     def delivered(self, after: int) -> bool:
         """True if the stream has ended and a reader at ``after`` has its last event."""
@@ -114,6 +118,20 @@ class Subscription:
         elif self.stream.delivered(self.after):
             self.finished = True
         return events
+
+    def framed(self, frame: Callable[[Sequence[Event]], bytes], batch: Sequence[Event]) -> bytes:
+        """``frame(batch)``, built once for all the readers of the stream that read this
+        same batch (fan-out: readers woken by the same append slice the same events).
+
+        ``frame`` must depend on the events only (a module-level framing function).
+        """
+        key = (batch[0].seq, batch[-1].seq)  # a log never changes what a seq holds
+        cached = self.stream.framed.get(frame)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        data = frame(batch)
+        self.stream.framed[frame] = (key, data)
+        return data
 
 
 class Hub:
@@ -209,6 +227,8 @@ class Hub:
         self, stream: StreamRecord, source: TokenSource, req: GenerationRequest
     ) -> None:
         digest = hashlib.sha256()
+        token_event = TokenEncoder(stream.id)
+        append = self.store.append
         seq = 0
         final: Event
         reason: DoneReason = "stop"
@@ -223,7 +243,7 @@ class Hub:
                         if not item:
                             continue
                         digest.update(item.encode())
-                        await self.store.append(stream.id, token_event(stream.id, seq, item))
+                        await append(stream.id, token_event(seq, item))
                         seq += 1
                         stream.tokens = seq
                         if seq >= req.max_tokens:  # even if a source overruns
@@ -316,6 +336,8 @@ class Hub:
             stream.subscribers[transport] -= 1
             self._subs_by_transport[transport] -= 1
             stream.last_present = time.monotonic()
+            if not stream.total_subscribers:
+                stream.framed.clear()  # nobody shares it: a retained stream keeps no frames
 
     def touch(self, stream: StreamRecord) -> None:
         """A long-poll client is present between its polls."""

@@ -17,6 +17,7 @@ from server.events import (
 from server.framing.longpoll import poll_body
 from server.framing.ndjson import HEARTBEAT, ndjson_lines
 from server.framing.sse import PING, sse_control, sse_data, sse_frame, sse_frames, sse_retry
+from server.framing.ws import ws_text_frame, ws_text_frames
 from wire import EVENT_TYPES
 
 TOK = Event(3, "token", b'{"stream":"s","seq":3,"type":"token","text":"a\\r\\nb","t":1}')
@@ -95,3 +96,23 @@ def test_ndjson() -> None:
 )
 def test_poll_body(events: list[Event], after: int, done: bool, expected: bytes) -> None:
     assert poll_body(events, after, done) == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "head"),
+    [
+        (0, b"\x81\x00"),
+        (125, b"\x81\x7d"),
+        (126, b"\x81\x7e\x00\x7e"),
+        (65535, b"\x81\x7e\xff\xff"),
+        (65536, b"\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+    ],
+)
+def test_ws_text_frame_headers(size: int, head: bytes) -> None:
+    data = b"x" * size
+    assert ws_text_frame(data) == head + data
+
+
+def test_ws_text_frames_are_one_message_per_event() -> None:
+    events = [token_event("s", 0, "a"), token_event("s", 1, "b")]
+    assert ws_text_frames(events) == b"".join(bytes([0x81, len(e.data)]) + e.data for e in events)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
 from server.errors import StreamGone, UnknownStream
-from server.events import done_event, token_event
+from server.events import Event, done_event, token_event
+from server.framing.ndjson import ndjson_lines
+from server.framing.sse import sse_frames
+from server.hub import StreamRecord, Subscription
 from server.store.memory import MemoryStore
 
 
@@ -95,3 +99,23 @@ async def test_append_rules_and_unknown_and_drop() -> None:
     await store2.drop("s")
     with pytest.raises(StreamGone, match="has expired"):
         await waiter
+
+
+async def test_readers_of_the_same_batch_share_its_frame() -> None:
+    """Fan-out: a batch is framed once per framing function; other batches are framed anew."""
+    store = await filled(5)
+    stream = StreamRecord(id="s", source="synthetic", client="c", max_tokens=5, unpaced=True)
+    calls: list[list[int]] = []
+
+    def frame(events: Sequence[Event]) -> bytes:
+        calls.append([e.seq for e in events])
+        return sse_frames(events)
+
+    a, b, c = (Subscription(store, stream, after) for after in (-1, -1, 2))
+    batches = [await sub.next_batch(0) for sub in (a, b, c)]
+    framed = [sub.framed(frame, batch) for sub, batch in zip((a, b, c), batches, strict=True)]
+    assert framed[0] is framed[1]
+    assert framed[0] == sse_frames(batches[0])
+    assert framed[2] == sse_frames(batches[2])
+    assert calls == [[0, 1, 2, 3, 4, 5], [3, 4, 5]]
+    assert a.framed(ndjson_lines, batches[0]) == ndjson_lines(batches[0])

@@ -72,18 +72,20 @@ class MemoryStore(LogStore):
             raise UnknownStream(stream_id)
         if log.closed:
             raise RuntimeError(f"log {stream_id} is closed")
-        if event.seq != log.next_seq:
+        events = log.events
+        if event.seq != log.base + len(events):
             raise RuntimeError(f"log {stream_id}: expected seq {log.next_seq}, got {event.seq}")
-        log.events.append(event)
-        if len(log.events) - log.start > self.max_events:
+        events.append(event)
+        if len(events) - log.start > self.max_events:
             log.start += 1
-            if log.start * 2 > len(log.events):  # compact: amortised O(1) per append
-                del log.events[: log.start]
+            if log.start * 2 > len(events):  # compact: amortised O(1) per append
+                del events[: log.start]
                 log.base += log.start
                 log.start = 0
-        if event.terminal:
+        if event.type != "token":  # terminal
             log.closed = True
-        log.wake()
+        if log.waiters:
+            log.wake()
 
     async def read(
         self, stream_id: str, after: int, *, limit: int, wait: float | None

@@ -89,6 +89,7 @@ async def _stream(
         preamble=lambda settings: b"",
         created=lambda data: b"",
         gone=GONE,
+        shared=False,  # the chunk template is this request's (its id, model, created)
     )
     first = await _first_batch(request, stream, sub)
     prefix = framer.role() + framer.frames(first)

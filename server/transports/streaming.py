@@ -38,6 +38,8 @@ class StreamFormat:
     created: Callable[[bytes], bytes]
     #: Written when the reader fell behind the retained log, before the response ends.
     gone: bytes = b""
+    #: ``frame`` depends on the events only: readers of a stream share the framed batch.
+    shared: bool = True
 
 
 #: A write this small cannot take an empty transport buffer past its high-water mark (64 KiB
@@ -59,11 +61,9 @@ def send_deadline(
     that cannot happen, so the send timeout (a timer per write, on every token's path) is
     needed only for the other writes: those are the ones a stuck reader would hold up.
     """
-    if (
-        isinstance(transport, asyncio.WriteTransport)
-        and size < FREE_WRITE_MAX
-        and transport.get_write_buffer_size() == 0
-    ):
+    # Duck-typed: uvloop's transports do not subclass asyncio.WriteTransport.
+    buffered = getattr(transport, "get_write_buffer_size", None)
+    if buffered is not None and size < FREE_WRITE_MAX and buffered() == 0:
         return _NO_DEADLINE
     return asyncio.timeout(timeout)
 
@@ -146,7 +146,12 @@ async def pump(
                     async with asyncio.timeout(send_timeout):
                         await resp.write(stream_format.gone)
                 break
-            data = stream_format.frame(batch) if batch else stream_format.heartbeat
+            if not batch:
+                data = stream_format.heartbeat
+            elif stream_format.shared:
+                data = sub.framed(stream_format.frame, batch)
+            else:
+                data = stream_format.frame(batch)
             async with send_deadline(request.transport, len(data), send_timeout):
                 await resp.write(data)
             metrics.sent(stream_format.transport, len(batch), len(data))
