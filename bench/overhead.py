@@ -122,25 +122,38 @@ ReadStream = Callable[[aiohttp.ClientSession, str, bytes, StreamCheck, CellTally
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
+async def read_sse_body(
+    resp: aiohttp.ClientResponse,
+    check: StreamCheck,
+    tally: CellTally,
+    first_token_ns: list[int] | None = None,
+) -> None:
+    """Decode and check an SSE response (a create-and-stream or a subscriber's) until its
+    terminal event; ``first_token_ns`` collects when ``seq`` 0 arrived."""
+    if resp.status != 200:
+        raise await http_failure(resp)
+    decoder = SSEDecoder()
+    async for chunk in resp.content.iter_any():
+        now = time.time_ns()
+        tally.reads += 1
+        tally.bytes += len(chunk)
+        for msg in decoder.feed(chunk):
+            ev = orjson.loads(msg.data)
+            if msg.event != "created":
+                tally.payload_bytes += len(msg.data.encode())
+                if msg.event != ev.get("type") or msg.last_event_id != str(ev.get("seq")):
+                    raise IncompleteStream(f"SSE event/id fields differ: {msg.data[:200]}")
+                if first_token_ns is not None and ev.get("seq") == 0:
+                    first_token_ns.append(now)
+            if check.event(ev, now):
+                return
+
+
 async def read_sse(
     session: aiohttp.ClientSession, base: str, body: bytes, check: StreamCheck, tally: CellTally
 ) -> None:
     async with session.post(f"{base}/api/sse", data=body, headers=JSON_HEADERS) as resp:
-        if resp.status != 200:
-            raise await http_failure(resp)
-        decoder = SSEDecoder()
-        async for chunk in resp.content.iter_any():
-            now = time.time_ns()
-            tally.reads += 1
-            tally.bytes += len(chunk)
-            for msg in decoder.feed(chunk):
-                ev = orjson.loads(msg.data)
-                if msg.event != "created":
-                    tally.payload_bytes += len(msg.data.encode())
-                    if msg.event != ev.get("type") or msg.last_event_id != str(ev.get("seq")):
-                        raise IncompleteStream(f"SSE event/id fields differ: {msg.data[:200]}")
-                if check.event(ev, now):
-                    return
+        await read_sse_body(resp, check, tally)
 
 
 async def read_chunked(
@@ -324,26 +337,35 @@ async def warm_pool(session: aiohttp.ClientSession, base: str, n: int) -> None:
     await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
 
 
-async def read_stream(
-    session: aiohttp.ClientSession, base: str, spec: CellSpec, body: bytes, tally: CellTally
+async def tally_stream(
+    tally: CellTally, check: StreamCheck, expected: int, read: Awaitable[None]
 ) -> None:
-    """Read and check one stream; a stream that is not whole counts as a failure."""
-    check = StreamCheck(tally.report, sent_ns=time.time_ns(), max_tokens=spec.tokens)
+    """Await ``read`` (which feeds ``check``) and count the stream in ``tally``: whole with
+    ``expected`` tokens, or a failure of the kind its error names."""
     tally.streams += 1
     try:
-        await STREAM_READERS[spec.transport](session, base, body, check, tally)
+        await read
         check.end()
-        if check.tokens != spec.tokens:
-            raise IncompleteStream(f"finished after {check.tokens} of {spec.tokens} tokens")
+        if check.tokens != expected:
+            raise IncompleteStream(f"finished after {check.tokens} of {expected} tokens")
     except IncompleteStream as e:
         tally.fail(failure_kind(str(e)), str(e)[:200])
     except (aiohttp.ClientError, OSError, ValueError, KeyError, TypeError) as e:
         tally.fail(type(e).__name__, str(e)[:200])
     except asyncio.CancelledError:
-        tally.fail("cell timeout", f"after {check.tokens} of {spec.tokens} tokens")
+        tally.fail("cell timeout", f"after {check.tokens} of {expected} tokens")
         raise
     finally:
         tally.tokens += check.tokens
+
+
+async def read_stream(
+    session: aiohttp.ClientSession, base: str, spec: CellSpec, body: bytes, tally: CellTally
+) -> None:
+    """Read and check one stream; a stream that is not whole counts as a failure."""
+    check = StreamCheck(tally.report, sent_ns=time.time_ns(), max_tokens=spec.tokens)
+    read = STREAM_READERS[spec.transport](session, base, body, check, tally)
+    await tally_stream(tally, check, spec.tokens, read)
 
 
 async def run_cell(

@@ -50,15 +50,15 @@ from bench.overhead import (
     CellSpec,
     CellTally,
     background_load,
-    failure_kind,
     http_failure,
+    read_sse_body,
     run_cell,
+    tally_stream,
     warm_pool,
 )
 from bench.peers import PEERS
 from bench.stats import or_dash, print_table
-from clients.check import IncompleteStream, StreamCheck
-from clients.decoders import SSEDecoder
+from clients.check import StreamCheck
 from server.sources.synthetic import corpus_pieces
 from wire import TRANSPORTS
 
@@ -292,25 +292,10 @@ async def read_fanout_sse(
     tally: CellTally,
     first_token_ns: list[int],
 ) -> None:
-    """``GET /api/streams/{id}/sse`` from the start: ``bench.overhead.read_sse`` for a
-    subscriber (the same decoder and checks)."""
+    """``GET /api/streams/{id}/sse`` from the start, read as ``bench.overhead.read_sse``
+    reads a create-and-stream response."""
     async with session.get(url) as resp:
-        if resp.status != 200:
-            raise await http_failure(resp)
-        decoder = SSEDecoder()
-        async for chunk in resp.content.iter_any():
-            now = time.time_ns()
-            tally.reads += 1
-            tally.bytes += len(chunk)
-            for msg in decoder.feed(chunk):
-                ev = orjson.loads(msg.data)
-                tally.payload_bytes += len(msg.data.encode())
-                if msg.event != ev.get("type") or msg.last_event_id != str(ev.get("seq")):
-                    raise IncompleteStream(f"SSE event/id fields differ: {msg.data[:200]}")
-                if ev.get("seq") == 0:
-                    first_token_ns.append(now)
-                if check.event(ev, now):
-                    return
+        await read_sse_body(resp, check, tally, first_token_ns)
 
 
 async def run_fanout(
@@ -343,23 +328,10 @@ async def run_fanout(
         check = StreamCheck(
             tally.report, sent_ns=time.time_ns(), max_tokens=plan.fanout_tokens, stream_id=stream_id
         )
-        tally.streams += 1
         try:
-            await read_fanout_sse(session, url, check, tally, first)
-            check.end()
-            if check.tokens != plan.fanout_tokens:
-                raise IncompleteStream(
-                    f"finished after {check.tokens} of {plan.fanout_tokens} tokens"
-                )
-        except IncompleteStream as e:
-            tally.fail(failure_kind(str(e)), str(e)[:200])
-        except (aiohttp.ClientError, OSError, ValueError, KeyError, TypeError) as e:
-            tally.fail(type(e).__name__, str(e)[:200])
-        except asyncio.CancelledError:
-            tally.fail("cell timeout", f"after {check.tokens} of {plan.fanout_tokens} tokens")
-            raise
+            read = read_fanout_sse(session, url, check, tally, first)
+            await tally_stream(tally, check, plan.fanout_tokens, read)
         finally:
-            tally.tokens += check.tokens
             ends.append(time.time_ns())
 
     tasks = [asyncio.create_task(reader()) for _ in range(plan.readers)]

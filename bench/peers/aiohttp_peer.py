@@ -22,13 +22,12 @@ from aiohttp.typedefs import Handler
 from bench.peers import contract
 from bench.peers.asyncio_streams import (
     Broadcast,
-    Counter,
     Streams,
     events_of,
     next_batch,
     paced,
 )
-from bench.peers.contract import BadRequest, Event, Generation
+from bench.peers.contract import BadRequest, Counter, Event, Generation
 
 COUNTER = web.AppKey("counter", Counter)
 STREAMS = web.AppKey("streams", Streams)

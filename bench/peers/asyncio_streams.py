@@ -14,24 +14,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
-from bench.peers.contract import RETENTION_S, CreateRequest, Event, Generation, new_stream_id
-
-
-class Counter:
-    """Live generations, for ``/healthz``'s ``live_streams``."""
-
-    __slots__ = ("live",)
-
-    def __init__(self) -> None:
-        self.live = 0
-
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[None]:
-        self.live += 1
-        try:
-            yield
-        finally:
-            self.live -= 1
+from bench.peers.contract import (
+    RETENTION_S,
+    Counter,
+    CreateRequest,
+    Event,
+    Generation,
+    new_stream_id,
+)
 
 
 async def paced(gen: Generation) -> AsyncIterator[Event]:

@@ -17,11 +17,12 @@ average, no rate).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
@@ -301,3 +302,20 @@ def created_body(stream_id: str) -> bytes:
 
 def unknown_stream(stream_id: str) -> bytes:
     return error_body("unknown_stream", f"no stream {stream_id!r}")
+
+
+class Counter:
+    """Live generations, for ``/healthz``'s ``live_streams`` (one per peer process)."""
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        self.live = 0
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        self.live += 1
+        try:
+            yield
+        finally:
+            self.live -= 1

@@ -29,8 +29,8 @@ from sse_starlette import EventSourceResponse
 from starlette.websockets import WebSocketDisconnect
 
 from bench.peers import contract
-from bench.peers.asyncio_streams import Broadcast, Counter, Streams, events_of, next_batch, paced
-from bench.peers.contract import BadRequest, Event, Generation
+from bench.peers.asyncio_streams import Broadcast, Streams, events_of, next_batch, paced
+from bench.peers.contract import BadRequest, Counter, Event, Generation
 
 
 class Params(BaseModel):

@@ -28,20 +28,8 @@ from gunicorn.app.base import BaseApplication
 from bench.peers import contract
 from bench.peers.contract import BadRequest, Event, Generation
 
-
-class Counter:
-    """Live generations, for ``/healthz``'s ``live_streams`` (one worker: one counter)."""
-
-    live = 0
-
-    @classmethod
-    @contextlib.contextmanager
-    def counting(cls) -> Iterator[None]:
-        cls.live += 1
-        try:
-            yield
-        finally:
-            cls.live -= 1
+#: Live generations of this worker, for ``/healthz`` (one worker: one counter).
+LIVE = contract.Counter()
 
 
 def paced(gen: Generation) -> Iterator[Event]:
@@ -97,7 +85,7 @@ class UnknownStream(LookupError):
 
 
 def generate(stream: Broadcast, gen: Generation) -> None:
-    with Counter.counting():
+    with LIVE.counting():
         for event in paced(gen):
             stream.publish(event)
     gevent.spawn_later(contract.RETENTION_S, STREAMS.pop, stream.id, None)
@@ -147,14 +135,14 @@ def create_app() -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return json_response(contract.health_body(Counter.live))
+        return json_response(contract.health_body(LIVE.live))
 
     @app.post("/api/sse")
     def create_sse() -> Response:
         gen = Generation(contract.new_stream_id(), read_create())
 
         def frames() -> Iterator[bytes]:
-            with Counter.counting():
+            with LIVE.counting():
                 yield contract.SSE_RETRY + contract.sse_created(gen.stream_id)
                 for event in paced(gen):
                     yield contract.sse_frame(event)
@@ -168,7 +156,7 @@ def create_app() -> Flask:
         gen = Generation(contract.new_stream_id(), read_create())
 
         def lines() -> Iterator[bytes]:
-            with Counter.counting():
+            with LIVE.counting():
                 yield contract.created_message(gen.stream_id) + b"\n"
                 for event in paced(gen):
                     yield event.data + b"\n"
@@ -192,7 +180,7 @@ def create_app() -> Flask:
                 ws.send(e.ws_message())
                 continue
             ws.send(contract.created_message(gen.stream_id).decode())
-            with Counter.counting():
+            with LIVE.counting():
                 for event in paced(gen):
                     ws.send(event.data.decode())
 
