@@ -294,6 +294,14 @@ async def test_stop_cancels_the_generation(browser: Browser, server: TestServer)
         assert await demo.text(t) == text
         assert await demo.tokens(t) == n
         assert (await demo.attr(t, "state"), await demo.attr(t, "digest")) == ("cancelled", "ok")
+    # It says it stopped, and how far each panel got; never "Finished".
+    status = await demo.status()
+    got = f"Server-Sent Events {n:,}, WebSocket {n:,}, Long polling {n:,}, Chunked HTTP {n:,}"
+    assert re.fullmatch(
+        rf"Stopped after \d[\d,.]* ms · tokens: {got} · 4/4 panels match the server's sha256"
+        rf" · stream {stream_id}",
+        status,
+    ), status
     assert demo.problems == []
 
 

@@ -117,7 +117,7 @@ async def test_layout_at_every_width_and_the_stopped_status(
     demo = await open_demo(browser, server)
     await demo.page.set_viewport_size({"width": 1440, "height": 900})
     # A run that would go on for a minute: it is stopped once the layout is checked.
-    await demo.start("fit the room", max_tokens=3000, tokens_per_s=50)
+    await demo.start("fit the room", max_tokens=3000, tokens_per_s=20)
     for t in TRANSPORTS:
         await demo.wait_tokens(t, 15)
     # Half the panels on their Wire tab, with long data lines to wrap.
@@ -130,7 +130,7 @@ async def test_layout_at_every_width_and_the_stopped_status(
     counts = {t: await demo.tokens(t) for t in TRANSPORTS}
     stream_id = str(await demo.attr("sse", "stream"))
     status = await demo.status()
-    got = ", ".join(f"{NAMES[t]} {counts[t]}" for t in TRANSPORTS)
+    got = ", ".join(f"{NAMES[t]} {counts[t]:,}" for t in TRANSPORTS)
     assert re.fullmatch(
         rf"Stopped after \d[\d,.]* ms · tokens: {got} · 4/4 panels match the server's "
         rf"sha256 · stream {stream_id}",
