@@ -370,9 +370,10 @@ class LagChart {
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
     const series = this.panels.map((p) => [p, LagChart.steps(p)]);
-    const tMax = niceCeil(
-      Math.max(100, ...this.panels.map((p) => p.arrivals.at(-1) ?? p.finishedAt ?? 0)),
-    );
+    // The time axis: a nice step, as many as fit (3 to 5), and the end on a step.
+    const tLast = Math.max(100, ...this.panels.map((p) => p.arrivals.at(-1) ?? p.finishedAt ?? 0));
+    const tStep = niceCeil(tLast / (width < 400 ? 3 : 5));
+    const tMax = tStep * Math.ceil(tLast / tStep);
     // Whole tokens on the y axis: four steps of a nice whole size.
     const most = Math.max(2, ...series.flatMap(([, pts]) => pts.map((q) => q[1])));
     const step = Math.max(1, Math.round(niceCeil(most / 4)));
@@ -384,14 +385,14 @@ class LagChart {
     ctx.strokeStyle = color("line");
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    const xTicks = width < 400 ? 3 : 5;
-    for (let i = 0; i <= xTicks; i++) {
-      const t = (tMax * i) / xTicks;
+    for (let t = 0; t <= tMax; t += tStep) {
       ctx.beginPath();
       ctx.moveTo(x(t), pad.top);
       ctx.lineTo(x(t), pad.top + plotH);
       ctx.stroke();
-      ctx.fillText(timeLabel(t, tMax), x(t), pad.top + plotH + 6);
+      const last = t + tStep > tMax;
+      ctx.textAlign = last ? "right" : "center";
+      ctx.fillText(timeLabel(t, tMax), x(t) + (last ? 4 : 0), pad.top + plotH + 6);
     }
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
@@ -436,7 +437,7 @@ class LatencyChart {
     const s = surface(this.canvas);
     if (!s) return;
     const { ctx, color, width, height } = s;
-    const pad = { left: 84, right: 16, top: 8, bottom: 28 };
+    const pad = { left: 84, right: 24, top: 8, bottom: 28 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
     const FLOOR = 0.01; // ms: a log axis has no zero (clocks can put a token a hair early)
@@ -464,7 +465,8 @@ class LatencyChart {
       ctx.lineTo(x(v), pad.top + plotH);
       ctx.stroke();
       const label = v >= 1000 ? `${v / 1000} s` : `${Number(v.toPrecision(1))} ms`;
-      if (k % every === 0) ctx.fillText(label, x(v), pad.top + plotH + 6);
+      ctx.textAlign = k === decades ? "right" : k === 0 ? "left" : "center";
+      if (k % every === 0) ctx.fillText(label, x(v) + (k === decades ? 4 : 0), pad.top + plotH + 6);
     }
     const q = (values, p) => values[Math.min(values.length - 1, Math.floor(p * values.length))];
     rows.forEach(({ panel, values }, i) => {
