@@ -399,12 +399,27 @@ async def test_a_server_with_a_token(
     prompt = "a page with a token"
     await demo.start(prompt, max_tokens=30)
     await demo.finished()
+    stream_id = str(await demo.attr("sse", "stream"))
     expected = expected_text(prompt, 30)
     for t in TRANSPORTS:
         assert await demo.text(t) == expected, t
         assert (await demo.attr(t, "state"), await demo.attr(t, "digest")) == ("done", "ok")
     assert await demo.page.text_content(f"{demo.panel('sse')} .how") == "fetch · text/event-stream"
     assert (await demo.metrics("sse"))["requests"] == "1"
+    # The Wire tab: SSE over fetch shows the raw lines (retry: first), and the WebSocket's
+    # auth message goes out with the token hidden from the room.
+    await demo.page.click(f"{demo.panel('sse')} [data-tab=wire]")
+    sse = await demo.page.locator(f"{demo.panel('sse', 'frames')} code").all_text_contents()
+    assert sse[:4] == [f"GET /api/streams/{stream_id}/sse", "HTTP/1.1 200 OK", "retry: 1000", ""]
+    await demo.page.click(f"{demo.panel('ws')} [data-tab=wire]")
+    ws = await demo.page.locator(f"{demo.panel('ws', 'frames')} code").all_text_contents()
+    subscribe = {"op": "subscribe", "stream": stream_id, "after": -1}
+    assert ws[:3] == [
+        "GET /api/ws",
+        '{"op":"auth","token":"•••"}',
+        orjson.dumps(subscribe).decode(),
+    ]
+    assert "demo-token" not in (await demo.page.text_content("#panels") or "")
     assert (await demo.status()).startswith("Finished in ")
     assert demo.problems == []
     await demo.screenshot("token")

@@ -41,6 +41,8 @@ const PANELS = [
 const RENDER_EVERY_MS = 100;
 /** Frames a panel's Wire tab keeps (the oldest go first): a long run stays bounded. */
 const MAX_FRAMES = 400;
+/** What the Wire tab shows for the token where it went out (the WebSocket's auth message). */
+const HIDDEN = "•••";
 /** The Wire tab's note when EventSource reads SSE (it hides the wire). */
 const REBUILT_NOTE =
   "EventSource hides the wire: these lines are rebuilt from its events " +
@@ -146,7 +148,14 @@ class Panel {
     this.t0 = t0;
     this.faults = droppable();
     const { fetch, WebSocket, EventSource } = this.faults;
-    const tap = (frame) => this.tapped(frame);
+    // A room sees the screen: the WebSocket's {"op":"auth"} message shows the token hidden.
+    const secret = token ? JSON.stringify(token).slice(1, -1) : null;
+    const tap = (frame) => {
+      if (secret && frame.direction === "out" && frame.text.includes(secret)) {
+        frame = { ...frame, text: frame.text.replaceAll(secret, HIDDEN) };
+      }
+      this.tapped(frame);
+    };
     const options = { fetch, WebSocket, EventSource, backoffS: 0.1, token, tap };
     const client = new Client(location.origin, options);
     if (this.transport === "sse") {
