@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
@@ -29,6 +30,31 @@ from server.sources.base import Finish, GenerationRequest, TokenSource
 from server.sources.synthetic import SyntheticSource, synthetic_text
 from tests.conftest import MakeServer, base_url, console_problems
 from wire import TRANSPORTS
+
+# One browser for the module's tests, which share its event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture
+def browser(module_browser: Browser) -> Browser:
+    return module_browser
+
+
+@pytest.fixture
+def make_server(module_make_server: MakeServer) -> MakeServer:
+    return module_make_server
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def server(make_server: MakeServer) -> TestServer:
+    return await make_server()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
 
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "demo"
 # What a filled-in number looks like, per metric.

@@ -1,6 +1,6 @@
 """The demo in front of a room: its layout at every common width, each panel's Wire tab,
 and what the status line says after Stop. Real Chromium against the real server; one
-browser and one server for the whole module (the tests share its event loop).
+browser for the whole module (its tests share the module's event loop).
 
 The Wire tab shows what the JS client's ``tap`` saw. Each test checks it against what the
 Python client's ``tap`` reads from the same stream (resumed from the start), so the
@@ -10,7 +10,6 @@ expected frames come from the wire, not from a copy of the server's framing.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,10 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
-import clients
 from clients import Client, Frame
-from server.app import create_app
-from server.settings import Settings
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, base_url
+from tests.conftest import MakeServer, base_url
 from tests.test_demo import Demo, open_demo
 from wire import TRANSPORTS
 
@@ -77,25 +73,14 @@ LAYOUT_PROBLEMS = """() => {
 }"""
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
+@pytest.fixture
+def browser(module_browser: Browser) -> Browser:
+    return module_browser
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server() -> AsyncIterator[TestServer]:
-    settings = Settings(grace_s=5.0, heartbeat_s=5.0)
-    srv = TestServer(create_app(settings, js_dir=clients.JS_DIR), host="127.0.0.1", port=0)
-    await srv.start_server()
-    try:
-        yield srv
-    finally:
-        await srv.close()
+@pytest_asyncio.fixture(loop_scope="module")
+async def server(module_make_server: MakeServer) -> TestServer:
+    return await module_make_server()
 
 
 async def check_layout(demo: Demo, when: str, *, screenshots: bool = False) -> None:
