@@ -107,8 +107,8 @@ class Panel {
     this.t0 = performance.now();
     this.arrivals = []; // ms since Start, one per token
     this.sentAt = []; // ms since Start, one per token: when the server stamped it (its `t`)
-    this.reconnectMarks = []; // [ms since Start] per reconnect
-    this.frames = []; // the wire frames shown, at most MAX_FRAMES
+    this.reconnectMarks = []; // ms since Start, one per reconnect
+    this.frames = []; // the Wire tab's rows (list items), at most MAX_FRAMES
     this.pending = []; // frames tapped since the last render
     this.droppedFrames = 0;
     this.framesEl.replaceChildren();
