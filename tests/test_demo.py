@@ -140,6 +140,23 @@ class Demo:
     async def status(self) -> str:
         return await self.page.text_content("#status") or ""
 
+    async def wire(self, transport: str) -> list[tuple[str, str, str]]:
+        """The panel's Wire tab (opened): its rows as (direction, kind, text); each row's
+        size and time are checked for their shape."""
+        await self.page.click(f"{self.panel(transport)} [data-tab=wire]")
+        rows = self.page.locator(f"{self.panel(transport, 'frames')} > li")
+        found: list[dict[str, str]] = await rows.evaluate_all(
+            """(items) => items.map((li) => ({
+                direction: li.dataset.direction, kind: li.dataset.kind,
+                text: li.querySelector("code").textContent,
+                meta: li.querySelector(".meta").textContent }))"""
+        )
+        size = r"\d[\d,]* B"
+        meta = {"response": rf"{size} headers · ", "body": f"{size} · ", "message": f"{size} · "}
+        for row in found:
+            assert re.fullmatch(meta.get(row["kind"], "") + r"\d+ ms", row["meta"]), row
+        return [(r["direction"], r["kind"], r["text"]) for r in found]
+
     async def screenshot(self, name: str) -> Path:
         OUTPUT.mkdir(parents=True, exist_ok=True)
         path = OUTPUT / f"{name}.png"
@@ -299,6 +316,17 @@ async def test_drop_connection(browser: Browser, server: TestServer, transport: 
         assert (await demo.attr(t, "state"), await demo.attr(t, "digest")) == ("done", "ok")
         m = await demo.metrics(t)
         assert (m["tokens"], m["reconnects"]) == ("80", "1" if t == transport else "0"), t
+    if transport == "ws":
+        # The Wire tab shows the cut and the resume. The demo closes the socket (4000); the
+        # close frame that comes back is the server's answer, 1000.
+        rows = await demo.wire("ws")
+        cut = rows.index(("in", "close", "1000"))
+        last = orjson.loads(rows[cut - 1][2])["seq"]
+        subscribe = {"op": "subscribe", "stream": await demo.attr("ws", "stream"), "after": last}
+        assert rows[cut + 1 : cut + 3] == [
+            ("out", "request", "GET /api/ws"),
+            ("out", "message", orjson.dumps(subscribe).decode()),
+        ]
     assert demo.problems == []
 
 

@@ -143,23 +143,6 @@ async def tapped(srv: TestServer, stream_id: str, transport: str) -> list[Frame]
     return frames
 
 
-async def wire(demo: Demo, transport: str) -> list[tuple[str, str, str]]:
-    """The Wire tab's rows: (direction, kind, text)."""
-    await demo.page.click(f"{demo.panel(transport)} [data-tab=wire]")
-    rows = demo.page.locator(f"{demo.panel(transport, 'frames')} > li")
-    found: list[dict[str, Any]] = await rows.evaluate_all(
-        """(items) => items.map((li) => ({
-            direction: li.dataset.direction, kind: li.dataset.kind,
-            text: li.querySelector("code").textContent,
-            meta: li.querySelector(".meta").textContent }))"""
-    )
-    for row in found:
-        size = r"\d[\d,]* B"
-        meta = {"response": rf"{size} headers · ", "body": f"{size} · ", "message": f"{size} · "}
-        assert re.fullmatch(meta.get(row["kind"], "") + r"\d+ ms", row["meta"]), row
-    return [(r["direction"], r["kind"], r["text"]) for r in found]
-
-
 def ins(frames: list[Frame], kind: str) -> list[tuple[str, str, str]]:
     return [("in", kind, f.text) for f in frames if f.direction == "in" and f.kind == kind]
 
@@ -179,14 +162,14 @@ async def test_the_wire_tab_of_each_transport(browser: Browser, server: TestServ
     for i, line in enumerate(lines):
         rebuilt += [("in", "rebuilt", line)] + ([("in", "rebuilt", "")] if i % 3 == 2 else [])
     assert len(lines) == 3 * 13
-    assert await wire(demo, "sse") == [("out", "request", f"GET {at}/sse?after=-1"), *rebuilt]
+    assert await demo.wire("sse") == [("out", "request", f"GET {at}/sse?after=-1"), *rebuilt]
     assert await demo.page.text_content(demo.panel("sse", "wire-note")) == REBUILT_NOTE
 
     # WebSocket: the subscribe message out, then every message in.
     py = await tapped(server, stream_id, "ws")
     subscribe = orjson.dumps({"op": "subscribe", "stream": stream_id, "after": -1}).decode()
     assert len(ins(py, "message")) == 13
-    assert await wire(demo, "ws") == [
+    assert await demo.wire("ws") == [
         ("out", "request", "GET /api/ws"),
         ("out", "message", subscribe),
         *ins(py, "message"),
@@ -194,7 +177,7 @@ async def test_the_wire_tab_of_each_transport(browser: Browser, server: TestServ
 
     # Chunked: the request, its response, every NDJSON line.
     py = await tapped(server, stream_id, "chunked")
-    assert await wire(demo, "chunked") == [
+    assert await demo.wire("chunked") == [
         ("out", "request", f"GET {at}/chunked?after=-1"),
         ("in", "response", "HTTP/1.1 200 OK"),
         *ins(py, "line"),
@@ -204,7 +187,7 @@ async def test_the_wire_tab_of_each_transport(browser: Browser, server: TestServ
     # answer's `next`, and the answers' events are the stream's, in order.
     py = await tapped(server, stream_id, "poll")
     events = [e for f in py if f.kind == "body" for e in orjson.loads(f.text)["events"]]
-    rows = await wire(demo, "poll")
+    rows = await demo.wire("poll")
     assert len(rows) % 3 == 0
     after, seen = -1, []
     for request, response, body in zip(rows[::3], rows[1::3], rows[2::3], strict=True):
@@ -233,7 +216,7 @@ async def test_the_wire_tab_keeps_the_last_frames_as_text(
 
     body: dict[str, Any] = {"prompt": markup, "max_tokens": 150, "source": "synthetic"}
     body["params"] = {"tokens_per_s": 300, "ttft_ms": 0, "jitter": 0.2}
-    rows = await wire(demo, "chunked")
+    rows = await demo.wire("chunked")
     assert rows[:3] == [
         ("out", "request", "POST /api/chunked"),
         ("out", "body", orjson.dumps(body).decode()),
@@ -242,7 +225,7 @@ async def test_the_wire_tab_keeps_the_last_frames_as_text(
     # SSE (EventSource, after POST /api/streams): 4 frames for the create, 1 request, and
     # 4 rebuilt lines per event (151 events): the oldest went.
     total = 4 + 1 + 4 * 151
-    rows = await wire(demo, "sse")
+    rows = await demo.wire("sse")
     assert len(rows) == MAX_FRAMES
     dropped = await demo.page.get_attribute(demo.panel("sse", "frames"), "data-dropped")
     assert dropped == str(total - MAX_FRAMES)
