@@ -64,11 +64,12 @@ class Frame:
 
     ``kind``: ``request`` (out: ``METHOD path``), ``response`` (in: the status line;
     ``nbytes`` is the size of the status line and headers), ``body`` (a request's JSON body
-    out, a poll answer in), ``line`` (an SSE or NDJSON line as the decoder split it, without
-    its line end; SSE's blank line ends an event), ``message`` (a WebSocket text message,
-    in or out), ``close`` (in: the WebSocket's close code and reason). ``nbytes`` is the
-    UTF-8 size of ``text`` except for a ``response``. ``clients/js/readers.js`` makes the
-    same frames, plus ``rebuilt`` lines for ``EventSource``, which hides the wire.
+    out; a poll's answer, ``POST /api/streams``' answer or an HTTP error answer in),
+    ``line`` (an SSE or NDJSON line as the decoder split it, without its line end; SSE's
+    blank line ends an event), ``message`` (a WebSocket text message, in or out), ``close``
+    (in: the WebSocket's close code). ``nbytes`` is the UTF-8 size of ``text`` except for a
+    ``response``. ``clients/js/readers.js`` makes the same frames, plus ``rebuilt`` lines
+    for ``EventSource``, which hides the wire.
     """
 
     transport: Transport
@@ -102,6 +103,13 @@ def _tap_response(
     _tap(client, transport, "in", "response", status, header_bytes(resp))
 
 
+def _tap_body(client: Client, transport: Transport | None) -> Callable[[bytes], None] | None:
+    """What taps an error answer's body (None without a tap)."""
+    if client.tap is None or transport is None:
+        return None
+    return lambda raw: _tap(client, transport, "in", "body", raw.decode(errors="replace"), len(raw))
+
+
 def _tap_request(
     client: Client, transport: Transport | None, method: str, path: str, body: Event | None = None
 ) -> bytes | None:
@@ -127,11 +135,16 @@ def header_bytes(resp: aiohttp.ClientResponse) -> int:
     return status_line + 2 + sum(len(k) + len(v) + 4 for k, v in resp.raw_headers) + 2
 
 
-async def raise_for_error(resp: aiohttp.ClientResponse) -> None:
-    """Raise the :class:`ServerError` an error answer (``{"error": {...}}``) stands for."""
+async def raise_for_error(
+    resp: aiohttp.ClientResponse, on_body: Callable[[bytes], object] | None = None
+) -> None:
+    """Raise the :class:`ServerError` an error answer (``{"error": {...}}``) stands for;
+    ``on_body`` is called with the answer's body first (a reader's tap)."""
     if resp.status < 400:
         return
     raw = await resp.read()
+    if on_body is not None:
+        on_body(raw)
     try:
         err = orjson.loads(raw)["error"]
         code, message = str(err["code"]), str(err["message"])
@@ -159,7 +172,7 @@ async def create_stream(client: Client, body: Event, transport: Transport | None
     headers = {**client.headers, "Content-Type": "application/json"}
     async with client.session.post(client.url(path), data=data, headers=headers) as resp:
         _tap_response(client, transport, resp)
-        await raise_for_error(resp)
+        await raise_for_error(resp, _tap_body(client, transport))
         raw = await resp.read()
     _tap(client, transport, "in", "body", raw.decode(errors="replace"), len(raw))
     return str(orjson.loads(raw)["id"])
@@ -191,7 +204,7 @@ async def _read_response(
     async with client.session.request(method, client.url(path), data=data, headers=sent) as resp:
         _tap_response(client, transport, resp)
         yield Received(header_bytes(resp))
-        await raise_for_error(resp)
+        await raise_for_error(resp, _tap_body(client, transport))
         if resp.status == 204:  # finished, nothing after the position
             yield Received(0, [END])
             return
@@ -241,7 +254,7 @@ async def read_poll(
         async with client.session.get(client.url(path), headers=client.headers) as resp:
             _tap_response(client, "poll", resp)
             yield Received(header_bytes(resp))
-            await raise_for_error(resp)
+            await raise_for_error(resp, _tap_body(client, "poll"))
             raw = await resp.read()
         perf_ns, wall_ns = _now()
         _tap(client, "poll", "in", "body", raw.decode(errors="replace"), len(raw))

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from clients import TRANSPORTS, Client, ClosedByServer, Frame
+from clients import TRANSPORTS, Client, ClosedByServer, Frame, ServerError
 from clients.decoders import NDJSONDecoder, SSEDecoder
 from clients.readers import header_bytes
 from tests.conftest import base_url
@@ -164,3 +164,39 @@ async def test_the_tap_sees_a_websocket_close() -> None:
         ("in", "message", '{"stream":"s1","seq":0,"type":"token","text":"a","t":1}'),
         ("in", "close", "1011"),
     ]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_tap_sees_an_error_answer(server: TestServer, transport: str) -> None:
+    """An error answer's body is a frame too (over HTTP; a WebSocket's is a message)."""
+    frames: list[Frame] = []
+    async with Client(base_url(server), tap=frames.append) as c:
+        with pytest.raises(ServerError):
+            await c.subscribe("nope", transport=transport, resume=False).collect()
+    error = '{"error":{"code":"unknown_stream","message":"no stream \'nope\'"}}'
+    paths = {
+        "sse": "/api/streams/nope/sse",
+        "chunked": "/api/streams/nope/chunked?after=-1",
+        "poll": "/api/streams/nope/poll?after=-1&timeout=25",
+    }
+    seen = [(f.direction, f.kind, f.text) for f in frames]
+    if transport == "ws":
+        assert seen[:2] == [
+            ("out", "request", "GET /api/ws"),
+            ("out", "message", '{"op":"subscribe","stream":"nope","after":-1}'),
+        ]
+        (message,) = seen[2:]
+        assert message[:2] == ("in", "message")
+        assert orjson.loads(message[2]) == {
+            "type": "error",
+            "code": "unknown_stream",
+            "message": "no stream 'nope'",
+            "stream": "nope",
+            "op": "subscribe",
+        }
+    else:
+        assert seen == [
+            ("out", "request", f"GET {paths[transport]}"),
+            ("in", "response", "HTTP/1.1 404 Not Found"),
+            ("in", "body", error),
+        ]

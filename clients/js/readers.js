@@ -33,9 +33,10 @@ import { TERMINAL } from "./names.js";
  * @property {"request"|"response"|"body"|"line"|"message"|"close"|"rebuilt"} kind
  *   `request` (out: `METHOD path`), `response` (in: the status line; `nbytes` is the size
  *   of the status line and headers, rebuilt from Response.headers), `body` (a request's
- *   JSON body out, a poll answer in), `line` (an SSE or NDJSON line as the decoder split
- *   it, without its line end; SSE's blank line ends an event), `message` (a WebSocket text
- *   message, in or out), `close` (in: the WebSocket's close code), `rebuilt` (JS only: an
+ *   JSON body out; a poll's answer, POST /api/streams' answer or an HTTP error answer in),
+ *   `line` (an SSE or NDJSON line as the decoder split it, without its line end; SSE's
+ *   blank line ends an event), `message` (a WebSocket text message, in or out), `close`
+ *   (in: the WebSocket's close code), `rebuilt` (JS only: an
  *   SSE line rebuilt from an EventSource event, since EventSource hides the wire; no
  *   comments or `retry:` lines)
  * @property {string} text
@@ -47,6 +48,12 @@ function tap(client, transport, direction, kind, text, nbytes = null) {
   if (!client.tap || !transport) return;
   const size = nbytes ?? utf8Length(text);
   client.tap(Object.freeze({ transport, direction, kind, text, nbytes: size }));
+}
+
+/** What taps an error answer's body (null without a tap). */
+function tapBody(client, transport) {
+  if (!client.tap || !transport) return null;
+  return (text) => tap(client, transport, "in", "body", text);
 }
 
 function tapResponse(client, transport, resp) {
@@ -106,9 +113,11 @@ export function headerBytes(resp) {
   return n;
 }
 
-/** The error an HTTP error response stands for (`{"error":{"code","message"}}`). */
-export async function httpError(resp) {
+/** The error an HTTP error response stands for (`{"error":{"code","message"}}`); `onBody`
+ * is called with the response's body first (a reader's tap). */
+export async function httpError(resp, onBody = null) {
   const text = await resp.text().catch(() => "");
+  onBody?.(text);
   const retryAfter = resp.headers.has("Retry-After")
     ? Number(resp.headers.get("Retry-After"))
     : null;
@@ -137,7 +146,7 @@ export async function createStream(client, body, signal, transport = null) {
     signal,
   });
   tapResponse(client, transport, resp);
-  if (resp.status !== 201) throw await httpError(resp);
+  if (resp.status !== 201) throw await httpError(resp, tapBody(client, transport));
   const text = await resp.text();
   tap(client, transport, "in", "body", text);
   return JSON.parse(text).id;
@@ -188,7 +197,7 @@ async function* readResponse(client, transport, path, { body = null, headers = {
   const resp = await client.request(path, { method, headers: sent, body: data, signal });
   tapResponse(client, transport, resp);
   yield received(headerBytes(resp));
-  if (!resp.ok) throw await httpError(resp);
+  if (!resp.ok) throw await httpError(resp, tapBody(client, transport));
   if (resp.status === 204) {
     yield received(0, [END]); // finished, nothing after the position
     return;
@@ -247,7 +256,7 @@ export async function* readPoll(client, { streamId, after, body, signal }) {
     const resp = await client.request(path, { signal: guard });
     tapResponse(client, "poll", resp);
     yield received(headerBytes(resp));
-    if (!resp.ok) throw await httpError(resp);
+    if (!resp.ok) throw await httpError(resp, tapBody(client, "poll"));
     const bytes = new Uint8Array(await resp.arrayBuffer());
     const at = now();
     // Chromium can hand over a body cut short by a dropped connection without an error:
@@ -330,7 +339,7 @@ export async function* readEventSource(client, { streamId, after, body, signal }
         yield SENT;
         const resp = await client.request(poll, { signal });
         tapResponse(client, "sse", resp);
-        if (!resp.ok) throw await httpError(resp);
+        if (!resp.ok) throw await httpError(resp, tapBody(client, "sse"));
         const text = await resp.text();
         tap(client, "sse", "in", "body", text);
         const answer = JSON.parse(text);

@@ -342,6 +342,42 @@ function defineTests() {
       assert.deepEqual([frames[1].nbytes, frames[2].nbytes], [head, Buffer.byteLength(text)]);
     });
 
+    for (const v of VARIANTS.filter((x) => x.name !== "sse (EventSource)")) {
+      it(`${v.name}: an error answer's body is a frame too`, async () => {
+        const frames = [];
+        const c = client({ ...v.options, tap: (f) => frames.push(f) });
+        const stream = c.subscribe("nope", { transport: v.transport, resume: false });
+        await assert.rejects(stream.collect(), ServerError);
+        const seen = frames.map((f) => [f.direction, f.kind, f.text]);
+        if (v.transport === "ws") {
+          assert.deepEqual(seen.slice(0, 2), [
+            ["out", "request", "GET /api/ws"],
+            ["out", "message", '{"op":"subscribe","stream":"nope","after":-1}'],
+          ]);
+          assert.equal(seen.length, 3);
+          assert.deepEqual(seen[2].slice(0, 2), ["in", "message"]);
+          assert.deepEqual(JSON.parse(seen[2][2]), {
+            type: "error",
+            code: "unknown_stream",
+            message: "no stream 'nope'",
+            stream: "nope",
+            op: "subscribe",
+          });
+          return;
+        }
+        const paths = {
+          sse: "/api/streams/nope/sse",
+          chunked: "/api/streams/nope/chunked?after=-1",
+          poll: "/api/streams/nope/poll?after=-1&timeout=25",
+        };
+        assert.deepEqual(seen, [
+          ["out", "request", `GET ${paths[v.transport]}`],
+          ["in", "response", "HTTP/1.1 404 Not Found"],
+          ["in", "body", '{"error":{"code":"unknown_stream","message":"no stream \'nope\'"}}'],
+        ]);
+      });
+    }
+
     it("a read that creates: the request's body, and polling's POST and 201", async () => {
       const frames = [];
       const c = client({ tap: (f) => frames.push(f) });
