@@ -10,10 +10,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS, Closable
-from server.errors import ApiError, MethodNotAllowed, NotFound, TooLarge
+from server.errors import (
+    ApiError,
+    MethodNotAllowed,
+    NotFound,
+    TooLarge,
+    VersionNotSupported,
+)
 from server.hub import Hub
 from server.metrics import Metrics
 from server.routes import ROUTES
@@ -66,12 +72,59 @@ def _files(directory: Path, pattern: str, *, index: str | None = None) -> Handle
 def _error_response(err: ApiError, request: web.Request) -> web.Response:
     # The OpenAI-compatible routes answer in OpenAI's shape, so its SDKs parse the error.
     body = err.openai_body() if request.path.startswith("/v1/") else err.body()
-    return web.Response(
+    resp = web.Response(
         body=orjson.dumps(body),
         status=err.status,
         content_type="application/json",
         headers=err.headers(),
     )
+    if err.close_connection:
+        resp.force_close()
+        resp.headers[hdrs.CONNECTION] = "close"
+    return resp
+
+
+#: The HTTP versions answered: HTTP/1.0 (what nginx speaks to its upstream by default; a
+#: stream is then close-delimited) and HTTP/1.1.
+HTTP_VERSIONS = (HttpVersion10, HttpVersion11)
+
+
+@web.middleware
+async def http_version_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a request line of another version (``HTTP/0.9``, ``HTTP/2.0``: aiohttp's
+    parser takes them) with 505, before any route runs, so nothing is created for it."""
+    if request.version not in HTTP_VERSIONS:
+        major, minor = request.version
+        raise VersionNotSupported(
+            f"HTTP/{major}.{minor} is not supported here: send HTTP/1.1 (or HTTP/1.0)"
+        )
+    return await handler(request)
+
+
+async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: refuse a body over ``max_body_bytes`` (413) before the
+    client sends it, instead of inviting it with ``100 Continue``; any other expectation is
+    417. (aiohttp runs this before the middlewares: the answers are built here.)"""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11:
+        return None  # HTTP/1.0 has no 100 Continue (RFC 9110 §10.1.1): ignore it
+    if expect.lower() != "100-continue":
+        err: ApiError = ApiError(
+            f"unknown expectation {expect!r}: only 100-continue is understood",
+            code="expectation_failed",
+        )
+        err.status = 417
+        err.close_connection = True
+        return _error_response(err, request)
+    limit = request.app[SETTINGS].max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        too_large = TooLarge(f"request body is larger than {limit} bytes", code="body_too_large")
+        too_large.close_connection = True  # the client may send the body anyway
+        return _error_response(too_large, request)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # (as aiohttp's own handler: the answer starts now)
+    return None
 
 
 @web.middleware
@@ -141,7 +194,7 @@ def create_app(
     settings = settings or Settings()
     # The error middleware is outermost, so the security checks' refusals are JSON too.
     app = web.Application(
-        middlewares=[error_middleware, security_middleware],
+        middlewares=[error_middleware, http_version_middleware, security_middleware],
         client_max_size=settings.max_body_bytes,
     )
     metrics = Metrics()
@@ -162,9 +215,11 @@ def create_app(
     for route in ROUTES:
         path = route.router_path or route.path
         if route.method == "GET":
-            app.router.add_get(path, route.handler, allow_head=route.allow_head)
+            app.router.add_get(
+                path, route.handler, allow_head=route.allow_head, expect_handler=expect_handler
+            )
         else:
-            app.router.add_route(route.method, path, route.handler)
+            app.router.add_route(route.method, path, route.handler, expect_handler=expect_handler)
     # The demo page, and the JS client it uses (for anyone's page too: plain ES modules).
     app.router.add_get("/", _files(STATIC_DIR, "index.html", index="index.html"))
     app.router.add_get("/static/{name}", _files(STATIC_DIR, "*.*"))

@@ -39,4 +39,7 @@ def ws_error(err: ApiError, stream: str | None = None, op: str | None = None) ->
         body["stream"] = stream
     if op is not None:
         body["op"] = op
+    if err.retry_after is not None:
+        # The WebSocket counterpart of ``Retry-After`` (a cap refused ``generate``).
+        body["retry_after"] = max(1, round(err.retry_after))
     return orjson.dumps(body).decode()
