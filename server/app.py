@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS, Closable
+from server.connections import CONNECTIONS, ConnectionGuard, connection_middleware
 from server.errors import (
     ApiError,
     MethodNotAllowed,
@@ -192,11 +195,19 @@ def create_app(
     ``js_dir``, when given, is served at ``/js/`` (the JS client, for the demo page and
     anyone's page)."""
     settings = settings or Settings()
-    # The error middleware is outermost, so the security checks' refusals are JSON too.
+    # The error middleware is outermost but for the connection marks (which keep the
+    # header and idle timers off while a request is in the app), so the security checks'
+    # refusals are JSON too.
     app = web.Application(
-        middlewares=[error_middleware, http_version_middleware, security_middleware],
+        middlewares=[
+            connection_middleware,
+            error_middleware,
+            http_version_middleware,
+            security_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
+    app[CONNECTIONS] = ConnectionGuard(settings)
     metrics = Metrics()
     app[SETTINGS] = settings
     app[POLICY] = Policy.from_settings(settings)
@@ -239,20 +250,58 @@ async def drain(app: web.Application) -> None:
     await asyncio.sleep(app[SETTINGS].shutdown_drain_s)
 
 
-async def run(
-    settings: Settings, stop: asyncio.Event | None = None, *, js_dir: Path | None = None
-) -> None:
-    """Serve until ``stop`` is set (or SIGINT/SIGTERM), then stop gracefully."""
-    app = create_app(settings, js_dir=js_dir)
-    runner = web.AppRunner(
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise ``RLIMIT_NOFILE``'s soft limit to the hard limit (each connection is a file
+    descriptor; a soft limit of 1,024 is a few hundred clients) and log both."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open files limit to %d: %s", target, e)
+    log.info("open files limit: %d (hard limit %d)", soft, hard)
+    return soft, hard
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner ``run()`` serves ``app`` with (its keep-alive timeout is ``idle_timeout_s``;
+    the connection guard keeps the same one, and the header timeout)."""
+    settings = app[SETTINGS]
+    extra: dict[str, Any] = (
+        {"keepalive_timeout": settings.idle_timeout_s} if settings.idle_timeout_s else {}
+    )
+    return web.AppRunner(
         app,
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout_s,
+        **extra,
     )
+
+
+async def listen(runner: web.AppRunner, settings: Settings) -> asyncio.Server:
+    """Listen on ``settings.host:port`` (0: any free port) with the connection guard
+    (:mod:`server.connections`) in front of the runner's aiohttp protocol. ``runner`` must
+    be set up. Stop with ``close()`` before ``runner.cleanup()``."""
+    guard = runner.app[CONNECTIONS]
+    guard.bind(runner.server)  # type: ignore[arg-type]  # (a protocol factory)
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        guard, settings.host, settings.port, backlog=settings.backlog, reuse_address=True
+    )
+
+
+async def run(
+    settings: Settings, stop: asyncio.Event | None = None, *, js_dir: Path | None = None
+) -> None:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM), then stop gracefully."""
+    raise_open_files_limit()
+    app = create_app(settings, js_dir=js_dir)
+    runner = make_runner(app)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.backlog)
-    await site.start()
+    listener = await listen(runner, settings)
     log.info("tokenwire serving on http://%s:%d", settings.host, settings.port)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -263,6 +312,7 @@ async def run(
         log.info("stopping: ending live streams")
         await drain(app)
     finally:
+        listener.close()
         await runner.cleanup()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

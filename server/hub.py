@@ -351,8 +351,8 @@ class Hub:
             return  # older than the retained window: it was appended
         if not appended:
             raise PositionOutOfRange(
-                f"after: {after} is past the end of stream {stream_id!r}: no event with that "
-                "seq has been appended (resume from the last seq you received)"
+                f"position {after} is past the end of stream {stream_id!r}: no event with "
+                "that seq has been appended (resume from the last seq you received)"
             )
 
     def touch(self, stream: StreamRecord) -> None:

@@ -72,10 +72,10 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-#: The ``Content-Encoding``s a request body may have: what aiohttp decodes here (its
-#: ``zstd`` needs ``backports.zstd``, which is not a dependency). Anything else (an unknown
+#: The ``Content-Encoding``s a request body may have: what aiohttp decodes (``br`` with
+#: Brotli, ``zstd`` with backports.zstd: both dependencies). Anything else (an unknown
 #: coding, a list of codings) is 415 with these in ``Accept-Encoding``.
-BODY_CODINGS = ("gzip", "deflate", "br")
+BODY_CODINGS = ("gzip", "deflate", "br", "zstd")
 
 
 async def read_json(request: web.Request) -> Any:

@@ -16,6 +16,7 @@ from aiohttp import HttpVersion11, WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS
+from server.connections import CONNECTIONS
 from server.errors import ApiError, BadRequest, StreamGone, Unauthorized, UpgradeRequired
 from server.events import created_message, end_message
 from server.framing.ws import ws_error, ws_text_frames
@@ -34,6 +35,16 @@ from server.ws_commands import (
 )
 
 log = logging.getLogger("tokenwire.ws")
+
+#: The headers aiohttp reads to accept a WebSocket handshake.
+HANDSHAKE_HEADERS = (
+    hdrs.UPGRADE,
+    hdrs.CONNECTION,
+    hdrs.SEC_WEBSOCKET_KEY,
+    hdrs.SEC_WEBSOCKET_VERSION,
+    hdrs.SEC_WEBSOCKET_PROTOCOL,
+    hdrs.SEC_WEBSOCKET_EXTENSIONS,
+)
 
 #: Per socket, how long to wait for pumps to flush final events before a shutdown close.
 FLUSH_ON_SHUTDOWN_S = 1.0
@@ -249,6 +260,9 @@ def ws_response(settings: Settings, *, autoping: bool = True) -> web.WebSocketRe
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
     ws = ws_response(settings, autoping=False)
+    # (aiohttp's own check fails on a value that is not ASCII: it quotes it in an error.)
+    if not all(v.isascii() for h in HANDSHAKE_HEADERS for v in request.headers.getall(h, ())):
+        raise UpgradeRequired("the WebSocket handshake's headers must be ASCII")
     if not ws.can_prepare(request).ok:
         raise UpgradeRequired(
             "this is the WebSocket endpoint: connect with a WebSocket (version 13) handshake"
@@ -260,6 +274,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         bearer_token(request.headers.get(hdrs.AUTHORIZATION)), token
     ):
         token = None  # authenticated by the handshake's header
+    conn_guard = request.app[CONNECTIONS].find(request.transport)
+    if conn_guard is not None:
+        conn_guard.websocket()  # its next bytes are frames: each must be masked
     await ws.prepare(request)
     conn = SocketSession(
         ws,
