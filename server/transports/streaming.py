@@ -93,6 +93,7 @@ async def read_json(request: web.Request) -> Any:
         async with asyncio.timeout(timeout):
             raw = await request.read()  # aiohttp answers 413 past client_max_size
     except TimeoutError:
+        request.content.feed_eof()  # the answer closes the connection: read no more
         raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
     except web.RequestPayloadError:
         # aiohttp decodes the body as Content-Encoding says; a body that is not what it

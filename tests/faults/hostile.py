@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,8 +205,10 @@ def body_of(route: Route) -> bytes:
 BODY_ROUTES = [r for r in ROUTES if r.body is not None]
 
 
-def free_local_host() -> str:
-    """A second loopback source address (another "client"), if this host routes one."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.2", 0))
-    return "127.0.0.2"
+async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait (polling) until ``predicate()`` holds; fail after ``within`` seconds."""
+    for _ in range(int(within / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"still not true after {within} s")
