@@ -118,12 +118,14 @@ async def expect_handler(request: web.Request) -> web.StreamResponse | None:
         )
         err.status = 417
         err.close_connection = True
+        request.content.feed_eof()
         return _error_response(err, request)
     limit = request.app[SETTINGS].max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         too_large = TooLarge(f"request body is larger than {limit} bytes", code="body_too_large")
         too_large.close_connection = True  # the client may send the body anyway
+        request.content.feed_eof()  # and it is not read: no lingering for it
         return _error_response(too_large, request)
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # (as aiohttp's own handler: the answer starts now)
