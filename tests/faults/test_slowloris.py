@@ -26,6 +26,7 @@ import orjson
 import pytest
 
 from server.connections import CONNECTIONS
+from server.settings import CONNECTION_RANGES, Settings
 from tests.faults.hostile import eventually, exchange, parse_answer, request_bytes, served
 
 HANG = 10.0  # a generous "did not hang" bound
@@ -293,3 +294,15 @@ def test_the_open_files_limit_is_raised_at_start_and_logged(tmp_path: Path) -> N
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=HANG)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("header_timeout_s", 3601), ("body_timeout_s", -1), ("max_connections_per_client", 10**7)],
+)
+def test_the_connection_bounds_have_declared_ranges(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=re.escape(name)):
+        Settings(**{name: value})
+    for low, high in [CONNECTION_RANGES[name]]:
+        Settings(**{name: low})
+        Settings(**{name: high})
