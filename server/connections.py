@@ -185,6 +185,7 @@ class GuardedConnection(asyncio.Protocol):
 
     def _refuse(self, cap: int) -> None:
         self.refused = True
+        self.guard.refused += 1
         transport = self.transport
         assert transport is not None
         log.info("refusing a connection of %s: %d are open (the cap)", self.client, cap)
@@ -221,6 +222,8 @@ class ConnectionGuard:
         self.settings = settings
         self.factory: Callable[[], asyncio.Protocol] | None = None
         self.per_client: Counter[str] = Counter()
+        #: Connections refused at the cap, since start.
+        self.refused = 0
         self.open: dict[asyncio.BaseTransport | None, GuardedConnection] = {}
 
     def __call__(self) -> GuardedConnection:

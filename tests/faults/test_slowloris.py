@@ -149,6 +149,8 @@ async def test_connections_per_client_are_capped_and_others_still_served() -> No
     again."""
     async with served(max_connections_per_client=50, header_timeout_s=30) as srv:
         conns = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(200)]
+        guard = srv.app[CONNECTIONS]
+        await eventually(lambda: guard.refused == 150)  # all 200 accepted by the server
 
         async def first_answer(reader: asyncio.StreamReader) -> bytes | None:
             try:
@@ -163,7 +165,6 @@ async def test_connections_per_client_are_capped_and_others_still_served() -> No
         assert (len(held), len(refused)) == (50, 150)
         assert {(a.status, a.headers["retry-after"]) for a in refused} == {(429, "5")}
         assert all(a.json() == TOO_MANY for a in refused)
-        guard = srv.app[CONNECTIONS]
         assert guard.per_client == {"127.0.0.1": 50}
 
         other = await exchange(
