@@ -234,10 +234,13 @@ def create_app(
         else:
             app.router.add_route(route.method, path, route.handler, expect_handler=expect_handler)
     # The demo page, and the JS client it uses (for anyone's page too: plain ES modules).
-    app.router.add_get("/", _files(STATIC_DIR, "index.html", index="index.html"))
-    app.router.add_get("/static/{name}", _files(STATIC_DIR, "*.*"))
+    page = _files(STATIC_DIR, "index.html", index="index.html")
+    app.router.add_get("/", page, expect_handler=expect_handler)
+    app.router.add_get("/static/{name}", _files(STATIC_DIR, "*.*"), expect_handler=expect_handler)
     if js_dir is not None:
-        app.router.add_get("/js/{name}", _files(js_dir, "*.js"), allow_head=False)
+        app.router.add_get(
+            "/js/{name}", _files(js_dir, "*.js"), allow_head=False, expect_handler=expect_handler
+        )
     return app
 
 
