@@ -5,15 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS, Closable
-from server.errors import ApiError, MethodNotAllowed, NotFound, TooLarge
+from server.connections import CONNECTIONS, ConnectionGuard, connection_middleware
+from server.errors import (
+    ApiError,
+    MethodNotAllowed,
+    NotFound,
+    TooLarge,
+    VersionNotSupported,
+)
 from server.hub import Hub
 from server.metrics import Metrics
 from server.routes import ROUTES
@@ -66,12 +75,61 @@ def _files(directory: Path, pattern: str, *, index: str | None = None) -> Handle
 def _error_response(err: ApiError, request: web.Request) -> web.Response:
     # The OpenAI-compatible routes answer in OpenAI's shape, so its SDKs parse the error.
     body = err.openai_body() if request.path.startswith("/v1/") else err.body()
-    return web.Response(
+    resp = web.Response(
         body=orjson.dumps(body),
         status=err.status,
         content_type="application/json",
         headers=err.headers(),
     )
+    if err.close_connection:
+        resp.force_close()
+        resp.headers[hdrs.CONNECTION] = "close"
+    return resp
+
+
+#: The HTTP versions answered: HTTP/1.0 (what nginx speaks to its upstream by default; a
+#: stream is then close-delimited) and HTTP/1.1.
+HTTP_VERSIONS = (HttpVersion10, HttpVersion11)
+
+
+@web.middleware
+async def http_version_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a request line of another version (``HTTP/0.9``, ``HTTP/2.0``: aiohttp's
+    parser takes them) with 505, before any route runs, so nothing is created for it."""
+    if request.version not in HTTP_VERSIONS:
+        major, minor = request.version
+        raise VersionNotSupported(
+            f"HTTP/{major}.{minor} is not supported here: send HTTP/1.1 (or HTTP/1.0)"
+        )
+    return await handler(request)
+
+
+async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: refuse a body over ``max_body_bytes`` (413) before the
+    client sends it, instead of inviting it with ``100 Continue``; any other expectation is
+    417. (aiohttp runs this before the middlewares: the answers are built here.)"""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11:
+        return None  # HTTP/1.0 has no 100 Continue (RFC 9110 §10.1.1): ignore it
+    if expect.lower() != "100-continue":
+        err: ApiError = ApiError(
+            f"unknown expectation {expect!r}: only 100-continue is understood",
+            code="expectation_failed",
+        )
+        err.status = 417
+        err.close_connection = True
+        request.content.feed_eof()
+        return _error_response(err, request)
+    limit = request.app[SETTINGS].max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        too_large = TooLarge(f"request body is larger than {limit} bytes", code="body_too_large")
+        too_large.close_connection = True  # the client may send the body anyway
+        request.content.feed_eof()  # and it is not read: no lingering for it
+        return _error_response(too_large, request)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # (as aiohttp's own handler: the answer starts now)
+    return None
 
 
 @web.middleware
@@ -139,11 +197,19 @@ def create_app(
     ``js_dir``, when given, is served at ``/js/`` (the JS client, for the demo page and
     anyone's page)."""
     settings = settings or Settings()
-    # The error middleware is outermost, so the security checks' refusals are JSON too.
+    # The error middleware is outermost but for the connection marks (which keep the
+    # header and idle timers off while a request is in the app), so the security checks'
+    # refusals are JSON too.
     app = web.Application(
-        middlewares=[error_middleware, security_middleware],
+        middlewares=[
+            connection_middleware,
+            error_middleware,
+            http_version_middleware,
+            security_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
+    app[CONNECTIONS] = ConnectionGuard(settings)
     metrics = Metrics()
     app[SETTINGS] = settings
     app[POLICY] = Policy.from_settings(settings)
@@ -162,14 +228,19 @@ def create_app(
     for route in ROUTES:
         path = route.router_path or route.path
         if route.method == "GET":
-            app.router.add_get(path, route.handler, allow_head=route.allow_head)
+            app.router.add_get(
+                path, route.handler, allow_head=route.allow_head, expect_handler=expect_handler
+            )
         else:
-            app.router.add_route(route.method, path, route.handler)
+            app.router.add_route(route.method, path, route.handler, expect_handler=expect_handler)
     # The demo page, and the JS client it uses (for anyone's page too: plain ES modules).
-    app.router.add_get("/", _files(STATIC_DIR, "index.html", index="index.html"))
-    app.router.add_get("/static/{name}", _files(STATIC_DIR, "*.*"))
+    page = _files(STATIC_DIR, "index.html", index="index.html")
+    app.router.add_get("/", page, expect_handler=expect_handler)
+    app.router.add_get("/static/{name}", _files(STATIC_DIR, "*.*"), expect_handler=expect_handler)
     if js_dir is not None:
-        app.router.add_get("/js/{name}", _files(js_dir, "*.js"), allow_head=False)
+        app.router.add_get(
+            "/js/{name}", _files(js_dir, "*.js"), allow_head=False, expect_handler=expect_handler
+        )
     return app
 
 
@@ -184,20 +255,58 @@ async def drain(app: web.Application) -> None:
     await asyncio.sleep(app[SETTINGS].shutdown_drain_s)
 
 
-async def run(
-    settings: Settings, stop: asyncio.Event | None = None, *, js_dir: Path | None = None
-) -> None:
-    """Serve until ``stop`` is set (or SIGINT/SIGTERM), then stop gracefully."""
-    app = create_app(settings, js_dir=js_dir)
-    runner = web.AppRunner(
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise ``RLIMIT_NOFILE``'s soft limit to the hard limit (each connection is a file
+    descriptor; a soft limit of 1,024 is a few hundred clients) and log both."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open files limit to %d: %s", target, e)
+    log.info("open files limit: %d (hard limit %d)", soft, hard)
+    return soft, hard
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner ``run()`` serves ``app`` with (its keep-alive timeout is ``idle_timeout_s``;
+    the connection guard keeps the same one, and the header timeout)."""
+    settings = app[SETTINGS]
+    extra: dict[str, Any] = (
+        {"keepalive_timeout": settings.idle_timeout_s} if settings.idle_timeout_s else {}
+    )
+    return web.AppRunner(
         app,
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout_s,
+        **extra,
     )
+
+
+async def listen(runner: web.AppRunner, settings: Settings) -> asyncio.Server:
+    """Listen on ``settings.host:port`` (0: any free port) with the connection guard
+    (:mod:`server.connections`) in front of the runner's aiohttp protocol. ``runner`` must
+    be set up. Stop with ``close()`` before ``runner.cleanup()``."""
+    guard = runner.app[CONNECTIONS]
+    guard.bind(runner.server)  # type: ignore[arg-type]  # (a protocol factory)
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        guard, settings.host, settings.port, backlog=settings.backlog, reuse_address=True
+    )
+
+
+async def run(
+    settings: Settings, stop: asyncio.Event | None = None, *, js_dir: Path | None = None
+) -> None:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM), then stop gracefully."""
+    raise_open_files_limit()
+    app = create_app(settings, js_dir=js_dir)
+    runner = make_runner(app)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.backlog)
-    await site.start()
+    listener = await listen(runner, settings)
     log.info("tokenwire serving on http://%s:%d", settings.host, settings.port)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -208,6 +317,7 @@ async def run(
         log.info("stopping: ending live streams")
         await drain(app)
     finally:
+        listener.close()
         await runner.cleanup()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

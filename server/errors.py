@@ -14,12 +14,17 @@ Exception tree::
     │   ├── NotFound              404 not_found (no such route)
     │   ├── ModelNotFound         404 (/v1) model_not_found
     │   ├── MethodNotAllowed      405 method_not_allowed
+    │   ├── RequestTimeout        408 request_timeout (the body did not arrive in time)
     │   ├── StreamGone            410 gone (stream expired, or position evicted)
     │   ├── TooLarge              413 body_too_large / prompt_too_long
+    │   ├── UnsupportedEncoding   415 unsupported_encoding (a Content-Encoding not taken),
+    │   │                         Accept-Encoding
+    │   ├── PositionOutOfRange    416 position_out_of_range (``after`` past the last event)
     │   ├── UpgradeRequired       426 upgrade_required (a plain request to the WebSocket)
     │   ├── TooManyStreams        429 too_many_streams (per client address), Retry-After
     │   ├── ServerBusy            503 too_many_streams (total cap) / too_many_unpaced_streams /
     │   │                         pace_budget_exceeded / shutting_down, Retry-After
+    │   ├── VersionNotSupported   505 http_version_not_supported (HTTP/0.9, HTTP/2.0 lines)
     │   └── GenerationError       (/v1) a generation that ended without an answer: an error
     │                             event's code, or cancelled; 409, 500, 502, 503 or 504
     └── SourceError               a generation failed; becomes an in-band ``error`` event
@@ -36,6 +41,12 @@ exception classes (``BadRequestError``, ``NotFoundError``, ``RateLimitError``, .
 from __future__ import annotations
 
 from typing import Any, Final
+
+
+def printable(text: str) -> str:
+    """``text`` with what cannot be UTF-8 (the surrogates that stand for a header's
+    non-UTF-8 bytes) escaped as ``\\udcff``, so any message can be sent as JSON."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def openai_type(status: int) -> str:
@@ -62,6 +73,8 @@ class ApiError(TokenwireError):
     code: str = "internal"
     #: The request field at fault, if one is (the ``param`` of an OpenAI-shaped error).
     param: str | None = None
+    #: Close the connection after the answer (the rest of the request cannot be trusted).
+    close_connection: bool = False
 
     def __init__(
         self,
@@ -70,6 +83,7 @@ class ApiError(TokenwireError):
         code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -185,6 +199,14 @@ class MethodNotAllowed(ApiError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(ApiError):
+    """The request's body did not arrive within ``body_timeout_s``."""
+
+    status = 408
+    code = "request_timeout"
+    close_connection = True
+
+
 class StreamGone(ApiError):
     """The stream expired, or the asked position is older than what the log retains."""
 
@@ -195,6 +217,29 @@ class StreamGone(ApiError):
 class TooLarge(ApiError):
     status = 413
     code = "too_large"
+
+
+class UnsupportedEncoding(ApiError):
+    """A ``Content-Encoding`` the server does not decode (RFC 9110 §15.5.16: 415, with the
+    codings it takes in ``Accept-Encoding``)."""
+
+    status = 415
+    code = "unsupported_encoding"
+
+    def __init__(self, message: str, *, accepted: str) -> None:
+        super().__init__(message)
+        self.accepted = accepted
+
+    def headers(self) -> dict[str, str]:
+        return {"Accept-Encoding": self.accepted}
+
+
+class PositionOutOfRange(ApiError):
+    """``after`` (or ``Last-Event-ID``) names a seq the stream has not appended: no reader
+    can have seen it."""
+
+    status = 416
+    code = "position_out_of_range"
 
 
 class UpgradeRequired(ApiError):
@@ -215,6 +260,14 @@ class TooManyStreams(ApiError):
 class ServerBusy(ApiError):
     status = 503
     code = "server_busy"
+
+
+class VersionNotSupported(ApiError):
+    """A request line of an HTTP version the server does not speak (HTTP/0.9, HTTP/2.0)."""
+
+    status = 505
+    code = "http_version_not_supported"
+    close_connection = True
 
 
 #: HTTP status of a ``/v1`` generation that ended without an answer, by its code.

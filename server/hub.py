@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from server.errors import (
+    PositionOutOfRange,
     ServerBusy,
     SourceError,
     StreamGone,
@@ -328,6 +329,8 @@ class Hub:
         stream = self.get(stream_id)
         # Fail fast (410) if the asked position is already evicted.
         await self.store.read(stream_id, after, limit=1, wait=0)
+        if after >= 0:
+            await self._check_appended(stream_id, after)
         stream.subscribers[transport] += 1
         self._subs_by_transport[transport] += 1
         try:
@@ -338,6 +341,19 @@ class Hub:
             stream.last_present = time.monotonic()
             if not stream.total_subscribers:
                 stream.framed.clear()  # nobody shares it: a retained stream keeps no frames
+
+    async def _check_appended(self, stream_id: str, after: int) -> None:
+        """416 unless the log has appended ``after`` (a reader can only have seen a seq
+        that exists): a position past the end would otherwise wait for nothing."""
+        try:
+            appended = await self.store.read(stream_id, after - 1, limit=1, wait=0)
+        except StreamGone:
+            return  # older than the retained window: it was appended
+        if not appended:
+            raise PositionOutOfRange(
+                f"position {after} is past the end of stream {stream_id!r}: no event with "
+                "that seq has been appended (resume from the last seq you received)"
+            )
 
     def touch(self, stream: StreamRecord) -> None:
         """A long-poll client is present between its polls."""

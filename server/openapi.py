@@ -367,7 +367,13 @@ _ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
     "403": ("The page's Origin or the Host is not allowed", {}),
     "404": ("No such stream, model or route", {}),
     "410": ("The stream expired, or the position is older than the retained log", {}),
+    "408": ("The body did not arrive within body_timeout_s", {}),
     "413": ("The body or the prompt is too large", {}),
+    "415": (
+        "A Content-Encoding the server does not decode",
+        {"Accept-Encoding": header(required=True)},
+    ),
+    "416": ("The position is past the last event the stream has appended", {}),
     "426": ("Not a WebSocket handshake", {"Upgrade": header(required=True)}),
     "429": ("This client address has its maximum of live streams", _RETRY_AFTER),
     "503": ("A server-wide limit is reached, or the server is shutting down", _RETRY_AFTER),
@@ -460,7 +466,7 @@ CHAT_RESPONSES: Schema = {
             SSE: {"itemSchema": CHAT_SSE_EVENT},
         },
     },
-    **errors("400", "401", "403", "404", "413", "429", "503", openai=True),
+    **errors("400", "401", "403", "404", "408", "413", "415", "429", "503", openai=True),
     **{
         status: {
             "description": "The generation ended without an answer",

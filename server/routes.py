@@ -64,7 +64,9 @@ class Route:
 
 
 _READ_ERRORS = ("400", "401", "403", "404", "410")
-_CREATE_ERRORS = ("400", "401", "403", "413", "429", "503")
+#: The reads that take a position (``after``, ``Last-Event-ID``).
+_POSITION_ERRORS = (*_READ_ERRORS, "416")
+_CREATE_ERRORS = ("400", "401", "403", "408", "413", "415", "429", "503")
 _ID = (param_ref("id"),)
 _ENDED = {"description": "The stream ended and nothing follows the position"}
 
@@ -110,7 +112,7 @@ ROUTES: tuple[Route, ...] = (
         responses={
             "200": stream_answer(SSE, SSE_EVENT, SSE_TEXT),
             "204": _ENDED,
-            **errors(*_READ_ERRORS),
+            **errors(*_POSITION_ERRORS),
         },
         parameters=(*_ID, param_ref("after"), param_ref("lastEventId")),
     ),
@@ -122,7 +124,7 @@ ROUTES: tuple[Route, ...] = (
         responses={
             "200": stream_answer(NDJSON, NDJSON_LINE, NDJSON_TEXT),
             "204": _ENDED,
-            **errors(*_READ_ERRORS),
+            **errors(*_POSITION_ERRORS),
         },
         parameters=(*_ID, param_ref("after")),
     ),
@@ -131,7 +133,7 @@ ROUTES: tuple[Route, ...] = (
         path="/api/streams/{id}/poll",
         handler=longpoll.poll,
         summary="One long poll: the events after `after`, or none after `timeout`",
-        responses={"200": json_answer("A batch", ref("PollAnswer")), **errors(*_READ_ERRORS)},
+        responses={"200": json_answer("A batch", ref("PollAnswer")), **errors(*_POSITION_ERRORS)},
         parameters=(*_ID, param_ref("after"), param_ref("timeout")),
     ),
     Route(

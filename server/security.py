@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import hdrs, web
+from yarl import URL
 
 from server.allowlists import HostList, OriginList, normalize_origin, own_origin
 from server.errors import Forbidden, Unauthorized
@@ -111,10 +112,13 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def token_matches(given: str | None, expected: str) -> bool:
-    """Constant-time comparison (``hmac.compare_digest``), so timing tells nothing."""
+    """Constant-time comparison (``hmac.compare_digest``), so timing tells nothing.
+
+    ``given`` may hold the surrogates aiohttp decodes a header's non-UTF-8 bytes to: they
+    are compared as the bytes that were sent (and never match a settings token)."""
     if given is None:
         return False
-    return hmac.compare_digest(given.encode(), expected.encode())
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def needs_token(path: str) -> bool:
@@ -158,6 +162,21 @@ class Policy:
         )
 
 
+def request_authority(request: web.BaseRequest) -> str | None:
+    """Who the request is for: the authority of an absolute-form target
+    (``GET http://name/path``), which RFC 9112 §3.2.2 says wins over ``Host``; else ``Host``
+    (None without one: HTTP/1.0, not a browser)."""
+    target = request.raw_path  # the request target as sent
+    if not target.startswith(("/", "*")):
+        try:
+            authority = URL(target).raw_authority
+        except ValueError:
+            authority = ""
+        # An absolute-form target without an authority names no host this server has.
+        return authority or target
+    return request.headers.get(hdrs.HOST)
+
+
 POLICY = web.AppKey("security_policy", Policy)
 #: The ``Origin`` of an allowed cross-origin request: its answer gets the CORS headers.
 CROSS_ORIGIN = web.RequestKey("cross_origin", str)
@@ -169,7 +188,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Host, Origin, CORS preflight and token checks, before any handler runs."""
     policy = request.app[POLICY]
-    host = request.headers.get(hdrs.HOST)
+    host = request_authority(request)
     if not policy.hosts.allows(host):
         raise Forbidden(
             f"this server does not answer to Host {host!r} (allowed_hosts)",
@@ -192,6 +211,9 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
                 code="origin_not_allowed",
             )
         if verdict == "cross" and origin is not None:
+            # Echoed as browsers write it (lower case, no default port), never as sent;
+            # an origin only ``*`` allows is never echoed (the answer says ``*``).
+            origin = normalize_origin(origin) or "null"
             request[CROSS_ORIGIN] = origin
             preflight = _preflight(request, origin, policy.cors)
             if preflight is not None:

@@ -18,6 +18,14 @@ from typing import Any, Literal
 from server.allowlists import HostList, OriginList
 
 SourceName = Literal["synthetic", "hf", "openai"]
+
+#: The ranges of the connection bounds (0 turns each off), checked at start.
+CONNECTION_RANGES: dict[str, tuple[float, float]] = {
+    "header_timeout_s": (0, 3600),
+    "body_timeout_s": (0, 3600),
+    "idle_timeout_s": (0, 3600),
+    "max_connections_per_client": (0, 1_000_000),
+}
 SOURCE_NAMES: tuple[SourceName, ...] = typing.get_args(SourceName)
 
 
@@ -89,6 +97,19 @@ class Settings:
     """With ``auth_token``: how long a socket without the header may wait before its
     ``{"op":"auth"}`` message; then it is closed with 1008."""
 
+    # --- connections: bounds against slow and hostile clients (docs/guarantees.md) ---
+    header_timeout_s: float = 10.0
+    """Time to send a request's line and headers: from the connection's start, or from the
+    first byte of a later request. Then 408 (if anything came) and the connection closes."""
+    body_timeout_s: float = 30.0
+    """Time to send a whole request body; then ``408 request_timeout`` and close."""
+    idle_timeout_s: float = 75.0
+    """How long a kept-alive connection may sit idle between requests; then it closes."""
+    max_connections_per_client: int = 2048
+    """Open connections from one client address; one more is refused with ``429
+    too_many_connections`` and closed (0: no limit). Behind a proxy every client has the
+    proxy's address: raise it, or 0."""
+
     # --- who may talk to the server (docs/protocol.md#security) ---
     auth_token: str | None = field(default=None, repr=False)
     """When set, every API route (``/api/*`` but ``/api/info``, ``/v1/*``, ``/metrics``)
@@ -115,6 +136,9 @@ class Settings:
             raise ValueError("max_tokens_cap and default_max_tokens must be >= 1")
         if self.default_max_tokens > self.max_tokens_cap:  # a lower cap lowers the default
             object.__setattr__(self, "default_max_tokens", self.max_tokens_cap)
+        for name, (low, high) in CONNECTION_RANGES.items():
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be from {low:g} to {high:g} (0: off)")
         if self.max_log_events < 2:
             raise ValueError("max_log_events must be >= 2")
         if self.auth_token is not None and (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -340,3 +341,74 @@ async def test_the_js_client_is_served(server: TestServer, session: aiohttp.Clie
         assert await resp.json() == {
             "error": {"code": "not_found", "message": "no file /js/nope.js"}
         }
+
+
+@pytest.mark.parametrize("path", ["/api/streams", "/api/sse", "/v1/chat/completions"])
+async def test_expect_100_continue_over_the_cap_is_413_before_any_100(
+    make_server: MakeServer, path: str
+) -> None:
+    """The client waits for ``100 Continue`` before sending the body; a body over the cap
+    is refused instead, so it is never sent (the first bytes back are the 413)."""
+    srv = await make_server(max_body_bytes=1024)
+    assert srv.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    try:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2000\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 413 "), head
+            assert b"\r\nConnection: close\r\n" in head
+            body = await reader.read()
+    finally:
+        writer.close()
+    message = "request body is larger than 1024 bytes"
+    expected = (
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "body_too_large",
+            }
+        }
+        if path.startswith("/v1/")
+        else err("body_too_large", message)
+    )
+    assert orjson.loads(body) == expected
+
+
+async def test_expect_100_continue_within_the_cap_is_invited(server: TestServer) -> None:
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    body = b'{"prompt":"x","max_tokens":1}'
+    try:
+        writer.write(
+            b"POST /api/streams HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body)
+        )
+        async with asyncio.timeout(10):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(body)
+            answer = await reader.read()
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 201 Created\r\n")
+
+
+async def test_an_unknown_expectation_is_417(server: TestServer) -> None:
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: teapot\r\n\r\n")
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 417 Expectation Failed\r\n")
+    assert orjson.loads(body) == err(
+        "expectation_failed", "unknown expectation 'teapot': only 100-continue is understood"
+    )

@@ -68,7 +68,9 @@ def refusal(
 ) -> tuple[int | None, str | None, dict[str, Any]]:
     """What ``attempt`` returns for this refusal through ``entry``."""
     if entry == "ws":
-        return None, None, {"code": code, "message": message}
+        # The WebSocket counterpart of Retry-After: a ``retry_after`` field (seconds).
+        hint = {"retry_after": 5} if retry else {}
+        return None, None, {"code": code, "message": message, **hint}
     if entry == "v1":
         error = {"message": message, "type": openai_type(status), "param": None, "code": code}
         return status, "5" if retry else None, error

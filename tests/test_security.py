@@ -34,6 +34,7 @@ from server.settings import Settings
 from server.settings import from_args as settings_from_args
 from server.sources.synthetic import synthetic_text
 from tests.conftest import MakeServer, base_url, console_problems
+from tests.faults.hostile import exchange, request_bytes
 from tokenwire.cli import build_parser
 
 TOKEN = "s3cret-token"
@@ -740,3 +741,81 @@ async def test_a_hostile_page_in_chromium(
     assert result["fetch"]["status"] == 201
     assert str(result["fetch"]["stream"]).startswith("/api/streams/")  # exposed
     await page.close()
+
+
+# --- hostile clients (issue 15) ---
+
+
+async def test_an_absolute_form_target_is_checked_by_its_authority(
+    make_server: MakeServer,
+) -> None:
+    """RFC 9112 §3.2.2: the authority of ``GET http://evil.example/...`` is what the request
+    is for, whatever ``Host`` says."""
+    srv = await make_server()
+    assert srv.port is not None
+    for target in ("http://evil.example/api/info", "http://evil.example:8080/healthz"):
+        ans = await exchange(
+            srv.port,
+            request_bytes("GET", target, headers={"Host": "127.0.0.1"}),
+            until_close=False,
+        )
+        host = target.split("/")[2]
+        assert (ans.status, ans.json()) == (
+            403,
+            err(
+                "host_not_allowed",
+                f"this server does not answer to Host {host!r} (allowed_hosts)",
+            ),
+        )
+    ans = await exchange(
+        srv.port,
+        request_bytes("GET", f"http://127.0.0.1:{srv.port}/healthz"),
+        until_close=False,
+    )
+    assert ans.status == 200
+
+
+async def test_the_cors_origin_is_echoed_normalised(
+    make_server: MakeServer, session: aiohttp.ClientSession
+) -> None:
+    srv = await make_server(cors_origins="http://app.example")
+    for sent in ("HTTP://App.Example:80", "http://APP.example", " http://app.example"):
+        status, headers, _ = await call(
+            session, "GET", f"{base_url(srv)}/api/info", headers={"Origin": sent}
+        )
+        assert (status, headers["Access-Control-Allow-Origin"]) == (200, "http://app.example")
+        status, headers, _ = await call(
+            session,
+            "OPTIONS",
+            f"{base_url(srv)}/api/streams",
+            headers={"Origin": sent, "Access-Control-Request-Method": "POST"},
+        )
+        assert (status, headers["Access-Control-Allow-Origin"]) == (204, "http://app.example")
+
+
+NOT_UTF8_AUTHORIZATION = b"Authorization: Bearer \xff\xfe\r\n"
+
+
+async def test_an_authorization_that_is_not_utf8_is_401(make_server: MakeServer) -> None:
+    """Over HTTP and on the WebSocket handshake (it was 500: the comparison encoded it)."""
+    srv = await make_server(auth_token="secret")
+    assert srv.port is not None
+    for path, extra in [
+        ("/api/streams/x", {}),
+        ("/v1/models", {}),
+        ("/api/ws", {k: v for k, v in handshake().items() if k != "Origin"}),
+    ]:
+        ans = await exchange(
+            srv.port,
+            request_bytes("GET", path, headers=extra, raw_headers=NOT_UTF8_AUTHORIZATION),
+            until_close=False,
+        )
+        assert ans.status == 401, (path, ans)
+        assert ans.headers["www-authenticate"] == 'Bearer realm="tokenwire", error="invalid_token"'
+        message = "the bearer token is not valid"
+        expected = (
+            openai_err("unauthorized", message, 401)
+            if path.startswith("/v1/")
+            else err("unauthorized", message)
+        )
+        assert ans.json() == expected

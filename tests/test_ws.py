@@ -140,6 +140,21 @@ async def test_message_flood_closes_with_1008(
     assert codes == [1008]
 
 
+async def test_ping_flood_closes_with_1008(
+    make_server: MakeServer, session: aiohttp.ClientSession
+) -> None:
+    """Pings count in ``ws_max_msgs_per_s`` like messages (aiohttp would answer them
+    inside ``receive()``, uncounted)."""
+    srv = await make_server(ws_max_msgs_per_s=5)
+    async with session.ws_connect(f"{base_url(srv)}/api/ws", autoping=False) as ws:
+        for _ in range(200):
+            await ws.ping()
+        async with asyncio.timeout(10):
+            async for _ in ws:
+                pass
+        assert ws.close_code == 1008
+
+
 async def test_resubscribe_on_the_same_socket_replaces_the_position(
     server: TestServer, session: aiohttp.ClientSession
 ) -> None:
@@ -162,3 +177,13 @@ async def test_subscribe_past_the_end_gets_an_end_message(
         assert [(await ws.receive_json())["seq"] for _ in range(3)] == [0, 1, 2]
         await ws.send_json({"op": "subscribe", "stream": sid, "after": 2})
         assert await ws.receive_json() == {"type": "end", "stream": sid}
+        # Past the end: refused at once (no reader can have seen seq 3), never a silence.
+        await ws.send_json({"op": "subscribe", "stream": sid, "after": 3})
+        assert await ws.receive_json() == {
+            "type": "error",
+            "code": "position_out_of_range",
+            "message": f"position 3 is past the end of stream {sid!r}: no event with that seq "
+            "has been appended (resume from the last seq you received)",
+            "stream": sid,
+            "op": "subscribe",
+        }

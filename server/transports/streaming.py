@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 
 from server.appkeys import HUB, METRICS, SETTINGS
-from server.errors import BadRequest, StreamGone
+from server.errors import BadRequest, RequestTimeout, StreamGone, UnsupportedEncoding
 from server.events import Event, created_message
 from server.hub import Subscription
 from server.settings import Settings
@@ -72,9 +72,43 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
+#: The ``Content-Encoding``s a request body may have: what aiohttp decodes (``br`` with
+#: Brotli, ``zstd`` with backports.zstd: both dependencies). Anything else (an unknown
+#: coding, a list of codings) is 415 with these in ``Accept-Encoding``.
+BODY_CODINGS = ("gzip", "deflate", "br", "zstd")
+
+
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON; a clear 400 if it is not."""
-    raw = await request.read()  # aiohttp answers 413 past client_max_size
+    """The request body as JSON; a clear 400 if it is not, 415 for a ``Content-Encoding``
+    not in :data:`BODY_CODINGS`, 408 if it does not arrive within ``body_timeout_s``."""
+    coding = request.headers.get(hdrs.CONTENT_ENCODING)
+    if coding is not None and coding.lower() not in ("identity", *BODY_CODINGS):
+        raise UnsupportedEncoding(
+            f"Content-Encoding {coding!r} is not supported; send the body as it is, or "
+            f"encoded with one of: {', '.join(BODY_CODINGS)}",
+            accepted=", ".join((*BODY_CODINGS, "identity")),
+        )
+    timeout = request.app[SETTINGS].body_timeout_s or None
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.read()  # aiohttp answers 413 past client_max_size
+    except TimeoutError:
+        request.content.feed_eof()  # the answer closes the connection: read no more
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+    except web.RequestPayloadError:
+        # aiohttp decodes the body as Content-Encoding says; a body that is not what it
+        # says (plain text sent as gzip) fails here. The rest is not worth reading: the
+        # answer closes the connection, and aiohttp is told not to wait for more.
+        request.content.feed_eof()
+        if coding is None:
+            error = BadRequest("request body could not be read", code="bad_body")
+        else:
+            error = BadRequest(
+                f"request body is not valid {coding.lower()} (its Content-Encoding)",
+                code="bad_encoding",
+            )
+        error.close_connection = True
+        raise error from None
     if not raw:
         raise BadRequest("request body is empty; expected a JSON object", code="bad_json")
     try:
@@ -128,7 +162,13 @@ async def pump(
             **(headers or {}),
         }
     )
-    resp.enable_chunked_encoding()
+    if request.version >= HttpVersion11:
+        resp.enable_chunked_encoding()
+    else:
+        # HTTP/1.0 has no chunked coding: the body is close-delimited (RFC 9112 §6.3),
+        # which is what a default nginx upstream (HTTP/1.0) reads.
+        resp.force_close()
+        resp.headers["Connection"] = "close"
     send_timeout = settings.send_timeout_s or None
     heartbeat = settings.heartbeat_s or None
     try:

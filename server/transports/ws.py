@@ -12,10 +12,11 @@ import logging
 import time
 import typing
 
-from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from aiohttp import HttpVersion11, WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS
+from server.connections import CONNECTIONS
 from server.errors import ApiError, BadRequest, StreamGone, Unauthorized, UpgradeRequired
 from server.events import created_message, end_message
 from server.framing.ws import ws_error, ws_text_frames
@@ -34,6 +35,16 @@ from server.ws_commands import (
 )
 
 log = logging.getLogger("tokenwire.ws")
+
+#: The headers aiohttp reads to accept a WebSocket handshake.
+HANDSHAKE_HEADERS = (
+    hdrs.UPGRADE,
+    hdrs.CONNECTION,
+    hdrs.SEC_WEBSOCKET_KEY,
+    hdrs.SEC_WEBSOCKET_VERSION,
+    hdrs.SEC_WEBSOCKET_PROTOCOL,
+    hdrs.SEC_WEBSOCKET_EXTENSIONS,
+)
 
 #: Per socket, how long to wait for pumps to flush final events before a shutdown close.
 FLUSH_ON_SHUTDOWN_S = 1.0
@@ -204,6 +215,16 @@ class SocketSession:
         except ApiError as e:
             await self.send_error(e, getattr(msg, "stream", None), op)
 
+    async def pong(self, data: bytes) -> bool:
+        """Answer a client's ping; False if the client is gone (a disconnect, not an error:
+        it left while the pong was being written)."""
+        try:
+            await self.ws.pong(data)
+        except ConnectionResetError:
+            log.info("a WebSocket client of %s left during a pong", self.client)
+            return False
+        return True
+
     async def shutdown(self) -> None:
         """Let pumps flush their final events, then close with 1001 (going away)."""
         await self.close_pumps(flush=FLUSH_ON_SHUTDOWN_S)
@@ -221,28 +242,41 @@ class SocketSession:
                 await t
 
 
-def ws_response(settings: Settings) -> web.WebSocketResponse:
+def ws_response(settings: Settings, *, autoping: bool = True) -> web.WebSocketResponse:
     """A WebSocket response with the endpoint's protocol settings (message size limit,
-    heartbeat, no compression); the Autobahn tests' echo route is built with it too."""
+    heartbeat, no compression); the Autobahn tests' echo route is built with it too.
+
+    ``GET /api/ws`` passes ``autoping=False``: aiohttp then hands it the pings and pongs a
+    client sends, so they count against ``ws_max_msgs_per_s`` like any message, and it
+    answers the pings itself (:meth:`SocketSession.pong`)."""
     return web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat_s or None,
         max_msg_size=settings.ws_max_msg_bytes,
         compress=False,
+        autoping=autoping,
     )
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
-    ws = ws_response(settings)
+    ws = ws_response(settings, autoping=False)
+    # (aiohttp's own check fails on a value that is not ASCII: it quotes it in an error.)
+    if not all(v.isascii() for h in HANDSHAKE_HEADERS for v in request.headers.getall(h, ())):
+        raise UpgradeRequired("the WebSocket handshake's headers must be ASCII")
     if not ws.can_prepare(request).ok:
         raise UpgradeRequired(
             "this is the WebSocket endpoint: connect with a WebSocket (version 13) handshake"
         )
+    if request.version < HttpVersion11:
+        raise UpgradeRequired("a WebSocket handshake needs HTTP/1.1 (RFC 6455, 4.1)")
     token = request.app[POLICY].token
     if token is not None and token_matches(
         bearer_token(request.headers.get(hdrs.AUTHORIZATION)), token
     ):
         token = None  # authenticated by the handshake's header
+    conn_guard = request.app[CONNECTIONS].find(request.transport)
+    if conn_guard is not None:
+        conn_guard.websocket()  # its next bytes are frames: each must be masked
     await ws.prepare(request)
     conn = SocketSession(
         ws,
@@ -261,6 +295,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if not conn.authenticated and settings.ws_auth_timeout_s:
         deadline = asyncio.create_task(conn.close_unless_authenticated(settings.ws_auth_timeout_s))
     try:
+        # Every frame the client sends counts, control frames included: a ping flood is a
+        # flood (aiohttp answers pings inside receive() unless autoping is off).
         async for msg in ws:
             if not bucket.take():
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"message rate limit")
@@ -269,6 +305,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 await conn.handle(msg.data)
             elif msg.type == WSMsgType.BINARY:
                 await conn.handle_binary()
+            elif msg.type == WSMsgType.PING:
+                if not await conn.pong(msg.data):
+                    break
     finally:
         if deadline is not None:
             deadline.cancel()
