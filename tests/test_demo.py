@@ -159,7 +159,13 @@ async def test_info(server: TestServer, session: aiohttp.ClientSession) -> None:
                     "name": "synthetic",
                     "model": None,
                     "default": True,
-                    "params": {"ttft_ms": 200.0, "tokens_per_s": 30.0, "jitter": 0.2, "seed": 0},
+                    "params": {
+                        "ttft_ms": 200.0,
+                        "tokens_per_s": 30.0,
+                        "jitter": 0.2,
+                        "seed": 0,
+                        "corpus": "prose",
+                    },
                 }
             ],
             "limits": {
@@ -341,7 +347,11 @@ async def test_sources_and_a_failing_generation(browser: Browser, make_server: M
     async with aiohttp.ClientSession() as s, s.get(f"{base_url(srv)}/api/info") as resp:
         info = orjson.loads(await resp.read())
     assert [(x["name"], x["default"], x["params"]) for x in info["sources"]] == [
-        ("synthetic", True, {"ttft_ms": 200.0, "tokens_per_s": 30.0, "jitter": 0.2, "seed": 0}),
+        (
+            "synthetic",
+            True,
+            {"ttft_ms": 200.0, "tokens_per_s": 30.0, "jitter": 0.2, "seed": 0, "corpus": "prose"},
+        ),
         ("flaky", False, {}),
     ]
 
