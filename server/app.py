@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from server.allowlists import host_name, is_loopback_name
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS, Closable
 from server.errors import ApiError, MethodNotAllowed, NotFound, TooLarge
 from server.hub import Hub
@@ -184,6 +185,24 @@ async def drain(app: web.Application) -> None:
     await asyncio.sleep(app[SETTINGS].shutdown_drain_s)
 
 
+def exposure_notice(settings: Settings) -> str | None:
+    """What remote clients get from a server listening beyond loopback without
+    ``allowed_hosts`` (said once at start-up), or ``None`` on loopback or with a host list."""
+    if settings.allowed_hosts or is_loopback_name(host_name(settings.host) or settings.host):
+        return None
+    who = (
+        "every API route needs the --auth-token"
+        if settings.auth_token
+        else "there is no --auth-token, so anyone who reaches the port can create, read and "
+        "cancel streams"
+    )
+    return (
+        f"listening on {settings.host} without --allowed-hosts: requests for any Host name are "
+        f"answered (no DNS-rebinding check) and {who}; set --allowed-hosts to the names "
+        "clients use, and --auth-token"
+    )
+
+
 async def run(
     settings: Settings, stop: asyncio.Event | None = None, *, js_dir: Path | None = None
 ) -> None:
@@ -199,6 +218,8 @@ async def run(
     site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.backlog)
     await site.start()
     log.info("tokenwire serving on http://%s:%d", settings.host, settings.port)
+    if (notice := exposure_notice(settings)) is not None:
+        log.warning("%s", notice)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -34,7 +34,7 @@ class Settings:
     source: SourceName = "synthetic"
     """Default source; ``synthetic`` is always enabled as well."""
     model: str | None = None
-    """``hf``: hub name or local path (default ``openai-community/gpt2``).
+    """``hf``: hub name or local path (required).
     ``openai``: the model name sent upstream (default ``gpt-4o-mini``)."""
     base_url: str | None = None
     """``openai``: an OpenAI-compatible base URL (default: the SDK's, or OPENAI_BASE_URL)."""
@@ -122,6 +122,22 @@ class Settings:
         ):
             # An empty token (an unset shell variable) must not turn authentication off.
             raise ValueError("auth_token must be a non-empty string without whitespace")
+        if self.source == "hf" and not self.model:
+            # Without it the hub would be tried (and retried, offline) for a default model.
+            raise ValueError(
+                "source hf needs a model: --model (TOKENWIRE_MODEL), a local model directory "
+                "or a hub id such as openai-community/gpt2"
+            )
+        if self.source == "openai" and not (
+            self.api_key
+            or self.base_url
+            or os.environ.get("OPENAI_API_KEY")
+            or os.environ.get("OPENAI_BASE_URL")
+        ):
+            raise ValueError(
+                "source openai needs an API key: --api-key or OPENAI_API_KEY (a local "
+                "OpenAI-compatible server needs none: --base-url or OPENAI_BASE_URL)"
+            )
         # A bad origin or host list fails here, naming the setting.
         HostList.parse(self.allowed_hosts, self.host)
         OriginList.parse(self.ws_allowed_origins, "ws_allowed_origins")
@@ -129,7 +145,8 @@ class Settings:
 
     @property
     def hf_model(self) -> str:
-        return self.model or "openai-community/gpt2"
+        """The ``hf`` model (``__post_init__`` refuses ``source="hf"`` without one)."""
+        return self.model or ""
 
     @property
     def openai_model(self) -> str:

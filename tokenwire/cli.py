@@ -9,6 +9,8 @@ Python client from the terminal (``clients/cli.py``); ``bench`` runs the Locust 
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 from collections.abc import Sequence
 
 from server import settings as server_settings
@@ -30,17 +32,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _serve(ns: argparse.Namespace) -> None:
+    """``tokenwire serve``: a bad setting, a taken port or a source that cannot start is one
+    line on stderr and exit status 1, never a traceback."""
+    import clients
+    from server.app import serve
+
+    try:
+        settings = server_settings.from_args(ns)
+    except ValueError as e:
+        raise SystemExit(f"tokenwire: {e}") from None
+    where = f"{settings.host}:{settings.port}"
+    try:
+        serve(settings, js_dir=clients.JS_DIR)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise SystemExit(
+                f"tokenwire: {where} is already in use (another server?): stop it, or pick "
+                "another --port"
+            ) from None
+        if e.errno == errno.EADDRNOTAVAIL or isinstance(e, socket.gaierror):
+            raise SystemExit(f"tokenwire: cannot listen on {where}: no such address") from None
+        raise SystemExit(f"tokenwire: cannot serve on {where}: {e}") from None
+    except ValueError as e:  # a source's start() (a model that does not load, ...)
+        raise SystemExit(f"tokenwire: {e}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ns = build_parser().parse_args(argv)
     if ns.command == "serve":
-        import clients
-        from server.app import serve
-
-        try:
-            settings = server_settings.from_args(ns)
-        except ValueError as e:
-            raise SystemExit(f"tokenwire: {e}") from None
-        serve(settings, js_dir=clients.JS_DIR)
+        _serve(ns)
     elif ns.command == "bench":
         from bench.runner import run as run_bench
 
