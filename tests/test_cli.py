@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import aiohttp
 import pytest
 
 from server.app import exposure_notice
-from server.settings import Settings
+from server.settings import FLAG_GROUPS, FLAG_HELP, Settings
 from server.settings import from_args as settings_from_args
 from tests.readers import read
 from tokenwire.cli import build_parser
@@ -164,3 +165,41 @@ def test_exposure_notice_says_what_remote_clients_get() -> None:
         "(no DNS-rebinding check) and every API route needs the --auth-token; set "
         "--allowed-hosts to the names clients use, and --auth-token"
     )
+
+
+def test_serve_help_has_a_section_and_a_sentence_for_every_flag() -> None:
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    grouped = [name for _, _, names in FLAG_GROUPS for name in names if name in fields]
+    assert sorted(grouped) == sorted(fields)  # each once, none under "other"
+    for name in fields:
+        sentence = FLAG_HELP[name]
+        assert sentence[0].isupper() or sentence.split(":")[0] in ("hf", "openai"), name
+        assert sentence.endswith("."), name
+        assert len(sentence.split()) >= 5, name  # a sentence, not the flag's name again
+    text = (
+        build_parser().parse_args(["serve"])
+        and subprocess.run(
+            [sys.executable, "-m", "tokenwire", "serve", "--help"],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ".", "COLUMNS": "100"},
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    )
+    titles = [
+        line[:-1] for line in text.splitlines() if line and line[0] != " " and line[-1] == ":"
+    ]
+    assert titles == [
+        "options",
+        "listening",
+        "sources",
+        "synthetic pacing",
+        "caps",
+        "lifetimes",
+        "WebSocket",
+        "security",
+    ]
+    assert "--grace-s GRACE_S     Seconds a stream may go without a reader before it is" in text
+    assert "AUTH_TOKEN" in text
+    assert "(default: None)" not in text.split("--auth-token AUTH_TOKEN")[1].split("--")[0]

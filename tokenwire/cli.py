@@ -22,7 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="One streamed LLM answer over SSE, WebSocket, long polling and chunked HTTP.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    server_settings.add_arguments(sub.add_parser("serve", help="run the server"))
+    serve = sub.add_parser(
+        "serve",
+        help="run the server",
+        usage="%(prog)s [--host HOST] [--port PORT] [--source NAME] [more flags below]",
+        description="Serve the streams, the demo page (/) and the API. Every flag can also be "
+        "set as an environment variable, TOKENWIRE_<FLAG> (--max-live-streams is "
+        "TOKENWIRE_MAX_LIVE_STREAMS); flags win.",
+    )
+    server_settings.add_arguments(serve)
     from clients.cli import add_parsers
 
     add_parsers(sub)
