@@ -42,7 +42,9 @@ def add_parsers(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("prompt", help="the prompt (the synthetic text depends on it)")
     common.add_argument(
-        "--url", default=DEFAULT_URL, help=f"the server's base URL (default: {DEFAULT_URL})"
+        "--url",
+        default=os.environ.get("TOKENWIRE_URL") or DEFAULT_URL,
+        help=f"the server's base URL (default: $TOKENWIRE_URL or {DEFAULT_URL})",
     )
     common.add_argument(
         "--token",
