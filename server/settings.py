@@ -265,6 +265,15 @@ FLAG_HELP: dict[str, str] = {
     "CORS off.",
     "allowed_hosts": "Host names the server answers to (comma-separated, or *); empty: "
     "loopback names on a loopback address, any name otherwise.",
+    # store and processes
+    "max_retained_bytes": "Memory the logs of finished streams may take in all; past it the "
+    "oldest are forgotten first (410 gone; 0: no limit).",
+    "max_retained_bytes_per_client": "The same memory bound for one client's finished "
+    "streams (its oldest go first).",
+    "max_retained_events": "Events the logs of finished streams may keep in all; the oldest "
+    "streams are forgotten first.",
+    "max_retained_events_per_client": "The same event bound for one client's finished "
+    "streams (its oldest go first).",
 }
 
 #: ``tokenwire serve --help``'s sections, in order: a title, a sentence, the fields. A field
@@ -343,7 +352,17 @@ FLAG_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "store and processes",
         "Where the stream logs live, and how many server processes share them.",
-        ("store", "store_url", "workers", "node_id"),
+        (
+            "store",
+            "store_url",
+            "redis_url",
+            "workers",
+            "node_id",
+            "max_retained_bytes",
+            "max_retained_bytes_per_client",
+            "max_retained_events",
+            "max_retained_events_per_client",
+        ),
     ),
 )
 

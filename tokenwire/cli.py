@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import socket
+import sys
 from collections.abc import Sequence
 
 from server import settings as server_settings
@@ -64,6 +65,9 @@ def _serve(ns: argparse.Namespace) -> None:
         raise SystemExit(f"tokenwire: cannot serve on {where}: {e}") from None
     except ValueError as e:  # a source's start() (a model that does not load, ...)
         raise SystemExit(f"tokenwire: {e}") from None
+    except KeyboardInterrupt:  # before the server's own SIGINT handler (a model loading)
+        print("tokenwire: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
