@@ -44,7 +44,7 @@ find-python = $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1
 		.venv-$*/bin/pip install -q -e ".[dev]"
 	touch $@
 
-pytest-%: .venv-%/.installed-dev system-deps node-deps
+pytest-%: .venv-%/.installed-dev
 	.venv-$*/bin/pytest -m contract
 
 pytest-versions: $(addprefix pytest-,$(EXTRA_PYTHONS))
