@@ -1,10 +1,11 @@
 """``tokenwire stream`` and ``tokenwire compare``: the client from the terminal.
 
 Every failure is one line on stderr (``tokenwire: ...``) and an exit status, never a
-traceback: 1 when the server said no, is not there, or a stream failed; 2 for a bad flag
-value; 130 for Ctrl-C. Results can be scripted: ``stream --json`` writes JSON lines only
-(``--stats`` adds a last line, ``{"type": "stats", ...}``); ``compare --json`` writes one
-JSON document and ``compare --csv`` one row per transport, with ``--repeat N`` medians.
+traceback: 1 when the server said no, is not there, or a stream failed (or stdout's reader
+left); 2 for a bad flag value; 130 for Ctrl-C. Results can be scripted: ``stream --json``
+writes JSON lines only (``--stats`` adds a last line, ``{"type": "stats", ...}``);
+``compare --json`` writes one JSON document and ``compare --csv`` one row per transport,
+with ``--repeat N`` medians.
 """
 
 from __future__ import annotations
@@ -325,3 +326,6 @@ def run(ns: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("tokenwire: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout left (``| head``): say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

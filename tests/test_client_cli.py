@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
@@ -232,6 +233,16 @@ async def test_not_a_tokenwire_server(server: TestServer) -> None:
     assert err == f"tokenwire: {url} answers, but not as a tokenwire server (GET /healthz: 404)\n"
 
 
+async def wait_live_streams(server: TestServer, n: int) -> None:
+    """Until the server has ``n`` live streams (bounded by the caller's timeout)."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"{base_url(server)}/healthz") as resp:
+                if (await resp.json())["live_streams"] >= n:
+                    return
+            await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("command", ["stream", "compare"])
 async def test_ctrl_c_is_a_clean_exit(server: TestServer, command: str) -> None:
     proc = await asyncio.create_subprocess_exec(
@@ -246,8 +257,9 @@ async def test_ctrl_c_is_a_clean_exit(server: TestServer, command: str) -> None:
         async with asyncio.timeout(10):
             if command == "stream":
                 await proc.stdout.read(1)  # the first token is out: mid-stream
-            else:
-                await asyncio.sleep(1.5)  # (piped, compare prints only at the end)
+            else:  # (piped, compare prints only at the end): until its stream is live
+                await wait_live_streams(server, 1)
+                await asyncio.sleep(0.3)  # its readers connect
             proc.send_signal(signal.SIGINT)
             out, err = await proc.communicate()
     finally:
@@ -256,3 +268,23 @@ async def test_ctrl_c_is_a_clean_exit(server: TestServer, command: str) -> None:
             await proc.wait()
     assert proc.returncode == 130
     assert err.decode() == "tokenwire: interrupted\n"
+
+
+async def test_a_reader_that_leaves_stdout_is_no_traceback(server: TestServer) -> None:
+    """``tokenwire stream ... --json | head -n 1``: the pipe closes under the writer."""
+    command = (
+        f"{sys.executable} -m tokenwire stream pipe --url {base_url(server)} --json"
+        " --max-tokens 4000 --param tokens_per_s=0 --param ttft_ms=0 | head -n 1;"
+        " echo status=${PIPESTATUS[0]}"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", command,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": "."},
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    lines = out.decode().splitlines()
+    assert orjson.loads(lines[0])["seq"] == 0
+    assert lines[1:] == ["status=1"]
+    assert err.decode() == ""

@@ -71,6 +71,14 @@ def _serve(ns: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling (while importing)
+        print("tokenwire: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _main(argv: Sequence[str] | None) -> None:
     ns = build_parser().parse_args(argv)
     if ns.command == "serve":
         _serve(ns)
