@@ -226,3 +226,9 @@ def test_check_params_fills_defaults_in_declared_order() -> None:
         check_params(declared, {"b": -1, "a": 2})
     with pytest.raises(InvalidField, match=r"^params\.c: unknown parameter \(allowed: a, b\)$"):
         check_params(declared, {"c": 1})
+
+
+def test_the_default_corpus_is_a_setting_of_the_source() -> None:
+    src = SyntheticSource(corpus="hard-cases")
+    assert src.validate_params({})["corpus"] == "hard-cases"
+    assert src.validate_params({"corpus": "prose"})["corpus"] == "prose"

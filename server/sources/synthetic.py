@@ -129,6 +129,7 @@ class SyntheticSource(TokenSource):
         seed: int = 0,
         max_ttft_ms: float = 10_000.0,
         max_tokens_per_s: float = 5_000.0,
+        corpus: CorpusName = DEFAULT_CORPUS,
     ) -> None:
         self.params = (
             Param(
@@ -167,7 +168,7 @@ class SyntheticSource(TokenSource):
                 name="corpus",
                 type="string",
                 choices=CORPUS_NAMES,
-                default=DEFAULT_CORPUS,
+                default=corpus,
                 description=(
                     "the text: prose (readable paragraphs) or hard-cases (CJK, emoji, CR/LF, "
                     "SSE look-alike lines: what breaks naive framing)"
