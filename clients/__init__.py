@@ -14,6 +14,7 @@ from clients.errors import (
     TokenwireError,
     server_error,
 )
+from clients.readers import Frame
 from wire import TRANSPORTS
 
 #: The JS client (plain ES modules), which the server offers at ``/js/`` when told where.
@@ -26,6 +27,7 @@ __all__ = [
     "ClosedByServer",
     "ConnectionLost",
     "DigestMismatch",
+    "Frame",
     "ProtocolError",
     "ServerError",
     "Stream",

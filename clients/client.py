@@ -19,7 +19,7 @@ import aiohttp
 
 from clients.check import TextDigest, place
 from clients.errors import ConnectionLost, DigestMismatch, ProtocolError, StreamFailed
-from clients.readers import READERS, Event, Sent, raise_for_error
+from clients.readers import READERS, Event, Sent, Tap, create_stream, raise_for_error
 from wire import TRANSPORTS, Transport
 
 
@@ -229,12 +229,15 @@ class Client:
         max_backoff_s: float = 5.0,
         poll_timeout_s: float = 25.0,
         token: str | None = None,
+        tap: Tap | None = None,
     ) -> None:
         """``max_reconnects``: failed reconnects in a row before giving up; ``backoff_s``:
         the first reconnect delay (SSE: the server's ``retry:``), doubling up to
         ``max_backoff_s``; ``poll_timeout_s``: the long-poll ``timeout``; ``token``: the
         server's ``--auth-token``, sent with every request (``Authorization: Bearer``, or a
-        WebSocket's first message ``{"op":"auth"}``, as the JS client must)."""
+        WebSocket's first message ``{"op":"auth"}``, as the JS client must); ``tap``: called
+        with each :class:`~clients.readers.Frame` the readers send and read, as they read it
+        (it must be quick and must not raise)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         #: Headers every HTTP request carries (the token's ``Authorization``).
@@ -245,6 +248,8 @@ class Client:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.poll_timeout_s = poll_timeout_s
+        #: Called with each frame the readers send and read (``Client(tap=...)``).
+        self.tap = tap
 
     def url(self, path: str) -> str:
         """The absolute URL of a path of the server."""
@@ -300,12 +305,7 @@ class Client:
         params: dict[str, Any] | None = None,
     ) -> str:
         """Create a stream without reading it; returns its id."""
-        body = _create_body(prompt, max_tokens, source, params)
-        async with self.session.post(
-            self.url("/api/streams"), json=body, headers=self.headers
-        ) as resp:
-            await raise_for_error(resp)
-            return str((await resp.json())["id"])
+        return await create_stream(self, _create_body(prompt, max_tokens, source, params))
 
     async def cancel(self, stream_id: str) -> None:
         """Cancel a stream; it ends with ``done`` / ``cancelled``."""

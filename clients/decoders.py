@@ -8,6 +8,7 @@ feed them chunks as they arrive, in any sizes, and they return complete items.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +44,13 @@ class SSEDecoder:
     event is dispatched (with or without data), so after a cut inside an event it is still
     the id of the last complete one, the right position to resume from. ``retry`` is the
     reconnection time in milliseconds (``None`` until the stream sets one).
+
+    ``on_line``, if given, is called with every line as the decoder splits it (without its
+    line end; a blank line ends an event): the client's ``tap`` sees the wire through it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_line: Callable[[str], object] | None = None) -> None:
+        self._on_line = on_line
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buf = ""
         self._first = True
@@ -94,6 +99,8 @@ class SSEDecoder:
         return out
 
     def _line(self, line: str) -> SSEMessage | None:
+        if self._on_line is not None:
+            self._on_line(line)
         if line == "":
             return self._dispatch()
         if line.startswith(":"):
@@ -127,15 +134,22 @@ class NDJSONDecoder:
 
     Empty lines (heartbeats) are skipped. Bytes are split at LF only, so a multi-byte
     UTF-8 character cut across chunks is joined before decoding.
+
+    ``on_line``, if given, is called with every complete line (decoded, without its LF,
+    blank ones included) before it is parsed: the client's ``tap`` sees the wire through it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_line: Callable[[str], object] | None = None) -> None:
         self._buf = b""
+        self._on_line = on_line
 
     def feed(self, chunk: bytes) -> list[Any]:
         buf = self._buf + chunk
         lines = buf.split(b"\n")
         self._buf = lines.pop()
+        if self._on_line is not None:
+            for line in lines:
+                self._on_line(line.decode(errors="replace"))
         return [orjson.loads(line) for line in lines if line.strip()]
 
     @property

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright
@@ -34,14 +36,38 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's Chromium, started by Playwright, closed at the end."""
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
             await b.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as b:
+        yield b
+
+
+# One Chromium for a whole module (starting one takes a second or two): a module whose
+# tests share the module's event loop (``pytestmark = pytest.mark.asyncio(loop_scope=
+# "module")``) takes ``module_browser`` and ``module_make_server`` as its ``browser`` and
+# ``make_server``. Each test's pages (their contexts) are closed after it.
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_chromium() -> AsyncIterator[Browser]:
+    async with chromium() as b:
+        yield b
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def module_browser(module_chromium: Browser) -> AsyncIterator[Browser]:
+    yield module_chromium
+    for context in module_chromium.contexts:
+        await context.close()
 
 
 def console_problems(page: Page) -> list[str]:
@@ -52,9 +78,9 @@ def console_problems(page: Page) -> list[str]:
     return problems
 
 
-@pytest.fixture
-async def make_server() -> AsyncIterator[MakeServer]:
-    """Start servers with settings overrides; all are closed at the end of the test."""
+@asynccontextmanager
+async def serving() -> AsyncIterator[MakeServer]:
+    """Start servers with settings overrides; all are closed at the end."""
     servers: list[TestServer] = []
 
     async def make(
@@ -73,9 +99,25 @@ async def make_server() -> AsyncIterator[MakeServer]:
         servers.append(srv)
         return srv
 
-    yield make
-    for srv in servers:
-        await srv.close()
+    try:
+        yield make
+    finally:
+        for srv in servers:
+            await srv.close()
+
+
+@pytest.fixture
+async def make_server() -> AsyncIterator[MakeServer]:
+    """Start servers with settings overrides; all are closed at the end of the test."""
+    async with serving() as make:
+        yield make
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def module_make_server() -> AsyncIterator[MakeServer]:
+    """``make_server`` for a module whose tests share its event loop."""
+    async with serving() as make:
+        yield make
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import hashlib
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
@@ -93,7 +94,21 @@ def add_test_page(app: web.Application) -> None:
     app.router.add_get(PAGE, _page)
 
 
+# One browser for the module's tests, which share its event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
 @pytest.fixture
+def browser(module_browser: Browser) -> Browser:
+    return module_browser
+
+
+@pytest.fixture
+def make_server(module_make_server: MakeServer) -> MakeServer:
+    return module_make_server
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def server(make_server: MakeServer) -> TestServer:
     return await make_server(setup=add_test_page)
 

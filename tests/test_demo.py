@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page
 
@@ -29,6 +30,31 @@ from server.sources.base import Finish, GenerationRequest, TokenSource
 from server.sources.synthetic import CorpusName, SyntheticSource, synthetic_text
 from tests.conftest import MakeServer, base_url, console_problems
 from wire import TRANSPORTS
+
+# One browser for the module's tests, which share its event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture
+def browser(module_browser: Browser) -> Browser:
+    return module_browser
+
+
+@pytest.fixture
+def make_server(module_make_server: MakeServer) -> MakeServer:
+    return module_make_server
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def server(make_server: MakeServer) -> TestServer:
+    return await make_server()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
 
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "demo"
 # What a filled-in number looks like, per metric.
@@ -113,6 +139,23 @@ class Demo:
 
     async def status(self) -> str:
         return await self.page.text_content("#status") or ""
+
+    async def wire(self, transport: str) -> list[tuple[str, str, str]]:
+        """The panel's Wire tab (opened): its rows as (direction, kind, text); each row's
+        size and time are checked for their shape."""
+        await self.page.click(f"{self.panel(transport)} [data-tab=wire]")
+        rows = self.page.locator(f"{self.panel(transport, 'frames')} > li")
+        found: list[dict[str, str]] = await rows.evaluate_all(
+            """(items) => items.map((li) => ({
+                direction: li.dataset.direction, kind: li.dataset.kind,
+                text: li.querySelector("code").textContent,
+                meta: li.querySelector(".meta").textContent }))"""
+        )
+        size = r"\d[\d,]* B"
+        meta = {"response": rf"{size} headers · ", "body": f"{size} · ", "message": f"{size} · "}
+        for row in found:
+            assert re.fullmatch(meta.get(row["kind"], "") + r"\d+ ms", row["meta"]), row
+        return [(r["direction"], r["kind"], r["text"]) for r in found]
 
     async def screenshot(self, name: str) -> Path:
         OUTPUT.mkdir(parents=True, exist_ok=True)
@@ -279,6 +322,17 @@ async def test_drop_connection(browser: Browser, server: TestServer, transport: 
         assert (await demo.attr(t, "state"), await demo.attr(t, "digest")) == ("done", "ok")
         m = await demo.metrics(t)
         assert (m["tokens"], m["reconnects"]) == ("80", "1" if t == transport else "0"), t
+    if transport == "ws":
+        # The Wire tab shows the cut and the resume. The demo closes the socket (4000); the
+        # close frame that comes back is the server's answer, 1000.
+        rows = await demo.wire("ws")
+        cut = rows.index(("in", "close", "1000"))
+        last = orjson.loads(rows[cut - 1][2])["seq"]
+        subscribe = {"op": "subscribe", "stream": await demo.attr("ws", "stream"), "after": last}
+        assert rows[cut + 1 : cut + 3] == [
+            ("out", "request", "GET /api/ws"),
+            ("out", "message", orjson.dumps(subscribe).decode()),
+        ]
     assert demo.problems == []
 
 
@@ -300,6 +354,14 @@ async def test_stop_cancels_the_generation(browser: Browser, server: TestServer)
         assert await demo.text(t) == text
         assert await demo.tokens(t) == n
         assert (await demo.attr(t, "state"), await demo.attr(t, "digest")) == ("cancelled", "ok")
+    # It says it stopped, and how far each panel got; never "Finished".
+    status = await demo.status()
+    got = f"Server-Sent Events {n:,}, WebSocket {n:,}, Long polling {n:,}, Chunked HTTP {n:,}"
+    assert re.fullmatch(
+        rf"Stopped after \d[\d,.]* ms · tokens: {got} · 4/4 panels match the server's sha256"
+        rf" · stream {stream_id}",
+        status,
+    ), status
     assert demo.problems == []
 
 
@@ -403,12 +465,27 @@ async def test_a_server_with_a_token(
     prompt = "a page with a token"
     await demo.start(prompt, max_tokens=30)
     await demo.finished()
+    stream_id = str(await demo.attr("sse", "stream"))
     expected = expected_text(prompt, 30)
     for t in TRANSPORTS:
         assert await demo.text(t) == expected, t
         assert (await demo.attr(t, "state"), await demo.attr(t, "digest")) == ("done", "ok")
     assert await demo.page.text_content(f"{demo.panel('sse')} .how") == "fetch · text/event-stream"
     assert (await demo.metrics("sse"))["requests"] == "1"
+    # The Wire tab: SSE over fetch shows the raw lines (retry: first), and the WebSocket's
+    # auth message goes out with the token hidden from the room.
+    await demo.page.click(f"{demo.panel('sse')} [data-tab=wire]")
+    sse = await demo.page.locator(f"{demo.panel('sse', 'frames')} code").all_text_contents()
+    assert sse[:4] == [f"GET /api/streams/{stream_id}/sse", "HTTP/1.1 200 OK", "retry: 1000", ""]
+    await demo.page.click(f"{demo.panel('ws')} [data-tab=wire]")
+    ws = await demo.page.locator(f"{demo.panel('ws', 'frames')} code").all_text_contents()
+    subscribe = {"op": "subscribe", "stream": stream_id, "after": -1}
+    assert ws[:3] == [
+        "GET /api/ws",
+        '{"op":"auth","token":"•••"}',
+        orjson.dumps(subscribe).decode(),
+    ]
+    assert "demo-token" not in (await demo.page.text_content("#panels") or "")
     assert (await demo.status()).startswith("Finished in ")
     assert demo.problems == []
     await demo.screenshot("token")

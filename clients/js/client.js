@@ -285,6 +285,9 @@ export class Client {
    * @param {number} [options.maxBackoffS=5] the longest reconnect delay
    * @param {number} [options.pollTimeoutS=25] long-poll `timeout`
    * @param {string|null} [options.token] the server's --auth-token, sent with every request
+   * @param {((frame: import("./readers.js").Frame) => void)|null} [options.tap] called with
+   *   each frame the readers send and read, as they read it (it must be quick and must not
+   *   throw)
    */
   constructor(baseUrl, options = {}) {
     this.baseUrl = new URL(baseUrl, globalThis.location?.href);
@@ -297,6 +300,8 @@ export class Client {
     this.maxBackoffS = options.maxBackoffS ?? 5;
     this.pollTimeoutS = options.pollTimeoutS ?? 25;
     this.token = options.token ?? null;
+    /** Called with each frame the readers send and read (the `tap` option). */
+    this.tap = options.tap ?? null;
   }
 
   /** fetch() a path of the server, with `Authorization: Bearer <token>` when a token is set. */

@@ -34,9 +34,14 @@ export function wsFrameHeader(n) {
  * `lastEventId` is the spec's "last event ID string": an `id` takes effect when its event
  * is dispatched, so after a cut inside an event it is still the id of the last complete
  * one, the position to resume from. `retry` is the reconnection time in ms (null until set).
+ *
+ * `onLine`, if given, is called with every line as the decoder splits it (without its line
+ * end; a blank line ends an event): the client's `tap` sees the wire through it.
  */
 export class SSEDecoder {
-  constructor() {
+  /** @param {{onLine?: (line: string) => void}} [options] */
+  constructor({ onLine = null } = {}) {
+    this._onLine = onLine;
     // Streaming mode joins characters split across chunks; the decoder strips one
     // leading BOM of the stream (ignoreBOM: false), as the WHATWG UTF-8 decode does.
     this._utf8 = new TextDecoder("utf-8");
@@ -91,6 +96,7 @@ export class SSEDecoder {
   }
 
   _line(line) {
+    this._onLine?.(line);
     if (line === "") return this._dispatch();
     if (line.startsWith(":")) return null;
     const colon = line.indexOf(":");
@@ -139,9 +145,14 @@ const BLANK = /^[ \t\r\n\v\f]*$/;
  * whitespace-only lines (heartbeats) are skipped. UTF-8 is decoded in streaming mode, so a
  * character cut across chunks is joined first; invalid UTF-8 throws a TypeError (like the
  * Python decoder, which refuses it), and a line that is not JSON throws a SyntaxError.
+ *
+ * `onLine`, if given, is called with every complete line (without its LF, blank ones
+ * included) before it is parsed: the client's `tap` sees the wire through it.
  */
 export class NDJSONDecoder {
-  constructor() {
+  /** @param {{onLine?: (line: string) => void}} [options] */
+  constructor({ onLine = null } = {}) {
+    this._onLine = onLine;
     // fatal: invalid UTF-8 is an error, as orjson makes it in Python; ignoreBOM: a BOM is
     // not JSON, so it is kept (and refused) rather than silently stripped.
     this._utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -158,6 +169,7 @@ export class NDJSONDecoder {
     this._buf = lines.pop();
     const out = [];
     for (const line of lines) {
+      this._onLine?.(line);
       if (!BLANK.test(line)) out.push(JSON.parse(line));
     }
     return out;

@@ -6,6 +6,9 @@
 // the receive times. The resume loop (Stream._run in client.js) does all the bookkeeping.
 // readEventSource also yields {retrying}: EventSource reconnects by itself, and the loop
 // decides whether it may.
+//
+// A reader also tells the client's `tap` (if it has one) each Frame it sends and reads, as
+// it reads it: the text the decoders split, never a second parse of the bytes.
 
 import { NDJSONDecoder, SSEDecoder, wsFrameHeader } from "./decoders.js";
 import { ClosedByServer, ConnectionLost, serverError } from "./errors.js";
@@ -21,6 +24,51 @@ import { TERMINAL } from "./names.js";
  * @property {number} wallNs when it arrived: the wall clock, in nanoseconds
  * @property {number|null} [retryMs] the SSE `retry:` in force
  */
+
+/**
+ * @typedef {object} Frame One thing a reader sent or read, as it went over the wire (the
+ *   client's `tap`; the twin of the Python `Frame`).
+ * @property {"sse"|"ws"|"poll"|"chunked"} transport
+ * @property {"in"|"out"} direction
+ * @property {"request"|"response"|"body"|"line"|"message"|"close"|"rebuilt"} kind
+ *   `request` (out: `METHOD path`), `response` (in: the status line; `nbytes` is the size
+ *   of the status line and headers, rebuilt from Response.headers), `body` (a request's
+ *   JSON body out; a poll's answer, POST /api/streams' answer or an HTTP error answer in),
+ *   `line` (an SSE or NDJSON line as the decoder split it, without its line end; SSE's
+ *   blank line ends an event), `message` (a WebSocket text message, in or out), `close`
+ *   (in: the WebSocket's close code), `rebuilt` (JS only: an
+ *   SSE line rebuilt from an EventSource event, since EventSource hides the wire; no
+ *   comments or `retry:` lines)
+ * @property {string} text
+ * @property {number} nbytes the UTF-8 size of `text`, except for a `response`
+ */
+
+/** Tell the client's tap one frame (no transport: no tap). */
+function tap(client, transport, direction, kind, text, nbytes = null) {
+  if (!client.tap || !transport) return;
+  const size = nbytes ?? utf8Length(text);
+  client.tap(Object.freeze({ transport, direction, kind, text, nbytes: size }));
+}
+
+/** What taps an error answer's body (null without a tap). */
+function tapBody(client, transport) {
+  if (!client.tap || !transport) return null;
+  return (text) => tap(client, transport, "in", "body", text);
+}
+
+function tapResponse(client, transport, resp) {
+  const status = `HTTP/1.1 ${resp.status} ${resp.statusText}`.trimEnd();
+  tap(client, transport, "in", "response", status, headerBytes(resp));
+}
+
+/** Tap a request going out; its JSON body, encoded once for the wire and the tap. */
+function tapRequest(client, transport, method, path, body = null) {
+  tap(client, transport, "out", "request", `${method} ${path}`);
+  if (body === null) return undefined;
+  const data = JSON.stringify(body);
+  tap(client, transport, "out", "body", data);
+  return data;
+}
 
 /** A request (or WebSocket handshake, or EventSource connection) is about to go out. */
 export const SENT = Object.freeze({ sent: true });
@@ -65,9 +113,11 @@ export function headerBytes(resp) {
   return n;
 }
 
-/** The error an HTTP error response stands for (`{"error":{"code","message"}}`). */
-export async function httpError(resp) {
+/** The error an HTTP error response stands for (`{"error":{"code","message"}}`); `onBody`
+ * is called with the response's body first (a reader's tap). */
+export async function httpError(resp, onBody = null) {
   const text = await resp.text().catch(() => "");
+  onBody?.(text);
   const retryAfter = resp.headers.has("Retry-After")
     ? Number(resp.headers.get("Retry-After"))
     : null;
@@ -85,16 +135,21 @@ export async function httpError(resp) {
   return serverError(code, message, resp.status, { retryAfter });
 }
 
-/** POST /api/streams; the new stream's id. */
-export async function createStream(client, body, signal) {
-  const resp = await client.request("/api/streams", {
+/** POST /api/streams; the new stream's id. `transport`: whose tap sees it. */
+export async function createStream(client, body, signal, transport = null) {
+  const path = "/api/streams";
+  const data = tapRequest(client, transport, "POST", path, body);
+  const resp = await client.request(path, {
     method: "POST",
     headers: JSON_HEADERS,
-    body: JSON.stringify(body),
+    body: data,
     signal,
   });
-  if (resp.status !== 201) throw await httpError(resp);
-  return (await resp.json()).id;
+  tapResponse(client, transport, resp);
+  if (resp.status !== 201) throw await httpError(resp, tapBody(client, transport));
+  const text = await resp.text();
+  tap(client, transport, "in", "body", text);
+  return JSON.parse(text).id;
 }
 
 /** Callbacks in, promises out: bridges EventSource and WebSocket to async iteration. An
@@ -125,18 +180,29 @@ class Inbox {
   }
 }
 
-/** An SSE or NDJSON response, read as it arrives. `created`: the request creates the
- * stream, whose id its `Tokenwire-Stream` header tells before any body byte. */
-async function* readResponse(request, created, decode) {
+/** An SSE or NDJSON response, read as it arrives: POST `path` with a create `body` (the
+ * response's `Tokenwire-Stream` header tells the new stream's id before any body byte),
+ * else GET `path`. */
+async function* readResponse(client, transport, path, { body = null, headers = {}, signal }) {
+  const onLine = client.tap ? (line) => tap(client, transport, "in", "line", line) : null;
+  const decoder = transport === "sse" ? new SSEDecoder({ onLine }) : new NDJSONDecoder({ onLine });
+  const decode =
+    transport === "sse"
+      ? (bytes) => [decoder.feed(bytes).map((m) => JSON.parse(m.data)), decoder.retry]
+      : (bytes) => [decoder.feed(bytes), null];
+  const method = body === null ? "GET" : "POST";
+  const data = tapRequest(client, transport, method, path, body);
+  const sent = body === null ? headers : { ...JSON_HEADERS, ...headers };
   yield SENT;
-  const resp = await request();
+  const resp = await client.request(path, { method, headers: sent, body: data, signal });
+  tapResponse(client, transport, resp);
   yield received(headerBytes(resp));
-  if (!resp.ok) throw await httpError(resp);
+  if (!resp.ok) throw await httpError(resp, tapBody(client, transport));
   if (resp.status === 204) {
     yield received(0, [END]); // finished, nothing after the position
     return;
   }
-  const id = created ? resp.headers.get("Tokenwire-Stream") : null;
+  const id = body !== null ? resp.headers.get("Tokenwire-Stream") : null;
   if (id) yield received(0, [{ type: "created", stream: id }]);
   const reader = resp.body.getReader();
   try {
@@ -154,39 +220,22 @@ async function* readResponse(request, created, decode) {
 
 /** POST /api/sse, or GET /api/streams/{id}/sse with Last-Event-ID; read over fetch. */
 export function readSSE(client, { streamId, after, body, signal }) {
-  const request =
-    streamId === null
-      ? () =>
-          client.request("/api/sse", {
-            method: "POST",
-            headers: { ...JSON_HEADERS, ...SSE_ACCEPT },
-            body: JSON.stringify(body),
-            signal,
-          })
-      : () =>
-          client.request(`/api/streams/${streamId}/sse`, {
-            headers: after >= 0 ? { ...SSE_ACCEPT, "Last-Event-ID": String(after) } : SSE_ACCEPT,
-            signal,
-          });
-  const decoder = new SSEDecoder();
-  const decode = (bytes) => [decoder.feed(bytes).map((m) => JSON.parse(m.data)), decoder.retry];
-  return readResponse(request, streamId === null, decode);
+  if (streamId === null) {
+    const options = { body: body ?? {}, headers: SSE_ACCEPT, signal };
+    return readResponse(client, "sse", "/api/sse", options);
+  }
+  const headers = after >= 0 ? { ...SSE_ACCEPT, "Last-Event-ID": String(after) } : SSE_ACCEPT;
+  return readResponse(client, "sse", `/api/streams/${streamId}/sse`, { headers, signal });
 }
 
 /** POST /api/chunked, or GET /api/streams/{id}/chunked?after=: NDJSON lines. */
 export function readChunked(client, { streamId, after, body, signal }) {
-  const request =
-    streamId === null
-      ? () =>
-          client.request("/api/chunked", {
-            method: "POST",
-            headers: JSON_HEADERS,
-            body: JSON.stringify(body),
-            signal,
-          })
-      : () => client.request(`/api/streams/${streamId}/chunked?after=${after}`, { signal });
-  const decoder = new NDJSONDecoder();
-  return readResponse(request, streamId === null, (bytes) => [decoder.feed(bytes), null]);
+  if (streamId === null) {
+    return readResponse(client, "chunked", "/api/chunked", { body: body ?? {}, signal });
+  }
+  return readResponse(client, "chunked", `/api/streams/${streamId}/chunked?after=${after}`, {
+    signal,
+  });
 }
 
 /** POST /api/streams if there is no id yet, then GET .../poll?after=&timeout= until an
@@ -194,7 +243,7 @@ export function readChunked(client, { streamId, after, body, signal }) {
 export async function* readPoll(client, { streamId, after, body, signal }) {
   if (streamId === null) {
     yield SENT;
-    streamId = await createStream(client, body, signal);
+    streamId = await createStream(client, body, signal, "poll");
     yield received(0, [{ type: "created", stream: streamId }]);
   }
   const timeoutS = client.pollTimeoutS;
@@ -202,10 +251,12 @@ export async function* readPoll(client, { streamId, after, body, signal }) {
     // A poll answers within `timeout` seconds; a request hanging much longer is a dead link.
     const guard = AbortSignal.any([signal, AbortSignal.timeout((timeoutS + 15) * 1000)]);
     const path = `/api/streams/${streamId}/poll?after=${after}&timeout=${timeoutS}`;
+    tapRequest(client, "poll", "GET", path);
     yield SENT;
     const resp = await client.request(path, { signal: guard });
+    tapResponse(client, "poll", resp);
     yield received(headerBytes(resp));
-    if (!resp.ok) throw await httpError(resp);
+    if (!resp.ok) throw await httpError(resp, tapBody(client, "poll"));
     const bytes = new Uint8Array(await resp.arrayBuffer());
     const at = now();
     // Chromium can hand over a body cut short by a dropped connection without an error:
@@ -215,7 +266,9 @@ export async function* readPoll(client, { streamId, after, body, signal }) {
       yield received(bytes.length);
       throw new ConnectionLost(`the poll answer was cut after ${bytes.length} of ${length} bytes`);
     }
-    const answer = JSON.parse(new TextDecoder().decode(bytes));
+    const text = new TextDecoder().decode(bytes);
+    tap(client, "poll", "in", "body", text, bytes.length);
+    const answer = JSON.parse(text);
     const messages = answer.done ? [...answer.events, END] : answer.events;
     yield received(bytes.length, messages, at);
     if (answer.done) return;
@@ -230,13 +283,15 @@ export async function* readEventSource(client, { streamId, after, body, signal }
   const { EventSource } = client;
   if (streamId === null) {
     yield SENT;
-    streamId = await createStream(client, body, signal);
+    streamId = await createStream(client, body, signal, "sse");
     yield received(0, [{ type: "created", stream: streamId }]);
   }
   const inbox = new Inbox(signal);
   let lastId = after; // what EventSource sends as Last-Event-ID when it reconnects
+  const path = `/api/streams/${streamId}/sse?after=${after}`;
+  tapRequest(client, "sse", "GET", path);
   yield SENT;
-  const es = new EventSource(client.url(`/api/streams/${streamId}/sse?after=${after}`));
+  const es = new EventSource(client.url(path));
   let gaveUp = false;
   const giveUp = () => {
     if (gaveUp) return;
@@ -246,8 +301,10 @@ export async function* readEventSource(client, { streamId, after, body, signal }
   const onEvent = (e) => {
     const at = now();
     if (TERMINAL.includes(e.type)) es.close(); // or it reconnects when the response ends
-    // EventSource hides the bytes: count the frame the event came in.
-    const nbytes = utf8Length(`id: ${e.lastEventId}\nevent: ${e.type}\ndata: ${e.data}\n\n`);
+    // EventSource hides the bytes: count (and tap) the frame the event came in.
+    const lines = [`id: ${e.lastEventId}`, `event: ${e.type}`, `data: ${e.data}`, ""];
+    for (const line of lines) tap(client, "sse", "in", "rebuilt", line);
+    const nbytes = utf8Length(lines.map((line) => `${line}\n`).join(""));
     inbox.push({ data: e.data, nbytes, at });
   };
   es.addEventListener("token", onEvent);
@@ -268,6 +325,7 @@ export async function* readEventSource(client, { streamId, after, body, signal }
       if (item.closedByUser) return;
       if (item.retrying) {
         yield { retrying: item.retrying };
+        tapRequest(client, "sse", "GET", `${path} (EventSource again, Last-Event-ID: ${lastId})`);
         yield SENT;
       } else if (item.data !== undefined) {
         const event = JSON.parse(item.data);
@@ -276,11 +334,15 @@ export async function* readEventSource(client, { streamId, after, body, signal }
       } else if (item.gaveUp) {
         // EventSource hides why: ask with a request whose answer we can read. An HTTP
         // error (404, 410 gone, ...) is thrown; a finished stream ends; else reconnect.
+        const poll = `/api/streams/${streamId}/poll?after=${lastId}&timeout=0`;
+        tapRequest(client, "sse", "GET", poll);
         yield SENT;
-        const path = `/api/streams/${streamId}/poll?after=${lastId}&timeout=0`;
-        const resp = await client.request(path, { signal });
-        if (!resp.ok) throw await httpError(resp);
-        const answer = await resp.json();
+        const resp = await client.request(poll, { signal });
+        tapResponse(client, "sse", resp);
+        if (!resp.ok) throw await httpError(resp, tapBody(client, "sse"));
+        const text = await resp.text();
+        tap(client, "sse", "in", "body", text);
+        const answer = JSON.parse(text);
         if (answer.done && answer.events.length === 0) {
           yield received(0, [END]); // nothing after us
           return;
@@ -299,19 +361,27 @@ export async function* readWS(client, { streamId, after, body, signal }) {
   const { WebSocket } = client;
   if (!WebSocket) throw new TypeError("no WebSocket here (Node 20: --experimental-websocket)");
   const inbox = new Inbox(signal);
+  tapRequest(client, "ws", "GET", "/api/ws");
   yield SENT;
   const ws = new WebSocket(client.wsUrl("/api/ws"));
+  const send = (message) => {
+    const text = JSON.stringify(message);
+    tap(client, "ws", "out", "message", text);
+    ws.send(text);
+  };
   ws.addEventListener("open", () => {
-    if (client.token !== null) ws.send(JSON.stringify({ op: "auth", token: client.token }));
+    if (client.token !== null) send({ op: "auth", token: client.token });
     const first =
       streamId === null
         ? { op: "generate", ...body }
         : { op: "subscribe", stream: streamId, after };
-    ws.send(JSON.stringify(first));
+    send(first);
   });
   ws.addEventListener("message", (m) => {
     const at = now();
-    if (typeof m.data === "string") inbox.push({ data: m.data, at });
+    if (typeof m.data !== "string") return;
+    tap(client, "ws", "in", "message", m.data);
+    inbox.push({ data: m.data, at });
   });
   // Node 20's WebSocket fires only `error` (no `close`) when it cannot connect.
   let ended = false;
@@ -330,7 +400,10 @@ export async function* readWS(client, { streamId, after, body, signal }) {
     for (;;) {
       const item = await inbox.next();
       if (item.closedByUser) return;
-      if (item.close) throw new ClosedByServer(item.close.code, item.close.reason);
+      if (item.close) {
+        tap(client, "ws", "in", "close", String(item.close.code));
+        throw new ClosedByServer(item.close.code, item.close.reason);
+      }
       const size = utf8Length(item.data);
       const nbytes = size + wsFrameHeader(size);
       const msg = JSON.parse(item.data);

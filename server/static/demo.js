@@ -6,8 +6,9 @@
 // (the synthetic source gives the same text for the same prompt, at its own pace).
 //
 // Everything a panel shows comes from the JS client (/js/tokenwire.js): the events, and the
-// stream's gaps, transport latencies, bytes, requests and reconnects. Model output goes into
-// the page as text nodes, never as HTML.
+// stream's gaps, transport latencies, bytes, requests and reconnects. Each panel's Wire tab
+// shows the frames its client's `tap` option saw as the client read them (the last
+// MAX_FRAMES). Model output and wire frames go into the page as text, never as HTML.
 //
 // When /api/info says the server needs a token (--auth-token), a Token field appears; every
 // client the page makes sends it (SSE is then read over fetch: EventSource cannot send it).
@@ -17,12 +18,35 @@ import { Client, DigestMismatch, TokenwireError } from "/js/tokenwire.js";
 import { droppable } from "/static/faults.js";
 
 const PANELS = [
-  { transport: "sse", name: "Server-Sent Events", how: "EventSource · text/event-stream" },
-  { transport: "ws", name: "WebSocket", how: "JSON messages on /api/ws" },
-  { transport: "poll", name: "Long polling", how: "GET …/poll?after=N, one request per batch" },
-  { transport: "chunked", name: "Chunked HTTP", how: "NDJSON · Transfer-Encoding: chunked" },
+  {
+    transport: "sse",
+    name: "Server-Sent Events",
+    short: "SSE",
+    how: "EventSource · text/event-stream",
+  },
+  { transport: "ws", name: "WebSocket", short: "WebSocket", how: "JSON messages on /api/ws" },
+  {
+    transport: "poll",
+    name: "Long polling",
+    short: "Long polling",
+    how: "GET …/poll?after=N, one request per batch",
+  },
+  {
+    transport: "chunked",
+    name: "Chunked HTTP",
+    short: "Chunked",
+    how: "NDJSON · Transfer-Encoding: chunked",
+  },
 ];
 const RENDER_EVERY_MS = 100;
+/** Frames a panel's Wire tab keeps (the oldest go first): a long run stays bounded. */
+const MAX_FRAMES = 400;
+/** What the Wire tab shows for the token where it went out (the WebSocket's auth message). */
+const HIDDEN = "•••";
+/** The Wire tab's note when EventSource reads SSE (it hides the wire). */
+const REBUILT_NOTE =
+  "EventSource hides the wire: these lines are rebuilt from its events " +
+  "(comments and retry: lines are not seen).";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -50,6 +74,8 @@ function describe(error) {
 class Panel {
   constructor(spec, onChange) {
     this.transport = spec.transport;
+    this.name = spec.name;
+    this.short = spec.short;
     this.how = spec.how;
     this.onChange = onChange;
     const node = $("#panel-template").content.firstElementChild.cloneNode(true);
@@ -62,6 +88,12 @@ class Panel {
     this.badge = $("[data-role=state]", node);
     this.digestEl = $("[data-role=digest]", node);
     this.dropButton = $("[data-role=drop]", node);
+    this.wireEl = $("[data-role=wire]", node);
+    this.framesEl = $("[data-role=frames]", node);
+    this.wireNote = $("[data-role=wire-note]", node);
+    this.tabs = [...node.querySelectorAll("[data-tab]")];
+    for (const tab of this.tabs) tab.addEventListener("click", () => this.show(tab.dataset.tab));
+    this.show("text");
     this.metrics = Object.fromEntries(
       [...node.querySelectorAll("[data-metric]")].map((dd) => [dd.dataset.metric, dd]),
     );
@@ -72,8 +104,15 @@ class Panel {
   reset() {
     this.stream = null;
     this.faults = null;
+    this.t0 = performance.now();
     this.arrivals = []; // ms since Start, one per token
-    this.reconnectMarks = []; // [ms since Start, tokens] per reconnect
+    this.sentAt = []; // ms since Start, one per token: when the server stamped it (its `t`)
+    this.reconnectMarks = []; // ms since Start, one per reconnect
+    this.frames = []; // the Wire tab's rows (list items), at most MAX_FRAMES
+    this.pending = []; // frames tapped since the last render
+    this.droppedFrames = 0;
+    this.framesEl.replaceChildren();
+    this.wireNote.textContent = "";
     this.seenReconnects = 0;
     this.finishedAt = null;
     this.textEl.replaceChildren();
@@ -93,17 +132,70 @@ class Panel {
     this.dropButton.disabled = !["connecting", "streaming", "reconnecting"].includes(state);
   }
 
-  /** A client whose connections the "Drop connection" button can cut. */
-  client(token) {
+  /** Show the "text" or the "wire" tab. */
+  show(view) {
+    this.el.dataset.view = view;
+    for (const tab of this.tabs) {
+      tab.setAttribute("aria-selected", String(tab.dataset.tab === view));
+    }
+    this.textEl.hidden = view !== "text";
+    this.wireEl.hidden = view !== "wire";
+  }
+
+  /** A client whose connections the "Drop connection" button can cut, and whose frames
+   * the Wire tab shows; times count from `t0` (performance.now() at Start). */
+  client(token, t0) {
+    this.t0 = t0;
     this.faults = droppable();
     const { fetch, WebSocket, EventSource } = this.faults;
-    const options = { fetch, WebSocket, EventSource, backoffS: 0.1, token };
+    // A room sees the screen: the WebSocket's {"op":"auth"} message shows the token hidden.
+    const secret = token ? JSON.stringify(token).slice(1, -1) : null;
+    const tap = (frame) => {
+      if (secret && frame.direction === "out" && frame.text.includes(secret)) {
+        frame = { ...frame, text: frame.text.replaceAll(secret, HIDDEN) };
+      }
+      this.tapped(frame);
+    };
+    const options = { fetch, WebSocket, EventSource, backoffS: 0.1, token, tap };
     const client = new Client(location.origin, options);
     if (this.transport === "sse") {
       // EventSource cannot send the token: with one, the client reads SSE over fetch.
       $(".how", this.el).textContent = client.token ? "fetch · text/event-stream" : this.how;
     }
     return client;
+  }
+
+  /** The client's tap: keep the frame for the next render (bounded: the last MAX_FRAMES). */
+  tapped(frame) {
+    this.pending.push({ frame, at: performance.now() - this.t0 });
+    if (this.pending.length > MAX_FRAMES) {
+      this.pending.shift();
+      this.droppedFrames += 1;
+    }
+    this.onChange();
+  }
+
+  /** Add the pending frames to the Wire tab, as text only; drop the oldest past MAX_FRAMES. */
+  renderFrames() {
+    if (!this.pending.length) return;
+    const items = this.pending.map(({ frame, at }) => frameItem(frame, at));
+    if (this.pending.some(({ frame }) => frame.kind === "rebuilt")) {
+      this.wireNote.textContent = REBUILT_NOTE;
+    }
+    this.pending = [];
+    this.framesEl.append(...items);
+    this.frames.push(...items);
+    const extra = this.frames.length - MAX_FRAMES;
+    if (extra > 0) {
+      for (const item of this.frames.splice(0, extra)) item.remove();
+      this.droppedFrames += extra;
+    }
+    if (this.droppedFrames) {
+      this.framesEl.dataset.dropped = String(this.droppedFrames);
+      this.framesEl.title = `${num.format(this.droppedFrames)} older frames not kept`;
+    }
+    const el = this.wireEl;
+    if (el.scrollHeight - el.scrollTop - el.clientHeight < 80) el.scrollTop = el.scrollHeight;
   }
 
   drop() {
@@ -126,6 +218,8 @@ class Panel {
         this.noteReconnects(at);
         if (event.type === "token") {
           this.arrivals.push(at);
+          // `t`: the server's wall clock in ns (as a double: ~256 ns steps), on our timeline.
+          this.sentAt.push(Number(event.t) / 1e6 - performance.timeOrigin - t0);
           this.textNode.appendData(event.text);
           if (this.state !== "streaming") this.setState("streaming");
         } else if (event.type === "done") {
@@ -150,7 +244,7 @@ class Panel {
     const reconnects = this.stream?.stats.reconnects ?? 0;
     while (this.seenReconnects < reconnects) {
       this.seenReconnects += 1;
-      this.reconnectMarks.push([at, this.arrivals.length]);
+      this.reconnectMarks.push(at);
     }
   }
 
@@ -194,6 +288,7 @@ class Panel {
     const bytes = s ? s.bytes_received : null;
     const rebuilt = this.transport === "sse" && this.stream?.client.token === null; // EventSource
     set("bytes", bytes == null ? "–" : `${rebuilt ? "≈" : ""}${num.format(bytes)} B`);
+    this.renderFrames();
     set("bpt", bytes != null && n ? (bytes / n).toFixed(1) : "–");
     set("requests", s ? num.format(s.requests) : "–");
     set("reconnects", num.format(s ? s.reconnects : 0));
@@ -202,108 +297,223 @@ class Panel {
   }
 }
 
-// --- the charts: tokens received over time, and each token's transport latency ---
+// --- a panel's Wire tab: one list item per frame, its text as text ---
 
-class Chart {
-  /** `kind`: "arrivals" (tokens received, a step line per transport) or "latency" (a dot
-   * per token: its arrival time and transport latency, clipped at the top). */
-  constructor(canvas, panels, kind) {
+const ARROWS = { out: "↑", in: "↓" };
+
+/** A list item for one frame the client's tap saw `at` ms after Start. */
+function frameItem(frame, at) {
+  const li = document.createElement("li");
+  li.dataset.direction = frame.direction;
+  li.dataset.kind = frame.kind;
+  if (frame.text === "") li.classList.add("blank"); // SSE's blank line: an event ends
+  const dir = document.createElement("span");
+  dir.className = "dir";
+  dir.textContent = ARROWS[frame.direction];
+  dir.title = frame.direction === "out" ? "sent" : "received";
+  const text = document.createElement("code");
+  text.textContent = frame.text; // from the wire: text only, never markup
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  const size = `${num.format(frame.nbytes)} B`;
+  const sizes = { response: `${size} headers`, body: size, message: size };
+  meta.textContent = [sizes[frame.kind], `${Math.round(at)} ms`].filter(Boolean).join(" · ");
+  li.append(dir, text, meta);
+  return li;
+}
+
+// --- the charts: each transport's lag behind the server, and its latencies ---
+
+/** Set up a canvas for drawing at the device's pixel ratio; null if it has no size. */
+function surface(canvas) {
+  const dpr = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (!width || !height) return null;
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round(height * dpr);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  const style = getComputedStyle(document.documentElement);
+  const color = (name) => style.getPropertyValue(`--${name}`).trim();
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.lineWidth = 1;
+  return { ctx, color, width, height };
+}
+
+function timeLabel(t, tMax) {
+  return tMax < 1000 ? `${Math.round(t)} ms` : `${Number((t / 1000).toFixed(1))} s`;
+}
+
+/** The lag chart: at each moment since Start, how many tokens the server had stamped
+ * (`t`) that the panel had not received yet: a step line per transport. */
+class LagChart {
+  constructor(canvas, panels) {
     this.canvas = canvas;
     this.panels = panels;
-    this.kind = kind;
     new ResizeObserver(() => this.draw()).observe(canvas);
   }
 
-  /** The y axis' top: tokens for "arrivals"; for "latency" the largest p95 times two, so
-   * one slow token (a reconnect) does not flatten everything else. */
-  yMax() {
-    if (this.kind === "arrivals") return Math.max(10, ...this.panels.map((p) => p.arrivals.length));
-    const p95s = this.panels.map((p) => p.summary?.latency_p95_ms ?? 0);
-    return Math.max(1, 2 * Math.max(...p95s));
+  /** [ms since Start, tokens behind] at each change, for one panel. */
+  static steps(panel) {
+    const sent = panel.sentAt;
+    const got = panel.arrivals;
+    const points = [[0, 0]];
+    let i = 0;
+    let j = 0;
+    while (i < sent.length || j < got.length) {
+      const t = Math.min(sent[i] ?? Infinity, got[j] ?? Infinity);
+      while (i < sent.length && sent[i] <= t) i++;
+      while (j < got.length && got[j] <= t) j++;
+      points.push([Math.max(0, t), Math.max(0, i - j)]);
+    }
+    return points;
   }
 
   draw() {
-    const { canvas } = this;
-    const dpr = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth;
-    const height = canvas.clientHeight;
-    if (!width || !height) return;
-    canvas.width = Math.round(width * dpr);
-    canvas.height = Math.round(height * dpr);
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, width, height);
-
-    const style = getComputedStyle(document.documentElement);
-    const color = (name) => style.getPropertyValue(`--${name}`).trim();
-    const pad = { left: 48, right: 24, top: 10, bottom: 28 };
+    const s = surface(this.canvas);
+    if (!s) return;
+    const { ctx, color, width, height } = s;
+    const pad = { left: 40, right: 16, top: 10, bottom: 28 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
-    const tMax = niceCeil(
-      Math.max(100, ...this.panels.map((p) => p.arrivals.at(-1) ?? p.finishedAt ?? 0)),
-    );
-    const nMax = niceCeil(this.yMax());
-    const x = (t) => pad.left + (t / tMax) * plotW;
-    const y = (n) => pad.top + plotH - (n / nMax) * plotH;
+    const series = this.panels.map((p) => [p, LagChart.steps(p)]);
+    // The time axis: a nice step, as many as fit (3 to 5), and the end on a step.
+    const tLast = Math.max(100, ...this.panels.map((p) => p.arrivals.at(-1) ?? p.finishedAt ?? 0));
+    const tStep = niceCeil(tLast / (width < 400 ? 3 : 5));
+    const tMax = tStep * Math.ceil(tLast / tStep);
+    // Whole tokens on the y axis: four steps of a nice whole size.
+    const most = Math.max(2, ...series.flatMap(([, pts]) => pts.map((q) => q[1])));
+    const step = Math.max(1, Math.round(niceCeil(most / 4)));
+    const lagMax = step * Math.ceil(most / step);
+    const x = (t) => pad.left + (Math.min(t, tMax) / tMax) * plotW;
+    const y = (n) => pad.top + plotH - (n / lagMax) * plotH;
 
-    ctx.font = "11px system-ui, sans-serif";
     ctx.fillStyle = color("muted");
     ctx.strokeStyle = color("line");
-    ctx.lineWidth = 1;
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    for (let i = 0; i <= 5; i++) {
-      const t = (tMax * i) / 5;
+    for (let t = 0; t <= tMax; t += tStep) {
       ctx.beginPath();
       ctx.moveTo(x(t), pad.top);
       ctx.lineTo(x(t), pad.top + plotH);
       ctx.stroke();
-      const label = tMax < 1000 ? `${Math.round(t)} ms` : `${Number((t / 1000).toFixed(1))} s`;
-      ctx.fillText(label, x(t), pad.top + plotH + 6);
+      const last = t + tStep > tMax;
+      ctx.textAlign = last ? "right" : "center";
+      ctx.fillText(timeLabel(t, tMax), x(t) + (last ? 4 : 0), pad.top + plotH + 6);
     }
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    for (let i = 0; i <= 5; i++) {
-      const n = (nMax * i) / 5;
+    for (let n = 0; n <= lagMax; n += step) {
       ctx.beginPath();
       ctx.moveTo(pad.left, y(n));
       ctx.lineTo(pad.left + plotW, y(n));
       ctx.stroke();
-      const label = nMax >= 20 ? num.format(Math.round(n)) : String(Number(n.toFixed(2)));
-      ctx.fillText(`${label}${this.kind === "latency" ? " ms" : ""}`, pad.left - 6, y(n));
+      ctx.fillText(num.format(n), pad.left - 6, y(n));
     }
-    if (this.kind === "latency") this.drawLatencies(ctx, color, x, y, nMax);
-    else this.drawArrivals(ctx, color, x, y);
-  }
-
-  drawLatencies(ctx, color, x, y, top) {
-    for (const panel of this.panels) {
-      const latenciesNs = panel.stream?.stats.latenciesNs ?? [];
-      ctx.fillStyle = color(panel.transport);
-      panel.arrivals.forEach((t, i) => {
-        if (latenciesNs[i] === undefined) return;
-        ctx.fillRect(x(t) - 1.5, y(Math.min(latenciesNs[i] / 1e6, top)) - 1.5, 3, 3);
-      });
-    }
-  }
-
-  drawArrivals(ctx, color, x, y) {
-    for (const panel of this.panels) {
+    for (const [panel, points] of series) {
       ctx.strokeStyle = color(panel.transport);
       ctx.lineWidth = 2;
       ctx.beginPath();
-      ctx.moveTo(x(0), y(0));
-      panel.arrivals.forEach((t, i) => {
-        ctx.lineTo(x(t), y(i));
-        ctx.lineTo(x(t), y(i + 1));
-      });
+      let last = 0;
+      for (const [t, n] of points) {
+        ctx.lineTo(x(t), y(last));
+        ctx.lineTo(x(t), y(n));
+        last = n;
+      }
+      if (panel.arrivals.length) ctx.lineTo(x(panel.arrivals.at(-1)), y(last));
       ctx.stroke();
-      for (const [t, n] of panel.reconnectMarks) {
+      for (const t of panel.reconnectMarks) {
         ctx.beginPath();
-        ctx.arc(x(t), y(n), 5, 0, 2 * Math.PI);
+        ctx.arc(x(t), y(0), 5, 0, 2 * Math.PI);
         ctx.stroke();
       }
     }
+  }
+}
+
+/** The latency chart: a box per transport on a log axis, so that a few slow tokens (a
+ * reconnect, a poll's wait) do not flatten everything else. */
+class LatencyChart {
+  constructor(canvas, panels) {
+    this.canvas = canvas;
+    this.panels = panels;
+    new ResizeObserver(() => this.draw()).observe(canvas);
+  }
+
+  draw() {
+    const s = surface(this.canvas);
+    if (!s) return;
+    const { ctx, color, width, height } = s;
+    const pad = { left: 84, right: 24, top: 8, bottom: 28 };
+    const plotW = width - pad.left - pad.right;
+    const plotH = height - pad.top - pad.bottom;
+    const FLOOR = 0.01; // ms: a log axis has no zero (clocks can put a token a hair early)
+    const rows = this.panels.map((panel) => {
+      const ns = panel.stream?.stats.latenciesNs ?? [];
+      const values = ns.map((v) => Math.max(FLOOR, v / 1e6)).sort((a, b) => a - b);
+      return { panel, values };
+    });
+    const all = rows.flatMap((r) => r.values);
+    const lo = 10 ** Math.floor(Math.log10(all.length ? Math.min(...all) : 0.1));
+    const hi = 10 ** Math.ceil(Math.log10(Math.max(lo * 10, ...all)));
+    const x = (v) => pad.left + (Math.log10(v / lo) / Math.log10(hi / lo)) * plotW;
+    const rowH = plotH / rows.length;
+
+    ctx.strokeStyle = color("line");
+    ctx.fillStyle = color("muted");
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    const decades = Math.round(Math.log10(hi / lo));
+    const every = Math.ceil(decades / Math.max(1, Math.floor(plotW / 60)));
+    for (let k = 0; k <= decades; k++) {
+      const v = lo * 10 ** k;
+      ctx.beginPath();
+      ctx.moveTo(x(v), pad.top);
+      ctx.lineTo(x(v), pad.top + plotH);
+      ctx.stroke();
+      const label = v >= 1000 ? `${v / 1000} s` : `${Number(v.toPrecision(1))} ms`;
+      ctx.textAlign = k === decades ? "right" : k === 0 ? "left" : "center";
+      if (k % every === 0) ctx.fillText(label, x(v) + (k === decades ? 4 : 0), pad.top + plotH + 6);
+    }
+    const q = (values, p) => values[Math.min(values.length - 1, Math.floor(p * values.length))];
+    rows.forEach(({ panel, values }, i) => {
+      const mid = pad.top + rowH * (i + 0.5);
+      const c = color(panel.transport);
+      ctx.fillStyle = c;
+      ctx.textAlign = "right";
+      ctx.textBaseline = "middle";
+      ctx.fillText(panel.short, pad.left - 8, mid);
+      if (!values.length) return;
+      const [p5, p25, p50, p75, p95] = [0.05, 0.25, 0.5, 0.75, 0.95].map((p) => q(values, p));
+      const boxH = Math.min(18, rowH * 0.5);
+      ctx.strokeStyle = c;
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      ctx.moveTo(x(p5), mid);
+      ctx.lineTo(x(p25), mid);
+      ctx.moveTo(x(p75), mid);
+      ctx.lineTo(x(p95), mid);
+      for (const v of [p5, p95]) {
+        ctx.moveTo(x(v), mid - boxH / 4);
+        ctx.lineTo(x(v), mid + boxH / 4);
+      }
+      ctx.stroke();
+      ctx.globalAlpha = 0.25;
+      ctx.fillRect(x(p25), mid - boxH / 2, Math.max(1, x(p75) - x(p25)), boxH);
+      ctx.globalAlpha = 1;
+      ctx.strokeRect(x(p25), mid - boxH / 2, Math.max(1, x(p75) - x(p25)), boxH);
+      ctx.lineWidth = 3;
+      ctx.beginPath();
+      ctx.moveTo(x(p50), mid - boxH / 2 - 2);
+      ctx.lineTo(x(p50), mid + boxH / 2 + 2);
+      ctx.stroke();
+      for (const v of values) {
+        if (v >= p5 && v <= p95) continue;
+        ctx.fillRect(x(v) - 1.5, mid - 1.5, 3, 3);
+      }
+    });
   }
 }
 
@@ -333,8 +543,8 @@ $("#legend").append(
   }),
 );
 const charts = [
-  new Chart($("#chart-arrivals"), panels, "arrivals"),
-  new Chart($("#chart-latency"), panels, "latency"),
+  new LagChart($("#chart-lag"), panels),
+  new LatencyChart($("#chart-latency"), panels),
 ];
 
 function scheduleRender() {
@@ -392,21 +602,27 @@ async function start() {
   try {
     if (independent) {
       run.streams = panels.map((p) =>
-        p.client(token).stream(prompt, { ...options, transport: p.transport }),
+        p.client(token, t0).stream(prompt, { ...options, transport: p.transport }),
       );
     } else {
       const id = await pageClient.create(prompt, options);
       run.id = id;
-      run.streams = panels.map((p) => p.client(token).subscribe(id, { transport: p.transport }));
+      run.streams = panels.map((p) =>
+        p.client(token, t0).subscribe(id, { transport: p.transport }),
+      );
       setStatus(`Stream ${id}: four readers on one generation of “${excerpt(prompt)}”`);
     }
     await Promise.all(panels.map((p, i) => p.read(run.streams[i], t0)));
     const matched = panels.filter((p) => p.el.dataset.digest === "ok").length;
     const failed = panels.filter((p) => p.state === "error").length;
     const ids = [...new Set(run.streams.map((s) => s.id).filter(Boolean))];
+    const took = ms(performance.now() - t0);
+    // After Stop, say so, and how far each panel got (they may differ: each reader stops
+    // at the cancel's `done`, or where it was when it had no stream id yet).
+    const got = panels.map((p) => `${p.name} ${num.format(p.arrivals.length)}`).join(", ");
     setStatus(
       [
-        `Finished in ${ms(performance.now() - t0)}`,
+        ...(run.stopped ? [`Stopped after ${took}`, `tokens: ${got}`] : [`Finished in ${took}`]),
         `${matched}/4 panels match the server's sha256`,
         ...(failed ? [`${failed} ended with an error`] : []),
         `stream${ids.length > 1 ? "s" : ""} ${ids.join(", ")}`,
@@ -427,6 +643,7 @@ async function start() {
 async function stop() {
   if (!run) return;
   const current = run;
+  current.stopped = true;
   const ids = [...new Set([current.id, ...current.streams.map((s) => s.id)].filter(Boolean))];
   setStatus(`Cancelling ${ids.join(", ")}…`);
   await Promise.allSettled(ids.map((id) => pageClient.cancel(id)));

@@ -27,6 +27,7 @@ import {
   TokenwireError,
   serverError,
 } from "../tokenwire.js";
+import { headerBytes } from "../readers.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const FLAGS = ["--experimental-websocket", "--experimental-eventsource"];
@@ -256,6 +257,160 @@ function defineTests() {
     it("every transport carried the same text", () => {
       assert.equal(texts.size, VARIANTS.length);
       assert.equal(new Set(texts.values()).size, 1);
+    });
+  });
+
+  describe("the tap: each frame as the reader read it", () => {
+    const OK = "HTTP/1.1 200 OK";
+    let id = null;
+    const raw = async (path) => {
+      const resp = await fetch(`${baseUrl}${path}`);
+      assert.equal(resp.status, 200);
+      return { text: await resp.text(), head: headerBytes(resp) };
+    };
+    const linesOf = (text) => text.split("\n").slice(0, -1);
+    const tapped = async (options, transport) => {
+      const frames = [];
+      const stream = client({ ...options, tap: (f) => frames.push(f) }).subscribe(id, {
+        transport,
+      });
+      assert.deepEqual(seqs(await stream.collect()), range(0, 6));
+      const seen = frames.map((f) => [f.transport, f.direction, f.kind, f.text]);
+      for (const f of frames) {
+        assert.ok(Object.isFrozen(f));
+        if (f.kind !== "response") assert.equal(f.nbytes, Buffer.byteLength(f.text));
+      }
+      return { frames, seen, stream };
+    };
+
+    before(async () => {
+      id = await client().create("tap the wire", { max_tokens: 6, params: FAST });
+      await client().subscribe(id, { transport: "chunked" }).collect();
+    });
+
+    for (const transport of ["sse", "chunked"]) {
+      it(`${transport} over fetch: the request, the response, each line`, async () => {
+        let path = `/api/streams/${id}/${transport}`;
+        if (transport === "chunked") path += "?after=-1";
+        const { text, head } = await raw(path);
+        const { frames, seen, stream } = await tapped({ EventSource: null }, transport);
+        assert.deepEqual(seen, [
+          [transport, "out", "request", `GET ${path}`],
+          [transport, "in", "response", OK],
+          ...linesOf(text).map((line) => [transport, "in", "line", line]),
+        ]);
+        assert.equal(frames[1].nbytes, head);
+        const lines = frames.slice(2).reduce((n, f) => n + f.nbytes + 1, 0);
+        assert.equal(stream.stats.bytesReceived, head + lines);
+        assert.equal(lines, Buffer.byteLength(text));
+      });
+    }
+
+    it("sse (EventSource): its events' lines, rebuilt", async () => {
+      const { text } = await raw(`/api/streams/${id}/sse`);
+      const { seen } = await tapped({}, "sse");
+      const fields = linesOf(text).filter((l) => /^(id|event|data):/.test(l));
+      assert.deepEqual(seen, [
+        ["sse", "out", "request", `GET /api/streams/${id}/sse?after=-1`],
+        ...fields.flatMap((line, i) => {
+          const frame = [["sse", "in", "rebuilt", line]];
+          return i % 3 === 2 ? [...frame, ["sse", "in", "rebuilt", ""]] : frame;
+        }),
+      ]);
+    });
+
+    it("ws: the handshake, the messages out and in", async () => {
+      const { text } = await raw(`/api/streams/${id}/chunked?after=-1`);
+      const { seen } = await tapped({}, "ws");
+      const subscribe = JSON.stringify({ op: "subscribe", stream: id, after: -1 });
+      assert.deepEqual(seen, [
+        ["ws", "out", "request", "GET /api/ws"],
+        ["ws", "out", "message", subscribe],
+        ...linesOf(text).map((line) => ["ws", "in", "message", line]),
+      ]);
+    });
+
+    it("poll: each request, its response and its body", async () => {
+      const path = `/api/streams/${id}/poll?after=-1&timeout=25`;
+      const { text, head } = await raw(path);
+      const { frames, seen } = await tapped({}, "poll");
+      assert.deepEqual(seen, [
+        ["poll", "out", "request", `GET ${path}`],
+        ["poll", "in", "response", OK],
+        ["poll", "in", "body", text],
+      ]);
+      assert.deepEqual([frames[1].nbytes, frames[2].nbytes], [head, Buffer.byteLength(text)]);
+    });
+
+    for (const v of VARIANTS.filter((x) => x.name !== "sse (EventSource)")) {
+      it(`${v.name}: an error answer's body is a frame too`, async () => {
+        const frames = [];
+        const c = client({ ...v.options, tap: (f) => frames.push(f) });
+        const stream = c.subscribe("nope", { transport: v.transport, resume: false });
+        await assert.rejects(stream.collect(), ServerError);
+        const seen = frames.map((f) => [f.direction, f.kind, f.text]);
+        if (v.transport === "ws") {
+          assert.deepEqual(seen.slice(0, 2), [
+            ["out", "request", "GET /api/ws"],
+            ["out", "message", '{"op":"subscribe","stream":"nope","after":-1}'],
+          ]);
+          assert.equal(seen.length, 3);
+          assert.deepEqual(seen[2].slice(0, 2), ["in", "message"]);
+          assert.deepEqual(JSON.parse(seen[2][2]), {
+            type: "error",
+            code: "unknown_stream",
+            message: "no stream 'nope'",
+            stream: "nope",
+            op: "subscribe",
+          });
+          return;
+        }
+        const paths = {
+          sse: "/api/streams/nope/sse",
+          chunked: "/api/streams/nope/chunked?after=-1",
+          poll: "/api/streams/nope/poll?after=-1&timeout=25",
+        };
+        assert.deepEqual(seen, [
+          ["out", "request", `GET ${paths[v.transport]}`],
+          ["in", "response", "HTTP/1.1 404 Not Found"],
+          ["in", "body", '{"error":{"code":"unknown_stream","message":"no stream \'nope\'"}}'],
+        ]);
+      });
+    }
+
+    it("a read that creates: the request's body, and polling's POST and 201", async () => {
+      const frames = [];
+      const c = client({ tap: (f) => frames.push(f) });
+      const body = { prompt: "made here", max_tokens: 2, params: FAST };
+      const chunked = c.stream(body.prompt, { transport: "chunked", ...body });
+      await chunked.collect();
+      const created = JSON.stringify({ type: "created", stream: chunked.id });
+      assert.deepEqual(
+        frames.slice(0, 4).map((f) => [f.direction, f.kind, f.text]),
+        [
+          ["out", "request", "POST /api/chunked"],
+          ["out", "body", JSON.stringify(body)],
+          ["in", "response", OK],
+          ["in", "line", created],
+        ],
+      );
+      frames.length = 0;
+      const poll = c.stream(body.prompt, { transport: "poll", ...body });
+      await poll.collect();
+      const at = `/api/streams/${poll.id}`;
+      const links = { sse: `${at}/sse`, ws: "/api/ws", poll: `${at}/poll` };
+      Object.assign(links, { chunked: `${at}/chunked`, self: at });
+      assert.deepEqual(
+        frames.slice(0, 5).map((f) => [f.direction, f.kind, f.text]),
+        [
+          ["out", "request", "POST /api/streams"],
+          ["out", "body", JSON.stringify(body)],
+          ["in", "response", "HTTP/1.1 201 Created"],
+          ["in", "body", JSON.stringify({ id: poll.id, links })],
+          ["out", "request", `GET ${at}/poll?after=-1&timeout=25`],
+        ],
+      );
+      assert.deepEqual(new Set(frames.map((f) => f.transport)), new Set(["poll"]));
     });
   });
 

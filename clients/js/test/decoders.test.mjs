@@ -105,4 +105,25 @@ describe("decoder extras", () => {
     assert.throws(() => new NDJSONDecoder().feed(Uint8Array.of(0x22, 0xff, 0x22, 0x0a)), TypeError);
     assert.throws(() => new NDJSONDecoder().feed(new TextEncoder().encode("nope\n")), SyntaxError);
   });
+
+  test("each decoder tells every line it splits (the client's tap)", () => {
+    const enc = (text) => new TextEncoder().encode(text);
+    const lines = [];
+    const sse = new SSEDecoder({ onLine: (line) => lines.push(line) });
+    const bom = [0xef, 0xbb, 0xbf];
+    const events = [
+      ...sse.feed(Uint8Array.of(...bom, ...enc("retry: 5\r\n\r\n: ping\n\nid: 1\nevent: tok"))),
+      ...sse.feed(enc("en\ndata: {}\r")),
+      ...sse.feed(enc("\n\nid: 2")), // an unterminated line is not told
+    ];
+    assert.deepStrictEqual(events.map((e) => e.data), ["{}"]);
+    const told = ["retry: 5", "", ": ping", "", "id: 1", "event: token", "data: {}", ""];
+    assert.deepStrictEqual(lines, told);
+
+    lines.length = 0;
+    const nd = new NDJSONDecoder({ onLine: (line) => lines.push(line) });
+    assert.deepStrictEqual(nd.feed(Uint8Array.of(...enc('{"a":1}\n\n{"b":"'), 0xc3)), [{ a: 1 }]);
+    assert.deepStrictEqual(nd.feed(Uint8Array.of(0xa9, ...enc('"}\r\n{"c"'))), [{ b: "é" }]);
+    assert.deepStrictEqual(lines, ['{"a":1}', "", '{"b":"é"}\r']);
+  });
 });
