@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck autobahn clean
+.PHONY: run test lint typecheck pytest pytest-versions jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck autobahn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,35 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 # Everything the tests use: dev tools, torch (CPU build, pinned), transformers.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0  # the CPU build the tests use (the hf extra says torch>=2.4)
 	$(BIN)/pip install -q -e ".[dev,hf,bench,peers]"
 	touch $@ $(VENV)/.installed
+
+# The other Pythons the core is tested on: `make test` runs the contract subset
+# (`pytest -m contract`, tests/conftest.py) on each, in its own .venv-X.Y with the core and
+# the dev extra only (no torch). An interpreter is found on PATH (pythonX.Y) or in pyenv's
+# versions; a missing one stops `make test` with how to get it.
+EXTRA_PYTHONS := 3.12 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
+find-python = $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)) \
+	$(shell command -v python$(1) 2>/dev/null))
+
+.venv-%/.installed-dev: pyproject.toml
+	@py="$(call find-python,$*)"; \
+	if [ -z "$$py" ] || ! "$$py" -c 'import sys' 2>/dev/null; then \
+		echo "make: Python $* is not installed, and make test runs the contract tests on it:" \
+			"install it (pyenv install $*, or your system's python$*)," \
+			"or leave it out with make test EXTRA_PYTHONS=" >&2; \
+		exit 1; \
+	fi; \
+	"$$py" -m venv .venv-$* && .venv-$*/bin/pip install -q --upgrade pip && \
+		.venv-$*/bin/pip install -q -e ".[dev]"
+	touch $@
+
+pytest-%: .venv-%/.installed-dev
+	.venv-$*/bin/pytest -m contract
+
+pytest-versions: $(addprefix pytest-,$(EXTRA_PYTHONS))
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -67,7 +93,7 @@ pytest: install-dev system-deps node-deps express-deps
 jstest: install-dev
 	node --test --experimental-websocket --experimental-eventsource clients/js/test/
 
-test: lint typecheck pytest jstest
+test: lint typecheck pytest pytest-versions jstest
 
 bench-overhead: install-dev
 	$(BIN)/python -m bench.overhead --repeat 3
@@ -100,4 +126,4 @@ bench-peers: install-dev express-deps
 	$(BIN)/tokenwire bench --peers $(RACE_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(addprefix .venv-,$(EXTRA_PYTHONS)) .mypy_cache .ruff_cache .pytest_cache

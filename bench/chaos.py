@@ -29,7 +29,7 @@ from bench.cutproxy import CutProxy
 from bench.lab import REPO, Server, spawn_server, stop_server, wait_ready
 from bench.stats import print_table
 from clients import Client
-from server.sources.synthetic import synthetic_text
+from server.sources.synthetic import CorpusName, synthetic_text
 from wire import TRANSPORTS, Transport
 
 PY_KINDS = ("py-sse", "py-ws", "py-poll", "py-chunked", "py-openai")
@@ -39,6 +39,10 @@ CHAOS_MJS = Path(__file__).resolve().parent / "chaos.mjs"
 NODE_FLAGS = ("--experimental-websocket", "--experimental-eventsource")
 #: Roughly the wire bytes of one token on the fattest transport: the cut positions' scale.
 BYTES_PER_TOKEN = 120
+
+#: The text every stream carries: the hard cases, so that cuts land inside multi-byte
+#: characters and CR LF pairs too.
+CORPUS: CorpusName = "hard-cases"
 
 
 @dataclass(slots=True)
@@ -319,7 +323,7 @@ def check(out: Outcome, spec: Spec, log: list[dict[str, Any]] | None, row: Row) 
         if end.get("sha256") != hashlib.sha256(out.text.encode()).hexdigest():
             problems.append(f"sha256 differs (log ends {end['type']})")
         if spec.kind != "py-openai" and out.text != "".join(
-            synthetic_text(spec.prompt, 0, spec.tokens)
+            synthetic_text(spec.prompt, 0, spec.tokens, CORPUS)
         ):
             problems.append("text differs from the synthetic source's")
     else:
@@ -338,7 +342,7 @@ async def chaos(args: argparse.Namespace, server: Server) -> list[Row]:
     specs = make_plan(
         kinds, args.streams, args.tokens, args.max_cuts, args.max_client_cuts, args.seed
     )
-    params = {"tokens_per_s": args.rate, "ttft_ms": 0, "jitter": 0}
+    params = {"tokens_per_s": args.rate, "ttft_ms": 0, "jitter": 0, "corpus": CORPUS}
     port = int(server.base.rsplit(":", 1)[1])
     async with contextlib.AsyncExitStack() as stack:
         session = await stack.enter_async_context(aiohttp.ClientSession())

@@ -56,10 +56,9 @@ from bench.overhead import (
     tally_stream,
     warm_pool,
 )
-from bench.peers import PEERS
+from bench.peers import PEERS, write_pieces
 from bench.stats import or_dash, print_table
 from clients.check import StreamCheck
-from server.sources.synthetic import corpus_pieces
 from wire import TRANSPORTS
 
 TOKENWIRE = "tokenwire"
@@ -222,7 +221,7 @@ def start_targets(
                 stdout=subprocess.DEVNULL,
             )
         pieces = out / "pieces.json"
-        pieces.write_text(json.dumps(list(corpus_pieces())))
+        write_pieces(pieces)
         for name in names:
             why = missing(PEERS[name]("127.0.0.1", 0, pieces))
             if why is not None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from clients.client import Client, Stream, StreamStats, SyncClient
+from clients.client import Client, Stream, StreamStats, SyncClient, SyncStream
 from clients.errors import (
     ClosedByServer,
     ConnectionLost,
@@ -35,6 +35,7 @@ __all__ = [
     "StreamGone",
     "StreamStats",
     "SyncClient",
+    "SyncStream",
     "TokenwireError",
     "server_error",
 ]

@@ -335,8 +335,54 @@ def _create_body(
     return body
 
 
+class SyncStream:
+    """A :class:`Stream` for code that is not async: iterate it for the events; ``stats``,
+    ``id``, ``text``, ``done`` and ``digest_ok`` are the async stream's."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream) -> None:
+        self._loop = loop
+        #: The async stream it reads.
+        self.stream = stream
+
+    @property
+    def stats(self) -> StreamStats:
+        return self.stream.stats
+
+    @property
+    def id(self) -> str | None:
+        return self.stream.id
+
+    @property
+    def text(self) -> str:
+        return self.stream.text
+
+    @property
+    def done(self) -> Event | None:
+        return self.stream.done
+
+    @property
+    def digest_ok(self) -> bool | None:
+        return self.stream.digest_ok
+
+    def __iter__(self) -> Iterator[Event]:
+        agen = self.stream.__aiter__()
+        try:
+            while True:
+                try:
+                    yield self._loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._loop.run_until_complete(agen.aclose())  # type: ignore[attr-defined]
+
+    def collect(self) -> list[Event]:
+        """Read the whole stream; returns its events."""
+        return list(self)
+
+
 class SyncClient:
-    """The same API for scripts that are not async: ``for ev in SyncClient(url).stream(...)``."""
+    """The same calls for scripts that are not async: ``s = c.stream(...)``, ``for ev in s``,
+    then ``s.stats``, as with :class:`Client`."""
 
     def __init__(self, base_url: str, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
@@ -353,22 +399,29 @@ class SyncClient:
             self._loop.run_until_complete(self._client.aclose())
             self._loop.close()
 
-    def _iterate(self, stream: Stream) -> Iterator[Event]:
-        agen = stream.__aiter__()
-        try:
-            while True:
-                try:
-                    yield self._loop.run_until_complete(agen.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            self._loop.run_until_complete(agen.aclose())  # type: ignore[attr-defined]
+    def stream(self, prompt: str, **kwargs: Any) -> SyncStream:
+        """:meth:`Client.stream`: iterate the result for the events, then read its ``stats``."""
+        return SyncStream(self._loop, self._client.stream(prompt, **kwargs))
 
-    def stream(self, prompt: str, **kwargs: Any) -> Iterator[Event]:
-        return self._iterate(self._client.stream(prompt, **kwargs))
+    def subscribe(self, stream_id: str, **kwargs: Any) -> SyncStream:
+        """:meth:`Client.subscribe`, for code that is not async."""
+        return SyncStream(self._loop, self._client.subscribe(stream_id, **kwargs))
 
-    def subscribe(self, stream_id: str, **kwargs: Any) -> Iterator[Event]:
-        return self._iterate(self._client.subscribe(stream_id, **kwargs))
+    def create(
+        self,
+        prompt: str,
+        max_tokens: int | None = None,
+        source: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> str:
+        """:meth:`Client.create`: a stream made without reading it; returns its id."""
+        return self._loop.run_until_complete(
+            self._client.create(prompt, max_tokens, source, params)
+        )
+
+    def status(self, stream_id: str) -> dict[str, Any]:
+        """:meth:`Client.status`."""
+        return self._loop.run_until_complete(self._client.status(stream_id))
 
     def cancel(self, stream_id: str) -> None:
         self._loop.run_until_complete(self._client.cancel(stream_id))

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 
+from server.allowlists import host_name, is_loopback_name
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS, Closable
 from server.connections import CONNECTIONS, ConnectionGuard, connection_middleware
 from server.errors import (
@@ -255,6 +256,24 @@ async def drain(app: web.Application) -> None:
     await asyncio.sleep(app[SETTINGS].shutdown_drain_s)
 
 
+def exposure_notice(settings: Settings) -> str | None:
+    """What remote clients get from a server listening beyond loopback without
+    ``allowed_hosts`` (said once at start-up), or ``None`` on loopback or with a host list."""
+    if settings.allowed_hosts or is_loopback_name(host_name(settings.host) or settings.host):
+        return None
+    who = (
+        "every API route needs the --auth-token"
+        if settings.auth_token
+        else "there is no --auth-token, so anyone who reaches the port can create, read and "
+        "cancel streams"
+    )
+    return (
+        f"listening on {settings.host} without --allowed-hosts: requests for any Host name are "
+        f"answered (no DNS-rebinding check) and {who}; set --allowed-hosts to the names "
+        "clients use, and --auth-token"
+    )
+
+
 def raise_open_files_limit() -> tuple[int, int]:
     """Raise ``RLIMIT_NOFILE``'s soft limit to the hard limit (each connection is a file
     descriptor; a soft limit of 1,024 is a few hundred clients) and log both."""
@@ -308,6 +327,8 @@ async def run(
     await runner.setup()
     listener = await listen(runner, settings)
     log.info("tokenwire serving on http://%s:%d", settings.host, settings.port)
+    if (notice := exposure_notice(settings)) is not None:
+        log.warning("%s", notice)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -42,7 +42,7 @@ class Settings:
     source: SourceName = "synthetic"
     """Default source; ``synthetic`` is always enabled as well."""
     model: str | None = None
-    """``hf``: hub name or local path (default ``openai-community/gpt2``).
+    """``hf``: hub name or local path (required).
     ``openai``: the model name sent upstream (default ``gpt-4o-mini``)."""
     base_url: str | None = None
     """``openai``: an OpenAI-compatible base URL (default: the SDK's, or OPENAI_BASE_URL)."""
@@ -146,6 +146,22 @@ class Settings:
         ):
             # An empty token (an unset shell variable) must not turn authentication off.
             raise ValueError("auth_token must be a non-empty string without whitespace")
+        if self.source == "hf" and not self.model:
+            # Without it the hub would be tried (and retried, offline) for a default model.
+            raise ValueError(
+                "source hf needs a model: --model (TOKENWIRE_MODEL), a local model directory "
+                "or a hub id such as openai-community/gpt2"
+            )
+        if self.source == "openai" and not (
+            self.api_key
+            or self.base_url
+            or os.environ.get("OPENAI_API_KEY")
+            or os.environ.get("OPENAI_BASE_URL")
+        ):
+            raise ValueError(
+                "source openai needs an API key: --api-key or OPENAI_API_KEY (a local "
+                "OpenAI-compatible server needs none: --base-url or OPENAI_BASE_URL)"
+            )
         # A bad origin or host list fails here, naming the setting.
         HostList.parse(self.allowed_hosts, self.host)
         OriginList.parse(self.ws_allowed_origins, "ws_allowed_origins")
@@ -153,7 +169,8 @@ class Settings:
 
     @property
     def hf_model(self) -> str:
-        return self.model or "openai-community/gpt2"
+        """The ``hf`` model (``__post_init__`` refuses ``source="hf"`` without one)."""
+        return self.model or ""
 
     @property
     def openai_model(self) -> str:
@@ -200,31 +217,210 @@ def _parse(name: str, hint: Any, raw: str) -> Any:
     return raw
 
 
-#: ``--help`` text for the flags whose field name alone does not say enough.
-FLAG_HELP = {
-    "host": "interface to listen on",
-    "port": "TCP port",
-    "source": "default token source (synthetic is always enabled too)",
-    "model": "hf: hub name or local path; openai: upstream model name",
-    "base_url": "openai: an OpenAI-compatible base URL (or OPENAI_BASE_URL)",
-    "api_key": "openai: API key (or OPENAI_API_KEY)",
-    "tokens_per_s": "synthetic default pace; 0 = as fast as possible",
+#: ``tokenwire serve --help``: one sentence per flag (its default is added after it).
+FLAG_HELP: dict[str, str] = {
+    # listening
+    "host": "Interface to listen on; anything but a loopback address lets other machines in "
+    "(see --allowed-hosts and --auth-token).",
+    "port": "TCP port to listen on.",
+    "backlog": "Connections the kernel queues before the server accepts them (many clients "
+    "connecting at once need more than 128).",
+    # sources
+    "source": "The token source requests get by default; synthetic is always enabled too.",
+    "model": "hf: a local model directory or a hub id (required with --source hf); openai: "
+    "the model name sent upstream (default gpt-4o-mini).",
+    "base_url": "openai: an OpenAI-compatible base URL, e.g. another server's /v1 (or "
+    "OPENAI_BASE_URL).",
+    "api_key": "openai: the API key (or OPENAI_API_KEY); a --base-url server may need none.",
+    "hf_device": "hf: the torch device the model runs on, e.g. cpu or cuda.",
+    "hf_max_concurrent": "hf: generations that run at once; more wait their turn.",
+    "openai_timeout_s": "openai: seconds to wait for the upstream before the stream fails "
+    "with upstream_timeout.",
+    "openai_max_tokens_field": "openai: the request field that carries max_tokens "
+    "(reasoning models on api.openai.com want max_completion_tokens).",
+    # synthetic pacing
+    "ttft_ms": "Synthetic: default milliseconds before the first token.",
+    "tokens_per_s": "Synthetic: default pace in tokens per second; 0 sends as fast as possible.",
+    "jitter": "Synthetic: default spread of the gaps between tokens, relative to the pace "
+    "(0 to 1).",
+    "seed": "Synthetic: default seed; with the prompt it picks the text.",
+    "max_ttft_ms": "Synthetic: the largest ttft_ms a request may ask for.",
+    "max_tokens_per_s": "Synthetic: the largest tokens_per_s a request may ask for.",
+    "max_unpaced_streams": "Synthetic: streams that may run with tokens_per_s=0 at once; "
+    "more are refused with 503.",
+    "max_total_tokens_per_s": "Synthetic: the sum of the paces the live paced streams may ask "
+    "for; more is refused with 503 (0: no limit).",
+    # caps
+    "default_max_tokens": "Tokens generated when a request does not say max_tokens.",
+    "max_tokens_cap": "The largest max_tokens a request may ask for.",
+    "max_prompt_chars": "The longest prompt accepted, in characters (413 beyond).",
+    "max_body_bytes": "The largest request body accepted, in bytes (413 beyond).",
+    "max_live_streams": "Streams generating at once, in total (503 beyond).",
+    "max_streams_per_client": "Live streams one client address may create (429 beyond).",
+    "max_log_events": "Events kept per stream for late readers and resumes; older "
+    "positions answer 410 gone.",
+    "generation_timeout_s": "Seconds a generation may run before it ends with a "
+    "generation_timeout error.",
+    # lifetimes
+    "retention_s": "Seconds a finished stream stays readable; then it answers 410 gone.",
+    "grace_s": "Seconds a stream may go without a reader before it is cancelled.",
+    "heartbeat_s": "Seconds of silence after which SSE, chunked and /v1 responses get a "
+    "keep-alive line.",
+    "send_timeout_s": "Seconds a reader may leave its bytes untaken before it is dropped.",
+    "sse_retry_ms": "The retry: delay SSE tells EventSource to wait before reconnecting.",
+    "poll_timeout_s": "Seconds a long poll waits for events when the request does not say.",
+    "max_poll_timeout_s": "The longest wait a long poll may ask for.",
+    "shutdown_timeout_s": "On stop: seconds open responses get to finish.",
+    "shutdown_drain_s": "On stop: seconds clients may still fetch the final events before "
+    "the listener closes.",
+    # WebSocket
+    "ws_max_msg_bytes": "The largest WebSocket message accepted (close 1009 beyond).",
+    "ws_max_msgs_per_s": "WebSocket messages per second a socket may send, bursts included "
+    "(close 1008 beyond).",
+    "ws_heartbeat_s": "Seconds between the server's WebSocket pings.",
+    "ws_auth_timeout_s": "With --auth-token: seconds a socket without the header may take to "
+    'send {"op":"auth"} (close 1008 after).',
+    # security
+    "auth_token": "When set, every API route needs Authorization: Bearer <token> (a "
+    "WebSocket may send it as its first message).",
+    "ws_allowed_origins": "Origins (comma-separated, or *) whose pages may open a WebSocket, "
+    "besides the server's own.",
+    "cors_origins": "Origins (comma-separated, or *) whose pages may call the HTTP API; empty: "
+    "CORS off.",
+    "allowed_hosts": "Host names the server answers to (comma-separated, or *); empty: "
+    "loopback names on a loopback address, any name otherwise.",
+    # store and processes
+    "max_retained_bytes": "Memory the logs of finished streams may take in all; past it the "
+    "oldest are forgotten first (410 gone; 0: no limit).",
+    "max_retained_bytes_per_client": "The same memory bound for one client's finished "
+    "streams (its oldest go first).",
+    "max_retained_events": "Events the logs of finished streams may keep in all; the oldest "
+    "streams are forgotten first.",
+    "max_retained_events_per_client": "The same event bound for one client's finished "
+    "streams (its oldest go first).",
 }
+
+#: ``tokenwire serve --help``'s sections, in order: a title, a sentence, the fields. A field
+#: named here that ``Settings`` does not have is skipped; a field no section names is listed
+#: under "other".
+FLAG_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("listening", "Where the server listens.", ("host", "port", "backlog")),
+    (
+        "sources",
+        "Where the tokens come from: synthetic (always on), hf (a local model) or openai "
+        "(an OpenAI-compatible upstream).",
+        (
+            "source",
+            "model",
+            "base_url",
+            "api_key",
+            "hf_device",
+            "hf_max_concurrent",
+            "openai_timeout_s",
+            "openai_max_tokens_field",
+        ),
+    ),
+    (
+        "synthetic pacing",
+        "The synthetic source's defaults (requests override them within the caps) and caps.",
+        (
+            "ttft_ms",
+            "tokens_per_s",
+            "jitter",
+            "seed",
+            "max_ttft_ms",
+            "max_tokens_per_s",
+            "max_unpaced_streams",
+            "max_total_tokens_per_s",
+        ),
+    ),
+    (
+        "caps",
+        "What one request or one client may ask for.",
+        (
+            "default_max_tokens",
+            "max_tokens_cap",
+            "max_prompt_chars",
+            "max_body_bytes",
+            "max_live_streams",
+            "max_streams_per_client",
+            "max_log_events",
+            "generation_timeout_s",
+        ),
+    ),
+    (
+        "lifetimes",
+        "How long streams, readers and the server itself wait.",
+        (
+            "retention_s",
+            "grace_s",
+            "heartbeat_s",
+            "send_timeout_s",
+            "sse_retry_ms",
+            "poll_timeout_s",
+            "max_poll_timeout_s",
+            "shutdown_timeout_s",
+            "shutdown_drain_s",
+        ),
+    ),
+    (
+        "WebSocket",
+        "Limits and keep-alive of /api/ws.",
+        ("ws_max_msg_bytes", "ws_max_msgs_per_s", "ws_heartbeat_s", "ws_auth_timeout_s"),
+    ),
+    (
+        "security",
+        "Who may talk to the server (docs/protocol.md, Security).",
+        ("auth_token", "ws_allowed_origins", "cors_origins", "allowed_hosts"),
+    ),
+    (
+        "store and processes",
+        "Where the stream logs live, and how many server processes share them.",
+        (
+            "store",
+            "store_url",
+            "redis_url",
+            "workers",
+            "node_id",
+            "max_retained_bytes",
+            "max_retained_bytes_per_client",
+            "max_retained_events",
+            "max_retained_events_per_client",
+        ),
+    ),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`Settings` field: ``max_live_streams`` is ``--max-live-streams``."""
+    """One flag per :class:`Settings` field (``max_live_streams`` is ``--max-live-streams``),
+    in the sections of :data:`FLAG_GROUPS`, each with its :data:`FLAG_HELP` sentence."""
     hints = typing.get_type_hints(Settings)
-    for f in dataclasses.fields(Settings):
-        hint = hints[f.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        kind = args[0] if args and typing.get_origin(hint) is not Literal else hint
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{FLAG_HELP.get(f.name, f.name.replace('_', ' '))} (default: {f.default})"
-        if typing.get_origin(hint) is Literal:
-            parser.add_argument(flag, choices=typing.get_args(hint), default=None, help=help_text)
-        elif kind in (int, float, str):
-            parser.add_argument(flag, type=kind, default=None, help=help_text)
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    grouped = {name for _, _, names in FLAG_GROUPS for name in names}
+    other = tuple(name for name in fields if name not in grouped)
+    sections = [*FLAG_GROUPS, ("other", "More settings.", other)]
+    for title, about, names in sections:
+        present = [fields[n] for n in names if n in fields]
+        if not present:
+            continue
+        group = parser.add_argument_group(title, about)
+        for f in present:
+            hint = hints[f.name]
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            kind = args[0] if args and typing.get_origin(hint) is not Literal else hint
+            flag = "--" + f.name.replace("_", "-")
+            default = "" if f.name in SECRET_FIELDS else f" (default: {f.default})"
+            help_text = FLAG_HELP.get(f.name, f.name.replace("_", " ")) + default
+            if typing.get_origin(hint) is Literal:
+                group.add_argument(
+                    flag, choices=typing.get_args(hint), default=None, help=help_text
+                )
+            elif kind in (int, float, str):
+                group.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+#: Fields whose default ``--help`` does not print.
+SECRET_FIELDS = frozenset({"api_key", "auth_token"})
 
 
 def from_args(ns: argparse.Namespace) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -140,3 +141,47 @@ async def create(session: aiohttp.ClientSession, srv: TestServer, **body: Any) -
     async with session.post(f"{base_url(srv)}/api/streams", data=orjson.dumps(body)) as resp:
         assert resp.status == 201, await resp.text()
         return str((await resp.json())["id"])
+
+
+#: The contract subset, ``pytest -m contract``: the wire (framing, vectors, names), the
+#: synthetic text, errors, the four transports and the WebSocket commands, ``/v1``, both
+#: Python clients and the command line, on real servers, with the core and ``dev`` extras
+#: only (no torch, no bench or peers stacks). ``make test`` runs it on every Python of
+#: ``EXTRA_PYTHONS`` (Makefile), and the whole suite on the main one.
+CONTRACT_MODULES = frozenset(
+    {
+        "test_framing.py",
+        "test_framing_openai.py",
+        "test_vectors.py",
+        "test_wire_names.py",
+        "test_synthetic.py",
+        "test_errors.py",
+        "test_transports.py",
+        "test_ws.py",
+        "test_v1.py",
+        "test_client.py",
+        "test_client_cli.py",
+        "test_cli.py",
+    }
+)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under ``-m contract``, the other test modules are not even imported (they may need
+    torch or the bench stacks, which the contract environments do not install)."""
+    if config.getoption("markexpr") != "contract" or collection_path.suffix != ".py":
+        return None
+    name = collection_path.name
+    return True if name.startswith("test_") and name not in CONTRACT_MODULES else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the contract subset: the tests of :data:`CONTRACT_MODULES` but those marked
+    ``hf`` (they need torch)."""
+    for item in items:
+        if (
+            item.path.name in CONTRACT_MODULES
+            and item.path.parent.name == "tests"
+            and item.get_closest_marker("hf") is None
+        ):
+            item.add_marker(pytest.mark.contract)

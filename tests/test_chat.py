@@ -573,8 +573,8 @@ REFUSALS = [
         invalid(
             "params.temperature",
             "invalid_value",
-            "Invalid 'params.temperature': unknown parameter (allowed: jitter, seed, "
-            "tokens_per_s, ttft_ms).",
+            "Invalid 'params.temperature': unknown parameter (allowed: corpus, jitter, "
+            "seed, tokens_per_s, ttft_ms).",
         ),
     ),
     (

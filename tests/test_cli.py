@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import socket
+import subprocess
 import sys
 
 import aiohttp
 import pytest
 
-from server.settings import Settings
+from server.app import exposure_notice
+from server.settings import FLAG_GROUPS, FLAG_HELP, Settings
 from server.settings import from_args as settings_from_args
 from tests.readers import read
 from tokenwire.cli import build_parser
@@ -93,3 +96,110 @@ async def test_process_serves_and_stops_gracefully_on_sigterm() -> None:
     out = (await proc.stdout.read()).decode()
     assert f"tokenwire serving on http://127.0.0.1:{port}" in out
     assert "Traceback" not in out
+
+
+# -- failing fast and kindly: one line on stderr, an exit status, never a traceback --------
+
+
+def run_serve(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``tokenwire serve ARGS`` as a process that must fail; its status and stderr."""
+    base = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ".", "HOME": "/nonexistent"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tokenwire", "serve", *args],
+        env=base | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=10,  # "did not hang" (the hub's retries took 54 s), not a speed figure
+        check=False,
+    )
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    return proc.returncode, proc.stderr
+
+
+def test_serve_on_a_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = run_serve("--port", str(port))
+    assert code == 1
+    assert err.splitlines()[0] == (
+        f"tokenwire: 127.0.0.1:{port} is already in use (another server?): stop it, or pick "
+        "another --port"
+    )
+
+
+def test_serve_openai_without_a_key() -> None:
+    code, err = run_serve("--source", "openai", "--port", str(free_port()))
+    assert code == 1
+    assert err == (
+        "tokenwire: source openai needs an API key: --api-key or OPENAI_API_KEY (a local "
+        "OpenAI-compatible server needs none: --base-url or OPENAI_BASE_URL)\n"
+    )
+
+
+def test_serve_hf_without_a_model() -> None:
+    code, err = run_serve("--source", "hf", "--port", str(free_port()))
+    assert code == 1
+    assert err == (
+        "tokenwire: source hf needs a model: --model (TOKENWIRE_MODEL), a local model "
+        "directory or a hub id such as openai-community/gpt2\n"
+    )
+
+
+def test_exposure_notice_says_what_remote_clients_get() -> None:
+    """Listening beyond loopback without ``--allowed-hosts`` is said at start-up (tested on
+    the notice itself: the tests listen on loopback only)."""
+    assert exposure_notice(Settings()) is None
+    assert exposure_notice(Settings(host="localhost")) is None
+    assert exposure_notice(Settings(host="0.0.0.0", allowed_hosts="example.org")) is None
+    assert exposure_notice(Settings(host="0.0.0.0")) == (
+        "listening on 0.0.0.0 without --allowed-hosts: requests for any Host name are answered "
+        "(no DNS-rebinding check) and there is no --auth-token, so anyone who reaches the port "
+        "can create, read and cancel streams; set --allowed-hosts to the names clients use, "
+        "and --auth-token"
+    )
+    assert exposure_notice(Settings(host="::", auth_token="t")) == (
+        "listening on :: without --allowed-hosts: requests for any Host name are answered "
+        "(no DNS-rebinding check) and every API route needs the --auth-token; set "
+        "--allowed-hosts to the names clients use, and --auth-token"
+    )
+
+
+def test_serve_help_has_a_section_and_a_sentence_for_every_flag() -> None:
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    grouped = [name for _, _, names in FLAG_GROUPS for name in names if name in fields]
+    assert sorted(grouped) == sorted(fields)  # each once, none under "other"
+    for name in fields:
+        sentence = FLAG_HELP[name]
+        assert sentence[0].isupper() or sentence.split(":")[0] in ("hf", "openai"), name
+        assert sentence.endswith("."), name
+        assert len(sentence.split()) >= 5, name  # a sentence, not the flag's name again
+    text = (
+        build_parser().parse_args(["serve"])
+        and subprocess.run(
+            [sys.executable, "-m", "tokenwire", "serve", "--help"],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ".", "COLUMNS": "100"},
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    )
+    titles = [
+        line[:-1] for line in text.splitlines() if line and line[0] != " " and line[-1] == ":"
+    ]
+    assert titles == [
+        "options",
+        "listening",
+        "sources",
+        "synthetic pacing",
+        "caps",
+        "lifetimes",
+        "WebSocket",
+        "security",
+    ]
+    assert "--grace-s GRACE_S     Seconds a stream may go without a reader before it is" in text
+    assert "AUTH_TOKEN" in text
+    assert "(default: None)" not in text.split("--auth-token AUTH_TOKEN")[1].split("--")[0]

@@ -263,14 +263,25 @@ async def test_websocket_closed_without_terminal_event() -> None:
 def test_sync_client(server: TestServer) -> None:
     url = base_url(server)
 
-    def run() -> list[dict[str, object]]:
+    def run() -> tuple[list[dict[str, object]], dict[str, object], str, list[int]]:
         with SyncClient(url) as c:
-            return list(c.stream("sync", transport="chunked", max_tokens=5, params=FAST))
+            stream = c.stream("sync", transport="chunked", max_tokens=5, params=FAST)
+            events = list(stream)
+            assert (stream.id, stream.digest_ok, stream.done) == (
+                events[0]["stream"],
+                True,
+                events[-1],
+            )
+            again = c.subscribe(c.create("sync", 3, params=FAST), transport="ws").collect()
+            return events, stream.stats.summary(), stream.text, [e["seq"] for e in again]
 
-    events = (
+    events, summary, text, again = (
         asyncio.get_event_loop_policy().get_event_loop().run_until_complete(asyncio.to_thread(run))
     )
     assert [e["seq"] for e in events] == [0, 1, 2, 3, 4, 5]
+    assert (summary["transport"], summary["tokens"], summary["reconnects"]) == ("chunked", 5, 0)
+    assert text == "".join(synthetic_text("sync", 0, 5))
+    assert again == [0, 1, 2, 3]
 
 
 @transports

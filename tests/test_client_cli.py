@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import signal
+import socket
 import sys
 
+import aiohttp
 import orjson
+import pytest
 from aiohttp.test_utils import TestServer
 
+from clients.cli import STAT_KEYS, median
 from server.sources.synthetic import synthetic_text
 from tests.conftest import base_url
 
@@ -49,9 +56,28 @@ async def test_stream_json_and_stats(server: TestServer) -> None:
     events = [orjson.loads(line) for line in lines[:6]]
     assert [e["seq"] for e in events] == [0, 1, 2, 3, 4, 5]
     assert [e["text"] for e in events[:5]] == synthetic_text("cli", 0, 5)
-    assert lines[6] == f"stream {events[0]['stream']} over poll, digest ok: True"
-    assert lines[7].split() == ["tokens", "5"]
-    assert [line.split()[0] for line in lines[8:]] == [
+    # stdout stays JSON lines: the measurements are the last one.
+    assert len(lines) == 7
+    stats = orjson.loads(lines[6])
+    assert list(stats) == ["type", "stream", "digest_ok", "transport", *STAT_KEYS]
+    assert stats["type"] == "stats"
+    assert stats["stream"] == events[0]["stream"]
+    assert (stats["digest_ok"], stats["transport"], stats["tokens"]) == (True, "poll", 5)
+    assert (stats["reconnects"], stats["requests"] >= 1) == (0, True)
+
+
+async def test_stream_stats_as_text(server: TestServer) -> None:
+    code, out, err = await run_cli(
+        "stream", "cli", "--url", base_url(server), "--max-tokens", "5", "--stats",
+        "--transport", "poll", *FAST,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == "".join(synthetic_text("cli", 0, 5))
+    assert lines[1].startswith("stream ")
+    assert lines[1].endswith(" over poll, digest ok: True")
+    assert lines[2].split() == ["tokens", "5"]
+    assert [line.split()[0] for line in lines[3:]] == [
         "time", "gap", "gap", "transport", "transport", "bytes", "HTTP", "reconnects",
     ]  # fmt: skip
     assert lines[-1].split() == ["reconnects", "0"]
@@ -92,3 +118,173 @@ async def test_compare_reads_one_generation_over_all_four(server: TestServer) ->
     assert cells("HTTP requests")[:2] == ["1", "1"]
     assert cells("HTTP requests")[3] == "1"
     assert int(cells("HTTP requests")[2]) >= 1
+
+    # Piped (not a terminal): no progress table glued above the measurements.
+    assert out.splitlines()[0].strip() == "measurements (client side)"
+    assert sum(line.startswith("┏") for line in out.splitlines()) == 1
+
+
+async def test_compare_json_csv_and_repeat(server: TestServer) -> None:
+    args = ["compare", "rep", "--url", base_url(server), "--max-tokens", "12", *FAST]
+    code, out, err = await run_cli(*args, "--json", "--repeat", "3", "--transports", "ws,sse")
+    assert (code, err) == (0, "")
+    doc = orjson.loads(out)
+    assert list(doc) == ["prompt", "runs", "streams", "identical_text", "transports"]
+    assert (doc["prompt"], doc["runs"], len(set(doc["streams"]))) == ("rep", 3, 3)
+    assert doc["identical_text"] is True
+    assert list(doc["transports"]) == ["sse", "ws"]  # the wire's order
+    for figures in doc["transports"].values():
+        assert list(figures) == [*STAT_KEYS, "digest_ok"]
+        assert (figures["tokens"], figures["reconnects"], figures["digest_ok"]) == (12, 0, True)
+        assert figures["ttft_ms"] > 0
+
+    code, out, err = await run_cli(*args, "--csv", "--transports", "poll,chunked")
+    assert (code, err) == (0, "")
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["transport", "runs", *STAT_KEYS, "digest_ok", "identical_text"]
+    assert [(r[0], r[1], r[2], r[-2], r[-1]) for r in rows[1:]] == [
+        ("poll", "1", "12", "True", "True"),
+        ("chunked", "1", "12", "True", "True"),
+    ]
+
+
+def test_median_keeps_counts_whole() -> None:
+    assert median([3, 1, 2]) == 2
+    assert median([1, 2]) == 1.5
+    assert median([1.0, 3.0]) == 2.0
+    assert median([None, None]) is None
+    assert median([None, 4]) == 4
+
+
+# -- failing fast and kindly: one line on stderr, an exit status, never a traceback --------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "first_line"),
+    [
+        pytest.param(
+            ["stream", "hello", "--url", "http://127.0.0.1:{port}"],
+            1,
+            "tokenwire: no tokenwire server answers at http://127.0.0.1:{port}: start one with"
+            " `tokenwire serve` (or pass --url)",
+            id="stream-no-server",
+        ),
+        pytest.param(
+            ["compare", "hi", "--url", "http://127.0.0.1:{port}"],
+            1,
+            "tokenwire: no tokenwire server answers at http://127.0.0.1:{port}: start one with"
+            " `tokenwire serve` (or pass --url)",
+            id="compare-no-server",
+        ),
+        pytest.param(
+            ["compare", "hi", "--transports", "sse,websocket"],
+            2,
+            "tokenwire: unknown transport 'websocket' in --transports (valid: sse, ws, poll,"
+            " chunked)",
+            id="unknown-transport",
+        ),
+        pytest.param(
+            ["stream", "hello", "--url", "127.0.0.1:{port}"],
+            2,
+            "tokenwire: --url must be http:// or https:// and a host, got '127.0.0.1:{port}';"
+            " did you mean http://127.0.0.1:{port}?",
+            id="url-without-scheme",
+        ),
+        pytest.param(
+            ["compare", "hi", "--url", "ftp://127.0.0.1:{port}"],
+            2,
+            "tokenwire: --url must be http:// or https:// and a host, got 'ftp://127.0.0.1:{port}'",
+            id="url-other-scheme",
+        ),
+        pytest.param(
+            ["stream", "hello", "--param", "tokens_per_s"],
+            2,
+            "tokenwire: --param needs KEY=VALUE, got 'tokens_per_s'",
+            id="param-without-value",
+        ),
+        pytest.param(
+            ["compare", "hi", "--repeat", "0"],
+            2,
+            "tokenwire: --repeat must be at least 1, got 0",
+            id="repeat-zero",
+        ),
+    ],
+)
+async def test_a_bad_start_is_one_line(args: list[str], status: int, first_line: str) -> None:
+    """Nothing listens on the port: the answer comes well before any network timeout (the
+    client's reconnects took 27 s): 10 s is a "did not hang" bound, not a speed figure."""
+    port = str(free_port())
+    async with asyncio.timeout(10):
+        code, out, err = await run_cli(*(a.replace("{port}", port) for a in args))
+    assert (code, out) == (status, "")
+    assert err.splitlines() == [first_line.replace("{port}", port)]
+
+
+async def test_not_a_tokenwire_server(server: TestServer) -> None:
+    url = f"{base_url(server)}/api/info"
+    code, out, err = await run_cli("stream", "x", "--url", url)
+    assert (code, out) == (1, "")
+    assert err == f"tokenwire: {url} answers, but not as a tokenwire server (GET /healthz: 404)\n"
+
+
+async def wait_live_streams(server: TestServer, n: int) -> None:
+    """Until the server has ``n`` live streams (bounded by the caller's timeout)."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"{base_url(server)}/healthz") as resp:
+                if (await resp.json())["live_streams"] >= n:
+                    return
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("command", ["stream", "compare"])
+async def test_ctrl_c_is_a_clean_exit(server: TestServer, command: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokenwire", command, "slow", "--url", base_url(server),
+        "--max-tokens", "2000", "--param", "tokens_per_s=20", "--param", "ttft_ms=0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"COLUMNS": "120", "PATH": "/usr/bin:/bin", "PYTHONPATH": "."},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(10):
+            if command == "stream":
+                await proc.stdout.read(1)  # the first token is out: mid-stream
+            else:  # (piped, compare prints only at the end): until its stream is live
+                await wait_live_streams(server, 1)
+                await asyncio.sleep(0.3)  # its readers connect
+            proc.send_signal(signal.SIGINT)
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130
+    assert err.decode() == "tokenwire: interrupted\n"
+
+
+async def test_a_reader_that_leaves_stdout_is_no_traceback(server: TestServer) -> None:
+    """``tokenwire stream ... --json | head -n 1``: the pipe closes under the writer."""
+    command = (
+        f"{sys.executable} -m tokenwire stream pipe --url {base_url(server)} --json"
+        " --max-tokens 4000 --param tokens_per_s=0 --param ttft_ms=0 | head -n 1;"
+        " echo status=${PIPESTATUS[0]}"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", command,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": "."},
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    lines = out.decode().splitlines()
+    assert orjson.loads(lines[0])["seq"] == 0
+    assert lines[1:] == ["status=1"]
+    assert err.decode() == ""

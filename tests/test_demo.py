@@ -27,7 +27,7 @@ from playwright.async_api import Browser, Page
 from clients import Client
 from server.errors import SourceError
 from server.sources.base import Finish, GenerationRequest, TokenSource
-from server.sources.synthetic import SyntheticSource, synthetic_text
+from server.sources.synthetic import CorpusName, SyntheticSource, synthetic_text
 from tests.conftest import MakeServer, base_url, console_problems
 from wire import TRANSPORTS
 
@@ -202,7 +202,13 @@ async def test_info(server: TestServer, session: aiohttp.ClientSession) -> None:
                     "name": "synthetic",
                     "model": None,
                     "default": True,
-                    "params": {"ttft_ms": 200.0, "tokens_per_s": 30.0, "jitter": 0.2, "seed": 0},
+                    "params": {
+                        "ttft_ms": 200.0,
+                        "tokens_per_s": 30.0,
+                        "jitter": 0.2,
+                        "seed": 0,
+                        "corpus": "prose",
+                    },
                 }
             ],
             "limits": {
@@ -236,8 +242,8 @@ async def server_text(srv: TestServer, stream_id: str) -> str:
         return stream.text
 
 
-def expected_text(prompt: str, max_tokens: int) -> str:
-    return "".join(synthetic_text(prompt, 0, max_tokens))
+def expected_text(prompt: str, max_tokens: int, corpus: CorpusName = "prose") -> str:
+    return "".join(synthetic_text(prompt, 0, max_tokens, corpus))
 
 
 async def test_race_on_one_stream(browser: Browser, server: TestServer) -> None:
@@ -359,14 +365,16 @@ async def test_stop_cancels_the_generation(browser: Browser, server: TestServer)
     assert demo.problems == []
 
 
-async def test_markup_is_shown_as_text(browser: Browser, server: TestServer) -> None:
-    # A prompt with markup, and one whose synthetic answer holds the sample text's
-    # `<script>` and `<img onerror>` line (the first such prompt, found the same way here).
+async def test_markup_is_shown_as_text(browser: Browser, make_server: MakeServer) -> None:
+    # A prompt with markup, and one whose synthetic answer holds the hard cases'
+    # `<script>` and `<img onerror>` line (the first such prompt, found the same way here);
+    # the server's synthetic source streams the hard cases by default.
+    server = await make_server(sources={"synthetic": SyntheticSource(corpus="hard-cases")})
     markup = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
     prompt = next(
         p
         for p in (f"{markup} {i}" for i in range(10_000))
-        if "<script>" in (text := expected_text(p, 60)) and "onerror" in text
+        if "<script>" in (text := expected_text(p, 60, "hard-cases")) and "onerror" in text
     )
     demo = await open_demo(browser, server)
     dialogs: list[str] = []
@@ -375,7 +383,7 @@ async def test_markup_is_shown_as_text(browser: Browser, server: TestServer) -> 
     assert f"“{prompt[:60]}…”" in await demo.status()  # the prompt, as text
     await demo.finished()
 
-    expected = expected_text(prompt, 60)
+    expected = expected_text(prompt, 60, "hard-cases")
     assert '<img src=x onerror="alert(2)">' in expected
     for t in TRANSPORTS:
         assert await demo.text(t) == expected
@@ -403,7 +411,11 @@ async def test_sources_and_a_failing_generation(browser: Browser, make_server: M
     async with aiohttp.ClientSession() as s, s.get(f"{base_url(srv)}/api/info") as resp:
         info = orjson.loads(await resp.read())
     assert [(x["name"], x["default"], x["params"]) for x in info["sources"]] == [
-        ("synthetic", True, {"ttft_ms": 200.0, "tokens_per_s": 30.0, "jitter": 0.2, "seed": 0}),
+        (
+            "synthetic",
+            True,
+            {"ttft_ms": 200.0, "tokens_per_s": 30.0, "jitter": 0.2, "seed": 0, "corpus": "prose"},
+        ),
         ("flaky", False, {}),
     ]
 

@@ -77,8 +77,13 @@ CREATE_400 = [
         b'{"prompt": "x", "params": {"temperature": 1}}',
         err(
             "invalid_field",
-            "params.temperature: unknown parameter (allowed: jitter, seed, tokens_per_s, ttft_ms)",
+            "params.temperature: unknown parameter"
+            " (allowed: corpus, jitter, seed, tokens_per_s, ttft_ms)",
         ),
+    ),
+    (
+        b'{"prompt": "x", "params": {"corpus": "poems"}}',
+        err("invalid_field", "params.corpus: must be one of: prose, hard-cases"),
     ),
 ]
 

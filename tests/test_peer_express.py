@@ -26,11 +26,14 @@ import pytest
 from bench import overhead
 from bench.lab import REPO, Server, free_port, stop_server, wait_ready
 from bench.peers import HERE as PEERS_DIR
-from bench.peers import PEERS
+from bench.peers import PEERS, write_pieces
 from server.events import Event
 from server.framing.longpoll import poll_body
 from server.framing.sse import sse_control, sse_frames
 from server.sources.synthetic import corpus_pieces, synthetic_text
+
+#: The peer serves the hard cases: every escape a JSON encoder can get wrong.
+CORPUS = "hard-cases"
 
 EXPRESS = PEERS_DIR / "express"
 FAST = {"tokens_per_s": 0, "ttft_ms": 0}
@@ -45,7 +48,7 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("bench/peers/express/node_modules is missing: run `make express-deps`")
     tmp = tmp_path_factory.mktemp("express")
     pieces = tmp / "pieces.json"
-    pieces.write_text(json.dumps(list(corpus_pieces())))
+    write_pieces(pieces, CORPUS)
     port = free_port()
     log = tmp / "express.log"
     with log.open("wb") as out:
@@ -77,7 +80,7 @@ async def session() -> Any:
 def expected_events(stream: str, prompt: str, n: int, ts: list[int]) -> list[Event]:
     """The events tokenwire encodes for this prompt (seed 0), with the peer's ``t`` stamps."""
     encode = msgspec.json.Encoder().encode
-    text = synthetic_text(prompt, 0, n)
+    text = synthetic_text(prompt, 0, n, CORPUS)
     events = [
         Event(
             i,
@@ -155,14 +158,14 @@ async def test_every_corpus_piece_is_escaped_like_msgspec(
 ) -> None:
     """One stream of as many tokens as the corpus has pieces holds each piece once (CR, LF,
     quotes, backslashes, CJK, emoji): the peer's JSON strings equal msgspec's."""
-    n = len(corpus_pieces())
+    n = len(corpus_pieces(CORPUS))
     url = f"{peer}/api/chunked"
     async with session.post(url, data=body("escapes", n), headers=JSON_HEADERS) as r:
         lines = (await r.read()).split(b"\n")
     sid = orjson.loads(lines[0])["stream"]
     events = expected_events(sid, "escapes", n, stamps(b"".join(lines[1:])))
     assert lines[1:-1] == [e.data for e in events]
-    assert {orjson.loads(line)["text"] for line in lines[1:-2]} == set(corpus_pieces())
+    assert {orjson.loads(line)["text"] for line in lines[1:-2]} == set(corpus_pieces(CORPUS))
 
 
 async def test_t_is_wall_clock_ns(peer: str, session: aiohttp.ClientSession) -> None:

@@ -16,10 +16,18 @@ from server.sources.base import (
     Param,
     check_params,
 )
-from server.sources.synthetic import SyntheticSource, corpus, corpus_pieces, split_pieces
+from server.sources.synthetic import (
+    CORPUS_NAMES,
+    SyntheticSource,
+    corpus,
+    corpus_pieces,
+    corpus_starts,
+    split_pieces,
+    synthetic_text,
+)
 
 
-async def run(source: SyntheticSource, prompt: str, n: int, **params: float) -> list[object]:
+async def run(source: SyntheticSource, prompt: str, n: int, **params: object) -> list[object]:
     req = GenerationRequest(prompt=prompt, max_tokens=n, params=source.validate_params(params))
     return [item async for item in source.stream(req)]
 
@@ -38,13 +46,39 @@ async def test_deterministic_for_prompt_and_seed() -> None:
     assert all(isinstance(p, str) and p for p in a[:-1])
 
 
-def test_pieces_rebuild_the_text_and_look_like_subwords() -> None:
-    pieces = corpus_pieces()
-    assert "".join(pieces) == corpus()
+@pytest.mark.parametrize("name", CORPUS_NAMES)
+def test_pieces_rebuild_the_text_and_look_like_subwords(name: str) -> None:
+    pieces = corpus_pieces(name)  # type: ignore[arg-type]
+    assert "".join(pieces) == corpus(name)  # type: ignore[arg-type]
     assert max(len(p) for p in pieces if not p.isspace()) <= 5
     assert split_pieces("hello world", random.Random(1)) == ["hello", " wo", "rld"]
+
+
+def test_hard_cases_hold_what_breaks_framing() -> None:
     for case in ("\r\n", "\r", "data:", "event:", "안녕", "🚀", "\\", '"'):
-        assert case in corpus()
+        assert case in corpus("hard-cases")
+    assert corpus_starts("hard-cases") == tuple(range(len(corpus_pieces("hard-cases"))))
+
+
+def test_default_text_is_prose_that_opens_a_paragraph() -> None:
+    """The default reads like an answer: it opens a paragraph, the prompt (with the seed)
+    picks which, and it holds nothing from the hard cases."""
+    text = corpus()
+    assert text.isascii()
+    assert "\r" not in text
+    assert text.endswith(".\n\n")  # the ring wraps onto a paragraph start
+    paragraphs = text.split("\n\n")[:-1]
+    starts = corpus_starts()
+    assert len(starts) == len(paragraphs) == 12
+    openings = ["".join(synthetic_text(p, 0, 12)) for p in ("hello", "Why stream?", "cli")]
+    assert [o[:17] for o in openings] == [
+        "The time to first",
+        "A WebSocket turns",
+        "Networks are not ",
+    ]
+    assert synthetic_text("hello", 1, 12) != synthetic_text("hello", 0, 12)
+    for opening in openings:
+        assert any(p.startswith(opening) for p in paragraphs)
 
 
 def test_pieces_rebuild_any_text() -> None:
@@ -72,8 +106,11 @@ def test_requested_pace() -> None:
         ({"seed": -1}, "params.seed: must be an integer from 0 to 2^63-1"),
         (
             {"top_p": 1},
-            "params.top_p: unknown parameter (allowed: jitter, seed, tokens_per_s, ttft_ms)",
+            "params.top_p: unknown parameter (allowed: corpus, jitter, seed, tokens_per_s,"
+            " ttft_ms)",
         ),
+        ({"corpus": "poems"}, "params.corpus: must be one of: prose, hard-cases"),
+        ({"corpus": 1}, "params.corpus: must be one of: prose, hard-cases"),
     ],
 )
 def test_validate_params(params: dict[str, object], message: str) -> None:
@@ -91,7 +128,16 @@ def test_unpaced_detection_and_defaults() -> None:
         "tokens_per_s": 30.0,
         "jitter": 0.2,
         "seed": 3,
+        "corpus": "prose",
     }
+    assert SyntheticSource().validate_params({"corpus": "hard-cases"})["corpus"] == "hard-cases"
+
+
+async def test_corpus_param_picks_the_text() -> None:
+    src = SyntheticSource()
+    got = await run(src, "p", 20, tokens_per_s=0, ttft_ms=0, corpus="hard-cases")
+    assert got[:-1] == synthetic_text("p", 0, 20, "hard-cases")
+    assert got[:-1] != synthetic_text("p", 0, 20)
 
 
 # -- the Param declaration every source's params derive from ---------------------------
@@ -117,6 +163,11 @@ MODEL = Param(name="model", type="string")
         ),
         (TOP_K, "must be an integer >= 0", {"type": "integer", "minimum": 0}),
         (MODEL, "must be a non-empty string", {"type": "string", "pattern": r"\S"}),
+        (
+            Param(name="corpus", type="string", choices=("a", "b"), default="a"),
+            "must be one of: a, b",
+            {"type": "string", "enum": ["a", "b"], "default": "a"},
+        ),
         (
             Param(name="jitter", type="number", minimum=0, maximum=1, default=0.2, description="d"),
             "must be a number from 0 to 1",
@@ -175,3 +226,9 @@ def test_check_params_fills_defaults_in_declared_order() -> None:
         check_params(declared, {"b": -1, "a": 2})
     with pytest.raises(InvalidField, match=r"^params\.c: unknown parameter \(allowed: a, b\)$"):
         check_params(declared, {"c": 1})
+
+
+def test_the_default_corpus_is_a_setting_of_the_source() -> None:
+    src = SyntheticSource(corpus="hard-cases")
+    assert src.validate_params({})["corpus"] == "hard-cases"
+    assert src.validate_params({"corpus": "prose"})["corpus"] == "prose"

@@ -87,15 +87,14 @@ async def test_late_join_reads_from_the_start(
 async def test_hard_cases_round_trip_byte_for_byte(
     server: TestServer, session: aiohttp.ClientSession, transport: str
 ) -> None:
-    n = 2 * len(corpus_pieces())  # wraps the whole text at least once
-    sid = await create(
-        session, server, prompt="hard", max_tokens=n, params={"tokens_per_s": 0, "ttft_ms": 0}
-    )
+    n = 2 * len(corpus_pieces("hard-cases"))  # wraps the whole text at least once
+    params = {"tokens_per_s": 0, "ttft_ms": 0, "corpus": "hard-cases"}
+    sid = await create(session, server, prompt="hard", max_tokens=n, params=params)
     events = await read(session, base_url(server), transport, sid)
     check_complete(events, sid, n)
-    assert [e["text"] for e in events[:-1]] == synthetic_text("hard", 0, n)
+    assert [e["text"] for e in events[:-1]] == synthetic_text("hard", 0, n, "hard-cases")
     text = text_of(events)
-    assert corpus() in text
+    assert corpus("hard-cases") in text
     for hard in (
         "\r\n",
         "\rright",

@@ -1056,6 +1056,7 @@ async def test_chain_tokenwire_behind_tokenwire(
 # -- the hf source behind /v1 ----------------------------------------------------------------
 
 
+@pytest.mark.hf
 async def test_hf_model_id_gives_the_native_stream_text(
     make_server: MakeServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:

@@ -9,6 +9,9 @@ Python client from the terminal (``clients/cli.py``); ``bench`` runs the Locust 
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
+import sys
 from collections.abc import Sequence
 
 from server import settings as server_settings
@@ -20,7 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="One streamed LLM answer over SSE, WebSocket, long polling and chunked HTTP.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    server_settings.add_arguments(sub.add_parser("serve", help="run the server"))
+    serve = sub.add_parser(
+        "serve",
+        help="run the server",
+        usage="%(prog)s [--host HOST] [--port PORT] [--source NAME] [more flags below]",
+        description="Serve the streams, the demo page (/) and the API. Every flag can also be "
+        "set as an environment variable, TOKENWIRE_<FLAG> (--max-live-streams is "
+        "TOKENWIRE_MAX_LIVE_STREAMS); flags win.",
+    )
+    server_settings.add_arguments(serve)
     from clients.cli import add_parsers
 
     add_parsers(sub)
@@ -30,17 +41,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _serve(ns: argparse.Namespace) -> None:
+    """``tokenwire serve``: a bad setting, a taken port or a source that cannot start is one
+    line on stderr and exit status 1, never a traceback."""
+    import clients
+    from server.app import serve
+
+    try:
+        settings = server_settings.from_args(ns)
+    except ValueError as e:
+        raise SystemExit(f"tokenwire: {e}") from None
+    where = f"{settings.host}:{settings.port}"
+    try:
+        serve(settings, js_dir=clients.JS_DIR)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise SystemExit(
+                f"tokenwire: {where} is already in use (another server?): stop it, or pick "
+                "another --port"
+            ) from None
+        if e.errno == errno.EADDRNOTAVAIL or isinstance(e, socket.gaierror):
+            raise SystemExit(f"tokenwire: cannot listen on {where}: no such address") from None
+        raise SystemExit(f"tokenwire: cannot serve on {where}: {e}") from None
+    except ValueError as e:  # a source's start() (a model that does not load, ...)
+        raise SystemExit(f"tokenwire: {e}") from None
+    except KeyboardInterrupt:  # before the server's own SIGINT handler (a model loading)
+        print("tokenwire: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling (while importing)
+        print("tokenwire: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _main(argv: Sequence[str] | None) -> None:
     ns = build_parser().parse_args(argv)
     if ns.command == "serve":
-        import clients
-        from server.app import serve
-
-        try:
-            settings = server_settings.from_args(ns)
-        except ValueError as e:
-            raise SystemExit(f"tokenwire: {e}") from None
-        serve(settings, js_dir=clients.JS_DIR)
+        _serve(ns)
     elif ns.command == "bench":
         from bench.runner import run as run_bench
 

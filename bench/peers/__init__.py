@@ -10,16 +10,27 @@ the same pieces, the same start for a prompt and seed) at the requested pace, th
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from server.sources.synthetic import DEFAULT_CORPUS, CorpusName, corpus_pieces, corpus_starts
+
 HERE = Path(__file__).resolve().parent
 
-#: ``command(host, port, pieces_file)``: the argv that serves the peer. ``pieces_file`` is a
-#: JSON array of the synthetic corpus pieces (``corpus_pieces()``), for the peers that cannot
-#: import them (Express).
+#: ``command(host, port, pieces_file)``: the argv that serves the peer. ``pieces_file`` is
+#: what :func:`write_pieces` writes, for the peers that cannot import the synthetic source
+#: (Express).
 Command = Callable[[str, int, Path], list[str]]
+
+
+def write_pieces(path: Path, corpus: CorpusName = DEFAULT_CORPUS) -> None:
+    """Write a corpus's ring as JSON, ``{"pieces": [...], "starts": [...]}``: from it a peer
+    computes :func:`~server.sources.synthetic.synthetic_text` (the start is
+    ``starts[sha256(f"{seed}\\0{prompt}")[:8] % len(starts)]``, then the pieces in a ring)."""
+    ring = {"pieces": list(corpus_pieces(corpus)), "starts": list(corpus_starts(corpus))}
+    path.write_text(json.dumps(ring))
 
 
 def _python(module: str) -> Command:

@@ -45,6 +45,8 @@ class Param:
     maximum: float | None = None
     #: ``minimum`` itself is refused (``top_p``: greater than 0).
     exclusive_minimum: bool = False
+    #: For a ``string``: the only values accepted (the synthetic ``corpus`` names).
+    choices: tuple[str, ...] = ()
     #: Filled in when a request leaves it out; ``None``: the source decides (and
     #: ``description`` says how).
     default: Any = None
@@ -54,6 +56,8 @@ class Param:
     def rule(self) -> str:
         """What a valid value is, as the error message says it (``must be ...``)."""
         if self.type == "string":
+            if self.choices:
+                return f"must be one of: {', '.join(self.choices)}"
             return "must be a non-empty string"
         kind = "a number" if self.type == "number" else "an integer"
         lo, hi = self.minimum, self.maximum
@@ -77,6 +81,7 @@ class Param:
         """The cleaned value (a number as ``float``); raise ``InvalidField`` if not valid."""
         if self.type == "string":
             ok = isinstance(value, str) and bool(value.strip())
+            ok = ok and (not self.choices or value in self.choices)
         else:
             kinds = (int, float) if self.type == "number" else (int,)
             ok = not isinstance(value, bool) and isinstance(value, kinds) and self._in_range(value)
@@ -87,7 +92,9 @@ class Param:
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of a valid value (OpenAPI)."""
         out: dict[str, Any] = {"type": self.type}
-        if self.type == "string":
+        if self.choices:
+            out["enum"] = list(self.choices)
+        elif self.type == "string":
             out["pattern"] = r"\S"
         if self.minimum is not None:
             out["exclusiveMinimum" if self.exclusive_minimum else "minimum"] = self.minimum

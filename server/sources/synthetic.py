@@ -1,8 +1,11 @@
 """The synthetic source: deterministic, paced sub-word pieces of a bundled text.
 
-The text (``server/data/corpus.txt``) holds what breaks naive framing (CJK, emoji, CR/LF,
-lines starting with ``data:``...). Output is a pure function of ``(prompt, seed,
-max_tokens)``; the pacing params change timing only.
+Two texts (``params.corpus``, names in :data:`CORPUS_NAMES`): ``prose`` (the default,
+``server/data/prose.txt``), short paragraphs that read like an answer; the prompt and seed
+pick the paragraph it opens with. ``hard-cases`` (``server/data/hard-cases.txt``) holds
+what breaks naive framing (CJK, emoji, CR/LF, lines starting with ``data:``...) and may
+start at any piece. Output is a pure function of ``(prompt, seed, max_tokens, corpus)``;
+the pacing params change timing only.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 from server.sources.base import MAX_SEED, Finish, GenerationRequest, Param, TokenSource
 
@@ -67,28 +70,53 @@ def count_pieces(text: str) -> int:
     return len(split_pieces(text, random.Random(0)))
 
 
-@cache
-def corpus() -> str:
-    """The bundled sample text."""
-    return resources.files("server").joinpath("data/corpus.txt").read_bytes().decode("utf-8")
+CorpusName = Literal["prose", "hard-cases"]
+#: The texts a request may pick with ``params.corpus`` (declared once: validation, the
+#: error message and the OpenAPI ``enum`` derive from it).
+CORPUS_NAMES: Final[tuple[CorpusName, ...]] = get_args(CorpusName)
+DEFAULT_CORPUS: Final[CorpusName] = "prose"
 
 
 @cache
-def corpus_pieces() -> tuple[str, ...]:
-    """The bundled text cut into pieces, the same on every run."""
-    return tuple(split_pieces(corpus(), random.Random(0)))
+def corpus(name: CorpusName = DEFAULT_CORPUS) -> str:
+    """A bundled text (``server/data/<name>.txt``)."""
+    return resources.files("server").joinpath(f"data/{name}.txt").read_bytes().decode("utf-8")
 
 
-def synthetic_text(prompt: str, seed: int, max_tokens: int) -> list[str]:
-    """The exact pieces the synthetic source emits for a prompt and seed."""
-    pieces = corpus_pieces()
+@cache
+def corpus_pieces(name: CorpusName = DEFAULT_CORPUS) -> tuple[str, ...]:
+    """A bundled text cut into pieces, the same on every run."""
+    return tuple(split_pieces(corpus(name), random.Random(0)))
+
+
+@cache
+def corpus_starts(name: CorpusName = DEFAULT_CORPUS) -> tuple[int, ...]:
+    """The piece indices a stream may start at: ``prose`` opens a paragraph (the piece after
+    a blank line), ``hard-cases`` any piece."""
+    pieces = corpus_pieces(name)
+    if name == "hard-cases":
+        return tuple(range(len(pieces)))
+    starts, text = [0], ""
+    for i, piece in enumerate(pieces[:-1]):
+        text += piece
+        if text.endswith("\n\n"):
+            starts.append(i + 1)
+    return tuple(starts)
+
+
+def synthetic_text(
+    prompt: str, seed: int, max_tokens: int, corpus: CorpusName = DEFAULT_CORPUS
+) -> list[str]:
+    """The exact pieces the synthetic source emits for a prompt, seed and corpus: the
+    corpus's pieces in a ring, from the start that ``sha256(f"{seed}\\0{prompt}")`` picks."""
+    pieces, starts = corpus_pieces(corpus), corpus_starts(corpus)
     digest = hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()
-    start = int.from_bytes(digest[:8], "big") % len(pieces)
+    start = starts[int.from_bytes(digest[:8], "big") % len(starts)]
     return [pieces[(start + i) % len(pieces)] for i in range(max_tokens)]
 
 
 class SyntheticSource(TokenSource):
-    """Paced, deterministic pieces of the bundled text. Needs no model and no network."""
+    """Paced, deterministic pieces of a bundled text. Needs no model and no network."""
 
     name = "synthetic"
 
@@ -101,6 +129,7 @@ class SyntheticSource(TokenSource):
         seed: int = 0,
         max_ttft_ms: float = 10_000.0,
         max_tokens_per_s: float = 5_000.0,
+        corpus: CorpusName = DEFAULT_CORPUS,
     ) -> None:
         self.params = (
             Param(
@@ -133,7 +162,17 @@ class SyntheticSource(TokenSource):
                 minimum=0,
                 maximum=MAX_SEED,
                 default=seed,
-                description="with the prompt, picks the text",
+                description="with the prompt, picks where the text starts",
+            ),
+            Param(
+                name="corpus",
+                type="string",
+                choices=CORPUS_NAMES,
+                default=corpus,
+                description=(
+                    "the text: prose (readable paragraphs) or hard-cases (CJK, emoji, CR/LF, "
+                    "SSE look-alike lines: what breaks naive framing)"
+                ),
             ),
         )
         self.defaults = self.param_defaults()
@@ -157,7 +196,7 @@ class SyntheticSource(TokenSource):
         deadline = loop.time() + ttft
         if ttft > 0:
             await asyncio.sleep(ttft)
-        pieces = synthetic_text(request.prompt, int(p["seed"]), request.max_tokens)
+        pieces = synthetic_text(request.prompt, int(p["seed"]), request.max_tokens, p["corpus"])
         burst = 0  # pieces since the last yield to the loop
         for i, piece in enumerate(pieces):
             if i and rate > 0:

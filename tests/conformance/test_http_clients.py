@@ -89,7 +89,11 @@ async def test_third_party_http_clients_read_exact_text(
 ) -> None:
     prompt = f"{client} {transport}"
     sid = await create(
-        session, server, prompt=prompt, max_tokens=TOKENS, params={"tokens_per_s": 300}
+        session,
+        server,
+        prompt=prompt,
+        max_tokens=TOKENS,
+        params={"tokens_per_s": 300, "corpus": "hard-cases"},
     )
     url = f"{base_url(server)}/api/streams/{sid}/{transport}"
     fetch = CLIENTS[client]
@@ -100,5 +104,5 @@ async def test_third_party_http_clients_read_exact_text(
             events = decode(transport, await fetch(url))
     assert [e["seq"] for e in events] == list(range(TOKENS + 1))
     text = "".join(e["text"] for e in events[:-1])
-    assert text == "".join(synthetic_text(prompt, 0, TOKENS))
+    assert text == "".join(synthetic_text(prompt, 0, TOKENS, "hard-cases"))
     assert events[-1]["sha256"] == hashlib.sha256(text.encode()).hexdigest()

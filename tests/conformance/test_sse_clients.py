@@ -53,7 +53,11 @@ async def read_through_a_cut(
     srv = await make_server(setup=setup, sse_retry_ms=50)
     log = logs[0]
     sid = await create(
-        session, srv, prompt=PROMPT, max_tokens=TOKENS, params={"tokens_per_s": 200, "ttft_ms": 0}
+        session,
+        srv,
+        prompt=PROMPT,
+        max_tokens=TOKENS,
+        params={"tokens_per_s": 200, "ttft_ms": 0, "corpus": "hard-cases"},
     )
     # The first SSE connection is cut after 1500 bytes: a few events in, mid-event. The
     # bytes before the cut are given time to arrive first: Chromium drops what it reads
@@ -67,7 +71,7 @@ async def read_through_a_cut(
     assert all(e["lastEventId"] == str(e["data"]["seq"]) for e in events)
     assert [e["type"] for e in events] == ["token"] * TOKENS + ["done"]
     text = "".join(e["data"]["text"] for e in events[:-1])
-    assert text == "".join(synthetic_text(PROMPT, 0, TOKENS))
+    assert text == "".join(synthetic_text(PROMPT, 0, TOKENS, "hard-cases"))
     assert events[-1]["data"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
     # What the server saw: the first read (cut), the resume from the last whole event
     # before the cut, and the reconnect after the end, answered 204 (and then nothing).

@@ -22,7 +22,9 @@ from tests.conformance.clients import PAGE, add_test_page, run_node, ws_url
 from tests.conftest import MakeServer, base_url, console_problems
 
 PROMPT = "ws conformance"
-BODY = {"prompt": PROMPT, "max_tokens": 500, "params": {"tokens_per_s": 100, "ttft_ms": 0}}
+#: The hard cases (CR/LF, quotes, backslashes, CJK, emoji) through foreign parsers.
+PARAMS = {"tokens_per_s": 100, "ttft_ms": 0, "corpus": "hard-cases"}
+BODY = {"prompt": PROMPT, "max_tokens": 500, "params": PARAMS}
 Msg = dict[str, Any]
 
 
@@ -116,7 +118,7 @@ def check(result: dict[str, Any]) -> None:
     assert [e["seq"] for e in a] == list(range(n + 1))
     assert [e["seq"] for e in b] == list(range(3, n + 1))
     assert all(e["stream"] == sid for e in a + b)
-    assert "".join(e["text"] for e in a[:-1]) == "".join(synthetic_text(PROMPT, 0, n))
+    assert "".join(e["text"] for e in a[:-1]) == "".join(synthetic_text(PROMPT, 0, n, "hard-cases"))
     # B got the very same events (``t`` as a double: JavaScript holds it so).
     for x, y in zip(a[3:], b, strict=True):
         assert float(x.pop("t")) == float(y.pop("t"))

@@ -4,7 +4,8 @@
 //
 //   node bench/peers/express/server.js --host 127.0.0.1 --port 8091 --pieces pieces.json
 //
-// pieces.json is the JSON array of server.sources.synthetic.corpus_pieces(). Per token: one
+// pieces.json is {"pieces": [...], "starts": [...]}, a synthetic corpus's ring as
+// bench.peers.write_pieces() writes it. Per token: one
 // sha256 update, one JSON encode, one write per reader. A create-and-stream response (SSE,
 // NDJSON, WebSocket) is written by its own generation loop, which waits for 'drain' when the
 // socket is full; a stream made with POST /api/streams is a Generation (an EventEmitter with
@@ -32,7 +33,7 @@ if (!args.pieces) {
   console.error("usage: server.js --host H --port P --pieces FILE [--retention-s S]");
   process.exit(2);
 }
-const PIECES = JSON.parse(readFileSync(args.pieces, "utf8"));
+const { pieces: PIECES, starts: STARTS } = JSON.parse(readFileSync(args.pieces, "utf8"));
 const RETENTION_MS = 1000 * Number(args["retention-s"]);
 const DEFAULTS = { max_tokens: 256, tokens_per_s: 30, ttft_ms: 200, seed: 0 };
 const MAX_TOKENS = 4096;
@@ -92,7 +93,7 @@ function parseCreate(body) {
 
 function startIndex(prompt, seed) {
   const digest = createHash("sha256").update(`${seed}\0${prompt}`, "utf8").digest();
-  return Number(digest.readBigUInt64BE(0) % BigInt(PIECES.length));
+  return STARTS[Number(digest.readBigUInt64BE(0) % BigInt(STARTS.length))];
 }
 
 let liveStreams = 0;
