@@ -400,7 +400,15 @@ async def test_same_stream_over_the_other_transports(
     async with session.get(f"{base}/api/streams/{sid}") as resp:
         status = await resp.json()
     assert status["source"] == "synthetic"
-    assert set(status["subscribers"]) == {"sse", "ws", "poll", "chunked", "openai"}
+    assert set(status["subscribers"]) == {
+        "sse",
+        "ws",
+        "poll",
+        "chunked",
+        "openai",
+        "responses",
+        "anthropic",
+    }
 
 
 async def test_client_disconnect_cancels_after_grace(

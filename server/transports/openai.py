@@ -32,7 +32,7 @@ GONE = framing.error_frame(
 STARTED = int(time.time())
 
 
-def _headers(stream: StreamRecord) -> dict[str, str]:
+def stream_headers(stream: StreamRecord) -> dict[str, str]:
     # X-Request-Id is what the SDK exposes as ``_request_id`` on a response object.
     return {
         "Tokenwire-Stream": stream.id,
@@ -41,7 +41,7 @@ def _headers(stream: StreamRecord) -> dict[str, str]:
     }
 
 
-def _client_gone(request: web.Request) -> bool:
+def client_gone(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
 
 
@@ -55,9 +55,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _complete(request, chat, stream, sub)
 
 
-async def _first_batch(
-    request: web.Request, stream: StreamRecord, sub: Subscription
-) -> list[Event]:
+async def first_batch(request: web.Request, stream: StreamRecord, sub: Subscription) -> list[Event]:
     """The stream's first events, or ``[]`` after ``heartbeat_s`` with none.
 
     Raises:
@@ -69,6 +67,20 @@ async def _first_batch(
         if isinstance(end, GenerationError):
             raise end
     return batch
+
+
+async def read_to_end(request: web.Request, sub: Subscription) -> list[Event] | None:
+    """Every event up to the terminal one (a non-streamed answer), or None if the client
+    left meanwhile: nobody will read the answer, so reading stops and the grace period
+    cancels the stream (the 499 it gets, nginx's "client closed request", shows only in
+    the access log)."""
+    heartbeat = request.app[SETTINGS].heartbeat_s or None
+    events: list[Event] = []
+    while not sub.finished:
+        events.extend(await sub.next_batch(heartbeat))
+        if client_gone(request):
+            return None
+    return events
 
 
 async def _stream(
@@ -91,23 +103,18 @@ async def _stream(
         gone=GONE,
         shared=False,  # the chunk template is this request's (its id, model, created)
     )
-    first = await _first_batch(request, stream, sub)
+    first = await first_batch(request, stream, sub)
     prefix = framer.role() + framer.frames(first)
     request.app[METRICS].sent(TRANSPORT, len(first), len(prefix))
-    return await pump(request, sub, stream_format, prefix, headers=_headers(stream))
+    return await pump(request, sub, stream_format, prefix, headers=stream_headers(stream))
 
 
 async def _complete(
     request: web.Request, chat: ChatRequest, stream: StreamRecord, sub: Subscription
 ) -> web.StreamResponse:
-    heartbeat = request.app[SETTINGS].heartbeat_s or None
-    events: list[Event] = []
-    while not sub.finished:
-        events.extend(await sub.next_batch(heartbeat))
-        if _client_gone(request):
-            # Nobody will read the answer: stop reading, and the grace period cancels the
-            # stream. 499 (nginx's "client closed request") only shows in the access log.
-            return web.Response(status=499)
+    events = await read_to_end(request, sub)
+    if events is None:
+        return web.Response(status=499)
     end = framing.outcome(stream.id, events[-1])
     if isinstance(end, GenerationError):
         raise end
@@ -121,7 +128,7 @@ async def _complete(
         completion_tokens=events[-1].seq,
     )
     request.app[METRICS].sent(TRANSPORT, len(events), len(body))
-    return web.Response(body=body, content_type="application/json", headers=_headers(stream))
+    return web.Response(body=body, content_type="application/json", headers=stream_headers(stream))
 
 
 async def list_models(request: web.Request) -> web.Response:
