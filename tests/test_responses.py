@@ -298,7 +298,7 @@ async def test_resume_through_cuts_sees_every_sequence_number_once(
             400,
             {
                 "message": "Unsupported value: 'input[0].content[0].type' does not support "
-                "'image' on tokenwire (text only).",
+                "'input_image' on tokenwire (text only).",
                 "type": "invalid_request_error",
                 "param": "input[0].content[0].type",
                 "code": "unsupported_value",
