@@ -9,11 +9,10 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
-from aiohttp.test_utils import TestServer
 
 from server.sources.synthetic import count_pieces, synthetic_text
 from tests.conftest import MakeServer, base_url
-from tests.readers import TRANSPORTS, read, text_of
+from tests.readers import native_text
 
 WAIT = 10.0
 FAST = {"params": {"ttft_ms": 0.0, "tokens_per_s": 0.0}}
@@ -29,14 +28,6 @@ def _clean_anthropic_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def expected(prompt: str, n: int) -> str:
     return "".join(synthetic_text(prompt, 0, n))
-
-
-async def native_text(srv: TestServer, sid: str) -> str:
-    async with aiohttp.ClientSession() as session:
-        results = await asyncio.gather(*(read(session, base_url(srv), t, sid) for t in TRANSPORTS))
-    texts = {text_of(events) for events in results}
-    assert len(texts) == 1
-    return texts.pop()
 
 
 async def test_stream_async_and_sync(make_server: MakeServer) -> None:
@@ -72,7 +63,7 @@ async def test_stream_async_and_sync(make_server: MakeServer) -> None:
         assert got[0].message.id == f"msg_{stream_id}"
         assert got[0].message.usage.input_tokens == count_pieces("hello")
         assert "".join(e.delta.text for e in got[2:22]) == text
-        assert text == await native_text(srv, stream_id)
+        assert text == await native_text(base_url(srv), stream_id)
         assert got[-2].delta.stop_reason == "max_tokens"
         assert got[-2].usage.output_tokens == 20
     assert sid != sync_sid
@@ -109,7 +100,7 @@ async def test_the_stream_helper_and_a_whole_message(make_server: MakeServer) ->
         "type": "message",
         "usage": {"input_tokens": 1, "output_tokens": 9},
     }
-    assert await native_text(srv, whole.id.removeprefix("msg_")) == whole.content[0].text
+    assert await native_text(base_url(srv), whole.id.removeprefix("msg_")) == whole.content[0].text
 
 
 async def test_sync_stream_helper(make_server: MakeServer) -> None:

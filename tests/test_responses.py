@@ -17,7 +17,7 @@ from bench.cutproxy import CutProxy
 from server.sources.base import Finish, GenerationRequest
 from server.sources.synthetic import SyntheticSource, count_pieces, synthetic_text
 from tests.conftest import MakeServer, base_url
-from tests.readers import TRANSPORTS, read, text_of
+from tests.readers import native_text
 
 WAIT = 10.0
 FAST = {"params": {"ttft_ms": 0.0, "tokens_per_s": 0.0}}
@@ -74,15 +74,6 @@ def deltas(events: list[Any]) -> str:
     return "".join(e.delta for e in events if e.type == "response.output_text.delta")
 
 
-async def native_text(srv: TestServer, sid: str) -> str:
-    """The stream's text over every native transport (all the same)."""
-    async with aiohttp.ClientSession() as session:
-        results = await asyncio.gather(*(read(session, base_url(srv), t, sid) for t in TRANSPORTS))
-    texts = {text_of(events) for events in results}
-    assert len(texts) == 1
-    return texts.pop()
-
-
 async def test_stream_async_and_sync(make_server: MakeServer) -> None:
     srv = await make_server()
     async with openai.AsyncOpenAI(base_url=v1(srv), api_key="x", max_retries=0) as client:
@@ -110,7 +101,7 @@ async def test_stream_async_and_sync(make_server: MakeServer) -> None:
             "response.incomplete",
         ]
         assert [e.sequence_number for e in got] == list(range(28))
-        assert deltas(got) == text == await native_text(srv, stream_id)
+        assert deltas(got) == text == await native_text(base_url(srv), stream_id)
         final = got[-1].response
         assert final.id == f"resp_{stream_id}"
         assert final.status == "incomplete"
@@ -143,7 +134,7 @@ async def test_the_stream_helper_and_a_completed_response(make_server: MakeServe
     assert [e.snapshot for e in text_events][-1] == text  # the helper's own accumulation
     assert whole.status == "completed"
     assert whole.output_text == expected("hello", 7)
-    assert await native_text(srv, whole.id.removeprefix("resp_")) == whole.output_text
+    assert await native_text(base_url(srv), whole.id.removeprefix("resp_")) == whole.output_text
 
 
 async def test_background_then_resume_then_retrieve(make_server: MakeServer) -> None:
@@ -174,7 +165,7 @@ async def test_background_then_resume_then_retrieve(make_server: MakeServer) -> 
     assert [e.model_dump() for e in tail] == [e.model_dump() for e in head[10:]]
     assert head[0].response.id == created.id
     text = expected("hello", 12)
-    assert deltas(head) == text == await native_text(srv, sid)
+    assert deltas(head) == text == await native_text(base_url(srv), sid)
     assert got.status == "incomplete"
     assert got.output_text == text
     assert got.background is True

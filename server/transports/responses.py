@@ -14,14 +14,21 @@ from typing import Final
 
 from aiohttp import web
 
-from server.appkeys import HUB, METRICS, SETTINGS
-from server.errors import GenerationError, InvalidField
+from server.appkeys import HUB, SETTINGS
+from server.errors import InvalidField
 from server.framing import responses as framing
-from server.framing.openai import outcome
 from server.framing.sse import PING
 from server.hub import StreamRecord
 from server.responses_request import ResponsesRequest, parse_responses_body
-from server.transports.openai import first_batch, read_to_end, stream_headers
+from server.transports.dialect import (
+    CLIENT_LEFT,
+    json_answer,
+    read_to_end,
+    sse_format,
+    stream_answer,
+    stream_headers,
+    whole_answer,
+)
 from server.transports.streaming import StreamFormat, client_address, pump, read_json
 from server.validation import parse_after
 from wire import Dialect
@@ -33,6 +40,9 @@ TRANSPORT: Dialect = "responses"
 #: forgotten here is described from its record.
 _METAS: OrderedDict[str, framing.ResponseMeta] = OrderedDict()
 _METAS_MAX: Final = 10_000
+
+#: Ends the stream of a reader that fell behind what the log retains (never silently).
+GONE = framing.error_frame("gone", "the reader fell behind what the stream's log retains", None)
 
 #: Background responses' readers (a reader keeps its stream from being abandoned while
 #: nobody else reads it); referenced here so they are not collected while they run.
@@ -59,18 +69,8 @@ def _meta(stream: StreamRecord) -> framing.ResponseMeta:
 
 
 def _format(framer: framing.ResponseFramer) -> StreamFormat:
-    return StreamFormat(
-        transport=TRANSPORT,
-        content_type="text/event-stream; charset=utf-8",
-        frame=framer.frames,
-        heartbeat=PING,
-        preamble=lambda settings: b"",
-        created=lambda data: b"",
-        gone=framing.error_frame(
-            "gone", "the reader fell behind what the stream's log retains", None
-        ),
-        shared=False,  # the framer keeps the text so far and this reader's position
-    )
+    # The framer keeps the text so far and this reader's position: never shared.
+    return sse_format(TRANSPORT, framer.frames, PING, GONE)
 
 
 async def _keep(request: web.Request, stream_id: str) -> None:
@@ -85,10 +85,6 @@ def _keep_in_background(request: web.Request, stream_id: str) -> None:
     task.add_done_callback(_KEEPERS.discard)
 
 
-def _json(body: bytes, stream: StreamRecord) -> web.Response:
-    return web.Response(body=body, content_type="application/json", headers=stream_headers(stream))
-
-
 async def create_response(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     req = parse_responses_body(await read_json(request), request.app[SETTINGS], hub.sources)
@@ -99,21 +95,15 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         _keep_in_background(request, stream.id)
     framer = framing.ResponseFramer(meta)
     if req.background and not req.stream:
-        return _json(framer.response(opening=True), stream)
+        return json_answer(framer.response(opening=True), stream)
     async with hub.subscribe(stream.id, -1, TRANSPORT) as sub:
         if req.stream:
-            first = await first_batch(request, stream, sub)
-            prefix = framer.opening() + framer.frames(first)
-            request.app[METRICS].sent(TRANSPORT, len(first), len(prefix))
-            return await pump(request, sub, _format(framer), prefix, headers=stream_headers(stream))
-        events = await read_to_end(request, sub)
-        if events is None:
-            return web.Response(status=499)
-        end = outcome(stream.id, events[-1])
-        if isinstance(end, GenerationError):
-            raise end
-        framer.frames(events)
-        return _json(framer.response(), stream)
+            return await stream_answer(request, stream, sub, _format(framer), framer.opening())
+        answer = await whole_answer(request, stream, sub)
+    if answer is None:
+        return web.Response(status=CLIENT_LEFT)
+    framer.frames(answer[0])
+    return json_answer(framer.response(), stream)
 
 
 def _new_meta(req: ResponsesRequest, stream: StreamRecord) -> framing.ResponseMeta:
@@ -152,7 +142,7 @@ async def retrieve_response(request: web.Request) -> web.StreamResponse:
         # The output so far: what the log holds now, without waiting for more.
         while not sub.finished and (batch := await sub.next_batch(0)):
             framer.frames(batch)
-    return _json(framer.response(), stream)
+    return json_answer(framer.response(), stream)
 
 
 async def cancel_response(request: web.Request) -> web.StreamResponse:
@@ -162,6 +152,6 @@ async def cancel_response(request: web.Request) -> web.StreamResponse:
     async with hub.subscribe(stream.id, -1, TRANSPORT) as sub:
         events = await read_to_end(request, sub)  # a cancelled stream ends at once
     if events is None:
-        return web.Response(status=499)
+        return web.Response(status=CLIENT_LEFT)
     framer.frames(events)
-    return _json(framer.response(), stream)
+    return json_answer(framer.response(), stream)
