@@ -10,9 +10,11 @@ import aiohttp
 import anthropic
 import pytest
 
+from server.errors import SourceError
 from server.sources.synthetic import count_pieces, synthetic_text
 from tests.conftest import MakeServer, base_url
 from tests.readers import native_text
+from tests.scripted_sources import FailingSource
 
 WAIT = 10.0
 FAST = {"params": {"ttft_ms": 0.0, "tokens_per_s": 0.0}}
@@ -246,3 +248,57 @@ async def test_not_json_in_anthropic_shape(make_server: MakeServer) -> None:
     assert got["type"] == "error"
     assert got["error"]["type"] == "invalid_request_error"
     assert got["error"]["message"].startswith("request body is not valid JSON: ")
+
+
+async def drain(stream: Any, into: list[Any]) -> None:
+    async for event in stream:
+        into.append(event)
+
+
+async def test_a_failure_before_and_after_the_first_token(make_server: MakeServer) -> None:
+    before = FailingSource(0, SourceError("upstream_timeout", "upstream did not answer"))
+    srv = await make_server(sources={"synthetic": before})
+    async with anthropic.AsyncAnthropic(base_url=base_url(srv), api_key="x", max_retries=0) as c:
+        with pytest.raises(anthropic.APIStatusError) as info:
+            await c.messages.create(model="synthetic", max_tokens=5, messages=HELLO, stream=True)
+    assert info.value.status_code == 504
+    assert info.value.body == {
+        "type": "error",
+        "error": {"type": "timeout_error", "message": "upstream did not answer"},
+    }
+    after = FailingSource(3, SourceError("upstream_error", "boom"))
+    srv = await make_server(sources={"synthetic": after})
+    got: list[Any] = []
+    async with (
+        anthropic.AsyncAnthropic(base_url=base_url(srv), api_key="x", max_retries=0) as c,
+        asyncio.timeout(WAIT),
+    ):
+        stream = await c.messages.create(
+            model="synthetic", max_tokens=9, messages=HELLO, stream=True
+        )
+        with pytest.raises(anthropic.APIStatusError) as info:
+            await drain(stream, got)
+    assert info.value.body == {"type": "error", "error": {"type": "api_error", "message": "boom"}}
+    assert "".join(e.delta.text for e in got if e.type == "content_block_delta") == expected(
+        "hello", 3
+    )
+
+
+async def test_ping_events_the_sdk_skips(make_server: MakeServer) -> None:
+    srv = await make_server(heartbeat_s=0.02)
+    params = {"params": {"ttft_ms": 0.0, "tokens_per_s": 8.0, "jitter": 0.0}}
+    body = {"model": "synthetic", "max_tokens": 3, "messages": HELLO, "stream": True, **params}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base_url(srv)}/v1/messages", json=body) as resp:
+            raw = await resp.read()
+    assert raw.count(b'event: ping\ndata: {"type":"ping"}\n\n') >= 5
+    async with (
+        anthropic.AsyncAnthropic(base_url=base_url(srv), api_key="x", max_retries=0) as c,
+        asyncio.timeout(WAIT),
+    ):
+        async with c.messages.stream(
+            model="synthetic", max_tokens=3, messages=HELLO, extra_body=params
+        ) as stream:
+            final = await stream.get_final_message()
+    assert final.content[0].type == "text"
+    assert final.content[0].text == expected("hello", 3)

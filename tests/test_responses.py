@@ -4,7 +4,6 @@ server, compared with the native stream of the same id."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,10 +13,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bench.cutproxy import CutProxy
-from server.sources.base import Finish, GenerationRequest
-from server.sources.synthetic import SyntheticSource, count_pieces, synthetic_text
+from server.errors import SourceError
+from server.sources.synthetic import count_pieces, synthetic_text
 from tests.conftest import MakeServer, base_url
 from tests.readers import native_text
+from tests.scripted_sources import FailingSource, StoppingSource
 
 WAIT = 10.0
 FAST = {"params": {"ttft_ms": 0.0, "tokens_per_s": 0.0}}
@@ -39,23 +39,6 @@ CLOSING = [
 def _clean_openai_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
         monkeypatch.delenv(name, raising=False)
-
-
-class StoppingSource(SyntheticSource):
-    """Synthetic pieces, ending with ``stop`` (the model ended) after ``stop_after``."""
-
-    def __init__(self, stop_after: int) -> None:
-        super().__init__(ttft_ms=0, tokens_per_s=0)
-        self.stop_after = stop_after
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
-        n = 0
-        async for item in super().stream(request):
-            if n == self.stop_after:
-                yield Finish("stop")
-                return
-            n += 1
-            yield item
 
 
 def expected(prompt: str, n: int) -> str:
@@ -378,3 +361,75 @@ async def test_unknown_response_and_bad_position(make_server: MakeServer) -> Non
                     "code": "invalid_field",
                 }
             }
+
+
+async def test_a_failure_before_and_after_the_first_token(make_server: MakeServer) -> None:
+    before = FailingSource(0, SourceError("upstream_timeout", "upstream did not answer"))
+    srv = await make_server(sources={"synthetic": before})
+    async with openai.AsyncOpenAI(base_url=v1(srv), api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.APIStatusError) as info:
+            await client.responses.create(model="synthetic", input="hello", stream=True)
+    assert info.value.status_code == 504
+    assert info.value.body == {
+        "message": "upstream did not answer",
+        "type": "server_error",
+        "param": None,
+        "code": "upstream_timeout",
+    }
+    after = FailingSource(3, SourceError("upstream_error", "boom"))
+    srv = await make_server(sources={"synthetic": after})
+    async with (
+        openai.AsyncOpenAI(base_url=v1(srv), api_key="x", max_retries=0) as client,
+        asyncio.timeout(WAIT),
+    ):
+        events = [
+            e
+            async for e in await client.responses.create(
+                model="synthetic", input="hello", stream=True
+            )
+        ]
+    assert types_of(events) == [*OPENING, *["response.output_text.delta"] * 3, "response.failed"]
+    failed = events[-1].response
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert failed.error.model_dump() == {
+        "code": "server_error",
+        "message": "upstream_error: boom",
+        "misalignment": None,
+        "param": None,
+        "type": None,
+    }
+    assert failed.output_text == expected("hello", 3)
+
+
+async def test_heartbeats_the_sdk_skips(make_server: MakeServer) -> None:
+    srv = await make_server(heartbeat_s=0.02)
+    body = {
+        "model": "synthetic",
+        "input": "hello",
+        "max_output_tokens": 3,
+        "stream": True,
+        "params": {"ttft_ms": 0.0, "tokens_per_s": 8.0, "jitter": 0.0},
+    }
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{v1(srv)}/responses", json=body) as resp:
+            raw = await resp.read()
+    assert raw.count(b": ping\n\n") >= 5
+    assert b"\nid:" not in raw
+    assert b"retry:" not in raw
+    async with (
+        openai.AsyncOpenAI(base_url=v1(srv), api_key="x", max_retries=0) as client,
+        asyncio.timeout(WAIT),
+    ):
+        events = [
+            e
+            async for e in await client.responses.create(
+                model="synthetic",
+                input="hello",
+                max_output_tokens=3,
+                stream=True,
+                extra_body={"params": body["params"]},
+            )
+        ]
+    assert [e.sequence_number for e in events] == list(range(4 + 3 + 4))
+    assert deltas(events) == expected("hello", 3)
