@@ -9,13 +9,14 @@ did (:mod:`server.framing.responses`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from typing import Final
 
 from aiohttp import web
 
 from server.appkeys import HUB, SETTINGS
-from server.errors import InvalidField
+from server.errors import InvalidField, StreamGone, UnknownStream
 from server.framing import responses as framing
 from server.framing.sse import PING
 from server.hub import StreamRecord
@@ -34,6 +35,8 @@ from server.validation import parse_after
 from wire import Dialect
 
 TRANSPORT: Dialect = "responses"
+
+log = logging.getLogger("tokenwire.transport")
 
 #: What each response's request said (model, instructions, ...), by stream id: its object
 #: says it on every read. Bounded; a stream created elsewhere (``POST /api/streams``) or
@@ -74,9 +77,13 @@ def _format(framer: framing.ResponseFramer) -> StreamFormat:
 
 
 async def _keep(request: web.Request, stream_id: str) -> None:
-    async with request.app[HUB].subscribe(stream_id, -1, TRANSPORT) as sub:
-        while not sub.finished:
-            await sub.next_batch(None)
+    """Read the stream to its end (the reader that keeps a background response running)."""
+    try:
+        async with request.app[HUB].subscribe(stream_id, -1, TRANSPORT) as sub:
+            while not sub.finished:
+                await sub.next_batch(None)
+    except (StreamGone, UnknownStream):  # expired or evicted first: nothing left to keep
+        log.info("background reader of %s: the stream is gone", stream_id)
 
 
 def _keep_in_background(request: web.Request, stream_id: str) -> None:
