@@ -38,8 +38,10 @@ _DEFAULT_ONLY: Final[Mapping[str, Callable[[Any], bool]]] = {
     "top_logprobs": lambda v: v == 0,
     "text": lambda v: v in ({"format": {"type": "text"}}, {}),
     "truncation": lambda v: v in ("disabled", "auto"),
-    "max_tool_calls": lambda v: True,
 }
+
+#: Fields that change nothing here (Chat Completions' and ``max_tool_calls``: no tools).
+_IGNORED: Final = IGNORED_FIELDS | {"max_tool_calls"}
 
 #: Responses fields tokenwire has no way to honour, whatever their value.
 _UNSUPPORTED: Final = frozenset(
@@ -125,7 +127,7 @@ def parse_responses_body(
             asks for something tokenwire does not do (tools, reasoning, ...).
         ModelNotFound: ``model`` names nothing this server serves.
     """
-    body = checked_fields(body, _USED | IGNORED_FIELDS, _DEFAULT_ONLY, _UNSUPPORTED)
+    body = checked_fields(body, _USED | _IGNORED, _DEFAULT_ONLY, _UNSUPPORTED)
     model = model_field(body)
     if "input" not in body:
         raise missing_param("input")
