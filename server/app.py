@@ -26,7 +26,7 @@ from server.errors import (
 )
 from server.hub import Hub
 from server.metrics import Metrics
-from server.routes import ROUTES
+from server.routes import ROUTES, error_body
 from server.security import POLICY, Policy, add_response_headers, security_middleware
 from server.settings import Settings
 from server.sources import build_sources
@@ -74,10 +74,9 @@ def _files(directory: Path, pattern: str, *, index: str | None = None) -> Handle
 
 
 def _error_response(err: ApiError, request: web.Request) -> web.Response:
-    # The OpenAI-compatible routes answer in OpenAI's shape, so its SDKs parse the error.
-    body = err.openai_body() if request.path.startswith("/v1/") else err.body()
+    # The dialects' routes answer in their API's shape, so its SDKs parse the error.
     resp = web.Response(
-        body=orjson.dumps(body),
+        body=orjson.dumps(error_body(err, request.path)),
         status=err.status,
         content_type="application/json",
         headers=err.headers(),

@@ -17,6 +17,7 @@ from server.sources.base import (
     INT64_MIN,
     MAX_SEED,
     ChatMessage,
+    ChatRole,
     GenerationRequest,
     Param,
     TokenSource,
@@ -151,7 +152,7 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
+def wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
     return InvalidRequest(
         f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
         param=param,
@@ -159,15 +160,15 @@ def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
     )
 
 
-def _missing(param: str) -> InvalidRequest:
+def missing_param(param: str) -> InvalidRequest:
     return InvalidRequest(
         f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
     )
 
 
-def _integer(param: str, value: Any, lo: int, hi: int | None = None) -> int:
+def integer_field(param: str, value: Any, lo: int, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _wrong_type(param, "an integer", value)
+        raise wrong_type(param, "an integer", value)
     if value < lo:
         raise InvalidRequest(
             f"Invalid '{param}': integer below minimum value. Expected a value >= {lo}, "
@@ -187,7 +188,7 @@ def _integer(param: str, value: Any, lo: int, hi: int | None = None) -> int:
 
 def _number(param: str, value: Any, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _wrong_type(param, "a number", value)
+        raise wrong_type(param, "a number", value)
     if not value >= lo:
         raise InvalidRequest(
             f"Invalid '{param}': decimal below minimum value. Expected a value >= {lo:g}, "
@@ -205,32 +206,32 @@ def _number(param: str, value: Any, lo: float, hi: float) -> float:
     return float(value)
 
 
-def _sampling(field: Param, value: Any) -> float | int:
+def sampling_field(field: Param, value: Any) -> float | int:
     """An OpenAI sampling field checked against OpenAI's range (a number as ``float``)."""
     assert field.minimum is not None
     assert field.maximum is not None
     if field.type == "number":
         return _number(field.name, value, field.minimum, field.maximum)
-    return _integer(field.name, value, int(field.minimum), int(field.maximum))
+    return integer_field(field.name, value, int(field.minimum), int(field.maximum))
 
 
-def _boolean(param: str, value: Any) -> bool:
+def boolean_field(param: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _wrong_type(param, "a boolean", value)
+        raise wrong_type(param, "a boolean", value)
     return value
 
 
-def _object(param: str, value: Any) -> dict[str, Any]:
+def object_field(param: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _wrong_type(param, "an object", value)
+        raise wrong_type(param, "an object", value)
     return value
 
 
-def _unknown(param: str) -> InvalidRequest:
+def unknown_param(param: str) -> InvalidRequest:
     return InvalidRequest(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
 
 
-def _unsupported(param: str) -> InvalidRequest:
+def unsupported_param(param: str) -> InvalidRequest:
     return InvalidRequest(
         f"Unsupported parameter: '{param}' is not supported by tokenwire.",
         param=param,
@@ -238,12 +239,13 @@ def _unsupported(param: str) -> InvalidRequest:
     )
 
 
-def _content(param: str, value: Any) -> str:
-    """A message's text: a string, or an array of ``{"type": "text", "text": ...}`` parts."""
+def content_text(param: str, value: Any, part_types: tuple[str, ...] = ("text",)) -> str:
+    """A message's text: a string, or an array of ``{"type": <part type>, "text": ...}``
+    parts (joined with ``\n``); ``part_types`` are the dialect's text part types."""
     if isinstance(value, str):
         return value
     if not isinstance(value, list):
-        raise _wrong_type(param, "a string or an array of content parts", value)
+        raise wrong_type(param, "a string or an array of content parts", value)
     if not value:
         raise InvalidRequest(
             f"Invalid '{param}': empty array. Expected an array with minimum length 1, "
@@ -254,11 +256,11 @@ def _content(param: str, value: Any) -> str:
     texts = []
     for i, part in enumerate(value):
         where = f"{param}[{i}]"
-        _object(where, part)
+        object_field(where, part)
         kind = part.get("type")
         if kind is None:
-            raise _missing(f"{where}.type")
-        if kind != "text":
+            raise missing_param(f"{where}.type")
+        if kind not in part_types:
             raise InvalidRequest(
                 f"Unsupported value: '{where}.type' does not support {kind!r} on tokenwire "
                 "(text only).",
@@ -267,29 +269,44 @@ def _content(param: str, value: Any) -> str:
             )
         for key in sorted(part):
             if key not in ("type", "text"):
-                raise _unknown(f"{where}.{key}")
+                raise unknown_param(f"{where}.{key}")
         text = part.get("text")
         if text is None:
-            raise _missing(f"{where}.text")
+            raise missing_param(f"{where}.text")
         if not isinstance(text, str):
-            raise _wrong_type(f"{where}.text", "a string", text)
+            raise wrong_type(f"{where}.text", "a string", text)
         texts.append(text)
     return "\n".join(texts)
 
 
-def _message(index: int, value: Any) -> ChatMessage:
-    where = f"messages[{index}]"
-    msg = _object(where, value)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageShape:
+    """What a dialect's conversation message may hold."""
+
+    fields: frozenset[str] = _MESSAGE_FIELDS
+    #: Fields refused (``unsupported_parameter``) unless ``null``.
+    unsupported: frozenset[str] = _MESSAGE_UNSUPPORTED
+    roles: tuple[ChatRole, ...] = CHAT_ROLES
+    part_types: tuple[str, ...] = ("text",)
+
+
+CHAT_MESSAGE: Final = MessageShape()
+
+
+def chat_message(where: str, value: Any, shape: MessageShape = CHAT_MESSAGE) -> ChatMessage:
+    """One message (``where`` names it in errors, e.g. ``messages[0]``), checked against
+    the dialect's ``shape``."""
+    msg = object_field(where, value)
     for key in sorted(msg):
-        if key in _MESSAGE_UNSUPPORTED and msg[key] is not None:
-            raise _unsupported(f"{where}.{key}")
-        if key not in _MESSAGE_FIELDS and key not in _MESSAGE_UNSUPPORTED:
-            raise _unknown(f"{where}.{key}")
+        if key in shape.unsupported and msg[key] is not None:
+            raise unsupported_param(f"{where}.{key}")
+        if key not in shape.fields and key not in shape.unsupported:
+            raise unknown_param(f"{where}.{key}")
     role = msg.get("role")
     if role is None:
-        raise _missing(f"{where}.role")
+        raise missing_param(f"{where}.role")
     if not isinstance(role, str):
-        raise _wrong_type(f"{where}.role", "a string", role)
+        raise wrong_type(f"{where}.role", "a string", role)
     if role in ("tool", "function"):
         raise InvalidRequest(
             f"Unsupported value: '{where}.role' does not support {role!r} on tokenwire "
@@ -297,8 +314,9 @@ def _message(index: int, value: Any) -> ChatMessage:
             param=f"{where}.role",
             code="unsupported_value",
         )
-    if role not in CHAT_ROLES:
-        supported = ", ".join(f"'{r}'" for r in CHAT_ROLES[:-1]) + f" and '{CHAT_ROLES[-1]}'"
+    if role not in shape.roles:
+        roles = shape.roles
+        supported = ", ".join(f"'{r}'" for r in roles[:-1]) + f" and '{roles[-1]}'"
         raise InvalidRequest(
             f"Invalid value: {role!r}. Supported values are: {supported}.",
             param=f"{where}.role",
@@ -306,24 +324,28 @@ def _message(index: int, value: Any) -> ChatMessage:
         )
     content = msg.get("content")
     if content is None:
-        raise _missing(f"{where}.content")
+        raise missing_param(f"{where}.content")
     name = msg.get("name")
     if name is not None and not isinstance(name, str):
-        raise _wrong_type(f"{where}.name", "a string", name)
-    return ChatMessage(role, _content(f"{where}.content", content))
+        raise wrong_type(f"{where}.name", "a string", name)
+    text = content_text(f"{where}.content", content, shape.part_types)
+    return ChatMessage(role, text)
 
 
-def _messages(value: Any) -> tuple[ChatMessage, ...]:
+def chat_messages(
+    param: str, value: Any, shape: MessageShape = CHAT_MESSAGE
+) -> tuple[ChatMessage, ...]:
+    """A non-empty array of messages (the body field ``param``)."""
     if not isinstance(value, list):
-        raise _wrong_type("messages", "an array", value)
+        raise wrong_type(param, "an array", value)
     if not value:
         raise InvalidRequest(
-            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+            f"Invalid '{param}': empty array. Expected an array with minimum length 1, "
             "but got an empty array instead.",
-            param="messages",
+            param=param,
             code="empty_array",
         )
-    return tuple(_message(i, m) for i, m in enumerate(value))
+    return tuple(chat_message(f"{param}[{i}]", m, shape) for i, m in enumerate(value))
 
 
 def chat_prompt(messages: Sequence[ChatMessage]) -> str:
@@ -335,13 +357,13 @@ def chat_prompt(messages: Sequence[ChatMessage]) -> str:
     return "\n\n".join(f"{m.role}: {m.content}" for m in messages) + "\n\nassistant:"
 
 
-def _source_params(
+def source_params(
     source: TokenSource,
     body: Mapping[str, Any],
     upstream_model: str | None,
 ) -> dict[str, Any]:
     """The source's params: the ``params`` extension, plus the sampling fields it takes."""
-    params = dict(_object("params", body["params"])) if "params" in body else {}
+    params = dict(object_field("params", body["params"])) if "params" in body else {}
     from_fields = set()
     takes = {p.name for p in source.params}
     for key in (f.name for f in SAMPLING_FIELDS if f.name in takes):
@@ -373,6 +395,77 @@ def _source_params(
         ) from None
 
 
+def checked_fields(
+    body: Any,
+    known: frozenset[str],
+    default_only: Mapping[str, Callable[[Any], bool]],
+    unsupported: frozenset[str],
+) -> dict[str, Any]:
+    """A dialect's body with its ``null`` fields dropped (``null`` means absent), after
+    refusing a field it has no way to honour (``unsupported_parameter``: one of
+    ``unsupported``, or one of ``default_only`` with a value that asks for something) and a
+    field it does not know (``unknown_parameter``).
+
+    Raises:
+        BadRequest: The body is not a JSON object (``bad_json``).
+        InvalidRequest: The first such field, in sorted order.
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object", code="bad_json")
+    given: dict[str, Any] = {k: v for k, v in body.items() if v is not None}
+    for key in sorted(given):
+        if key in unsupported or (key in default_only and not default_only[key](given[key])):
+            raise unsupported_param(key)
+        if key not in known and key not in default_only:
+            raise unknown_param(key)
+    return given
+
+
+def model_field(body: Mapping[str, Any]) -> str:
+    """The required ``model`` string."""
+    model = body.get("model")
+    if model is None:
+        raise missing_param("model")
+    if not isinstance(model, str):
+        raise wrong_type("model", "a string", model)
+    return model
+
+
+def generation(
+    model: str,
+    messages: Sequence[ChatMessage],
+    max_tokens: int,
+    body: Mapping[str, Any],
+    settings: Settings,
+    sources: Mapping[str, TokenSource],
+    *,
+    prompt_param: str,
+) -> tuple[CreateRequest, int]:
+    """What every dialect starts: the source ``model`` names, its params (``params`` and the
+    sampling fields of ``body``), the prompt the messages make; and the prompt's pieces
+    (the ``prompt_tokens``/``input_tokens`` of usage).
+
+    Raises:
+        ModelNotFound: ``model`` names nothing this server serves.
+        InvalidRequest: A param the source refuses, or a prompt over ``max_prompt_chars``
+            (``context_length_exceeded``, naming ``prompt_param``).
+    """
+    source, upstream_model = resolve_model(model, sources)
+    params = source_params(source, body, upstream_model)
+    prompt = chat_prompt(messages)
+    if len(prompt) > settings.max_prompt_chars:
+        raise InvalidRequest(
+            f"The {prompt_param} make a prompt of {len(prompt)} characters; this server "
+            f"accepts at most {settings.max_prompt_chars}.",
+            param=prompt_param,
+            code="context_length_exceeded",
+        )
+    request = GenerationRequest(
+        prompt=prompt, max_tokens=max_tokens, params=params, messages=tuple(messages)
+    )
+    return CreateRequest(source, request), count_pieces(prompt)
+
+
 def parse_chat_body(
     body: Any, settings: Settings, sources: Mapping[str, TokenSource]
 ) -> ChatRequest:
@@ -384,23 +477,11 @@ def parse_chat_body(
             asks for something tokenwire does not do (``n`` > 1, tools, logprobs, ...).
         ModelNotFound: ``model`` names nothing this server serves.
     """
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object", code="bad_json")
-    body = {k: v for k, v in body.items() if v is not None}
-    for key in sorted(body):
-        if key in _UNSUPPORTED or (key in _DEFAULT_ONLY and not _DEFAULT_ONLY[key](body[key])):
-            raise _unsupported(key)
-        if key not in _USED and key not in IGNORED_FIELDS and key not in _DEFAULT_ONLY:
-            raise _unknown(key)
-
-    model = body.get("model")
-    if model is None:
-        raise _missing("model")
-    if not isinstance(model, str):
-        raise _wrong_type("model", "a string", model)
+    body = checked_fields(body, _USED | IGNORED_FIELDS, _DEFAULT_ONLY, _UNSUPPORTED)
+    model = model_field(body)
     if "messages" not in body:
-        raise _missing("messages")
-    messages = _messages(body["messages"])
+        raise missing_param("messages")
+    messages = chat_messages("messages", body["messages"])
 
     if "max_tokens" in body and "max_completion_tokens" in body:
         raise InvalidRequest(
@@ -411,17 +492,17 @@ def parse_chat_body(
     max_tokens = settings.default_max_tokens
     for key in ("max_tokens", "max_completion_tokens"):
         if key in body:
-            max_tokens = _integer(key, body[key], 1, settings.max_tokens_cap)
+            max_tokens = integer_field(key, body[key], 1, settings.max_tokens_cap)
     for field in SAMPLING_FIELDS:
         if field.name in body:
-            body[field.name] = _sampling(field, body[field.name])
-    if "n" in body and _integer("n", body["n"], 1) != 1:
+            body[field.name] = sampling_field(field, body[field.name])
+    if "n" in body and integer_field("n", body["n"], 1) != 1:
         raise InvalidRequest(
             "Unsupported value: 'n' must be 1 on tokenwire (one generation per request).",
             param="n",
             code="unsupported_value",
         )
-    stream = _boolean("stream", body["stream"]) if "stream" in body else False
+    stream = boolean_field("stream", body["stream"]) if "stream" in body else False
     include_usage = False
     if "stream_options" in body:
         if not stream:
@@ -430,31 +511,21 @@ def parse_chat_body(
                 param="stream_options",
                 code="invalid_value",
             )
-        options = _object("stream_options", body["stream_options"])
+        options = object_field("stream_options", body["stream_options"])
         for key in sorted(options):
             if key not in ("include_usage", "include_obfuscation"):
-                raise _unknown(f"stream_options.{key}")
+                raise unknown_param(f"stream_options.{key}")
             if options[key] is not None:
-                _boolean(f"stream_options.{key}", options[key])
+                boolean_field(f"stream_options.{key}", options[key])
         include_usage = options.get("include_usage") is True
 
-    source, upstream_model = resolve_model(model, sources)
-    params = _source_params(source, body, upstream_model)
-    prompt = chat_prompt(messages)
-    if len(prompt) > settings.max_prompt_chars:
-        raise InvalidRequest(
-            f"The messages make a prompt of {len(prompt)} characters; this server accepts "
-            f"at most {settings.max_prompt_chars}.",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    request = GenerationRequest(
-        prompt=prompt, max_tokens=max_tokens, params=params, messages=messages
+    create, prompt_tokens = generation(
+        model, messages, max_tokens, body, settings, sources, prompt_param="messages"
     )
     return ChatRequest(
         model=model,
-        create=CreateRequest(source, request),
+        create=create,
         stream=stream,
         include_usage=include_usage,
-        prompt_tokens=count_pieces(prompt),
+        prompt_tokens=prompt_tokens,
     )

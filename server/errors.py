@@ -35,7 +35,9 @@ client can branch on one vocabulary whatever the transport.
 On the OpenAI-compatible routes (``/v1/...``) every error takes OpenAI's shape instead,
 ``{"error": {"message", "type", "param", "code"}}`` (:meth:`ApiError.openai_body`), with the
 ``type`` derived from the status (:func:`openai_type`), so the official SDK raises its own
-exception classes (``BadRequestError``, ``NotFoundError``, ``RateLimitError``, ...).
+exception classes (``BadRequestError``, ``NotFoundError``, ``RateLimitError``, ...). On
+Anthropic's ``/v1/messages``, Anthropic's shape: ``{"type": "error", "error": {"type",
+"message"}}`` (:meth:`ApiError.anthropic_body`, :func:`anthropic_type`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,24 @@ def openai_type(status: int) -> str:
     if status >= 500:
         return "server_error"
     return "invalid_request_error"
+
+
+#: Anthropic's error ``type`` for an HTTP status (others: ``api_error``).
+ANTHROPIC_TYPES: Final[dict[int, str]] = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    """The Anthropic error ``type`` for an HTTP status: ``invalid_request_error`` for
+    any other 4xx, ``api_error`` for any other 5xx."""
+    return ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
 
 class TokenwireError(Exception):
@@ -103,6 +123,13 @@ class ApiError(TokenwireError):
                 "param": self.param,
                 "code": self.code,
             }
+        }
+
+    def anthropic_body(self) -> dict[str, Any]:
+        """The same error in Anthropic's shape, for ``/v1/messages``."""
+        return {
+            "type": "error",
+            "error": {"type": anthropic_type(self.status), "message": self.message},
         }
 
     def headers(self) -> dict[str, str]:

@@ -270,6 +270,58 @@ MODEL = _object(
 )
 
 
+ANTHROPIC_ERROR = _object(
+    {
+        "type": {"const": "error"},
+        "error": _object({"type": STRING, "message": STRING}),
+    }
+)
+#: OpenAI's Responses object (the fields tokenwire fills; ``server/framing/responses.py``).
+RESPONSE = {
+    "type": "object",
+    "required": ["id", "object", "created_at", "status", "model", "output"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^resp_"},
+        "object": {"const": "response"},
+        "created_at": INTEGER,
+        "status": {"enum": ["in_progress", "completed", "incomplete", "failed", "cancelled"]},
+        "model": STRING,
+        "output": {"type": "array"},
+    },
+}
+#: Anthropic's message object (``server/framing/anthropic.py``).
+MESSAGE = {
+    "type": "object",
+    "required": ["id", "type", "role", "model", "content", "stop_reason", "usage"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^msg_"},
+        "type": {"const": "message"},
+        "role": {"const": "assistant"},
+        "content": {"type": "array"},
+        "stop_reason": {"enum": ["end_turn", "max_tokens"]},
+    },
+}
+#: One SSE event of a dialect that names its events: ``event:`` and one JSON ``data:``
+#: whose ``type`` is the event's (never an ``id:``).
+NAMED_SSE_EVENT: Schema = {
+    "type": "object",
+    "required": ["event", "data"],
+    "not": {"required": ["id"]},
+    "properties": {"event": STRING, "data": _json_string({"type": "object"})},
+}
+
+
+def _dialect_body(required: tuple[str, ...], models: Schema) -> Schema:
+    """A dialect's body as its checks read it (``server/responses_request.py``,
+    ``server/messages_request.py``): the required fields, the models; any other field is
+    checked by the route."""
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": {"model": models, "stream": {"type": ["boolean", "null"]}},
+    }
+
+
 def _schemas(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str, Schema]:
     links = _object({name: STRING for name in (*TRANSPORTS, "self")})
     return {
@@ -280,6 +332,13 @@ def _schemas(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str
         "CreatedMessage": CREATED_MESSAGE,
         "Error": ERROR,
         "OpenAIError": OPENAI_ERROR,
+        "AnthropicError": ANTHROPIC_ERROR,
+        "ResponsesBody": _dialect_body(("model", "input"), {"enum": model_ids(sources)}),
+        "Response": RESPONSE,
+        "MessagesBody": _dialect_body(
+            ("model", "messages", "max_tokens"), {"enum": model_ids(sources)}
+        ),
+        "Message": MESSAGE,
         "CreateBody": _create_body(settings, sources),
         "Created": _object({"id": STREAM_ID, "links": links}),
         "StreamStatus": _object(
@@ -380,8 +439,9 @@ _ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def errors(*statuses: str, openai: bool = False) -> dict[str, Any]:
-    schema = ref("OpenAIError" if openai else "Error")
+def errors(*statuses: str, openai: bool = False, anthropic: bool = False) -> dict[str, Any]:
+    """The error answers of a route, in its dialect's shape."""
+    schema = ref("AnthropicError" if anthropic else "OpenAIError" if openai else "Error")
     out = {}
     for status in statuses:
         description, headers = _ERRORS[status]
@@ -475,6 +535,36 @@ CHAT_RESPONSES: Schema = {
         for status in ("409", "500", "502", "504")
     },
 }
+
+
+#: A generation that ended without an answer before its first event.
+_NO_ANSWER = ("409", "500", "502", "504")
+
+
+def dialect_responses(
+    schema: str, description: str, *, anthropic: bool = False, statuses: tuple[str, ...] = ()
+) -> Schema:
+    """The answers of a dialect's create route: the object, or with ``stream: true`` its
+    named SSE events; its errors in the dialect's shape."""
+    error = ref("AnthropicError" if anthropic else "OpenAIError")
+    return {
+        "200": {
+            "description": description,
+            "headers": STREAM_HEADERS,
+            "content": {
+                "application/json": {"schema": ref(schema)},
+                SSE: {"itemSchema": NAMED_SSE_EVENT},
+            },
+        },
+        **errors(*statuses, openai=not anthropic, anthropic=anthropic),
+        **{
+            status: {
+                "description": "The generation ended without an answer",
+                "content": {"application/json": {"schema": error}},
+            }
+            for status in _NO_ANSWER
+        },
+    }
 
 
 class DocumentedRoute(Protocol):

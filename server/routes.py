@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
 from server import openapi
 from server.appkeys import HUB, SETTINGS
+from server.errors import ApiError
 from server.openapi import (
     NDJSON,
     NDJSON_LINE,
@@ -24,6 +25,7 @@ from server.openapi import (
     SSE_TEXT,
     STREAM_HEADERS,
     STRING,
+    dialect_responses,
     errors,
     header,
     json_answer,
@@ -36,8 +38,9 @@ from server.rest import cancel_stream, create_stream, healthz, info, metrics, st
 from server.security import WEBSOCKET_PATH
 from server.settings import Settings
 from server.sources.base import TokenSource
-from server.transports import chunked, longpoll, sse, ws
+from server.transports import anthropic, chunked, longpoll, responses, sse, ws
 from server.transports import openai as v1
+from server.validation import MAX_AFTER
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -68,6 +71,12 @@ _READ_ERRORS = ("400", "401", "403", "404", "410")
 _POSITION_ERRORS = (*_READ_ERRORS, "416")
 _CREATE_ERRORS = ("400", "401", "403", "408", "413", "415", "429", "503")
 _ID = (param_ref("id"),)
+_RESPONSE_ID = {
+    "name": "response_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^(resp_)?[A-Za-z0-9_-]{1,64}$"},
+}
 _ENDED = {"description": "The stream ended and nothing follows the position"}
 
 
@@ -232,7 +241,86 @@ ROUTES: tuple[Route, ...] = (
         responses=openapi.CHAT_RESPONSES,
         body="ChatBody",
     ),
+    # OpenAI's Responses API, with its resume (``starting_after``).
+    Route(
+        method="POST",
+        path="/v1/responses",
+        handler=responses.create_response,
+        summary="A response (OpenAI's Responses API); with `stream`: SSE events; with "
+        "`background`: answered at once, read or resumed with GET",
+        responses=dialect_responses(
+            "Response",
+            "The response; with `stream: true` its events (`sequence_number` from 0)",
+            statuses=("400", "401", "403", "404", "413", "429", "503"),
+        ),
+        body="ResponsesBody",
+    ),
+    Route(
+        method="GET",
+        path="/v1/responses/{response_id}",
+        handler=responses.retrieve_response,
+        summary="A response with its output so far; with `stream=true` its events after "
+        "`starting_after`",
+        responses={
+            "200": {
+                "description": "The response, or with `stream=true` its events",
+                "headers": STREAM_HEADERS,
+                "content": {
+                    "application/json": {"schema": ref("Response")},
+                    SSE: {"itemSchema": openapi.NAMED_SSE_EVENT},
+                },
+            },
+            **errors(*_READ_ERRORS, openai=True),
+        },
+        parameters=(
+            _RESPONSE_ID,
+            {"name": "stream", "in": "query", "schema": {"enum": ["true", "false"]}},
+            {
+                "name": "starting_after",
+                "in": "query",
+                "description": "the events with a greater sequence_number",
+                "schema": {"type": "integer", "minimum": -1, "maximum": MAX_AFTER},
+            },
+        ),
+    ),
+    Route(
+        method="POST",
+        path="/v1/responses/{response_id}/cancel",
+        handler=responses.cancel_response,
+        summary="Cancel a response (idempotent): the response as it ended",
+        responses={
+            "200": json_answer("The response", ref("Response"), STREAM_HEADERS),
+            **errors("401", "403", "404", "410", openai=True),
+        },
+        parameters=(_RESPONSE_ID,),
+    ),
+    # Anthropic's Messages API.
+    Route(
+        method="POST",
+        path="/v1/messages",
+        handler=anthropic.create_message,
+        summary="A message (Anthropic's Messages API); with `stream`: SSE events",
+        responses=dialect_responses(
+            "Message",
+            "The message; with `stream: true` its events",
+            anthropic=True,
+            statuses=("400", "401", "403", "404", "413", "429", "503"),
+        ),
+        body="MessagesBody",
+    ),
 )
+
+#: The routes that answer errors in Anthropic's shape (every other ``/v1/`` route: OpenAI's).
+ANTHROPIC_PATHS: Final = frozenset({"/v1/messages"})
+
+
+def error_body(err: ApiError, path: str) -> dict[str, Any]:
+    """An error's JSON body in the shape of the dialect that ``path`` speaks."""
+    if path in ANTHROPIC_PATHS:
+        return err.anthropic_body()
+    if path.startswith("/v1/"):
+        return err.openai_body()
+    return err.body()
 
 
 def document(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str, Any]:

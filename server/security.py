@@ -220,6 +220,8 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
                 return preflight
     if policy.token is not None and needs_token(request.path):
         authorization = request.headers.get(hdrs.AUTHORIZATION)
+        if authorization is None and (api_key := request.headers.get("x-api-key")):
+            authorization = f"Bearer {api_key}"  # Anthropic's header for the same token
         # A browser's WebSocket cannot send the header: it authenticates in its first message.
         if not (websocket and authorization is None):
             check_token(authorization, policy.token)

@@ -141,3 +141,12 @@ async def read(
 
 def text_of(events: list[dict[str, Any]]) -> str:
     return "".join(e["text"] for e in events if e["type"] == "token")
+
+
+async def native_text(base: str, stream_id: str) -> str:
+    """A stream's text, read over every transport (it must be the same over all four)."""
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(*(read(session, base, t, stream_id) for t in TRANSPORTS))
+    texts = {text_of(events) for events in results}
+    assert len(texts) == 1, texts
+    return texts.pop()

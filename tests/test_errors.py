@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import MakeServer, base_url, create
+from wire import READERS
 
 
 async def call(
@@ -318,7 +319,7 @@ async def test_status_healthz_and_metrics(
         "max_tokens": 5,
         "finish_reason": "length",
     }
-    assert st["subscribers"] == {"sse": 0, "ws": 0, "poll": 0, "chunked": 0, "openai": 0}
+    assert st["subscribers"] == dict.fromkeys(READERS, 0)
     async with session.get(f"{base}/healthz") as resp:
         assert await resp.json() == {"status": "ok", "live_streams": 0}
     async with session.get(f"{base}/metrics") as resp:

@@ -13,6 +13,7 @@ from server.app import drain
 from tests.conftest import MakeServer, base_url, create
 from tests.readers import TRANSPORTS, read
 from tests.spy import spy_sources
+from wire import READERS
 
 SLOW = {"ttft_ms": 0, "tokens_per_s": 50, "jitter": 0}
 
@@ -93,7 +94,7 @@ async def test_abandoned_stream_is_cancelled_after_grace(
     st = await status(session, base, sid)
     assert st["state"] == "done"
     assert st["finish_reason"] == "cancelled"
-    assert st["subscribers"] == {"sse": 0, "ws": 0, "poll": 0, "chunked": 0, "openai": 0}
+    assert st["subscribers"] == dict.fromkeys(READERS, 0)
 
 
 async def test_stream_nobody_reads_is_cancelled(
@@ -231,7 +232,7 @@ async def test_a_stuck_reader_is_dropped_and_slows_no_one(
         async with asyncio.timeout(10):
             await dropped.wait()
         st = await status(session, base, sid)
-        assert st["subscribers"] == {"sse": 0, "ws": 0, "poll": 0, "chunked": 0, "openai": 0}
+        assert st["subscribers"] == dict.fromkeys(READERS, 0)
     finally:
         logging.getLogger("tokenwire.transport").removeHandler(watch)
         stuck.close()

@@ -36,6 +36,7 @@ from server.sources.synthetic import SyntheticSource, count_pieces, synthetic_te
 from tests.conftest import MakeServer, base_url, create
 from tests.openai_standin import Behavior, OpenAIStandIn
 from tests.readers import TRANSPORTS, read, text_of
+from tests.scripted_sources import FailingSource
 from tests.spy import spy_sources
 
 #: Upper bound of every wait in this module (never reached when things work).
@@ -139,23 +140,6 @@ class GatedSource(SyntheticSource):
             if n == 1:
                 self.holding.set()
                 await self.gate.wait()
-            n += 1
-            yield item
-
-
-class FailingSource(SyntheticSource):
-    """Synthetic pieces, then a ``SourceError`` after ``fail_after`` of them."""
-
-    def __init__(self, fail_after: int, error: SourceError) -> None:
-        super().__init__(ttft_ms=0, tokens_per_s=0)
-        self.fail_after = fail_after
-        self.error = error
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
-        n = 0
-        async for item in super().stream(request):
-            if n == self.fail_after:
-                raise self.error
             n += 1
             yield item
 
@@ -400,7 +384,15 @@ async def test_same_stream_over_the_other_transports(
     async with session.get(f"{base}/api/streams/{sid}") as resp:
         status = await resp.json()
     assert status["source"] == "synthetic"
-    assert set(status["subscribers"]) == {"sse", "ws", "poll", "chunked", "openai"}
+    assert set(status["subscribers"]) == {
+        "sse",
+        "ws",
+        "poll",
+        "chunked",
+        "openai",
+        "responses",
+        "anthropic",
+    }
 
 
 async def test_client_disconnect_cancels_after_grace(

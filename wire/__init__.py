@@ -14,9 +14,11 @@ Transport = Literal["sse", "ws", "poll", "chunked"]
 #: The four ways a stream of tokenwire events travels, in the order tables list them.
 TRANSPORTS: Final[tuple[Transport, ...]] = typing.get_args(Transport)
 
-Dialect = Literal["openai"]
+Dialect = Literal["openai", "responses", "anthropic"]
 #: Other APIs' wire formats served over the same log (``openai``: Chat Completions on
-#: ``/v1``). A dialect reads the log like a transport and is counted like one.
+#: ``/v1/chat/completions``; ``responses``: OpenAI's Responses API on ``/v1/responses``;
+#: ``anthropic``: Anthropic's Messages API on ``/v1/messages``). A dialect reads the log like
+#: a transport and is counted like one.
 DIALECTS: Final[tuple[Dialect, ...]] = typing.get_args(Dialect)
 
 Reader = Literal[Transport, Dialect]
