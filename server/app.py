@@ -7,12 +7,14 @@ import contextlib
 import logging
 import resource
 import signal
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
+from aiohttp.web_urldispatcher import MatchInfoError, UrlMappingMatchInfo
 
 from server.allowlists import host_name, is_loopback_name
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS, Closable
@@ -90,6 +92,18 @@ def _error_response(err: ApiError, request: web.Request) -> web.Response:
 #: The HTTP versions answered: HTTP/1.0 (what nginx speaks to its upstream by default; a
 #: stream is then close-delimited) and HTTP/1.1.
 HTTP_VERSIONS = (HttpVersion10, HttpVersion11)
+
+
+class Router(web.UrlDispatcher):
+    """aiohttp's router, except that a request no route matches (its 404 or 405) meets the
+    routes' :func:`expect_handler` too: aiohttp's default would invite the body with ``100
+    Continue``, and answer an expectation that is not UTF-8 with a 500."""
+
+    async def resolve(self, request: web.Request) -> UrlMappingMatchInfo:
+        match = await super().resolve(request)
+        if isinstance(match, MatchInfoError):
+            match.route._expect_handler = expect_handler
+        return match
 
 
 @web.middleware
@@ -200,15 +214,18 @@ def create_app(
     # The error middleware is outermost but for the connection marks (which keep the
     # header and idle timers off while a request is in the app), so the security checks'
     # refusals are JSON too.
-    app = web.Application(
-        middlewares=[
-            connection_middleware,
-            error_middleware,
-            http_version_middleware,
-            security_middleware,
-        ],
-        client_max_size=settings.max_body_bytes,
-    )
+    with warnings.catch_warnings():  # ("router argument is deprecated": it is still the way)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app = web.Application(
+            router=Router(),
+            middlewares=[
+                connection_middleware,
+                error_middleware,
+                http_version_middleware,
+                security_middleware,
+            ],
+            client_max_size=settings.max_body_bytes,
+        )
     app[CONNECTIONS] = ConnectionGuard(settings)
     metrics = Metrics()
     app[SETTINGS] = settings
@@ -275,7 +292,8 @@ def exposure_notice(settings: Settings) -> str | None:
 
 def raise_open_files_limit() -> tuple[int, int]:
     """Raise ``RLIMIT_NOFILE``'s soft limit to the hard limit (each connection is a file
-    descriptor; a soft limit of 1,024 is a few hundred clients) and log both."""
+    descriptor; a soft limit of 1,024 is a few hundred clients); return both (``run()``
+    logs them once it listens, so a failure to listen is the first thing said)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
     if soft != resource.RLIM_INFINITY and soft < target:
@@ -284,7 +302,6 @@ def raise_open_files_limit() -> tuple[int, int]:
             soft = target
         except (ValueError, OSError) as e:
             log.warning("could not raise the open files limit to %d: %s", target, e)
-    log.info("open files limit: %d (hard limit %d)", soft, hard)
     return soft, hard
 
 
@@ -320,12 +337,13 @@ async def run(
     settings: Settings, stop: asyncio.Event | None = None, *, js_dir: Path | None = None
 ) -> None:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM), then stop gracefully."""
-    raise_open_files_limit()
+    files, files_hard = raise_open_files_limit()
     app = create_app(settings, js_dir=js_dir)
     runner = make_runner(app)
     await runner.setup()
     listener = await listen(runner, settings)
     log.info("tokenwire serving on http://%s:%d", settings.host, settings.port)
+    log.info("open files limit: %d (hard limit %d)", files, files_hard)
     if (notice := exposure_notice(settings)) is not None:
         log.warning("%s", notice)
     stop = stop or asyncio.Event()

@@ -298,6 +298,16 @@ FLAG_HELP: dict[str, str] = {
     "streams are forgotten first.",
     "max_retained_events_per_client": "The same event bound for one client's finished "
     "streams (its oldest go first).",
+    # connections
+    "header_timeout_s": "Seconds a client has to send a request's line and headers (from the "
+    "connection's start, or a later request's first byte); then 408 and the connection closes.",
+    "body_timeout_s": "Seconds a client has to send a whole request body; then 408 and the "
+    "connection closes, with nothing created.",
+    "idle_timeout_s": "Seconds a kept-alive connection may sit idle between requests before "
+    "it is closed.",
+    "max_connections_per_client": "Open connections one client address may hold; one more "
+    "is refused with 429 too_many_connections (0: no limit; behind a proxy every client has "
+    "the proxy's address).",
 }
 
 #: ``tokenwire serve --help``'s sections, in order: a title, a sentence, the fields. A field
@@ -367,6 +377,11 @@ FLAG_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "WebSocket",
         "Limits and keep-alive of /api/ws.",
         ("ws_max_msg_bytes", "ws_max_msgs_per_s", "ws_heartbeat_s", "ws_auth_timeout_s"),
+    ),
+    (
+        "connections",
+        "Bounds against slow and hostile clients (docs/guarantees.md).",
+        ("header_timeout_s", "body_timeout_s", "idle_timeout_s", "max_connections_per_client"),
     ),
     (
         "security",

@@ -186,6 +186,20 @@ BODIES: dict[str, dict[str, Any]] = {
         "stream": True,
         "params": QUICK,
     },
+    "ResponsesBody": {
+        "model": "synthetic",
+        "input": "hi",
+        "max_output_tokens": 5,
+        "stream": True,
+        "params": QUICK,
+    },
+    "MessagesBody": {
+        "model": "synthetic",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 5,
+        "stream": True,
+        "params": QUICK,
+    },
 }
 
 
@@ -195,7 +209,11 @@ def route_id(route: Route) -> str:
 
 def target(route: Route, stream_id: str) -> str:
     """The route's path with its placeholders filled (a stream id, the synthetic model)."""
-    return route.path.replace("{id}", stream_id).replace("{model}", "synthetic")
+    return (
+        route.path.replace("{id}", stream_id)
+        .replace("{response_id}", stream_id)
+        .replace("{model}", "synthetic")
+    )
 
 
 def body_of(route: Route) -> bytes:

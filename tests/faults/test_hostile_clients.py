@@ -50,8 +50,19 @@ from tests.faults.hostile import (
 JSON = {"Content-Type": "application/json"}
 
 
+#: Anthropic's error types by status (its API reference, "Errors"); any other 4xx is
+#: ``invalid_request_error``.
+ANTHROPIC_TYPES = {401: "authentication_error", 403: "permission_error", 413: "request_too_large"}
+
+
 def error(route_path: str, status: int, code: str, message: str) -> dict[str, Any]:
-    """The exact error body a route answers with (OpenAI's shape under /v1/)."""
+    """The exact error body a route answers with (Anthropic's shape on /v1/messages,
+    OpenAI's under the rest of /v1/)."""
+    if route_path == "/v1/messages":
+        kind = ANTHROPIC_TYPES.get(
+            status, "api_error" if status >= 500 else "invalid_request_error"
+        )
+        return {"type": "error", "error": {"type": kind, "message": message}}
     if route_path.startswith("/v1/"):
         kind = "server_error" if status >= 500 else "invalid_request_error"
         return {"error": {"message": message, "type": kind, "param": None, "code": code}}
@@ -223,6 +234,8 @@ READ_HEADERS: dict[str, tuple[int, str] | None] = {
     "Access-Control-Request-Method": None,
     "Access-Control-Request-Headers": None,
     "Content-Encoding": None,  # 415 on body routes (below)
+    # Anthropic's token header, read only when there is no Authorization (which is sent).
+    "x-api-key": None,
     "Expect": (417, "expectation_failed"),
     # What aiohttp reads for the WebSocket handshake (server.transports.ws.HANDSHAKE_HEADERS).
     "Upgrade": None,
@@ -285,7 +298,8 @@ async def test_a_header_that_is_not_utf8_never_gets_a_5xx(
             ans = await exchange(srv.port, request, until_close=False)
             assert ans.status < 500, (route.path, ans)
             if ans.status >= 400:
-                code = ans.json()["error"]["code"]
+                err = ans.json()["error"]
+                code = err.get("code")
                 expected = READ_HEADERS[header]
                 if header == "Last-Event-ID" and route.path.endswith("/sse"):
                     expected = (400, "invalid_field")
@@ -293,6 +307,11 @@ async def test_a_header_that_is_not_utf8_never_gets_a_5xx(
                     expected = (415, "unsupported_encoding")
                 elif header == "Authorization" and not needs_token(route.path):
                     expected = None
+                if expected is not None and "code" not in err:  # Anthropic's shape: a type
+                    assert err["type"] == ANTHROPIC_TYPES.get(
+                        expected[0], "invalid_request_error"
+                    ), (route.path, ans)
+                    code = expected[1]
                 if expected is not None:
                     assert (ans.status, code) == expected, (route.path, ans)
             elif READ_HEADERS[header] is not None and (
@@ -470,3 +489,29 @@ async def test_pings_under_the_rate_are_answered() -> None:
         ]
         await ws.send_json({"op": "generate", "prompt": "x", "max_tokens": 1})
         assert (await ws.receive_json(timeout=5))["type"] == "created"
+
+
+async def test_a_path_no_route_matches_meets_the_same_expect_handling() -> None:
+    """aiohttp answers a request no route matches with its own Expect handler (before any
+    middleware): ``100 Continue`` for any body, a 500 for an expectation that is not UTF-8.
+    tokenwire's router gives those requests the routes' handler."""
+    async with served() as srv:
+        odd = await exchange(
+            srv.port,
+            request_bytes("GET", "/no/such/path", raw_headers=b"Expect: " + NOT_UTF8 + b"\r\n"),
+            until_close=False,
+        )
+        assert odd.status == 417, odd
+        assert odd.json()["error"]["code"] == "expectation_failed"
+        big = await exchange(
+            srv.port,
+            request_bytes(
+                "POST",
+                "/no/such/path",
+                headers={"Expect": "100-continue", "Content-Length": str(10**9)},
+            ),
+            until_close=False,
+        )
+        assert big.status == 413, big
+        assert b"100 Continue" not in big.raw
+        assert big.json()["error"]["code"] == "body_too_large"
