@@ -1,0 +1,213 @@
+"""The network lab's pure parts (the shaper's schedule, the verdicts, the config templates,
+the plan) in tables, and the shaper on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+
+import pytest
+
+from bench.net import paths
+from bench.net.matrix import CLIENTS, plan
+from bench.net.shaper import CHUNK, PROFILES, Link, Profile, Shaper, stall_after
+from bench.net.verdict import delivery, latency_ms, per_token
+
+MB = 1_000_000
+CAP = Profile(name="cap", latency_ms=0, rate_kbps=8_000)  # 1 MB/s
+
+
+def drain(link: Link, total: int, now: float = 0.0) -> float:
+    """When the last of ``total`` bytes, all sent at ``now`` in CHUNK pieces, leaves."""
+    out = now
+    for i in range(0, total, CHUNK):
+        out = link.send(now, min(CHUNK, total - i))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("rate_kbps", "latency_ms", "expected_s"),
+    [
+        (8_000, 0, 1.0),  # 1 MB at 1 MB/s
+        (800, 0, 10.0),
+        (8_000, 100, 1.1),  # the latency comes once, after the last byte
+        (None, 35, 0.035),  # uncapped: the latency only
+    ],
+)
+def test_a_cap_is_honoured_within_10_percent_over_1_mb(
+    rate_kbps: float | None, latency_ms: float, expected_s: float
+) -> None:
+    link = Link(Profile(name="x", latency_ms=latency_ms, rate_kbps=rate_kbps), random.Random(0))
+    assert drain(link, MB) == pytest.approx(expected_s, rel=0.10)
+
+
+def test_latency_is_added_to_every_chunk_and_each_direction() -> None:
+    p = PROFILES["3g"]
+    up, down = Link(p, random.Random(1)), Link(p, random.Random(2))
+    for link in (up, down):
+        for t in (0.0, 5.0, 10.0):
+            out = link.send(t, 100)
+            serial = 100 / (p.rate_bytes_per_s or 1)
+            assert t + serial + (p.latency_ms - p.jitter_ms) / 1000 <= out
+            assert out <= t + serial + (p.latency_ms + p.jitter_ms) / 1000
+
+
+def test_jitter_never_reorders_chunks() -> None:
+    link = Link(Profile(name="j", latency_ms=10, jitter_ms=10), random.Random(3))
+    outs = [link.send(i * 0.001, 10) for i in range(500)]
+    assert outs == sorted(outs)
+    assert len(set(outs)) > 100  # the jitter varies the delay
+
+
+def test_a_busy_link_queues_later_chunks_behind_earlier_ones() -> None:
+    link = Link(CAP, random.Random(0))
+    assert link.send(0.0, 500_000) == pytest.approx(0.5)
+    assert link.send(0.1, 500_000) == pytest.approx(1.0)  # waits for the first to finish
+    assert link.send(5.0, 1_000) == pytest.approx(5.001)  # an idle link starts at once
+
+
+def test_stalls_only_on_profiles_that_have_them() -> None:
+    rng = random.Random(0)
+    assert {stall_after(p, rng) is None for p in PROFILES.values() if p.name != "flaky"} == {True}
+    lives = [stall_after(PROFILES["flaky"], rng) for _ in range(2000)]
+    mean = sum(x for x in lives if x is not None) / len(lives)
+    assert mean == pytest.approx(PROFILES["flaky"].stall_every_s, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "first", "last", "span_s", "expected"),
+    [
+        (0, None, None, 1.0, "none"),
+        (10, 0, 900_000_000, 1.0, "stream"),
+        (10, 0, 200_000_000, 1.0, "stream"),  # a loaded machine's hiccup is not buffering
+        (10, 0, 150_000_000, 1.0, "lump"),
+        (10, 5, 5, 1.0, "lump"),  # all in one read
+        (1, 5, 5, 1.0, "stream"),  # one token cannot tell
+        (10, 0, 0, 0.0, "stream"),  # an unpaced source cannot tell
+    ],
+)
+def test_delivery_from_arrival_times(
+    tokens: int, first: int | None, last: int | None, span_s: float, expected: str
+) -> None:
+    assert delivery(tokens, first, last, span_s) == expected
+
+
+def test_latency_percentiles_and_bytes_per_token() -> None:
+    assert latency_ms([]) == (None, None, None)
+    ns = [i * 1_000_000 for i in range(1, 101)]  # 1..100 ms
+    assert latency_ms(list(reversed(ns))) == (50.0, 95.0, 99.0)
+    assert per_token(1000, 0) is None
+    assert per_token(1000, 8) == 125.0
+
+
+def test_fill_names_every_missing_field() -> None:
+    assert paths.fill("listen {{port}}; x {{port}}", {"port": "9"}) == "listen 9; x 9"
+    with pytest.raises(ValueError, match="no value for dir, upstream"):
+        paths.fill("{{upstream}} {{dir}} {{port}}", {"port": "1"})
+
+
+@pytest.mark.parametrize("name", [n for n in paths.PATHS if n != "direct"])
+def test_every_config_template_is_filled_by_the_lab(name: str, tmp_path: object) -> None:
+    conf = paths.PATHS[name].conf
+    assert conf is not None
+    text = (paths.CONF_DIR / conf).read_text()
+    values = {"dir": "/d", "port": "1", "upstream": "2", "http_port": "3", "idle_timeout": "4s"}
+    filled = paths.fill(text, values)
+    assert "{{" not in filled
+    assert "127.0.0.1:2" in filled  # the upstream
+
+
+def test_the_plan_offers_http3_only_unshaped_and_h2_only_where_the_path_speaks_it() -> None:
+    cells = plan(["direct", "nginx-stream", "caddy"], ["lan", "3g"], CLIENTS)
+    protocols = {(c.path, c.profile, c.client, c.protocol) for c in cells}
+    assert ("caddy", "lan", "chromium", "h3") in protocols
+    assert ("caddy", "3g", "chromium", "h3") not in protocols
+    assert ("nginx-stream", "3g", "curl", "h2") in protocols
+    assert not any(p == "direct" and proto != "http/1.1" for p, _, _, proto in protocols)
+    assert {c.protocol for c in cells if c.client in ("python", "js", "openai")} == {"http/1.1"}
+    assert len(cells) == len(set(cells))
+
+
+# ---------------------------------------------------------------------------------------
+# On real sockets
+
+
+async def _echo_server() -> asyncio.Server:
+    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+        w.close()
+
+    return await asyncio.start_server(echo, "127.0.0.1", 0)
+
+
+async def test_bytes_pass_exactly_both_ways() -> None:
+    payload = random.Random(7).randbytes(MB)
+    async with await _echo_server() as echo:
+        port = echo.sockets[0].getsockname()[1]
+        async with Shaper(port, PROFILES["wifi"], seed=1) as shaper:
+            r, w = await asyncio.open_connection("127.0.0.1", shaper.port)
+
+            async def send() -> None:
+                for i in range(0, MB, 50_000):
+                    w.write(payload[i : i + 50_000])
+                    await w.drain()
+                w.write_eof()
+
+            sender = asyncio.create_task(send())
+            got = await asyncio.wait_for(r.read(-1), 60)
+            await sender
+            w.close()
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(payload).hexdigest()
+    assert (shaper.counts.up, shaper.counts.down) == (MB, MB)
+    assert (shaper.counts.connections, shaper.counts.cuts) == (1, 0)
+
+
+async def test_a_cap_and_latency_slow_a_real_transfer() -> None:
+    """Lower bounds only: the shaper may never deliver faster than its link allows."""
+    profile = Profile(name="t", latency_ms=100, rate_kbps=4_000)  # 500 kB/s
+    async with await _echo_server() as echo:
+        port = echo.sockets[0].getsockname()[1]
+        async with Shaper(port, profile) as shaper:
+            r, w = await asyncio.open_connection("127.0.0.1", shaper.port)
+            t0 = time.monotonic()
+            w.write(b"ping")
+            assert await asyncio.wait_for(r.readexactly(4), 10) == b"ping"
+            rtt = time.monotonic() - t0
+            t0 = time.monotonic()
+            w.write(bytes(250_000))
+            await asyncio.wait_for(r.readexactly(250_000), 30)
+            transfer = time.monotonic() - t0
+            w.close()
+    assert rtt >= 0.2  # 100 ms each way
+    # Capped (echoed back as it arrives, so the two directions overlap), plus the latency
+    # of each direction once.
+    assert transfer >= 0.9 * (250_000 / 500_000) + 0.2
+
+
+async def test_a_stall_ends_in_a_cut() -> None:
+    profile = Profile(name="s", latency_ms=0, stall_every_s=0.2, stall_s=0.3)
+    async with await _echo_server() as echo:
+        port = echo.sockets[0].getsockname()[1]
+        async with Shaper(port, profile) as shaper:
+            r, w = await asyncio.open_connection("127.0.0.1", shaper.port)
+            got = b""
+            async with asyncio.timeout(30):
+                while True:
+                    w.write(b"x")
+                    try:
+                        await w.drain()
+                        data = await asyncio.wait_for(r.read(10), 0.1)
+                    except TimeoutError:
+                        continue  # the stall: nothing comes back
+                    except ConnectionError:
+                        break
+                    if not data:
+                        break
+                    got += data
+            w.close()
+    assert shaper.counts.cuts == 1
+    assert set(got) <= {ord("x")}
