@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench.lab import Server, stop_server
-from bench.net.matrix import Lab, plan, run_cells, run_idle, start_server
+from bench.net.matrix import Lab, plan, run_cells, run_connections, run_idle, start_server
 from bench.net.probes import Load
 from bench.net.report import verdict
 
@@ -112,6 +112,21 @@ async def test_chromium_speaks_h1_h2_and_h3_through_caddy(server: Server) -> Non
     }
     h3 = [r for r in rows if r.protocol == "h3"]
     assert {r.bytes_per_token for r in h3} == {None}  # QUIC does not cross the TCP shaper
+
+
+async def test_chromium_six_connections_over_http1_ten_streams_over_h2_and_h3(
+    server: Server,
+) -> None:
+    """Ten EventSources at once in one page through caddy: over HTTP/1.1 only six flow (the
+    browser's connections per origin; the others wait for a free one), over HTTP/2 and
+    HTTP/3 all ten share one connection and flow."""
+    rows = await run_connections(["caddy"], LAB, server, n=10)
+    got = {(r.protocol, r.protocol_seen, r.opened, r.flowing, r.error) for r in rows}
+    assert got == {
+        ("http/1.1", "http/1.1", 10, 6, None),
+        ("h2", "h2", 10, 10, None),
+        ("h3", "h3", 10, 10, None),
+    }
 
 
 async def test_chromium_sees_the_buffering_proxy_too(server: Server) -> None:

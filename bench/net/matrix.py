@@ -8,6 +8,9 @@ digest), whether it streamed or came in one lump (arrival times), first-token de
 latency p50/p95/p99, reconnects, the shaper's cuts, and the bytes on the wire per token
 counted at the shaper (TLS and HTTP/2 framing included).
 
+A **connections** row says how many of 10 EventSources opened at once in one Chromium page
+flow through a path and protocol (HTTP/1.1 allows 6 connections per origin).
+
 An **idle** row says whether a stream survives a quiet period longer than the path's idle
 timeout, with the server's heartbeats and without.
 
@@ -319,6 +322,35 @@ async def run_idle(
     return rows
 
 
+@dataclass(slots=True)
+class ConnRow:
+    """Chromium opening many EventSources at once through one path and protocol."""
+
+    path: str
+    protocol: str
+    opened: int
+    flowing: int
+    protocol_seen: str
+    error: str | None
+
+
+async def run_connections(
+    path_names: Sequence[str], lab: Lab, upstream: Server, n: int = 10
+) -> list[ConnRow]:
+    """Per path and each protocol it offers: how many of ``n`` concurrent EventSources in one
+    page flow (6 over HTTP/1.1, all over HTTP/2 and HTTP/3). Unshaped."""
+    up_port = int(upstream.base.rsplit(":", 1)[1])
+    rows = []
+    for path in path_names:
+        with paths.start(path, up_port, idle_timeout_s=lab.idle_timeout(path)) as front:
+            spki = front.certs.spki_sha256() if front.certs else None
+            for protocol in front.path.protocols:
+                base = f"https://localhost:{front.port}" if protocol == "h3" else front.base
+                c = await probes.count_flowing(base, n=n, spki=spki, protocol=protocol)
+                rows.append(ConnRow(path, protocol, c.opened, c.flowing, c.protocol, c.error))
+    return rows
+
+
 def start_server(lab: Lab, heartbeats: bool = True) -> Server:
     server = spawn_server(1000, 4096, 0, lab.server_args(heartbeats))
     wait_ready(server, 30)
@@ -392,12 +424,15 @@ def run(ns: argparse.Namespace) -> int:
         idle = asyncio.run(
             run_idle(path_names, ("sse", "ws", "chunked", "poll"), lab, server, quiet_server)
         )
+        conns = (
+            asyncio.run(run_connections(path_names, lab, server)) if "chromium" in clients else []
+        )
     finally:
         stop_server(server)
         stop_server(quiet_server)
     from bench.net.report import write_report
 
-    report = write_report(out, lab, rows, idle)
+    report = write_report(out, lab, rows, idle, conns)
     (out / "results.json").write_text(
         json.dumps(
             {
@@ -405,6 +440,7 @@ def run(ns: argparse.Namespace) -> int:
                 "time_scale": lab.time_scale,
                 "rows": [asdict(r) for r in rows],
                 "idle": [asdict(r) for r in idle],
+                "connections": [asdict(r) for r in conns],
             },
             indent=1,
         )

@@ -333,6 +333,46 @@ async def read_chromium(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Connections:
+    """How many of ``opened`` concurrent EventSources had a token after the wait."""
+
+    flowing: int
+    opened: int
+    protocol: str
+    error: str | None
+
+
+async def count_flowing(
+    base: str, *, n: int, spki: str | None, protocol: str, wait_s: float = 2.0
+) -> Connections:
+    """Chromium opens ``n`` EventSources at once on long streams (``bench/net/
+    browser_connections.js``): over HTTP/1.1 only 6 flow (the browser's connections per
+    origin), over HTTP/2 and HTTP/3 all of them."""
+    from playwright.async_api import async_playwright
+
+    # Each stream lasts far longer than the wait, so a waiting one never gets a turn.
+    body = Load(max_tokens=200, tokens_per_s=10).body()
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, args=chromium_args(spki=spki, protocol=protocol, origin=base)
+        )
+        try:
+            page = await browser.new_page()
+            try:
+                await page.goto(f"{base}/healthz", timeout=15_000)
+            except Exception as e:
+                return Connections(0, 0, "?", _error(e).splitlines()[0])
+            r = await page.evaluate(
+                (HERE / "browser_connections.js").read_text(),
+                {"n": n, "body": body, "waitMs": int(wait_s * 1000)},
+            )
+        finally:
+            await browser.close()
+    protocols = [x for x in r["protocols"] if x]
+    return Connections(r["flowing"], r["opened"], ",".join(protocols) or "?", r["error"])
+
+
 def _browser_reading(r: dict[str, Any]) -> Reading:
     protocols = [x for x in r["protocols"] if x]
     return Reading(

@@ -11,7 +11,7 @@ from bench.net import paths
 from bench.net.shaper import PROFILES
 
 if TYPE_CHECKING:
-    from bench.net.matrix import IdleRow, Lab, Row
+    from bench.net.matrix import ConnRow, IdleRow, Lab, Row
 
 
 def _f(v: float | None, spec: str = ".0f") -> str:
@@ -111,6 +111,14 @@ def idle_table(idle: Sequence[IdleRow]) -> list[str]:
     return _table([*head, "reconnects", "text", "error"], body)
 
 
+def connections_table(conns: Sequence[ConnRow]) -> list[str]:
+    body = [
+        [c.path, c.protocol, c.protocol_seen, f"{c.flowing} of {c.opened}", c.error or ""]
+        for c in conns
+    ]
+    return _table(["path", "asked", "used (nextHopProtocol)", "flowing", "error"], body)
+
+
 def cell_table(rows: Sequence[Row]) -> list[str]:
     body = [
         [
@@ -187,7 +195,13 @@ def plots(out: Path, rows: Sequence[Row]) -> list[Path]:
     return made
 
 
-def write_report(out: Path, lab: Lab, rows: Sequence[Row], idle: Sequence[IdleRow]) -> Path:
+def write_report(
+    out: Path,
+    lab: Lab,
+    rows: Sequence[Row],
+    idle: Sequence[IdleRow],
+    conns: Sequence[ConnRow] = (),
+) -> Path:
     lines = [
         "# tokenwire network lab",
         "",
@@ -203,6 +217,9 @@ def write_report(out: Path, lab: Lab, rows: Sequence[Row], idle: Sequence[IdleRo
             lines += [f"## Which transport survives which path ({profile})", "", *part, ""]
     if idle:
         lines += ["## A quiet stream through an idle timeout", "", *idle_table(idle), ""]
+    if conns:
+        head = "## Many EventSources in one browser page"
+        lines += [head, "", *connections_table(conns), ""]
     lines += ["## Link profiles, declared and measured", "", *profile_table(rows), ""]
     made = plots(out, rows)
     for m in made:
