@@ -211,3 +211,19 @@ async def test_a_stall_ends_in_a_cut() -> None:
             w.close()
     assert shaper.counts.cuts == 1
     assert set(got) <= {ord("x")}
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--net-paths", "bogus,caddy", "tokenwire bench --net: unknown path bogus"),
+        ("--net-profiles", "5g", "tokenwire bench --net: unknown profile 5g"),
+        ("--net-clients", ",", "tokenwire bench --net: unknown client (none)"),
+    ],
+)
+def test_bench_net_names_an_unknown_choice_in_one_line(flag: str, value: str, message: str) -> None:
+    from tokenwire.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--net", flag, value])
+    assert str(e.value.code) == message
