@@ -7,11 +7,13 @@ import asyncio
 import hashlib
 import random
 import time
+from pathlib import Path
 
 import pytest
 
 from bench.net import paths
-from bench.net.matrix import CLIENTS, plan
+from bench.net.matrix import CLIENTS, ConnRow, IdleRow, Lab, Row, plan
+from bench.net.report import write_report
 from bench.net.shaper import CHUNK, PROFILES, Link, Profile, Shaper, stall_after
 from bench.net.verdict import delivery, latency_ms, per_token
 
@@ -227,3 +229,35 @@ def test_bench_net_names_an_unknown_choice_in_one_line(flag: str, value: str, me
     with pytest.raises(SystemExit) as e:
         main(["bench", "--net", flag, value])
     assert str(e.value.code) == message
+
+
+def _row(path: str, transport: str, p50: float, **kw: object) -> Row:
+    base: dict[str, object] = dict(
+        client="python", transport=transport, path=path, profile="lan", protocol="http/1.1",
+        exact=True, delivery="stream", tokens=10, error=None, ttft_ms=5.0,
+        latency_p50_ms=p50, latency_p95_ms=p50 + 1, latency_p99_ms=p50 + 2, reconnects=0,
+        cuts=0, connections=1, bytes_up=300, bytes_down=1700, bytes_per_token=200.0,
+        protocol_seen="http/1.1",
+    )  # fmt: skip
+    return Row(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_the_report_says_stream_lump_or_why_and_what_the_path_adds(tmp_path: Path) -> None:
+    rows = [
+        _row("direct", "sse", 1.0),
+        _row("nginx-buffering", "sse", 400.0, delivery="lump"),
+        _row("nginx-default", "sse", 0.0, exact=None, delivery="none", tokens=0,
+             error="ServerError: 500 internal: internal server error", note="why"),
+    ]  # fmt: skip
+    idle = [IdleRow("haproxy", "sse", False, 2.5, 4.8, False, True, 2, None)]
+    conns = [ConnRow("caddy", "http/1.1", 10, 6, "http/1.1", None)]
+    report = write_report(tmp_path, Lab(), rows, idle, conns).read_text()
+    assert "| nginx-buffering | LUMP |" in report
+    assert "| nginx-default | FAIL: ServerError: 500 internal: internal server error |" in report
+    assert "| direct | stream |" in report
+    assert "| caddy | http/1.1 | http/1.1 | 6 of 10 |  |" in report
+    assert "| haproxy | sse | off | 2.5 | 4.8 | NO | 2 | exact |  |" in report
+    assert "| 400.0 | +399.0 |" in report  # latency p50 and what the path adds to direct's
+    assert "- why" in report
+    assert (tmp_path / "bytes-per-token.png").stat().st_size > 1000
+    assert (tmp_path / "latency-by-profile.png").stat().st_size > 1000

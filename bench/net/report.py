@@ -119,7 +119,23 @@ def connections_table(conns: Sequence[ConnRow]) -> list[str]:
     return _table(["path", "asked", "used (nextHopProtocol)", "flowing", "error"], body)
 
 
+def added_p50(rows: Sequence[Row]) -> dict[int, float | None]:
+    """Per row (by index): its latency p50 minus the ``direct`` path's on the same client,
+    transport and profile (what the path adds), where both are known."""
+    base = {
+        (r.client, r.transport, r.profile): r.latency_p50_ms
+        for r in rows
+        if r.path == "direct" and r.latency_p50_ms is not None
+    }
+    out: dict[int, float | None] = {}
+    for i, r in enumerate(rows):
+        b = base.get((r.client, r.transport, r.profile))
+        out[i] = None if b is None or r.latency_p50_ms is None else r.latency_p50_ms - b
+    return out
+
+
 def cell_table(rows: Sequence[Row]) -> list[str]:
+    added = added_p50(rows)
     body = [
         [
             r.path,
@@ -132,6 +148,7 @@ def cell_table(rows: Sequence[Row]) -> list[str]:
             r.delivery,
             _f(r.ttft_ms),
             _f(r.latency_p50_ms, ".1f"),
+            _f(added[i], "+.1f"),
             _f(r.latency_p95_ms, ".1f"),
             _f(r.latency_p99_ms, ".1f"),
             str(r.reconnects),
@@ -139,10 +156,11 @@ def cell_table(rows: Sequence[Row]) -> list[str]:
             _f(r.bytes_per_token, ".1f"),
             (r.error or "") + (f" ({r.note})" if r.note else ""),
         ]
-        for r in rows
+        for i, r in enumerate(rows)
     ]
     head = ["path", "profile", "client", "transport", "asked", "used", "exact", "arrived"]
-    head += ["first token ms", "lat p50", "p95", "p99", "reconn.", "cuts", "B/token", "error"]
+    head += ["first token ms", "lat p50", "vs direct", "p95", "p99", "reconn.", "cuts"]
+    head += ["B/token", "error"]
     return _table(head, body)
 
 
