@@ -13,7 +13,7 @@ import pytest
 
 from bench.net import paths
 from bench.net.matrix import CLIENTS, ConnRow, IdleRow, Lab, Row, plan
-from bench.net.report import write_report
+from bench.net.report import short_error, write_report
 from bench.net.shaper import CHUNK, PROFILES, Link, Profile, Shaper, stall_after
 from bench.net.verdict import delivery, latency_ms, per_token
 
@@ -242,6 +242,20 @@ def _row(path: str, transport: str, p50: float, **kw: object) -> Row:
     return Row(**{**base, **kw})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("error", "short"),
+    [
+        ("ServerError: 500 internal: internal server error", "HTTP 500"),
+        ("WSServerHandshakeError: 426, message='Invalid response status', url='x'", "HTTP 426"),
+        ("ClosedByServer: WebSocket closed by the server with code 1006", "close 1006"),
+        ("WebSocket closed: 1006", "close 1006"),
+        ("ConnectionLost: the connection dropped", "ConnectionLost"),
+    ],
+)
+def test_short_errors(error: str, short: str) -> None:
+    assert short_error(error) == short
+
+
 def test_the_report_says_stream_lump_or_why_and_what_the_path_adds(tmp_path: Path) -> None:
     rows = [
         _row("direct", "sse", 1.0),
@@ -253,7 +267,7 @@ def test_the_report_says_stream_lump_or_why_and_what_the_path_adds(tmp_path: Pat
     conns = [ConnRow("caddy", "http/1.1", 10, 6, "http/1.1", None)]
     report = write_report(tmp_path, Lab(), rows, idle, conns).read_text()
     assert "| nginx-buffering | LUMP |" in report
-    assert "| nginx-default | FAIL: ServerError: 500 internal: internal server error |" in report
+    assert "| nginx-default | FAIL HTTP 500 |" in report
     assert "| direct | stream |" in report
     assert "| caddy | http/1.1 | http/1.1 | 6 of 10 |  |" in report
     assert "| haproxy | sse | off | 2.5 | 4.8 | NO | 2 | exact |  |" in report

@@ -3,6 +3,7 @@ as measured, every cell) and plots, written offline into the results folder."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,12 +19,25 @@ def _f(v: float | None, spec: str = ".0f") -> str:
     return "–" if v is None else format(v, spec)
 
 
-def verdict(row: Row) -> str:
+_STATUS = re.compile(r"\b([45]\d\d)\b")
+_CLOSE = re.compile(r"\b(1\d\d\d)\b")
+
+
+def short_error(error: str) -> str:
+    """An error in a word or two: ``HTTP 500``, ``close 1006``, or the exception's name."""
+    if m := _STATUS.search(error):
+        return f"HTTP {m.group(1)}"
+    if m := _CLOSE.search(error):
+        return f"close {m.group(1)}"
+    return error.split(":", 1)[0][:40]
+
+
+def verdict(row: Row, short: bool = False) -> str:
     """One cell in a word or two: ``stream`` / ``LUMP`` when exact, else why it failed."""
     if row.ok:
         return "stream" if row.delivery == "stream" else "LUMP"
     err = row.error or ("text differs" if row.exact is False else "no digest")
-    return f"FAIL: {err[:60]}"
+    return f"FAIL {short_error(err)}" if short else f"FAIL: {err[:60]}"
 
 
 def _table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -47,7 +61,7 @@ def summary(rows: Sequence[Row], profile: str) -> list[str]:
         if not any(k[0] == path for k in by):
             continue
         cells = [by.get((path, *c)) for c in cols]
-        body.append([path, *(verdict(r) if r else "" for r in cells)])
+        body.append([path, *(verdict(r, short=True) if r else "" for r in cells)])
     head = ["path", *(f"{c} {t} {'h1' if p == 'http/1.1' else p}" for c, t, p in cols)]
     return _table(head, body)
 
