@@ -275,3 +275,22 @@ def test_the_report_says_stream_lump_or_why_and_what_the_path_adds(tmp_path: Pat
     assert "- why" in report
     assert (tmp_path / "bytes-per-token.png").stat().st_size > 1000
     assert (tmp_path / "latency-by-profile.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("profile", ["lan", "3g"])
+async def test_a_client_reset_ends_its_relay(profile: str) -> None:
+    """A client that resets mid-transfer (a browser closing) frees its relay at once, with
+    bytes still scheduled on a slow link."""
+    async with await _echo_server() as echo:
+        port = echo.sockets[0].getsockname()[1]
+        async with Shaper(port, PROFILES[profile]) as shaper:
+            r, w = await asyncio.open_connection("127.0.0.1", shaper.port)
+            w.write(bytes(100_000))
+            await w.drain()
+            await asyncio.wait_for(r.read(1), 10)
+            w.transport.abort()
+            for _ in range(100):
+                if shaper.open_connections == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert shaper.open_connections == 0

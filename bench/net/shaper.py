@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: How many bytes the relay reads at once (one scheduling unit).
@@ -155,6 +156,10 @@ class Shaper:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
+
     async def __aenter__(self) -> Shaper:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return self
@@ -186,9 +191,14 @@ class Shaper:
             return
         self._writers.add(up_writer)
         stalled = asyncio.Event()
+
+        def cut() -> None:  # one side is gone: so is the connection
+            writer.transport.abort()
+            up_writer.transport.abort()
+
         pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer, "up", stalled)),
-            asyncio.create_task(self._pipe(up_reader, writer, "down", stalled)),
+            asyncio.create_task(self._pipe(reader, up_writer, "up", stalled, cut)),
+            asyncio.create_task(self._pipe(up_reader, writer, "down", stalled, cut)),
         ]
         life = stall_after(self.profile, self.rng)
         try:
@@ -221,40 +231,46 @@ class Shaper:
         dst: asyncio.StreamWriter,
         direction: str,
         stalled: asyncio.Event,
+        cut: Callable[[], None],
     ) -> None:
         link = Link(self.profile, self.rng)
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=64)
         loop = asyncio.get_running_loop()
 
         async def deliver() -> None:
+            alive = True
             while True:
                 at, data = await queue.get()
                 if not data:
-                    if dst.can_write_eof():
+                    if alive and dst.can_write_eof():
                         with contextlib.suppress(OSError):
                             dst.write_eof()
                     return
+                if not alive:
+                    continue  # keep taking what the reader queues, until its end
                 wait = at - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
                 if stalled.is_set():
                     await asyncio.Event().wait()  # silence until the cut
-                dst.write(data)
-                if direction == "up":
-                    self.counts.up += len(data)
-                else:
-                    self.counts.down += len(data)
-                await dst.drain()
+                try:
+                    dst.write(data)
+                    if direction == "up":
+                        self.counts.up += len(data)
+                    else:
+                        self.counts.down += len(data)
+                    await dst.drain()
+                except (ConnectionError, OSError, RuntimeError):
+                    alive = False
+                    cut()  # the reader's read ends too
 
         sender = asyncio.create_task(deliver())
         try:
             with contextlib.suppress(ConnectionError):
-                while True:
-                    data = await src.read(CHUNK)
-                    at = link.send(loop.time(), len(data)) if data else 0.0
-                    await queue.put((at, data))
-                    if not data:
-                        break
+                while data := await src.read(CHUNK):
+                    await queue.put((link.send(loop.time(), len(data)), data))
+            # The end (EOF or a reset) goes through the queue too, after what is scheduled.
+            await queue.put((0.0, b""))
             await sender
         finally:
             sender.cancel()
