@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest pytest-versions jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck autobahn clean
+.PHONY: run test lint typecheck pytest pytest-versions jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck bench-net autobahn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,14 +52,20 @@ pytest-versions: $(addprefix pytest-,$(EXTRA_PYTHONS))
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# System packages the tests drive: Debian's Chromium, which Playwright starts from
-# /usr/bin/chromium (Playwright never downloads a browser here).
-SYSTEM_PACKAGES := chromium
+# System packages the tests drive, each checked by the binary it installs: Debian's
+# Chromium, which Playwright starts from /usr/bin/chromium (Playwright never downloads a
+# browser here); the network lab's intermediaries (nginx, haproxy, caddy: bench/net/, started
+# on free ports from the repo's configs, never as services), openssl (the lab's certificates)
+# and curl (a client of the lab).
+SYSTEM_PACKAGES := chromium nginx haproxy caddy openssl curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
-	@if ! command -v chromium >/dev/null; then \
+	@missing=""; export PATH="$$PATH:/usr/sbin:/sbin"; for p in $(SYSTEM_PACKAGES); do \
+		command -v $$p >/dev/null || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		{ $(SUDO) apt-get update -qq || true; } && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
 # JS packages the conformance tests drive (the npm `eventsource` client), pinned by
@@ -124,6 +130,13 @@ bench: install-dev
 RACE_ARGS ?=
 bench-peers: install-dev express-deps
 	$(BIN)/tokenwire bench --peers $(RACE_ARGS)
+
+# The network lab: every transport through every intermediary (nginx, haproxy, caddy) and
+# link profile, with the Python/JS clients, curl, Chromium and the openai SDK, into
+# bench/results/<time>-net/ (docs/net.md); NET_ARGS=--quick for the small plan.
+NET_ARGS ?=
+bench-net: install-dev system-deps node-deps
+	$(BIN)/tokenwire bench --net $(NET_ARGS)
 
 clean:
 	rm -rf $(VENV) $(addprefix .venv-,$(EXTRA_PYTHONS)) .mypy_cache .ruff_cache .pytest_cache

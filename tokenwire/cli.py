@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(sub)
     from bench.runner import add_arguments
 
-    add_arguments(sub.add_parser("bench", help="the transports under Locust, side by side"))
+    bench = sub.add_parser("bench", help="the transports under Locust, side by side")
+    add_arguments(bench)
+    from bench.net.matrix import add_arguments as add_net_arguments
+
+    add_net_arguments(bench)
     return parser
 
 
@@ -82,6 +86,10 @@ def _main(argv: Sequence[str] | None) -> None:
     ns = build_parser().parse_args(argv)
     if ns.command == "serve":
         _serve(ns)
+    elif ns.command == "bench" and ns.net:
+        from bench.net.matrix import run as run_net
+
+        raise SystemExit(run_net(ns))
     elif ns.command == "bench":
         from bench.runner import run as run_bench
 

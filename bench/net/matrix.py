@@ -1,0 +1,449 @@
+"""``tokenwire bench --net``: every client and transport through every path and link
+profile, and what arrived.
+
+A **cell** is one client reading one stream over one transport, through one path (an
+intermediary started from ``bench/net/conf/``), over one link profile (the shaper in front
+of the path), speaking one protocol. Its row says whether the text arrived exact (the
+digest), whether it streamed or came in one lump (arrival times), first-token delay,
+latency p50/p95/p99, reconnects, the shaper's cuts, and the bytes on the wire per token
+counted at the shaper (TLS and HTTP/2 framing included).
+
+A **connections** row says how many of 10 EventSources opened at once in one Chromium page
+flow through a path and protocol (HTTP/1.1 allows 6 connections per origin).
+
+An **idle** row says whether a stream survives a quiet period longer than the path's idle
+timeout, with the server's heartbeats and without.
+
+Time is scaled so the lab fits in minutes: every timeout of the deployment (each path's idle
+timeout, the server's heartbeats, the client's long-poll timeout) is multiplied by
+``--time-scale`` (default 0.05: nginx's 60 s read timeout becomes 3 s, the 15 s SSE
+heartbeat 0.75 s, the 25 s long poll 1.25 s). The quiet period is 1.6 x 60 s, scaled.
+
+HTTP/3 cells skip the shaper (it relays TCP; QUIC is UDP): they go straight to caddy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.lab import REPO, Server, spawn_server, stop_server, wait_ready
+from bench.net import paths, probes
+from bench.net.probes import Load, Reading
+from bench.net.shaper import PROFILES, Counts, Shaper
+from bench.net.verdict import delivery, latency_ms, per_token
+
+#: Each client and the transports it reads (``v1``: the openai SDK on /v1).
+CLIENTS: dict[str, tuple[str, ...]] = {
+    "python": ("sse", "ws", "poll", "chunked"),
+    "js": ("sse", "ws", "poll", "chunked"),
+    "curl": ("sse",),
+    "openai": ("v1",),
+    "chromium": ("sse", "chunked", "ws"),
+}
+
+#: The deployment's timeouts, before scaling (server defaults; the client's poll timeout).
+HEARTBEAT_S = 15.0
+WS_HEARTBEAT_S = 20.0
+POLL_TIMEOUT_S = 25.0
+QUIET_S = 96.0
+"""The idle experiment's quiet period: longer than nginx's 60 s and haproxy's 50 s."""
+
+#: Why a cell fails, where the lab knows (path, transport or "*", a text in the error).
+KNOWN: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "nginx-default",
+        "*",
+        "500",
+        "nginx speaks HTTP/1.0 upstream; tokenwire answers 500 to HTTP/1.0 on streaming "
+        "routes until the server's HTTP/1.0 fix (then: close-delimited)",
+    ),
+    ("nginx-default", "ws", "", "no upgrade lines: nginx drops Upgrade, tokenwire says 426"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    client: str
+    transport: str
+    path: str
+    profile: str
+    protocol: str
+
+
+@dataclass(slots=True)
+class Row:
+    """One cell's outcome (times in ms, sizes in bytes)."""
+
+    client: str
+    transport: str
+    path: str
+    profile: str
+    protocol: str
+    exact: bool | None
+    delivery: str
+    tokens: int
+    error: str | None
+    ttft_ms: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    reconnects: int
+    cuts: int
+    connections: int
+    bytes_up: int
+    bytes_down: int
+    bytes_per_token: float | None
+    protocol_seen: str
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.exact) and self.error is None
+
+
+@dataclass(slots=True)
+class IdleRow:
+    path: str
+    transport: str
+    heartbeats: bool
+    idle_timeout_s: float
+    quiet_s: float
+    survived: bool
+    exact: bool | None
+    reconnects: int
+    error: str | None
+
+
+@dataclass(slots=True)
+class Lab:
+    """The lab's settings: the stream each cell reads and the time scale."""
+
+    load: Load = field(default_factory=Load)
+    time_scale: float = 0.05
+    seed: int = 0
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.time_scale
+
+    def idle_timeout(self, path: str) -> float | None:
+        t = paths.PATHS[path].idle_timeout_s
+        return None if t is None else self.scaled(t)
+
+    def server_args(self, heartbeats: bool = True) -> list[str]:
+        """The lab's tokenwire: heartbeats scaled (or off); pages of the lab's origins (any
+        port, TLS in front) may call it and open WebSockets."""
+        hb = self.scaled(HEARTBEAT_S) if heartbeats else 0
+        ws_hb = self.scaled(WS_HEARTBEAT_S) if heartbeats else 0
+        return [
+            *("--heartbeat-s", f"{hb:g}", "--ws-heartbeat-s", f"{ws_hb:g}"),
+            *("--cors-origins", "*", "--ws-allowed-origins", "*"),
+        ]
+
+
+def protocols_for(client: str, path: str) -> tuple[str, ...]:
+    offered = paths.PATHS[path].protocols
+    if client == "chromium":
+        return offered
+    if client == "curl":
+        return tuple(p for p in offered if p in ("http/1.1", "h2"))
+    return ("http/1.1",)
+
+
+def plan(path_names: Iterable[str], profiles: Iterable[str], clients: Iterable[str]) -> list[Cell]:
+    """Every cell of the matrix; HTTP/3 only on ``lan`` (it cannot go through the shaper)."""
+    cells = []
+    profile_list = list(profiles)
+    client_list = list(clients)
+    for path in path_names:
+        for profile in profile_list:
+            for client in client_list:
+                for protocol in protocols_for(client, path):
+                    if protocol == "h3" and profile != "lan":
+                        continue
+                    for transport in CLIENTS[client]:
+                        cells.append(Cell(client, transport, path, profile, protocol))
+    return cells
+
+
+def explain(path: str, transport: str, error: str | None) -> str:
+    if error is None:
+        return ""
+    for p, t, text, why in KNOWN:
+        if p == path and t in ("*", transport) and text in error:
+            return why
+    return ""
+
+
+def make_row(cell: Cell, r: Reading, counts: Counts, load: Load) -> Row:
+    p50, p95, p99 = latency_ms(r.latencies_ns)
+    ttft = None
+    if r.first_ns is not None and r.started_ns is not None:
+        ttft = (r.first_ns - r.started_ns) / 1e6
+    wire = counts.up + counts.down
+    return Row(
+        client=cell.client,
+        transport=cell.transport,
+        path=cell.path,
+        profile=cell.profile,
+        protocol=cell.protocol,
+        exact=r.exact,
+        delivery=delivery(r.tokens, r.first_ns, r.last_ns, load.span_s),
+        tokens=r.tokens,
+        error=r.error,
+        ttft_ms=ttft,
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
+        latency_p99_ms=p99,
+        reconnects=r.reconnects,
+        cuts=counts.cuts,
+        connections=counts.connections,
+        bytes_up=counts.up,
+        bytes_down=counts.down,
+        bytes_per_token=per_token(wire, r.tokens) if cell.protocol != "h3" else None,
+        protocol_seen=r.protocol,
+        note=explain(cell.path, cell.transport, r.error),
+    )
+
+
+async def _read(cell: Cell, base: str, lab: Lab, front: paths.Front, direct: str) -> Reading:
+    ca = front.certs.ca if front.certs else None
+    poll = lab.scaled(POLL_TIMEOUT_S)
+    if cell.client == "python":
+        return await probes.read_python(base, cell.transport, lab.load, ca, poll_timeout_s=poll)
+    if cell.client == "js":
+        return await probes.read_js(base, cell.transport, lab.load, ca, poll_timeout_s=poll)
+    if cell.client == "curl":
+        return await probes.read_curl(base, lab.load, ca, http2=cell.protocol == "h2")
+    if cell.client == "openai":
+        return await probes.read_openai(base, direct, lab.load, ca)
+    raise ValueError(f"unknown client {cell.client}")
+
+
+async def run_cells(
+    cells: Sequence[Cell], lab: Lab, upstream: Server, progress: Any = None
+) -> list[Row]:
+    """Run ``cells`` against a running tokenwire ``upstream``, path by path, profile by
+    profile (one intermediary and one shaper each), one cell at a time."""
+    up_port = int(upstream.base.rsplit(":", 1)[1])
+    rows: list[Row] = []
+    by_path: dict[str, list[Cell]] = {}
+    for c in cells:
+        by_path.setdefault(c.path, []).append(c)
+    for path, path_cells in by_path.items():
+        with paths.start(path, up_port, idle_timeout_s=lab.idle_timeout(path)) as front:
+            spki = front.certs.spki_sha256() if front.certs else None
+            by_profile: dict[str, list[Cell]] = {}
+            for c in path_cells:
+                by_profile.setdefault(c.profile, []).append(c)
+            for profile, profile_cells in by_profile.items():
+                shaper = Shaper(front.port, PROFILES[profile], seed=lab.seed)
+                async with shaper:
+                    scheme = front.path.scheme
+                    shaped = f"{scheme}://127.0.0.1:{shaper.port}"
+                    browser: dict[str, list[Cell]] = {}
+                    for cell in profile_cells:
+                        if cell.client == "chromium":
+                            browser.setdefault(cell.protocol, []).append(cell)
+                            continue
+                        before = shaper.counts.copy()
+                        reading = await _read(cell, shaped, lab, front, upstream.base)
+                        rows.append(make_row(cell, reading, shaper.counts - before, lab.load))
+                        if progress:
+                            progress(rows[-1])
+                    for protocol, bcells in browser.items():
+                        base = shaped
+                        if protocol == "h3":  # QUIC straight to caddy, by name (SNI)
+                            base = f"https://localhost:{front.port}"
+                        before = shaper.counts.copy()
+                        readings = await probes.read_chromium(
+                            base,
+                            [c.transport for c in bcells],
+                            lab.load,
+                            spki=spki,
+                            protocol=protocol,
+                        )
+                        counts = shaper.counts - before
+                        share = Counts(
+                            counts.up // len(bcells),
+                            counts.down // len(bcells),
+                            counts.connections,
+                            counts.cuts,
+                        )  # one page read them all: the bytes are shared evenly
+                        for c in bcells:
+                            rows.append(make_row(c, readings[c.transport], share, lab.load))
+                            if progress:
+                                progress(rows[-1])
+    return rows
+
+
+async def run_idle(
+    path_names: Sequence[str],
+    transports: Sequence[str],
+    lab: Lab,
+    with_hb: Server,
+    without_hb: Server,
+) -> list[IdleRow]:
+    """Per path and transport, one stream whose first token comes after a quiet period
+    longer than the path's (scaled) idle timeout, from a server with heartbeats and one
+    without (the Python client, resuming as deployed)."""
+    quiet = lab.scaled(QUIET_S)
+    load = Load(max_tokens=5, tokens_per_s=50, ttft_ms=quiet * 1000)
+    rows = []
+    for path in path_names:
+        timeout = lab.idle_timeout(path)
+        for heartbeats, server in ((True, with_hb), (False, without_hb)):
+            port = int(server.base.rsplit(":", 1)[1])
+            with paths.start(path, port, idle_timeout_s=timeout) as front:
+                ca = front.certs.ca if front.certs else None
+                for t in transports:
+                    r = await probes.read_python(
+                        front.base, t, load, ca, poll_timeout_s=lab.scaled(POLL_TIMEOUT_S)
+                    )
+                    rows.append(
+                        IdleRow(
+                            path=path,
+                            transport=t,
+                            heartbeats=heartbeats,
+                            idle_timeout_s=timeout or 0.0,
+                            quiet_s=quiet,
+                            survived=bool(r.exact) and r.error is None and r.reconnects == 0,
+                            exact=r.exact,
+                            reconnects=r.reconnects,
+                            error=r.error,
+                        )
+                    )
+    return rows
+
+
+@dataclass(slots=True)
+class ConnRow:
+    """Chromium opening many EventSources at once through one path and protocol."""
+
+    path: str
+    protocol: str
+    opened: int
+    flowing: int
+    protocol_seen: str
+    error: str | None
+
+
+async def run_connections(
+    path_names: Sequence[str], lab: Lab, upstream: Server, n: int = 10
+) -> list[ConnRow]:
+    """Per path and each protocol it offers: how many of ``n`` concurrent EventSources in one
+    page flow (6 over HTTP/1.1, all over HTTP/2 and HTTP/3). Unshaped."""
+    up_port = int(upstream.base.rsplit(":", 1)[1])
+    rows = []
+    for path in path_names:
+        with paths.start(path, up_port, idle_timeout_s=lab.idle_timeout(path)) as front:
+            spki = front.certs.spki_sha256() if front.certs else None
+            for protocol in front.path.protocols:
+                base = f"https://localhost:{front.port}" if protocol == "h3" else front.base
+                c = await probes.count_flowing(base, n=n, spki=spki, protocol=protocol)
+                rows.append(ConnRow(path, protocol, c.opened, c.flowing, c.protocol, c.error))
+    return rows
+
+
+def start_server(lab: Lab, heartbeats: bool = True) -> Server:
+    server = spawn_server(1000, 4096, 0, lab.server_args(heartbeats))
+    wait_ready(server, 30)
+    return server
+
+
+# ---------------------------------------------------------------------------------------
+# The command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``tokenwire bench --net`` flags (added to the bench subcommand)."""
+    g = p.add_argument_group("the network lab (--net)")
+    g.add_argument(
+        "--net",
+        action="store_true",
+        help="the network lab: every transport through real proxies and shaped links",
+    )
+    g.add_argument(
+        "--net-paths", default=",".join(paths.PATHS), help="comma-separated paths (--net)"
+    )
+    g.add_argument(
+        "--net-profiles", default=",".join(PROFILES), help="comma-separated link profiles"
+    )
+    g.add_argument("--net-clients", default=",".join(CLIENTS), help="comma-separated clients")
+    g.add_argument(
+        "--time-scale", type=float, default=0.05, help="multiplies every timeout (--net)"
+    )
+
+
+def _names(text: str, known: Iterable[str], what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in set(known)]
+    if bad or not names:
+        raise SystemExit(f"tokenwire bench --net: unknown {what} {', '.join(bad) or '(none)'}")
+    return names
+
+
+def run(ns: argparse.Namespace) -> int:
+    """``tokenwire bench --net``: the matrix (``--quick``: lan and flaky, fewer tokens),
+    the idle experiment, then ``report.md``, ``results.json`` and plots in the results
+    folder. Returns 0: a failure through an intermediary is a finding, not an error."""
+    path_names = _names(ns.net_paths, paths.PATHS, "path")
+    profiles = _names(ns.net_profiles, PROFILES, "profile")
+    clients = _names(ns.net_clients, CLIENTS, "client")
+    quick = bool(getattr(ns, "quick", False))
+    if quick and ns.net_profiles == ",".join(PROFILES):
+        profiles = ["lan", "flaky"]
+    lab = Lab(
+        load=Load(max_tokens=20 if quick else 40, tokens_per_s=20),
+        time_scale=ns.time_scale,
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out: Path = getattr(ns, "out", None) or REPO / "bench" / "results" / f"{stamp}-net"
+    out.mkdir(parents=True, exist_ok=True)
+    cells = plan(path_names, profiles, clients)
+    print(f"tokenwire bench --net: {len(cells)} cells into {out}", flush=True)
+
+    def progress(row: Row) -> None:
+        verdict = "exact" if row.ok else f"FAILED ({row.error})"
+        print(
+            f"  {row.path:17} {row.profile:6} {row.client:8} {row.transport:8} "
+            f"{row.protocol:8} {row.delivery:6} {verdict}",
+            flush=True,
+        )
+
+    server = start_server(lab)
+    quiet_server = start_server(lab, heartbeats=False)
+    try:
+        rows = asyncio.run(run_cells(cells, lab, server, progress))
+        idle = asyncio.run(
+            run_idle(path_names, ("sse", "ws", "chunked", "poll"), lab, server, quiet_server)
+        )
+        conns = (
+            asyncio.run(run_connections(path_names, lab, server)) if "chromium" in clients else []
+        )
+    finally:
+        stop_server(server)
+        stop_server(quiet_server)
+    from bench.net.report import write_report
+
+    report = write_report(out, lab, rows, idle, conns)
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "load": asdict(lab.load),
+                "time_scale": lab.time_scale,
+                "rows": [asdict(r) for r in rows],
+                "idle": [asdict(r) for r in idle],
+                "connections": [asdict(r) for r in conns],
+            },
+            indent=1,
+        )
+    )
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,296 @@
+"""The network lab's pure parts (the shaper's schedule, the verdicts, the config templates,
+the plan) in tables, and the shaper on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.net import paths
+from bench.net.matrix import CLIENTS, ConnRow, IdleRow, Lab, Row, plan
+from bench.net.report import short_error, write_report
+from bench.net.shaper import CHUNK, PROFILES, Link, Profile, Shaper, stall_after
+from bench.net.verdict import delivery, latency_ms, per_token
+
+MB = 1_000_000
+CAP = Profile(name="cap", latency_ms=0, rate_kbps=8_000)  # 1 MB/s
+
+
+def drain(link: Link, total: int, now: float = 0.0) -> float:
+    """When the last of ``total`` bytes, all sent at ``now`` in CHUNK pieces, leaves."""
+    out = now
+    for i in range(0, total, CHUNK):
+        out = link.send(now, min(CHUNK, total - i))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("rate_kbps", "latency_ms", "expected_s"),
+    [
+        (8_000, 0, 1.0),  # 1 MB at 1 MB/s
+        (800, 0, 10.0),
+        (8_000, 100, 1.1),  # the latency comes once, after the last byte
+        (None, 35, 0.035),  # uncapped: the latency only
+    ],
+)
+def test_a_cap_is_honoured_within_10_percent_over_1_mb(
+    rate_kbps: float | None, latency_ms: float, expected_s: float
+) -> None:
+    link = Link(Profile(name="x", latency_ms=latency_ms, rate_kbps=rate_kbps), random.Random(0))
+    assert drain(link, MB) == pytest.approx(expected_s, rel=0.10)
+
+
+def test_latency_is_added_to_every_chunk_and_each_direction() -> None:
+    p = PROFILES["3g"]
+    up, down = Link(p, random.Random(1)), Link(p, random.Random(2))
+    for link in (up, down):
+        for t in (0.0, 5.0, 10.0):
+            out = link.send(t, 100)
+            serial = 100 / (p.rate_bytes_per_s or 1)
+            assert t + serial + (p.latency_ms - p.jitter_ms) / 1000 <= out
+            assert out <= t + serial + (p.latency_ms + p.jitter_ms) / 1000
+
+
+def test_jitter_never_reorders_chunks() -> None:
+    link = Link(Profile(name="j", latency_ms=10, jitter_ms=10), random.Random(3))
+    outs = [link.send(i * 0.001, 10) for i in range(500)]
+    assert outs == sorted(outs)
+    assert len(set(outs)) > 100  # the jitter varies the delay
+
+
+def test_a_busy_link_queues_later_chunks_behind_earlier_ones() -> None:
+    link = Link(CAP, random.Random(0))
+    assert link.send(0.0, 500_000) == pytest.approx(0.5)
+    assert link.send(0.1, 500_000) == pytest.approx(1.0)  # waits for the first to finish
+    assert link.send(5.0, 1_000) == pytest.approx(5.001)  # an idle link starts at once
+
+
+def test_stalls_only_on_profiles_that_have_them() -> None:
+    rng = random.Random(0)
+    assert {stall_after(p, rng) is None for p in PROFILES.values() if p.name != "flaky"} == {True}
+    lives = [stall_after(PROFILES["flaky"], rng) for _ in range(2000)]
+    mean = sum(x for x in lives if x is not None) / len(lives)
+    assert mean == pytest.approx(PROFILES["flaky"].stall_every_s, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "first", "last", "span_s", "expected"),
+    [
+        (0, None, None, 1.0, "none"),
+        (10, 0, 900_000_000, 1.0, "stream"),
+        (10, 0, 200_000_000, 1.0, "stream"),  # a loaded machine's hiccup is not buffering
+        (10, 0, 150_000_000, 1.0, "lump"),
+        (10, 5, 5, 1.0, "lump"),  # all in one read
+        (1, 5, 5, 1.0, "stream"),  # one token cannot tell
+        (10, 0, 0, 0.0, "stream"),  # an unpaced source cannot tell
+    ],
+)
+def test_delivery_from_arrival_times(
+    tokens: int, first: int | None, last: int | None, span_s: float, expected: str
+) -> None:
+    assert delivery(tokens, first, last, span_s) == expected
+
+
+def test_latency_percentiles_and_bytes_per_token() -> None:
+    assert latency_ms([]) == (None, None, None)
+    ns = [i * 1_000_000 for i in range(1, 101)]  # 1..100 ms
+    assert latency_ms(list(reversed(ns))) == (50.0, 95.0, 99.0)
+    assert per_token(1000, 0) is None
+    assert per_token(1000, 8) == 125.0
+
+
+def test_fill_names_every_missing_field() -> None:
+    assert paths.fill("listen {{port}}; x {{port}}", {"port": "9"}) == "listen 9; x 9"
+    with pytest.raises(ValueError, match="no value for dir, upstream"):
+        paths.fill("{{upstream}} {{dir}} {{port}}", {"port": "1"})
+
+
+@pytest.mark.parametrize("name", [n for n in paths.PATHS if n != "direct"])
+def test_every_config_template_is_filled_by_the_lab(name: str, tmp_path: object) -> None:
+    conf = paths.PATHS[name].conf
+    assert conf is not None
+    text = (paths.CONF_DIR / conf).read_text()
+    values = {"dir": "/d", "port": "1", "upstream": "2", "http_port": "3", "idle_timeout": "4s"}
+    filled = paths.fill(text, values)
+    assert "{{" not in filled
+    assert "127.0.0.1:2" in filled  # the upstream
+
+
+def test_the_plan_offers_http3_only_unshaped_and_h2_only_where_the_path_speaks_it() -> None:
+    cells = plan(["direct", "nginx-stream", "caddy"], ["lan", "3g"], CLIENTS)
+    protocols = {(c.path, c.profile, c.client, c.protocol) for c in cells}
+    assert ("caddy", "lan", "chromium", "h3") in protocols
+    assert ("caddy", "3g", "chromium", "h3") not in protocols
+    assert ("nginx-stream", "3g", "curl", "h2") in protocols
+    assert not any(p == "direct" and proto != "http/1.1" for p, _, _, proto in protocols)
+    assert {c.protocol for c in cells if c.client in ("python", "js", "openai")} == {"http/1.1"}
+    assert len(cells) == len(set(cells))
+
+
+# ---------------------------------------------------------------------------------------
+# On real sockets
+
+
+async def _echo_server() -> asyncio.Server:
+    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+        w.close()
+
+    return await asyncio.start_server(echo, "127.0.0.1", 0)
+
+
+async def test_bytes_pass_exactly_both_ways() -> None:
+    payload = random.Random(7).randbytes(MB)
+    async with await _echo_server() as echo:
+        port = echo.sockets[0].getsockname()[1]
+        async with Shaper(port, PROFILES["wifi"], seed=1) as shaper:
+            r, w = await asyncio.open_connection("127.0.0.1", shaper.port)
+
+            async def send() -> None:
+                for i in range(0, MB, 50_000):
+                    w.write(payload[i : i + 50_000])
+                    await w.drain()
+                w.write_eof()
+
+            sender = asyncio.create_task(send())
+            got = await asyncio.wait_for(r.read(-1), 60)
+            await sender
+            w.close()
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(payload).hexdigest()
+    assert (shaper.counts.up, shaper.counts.down) == (MB, MB)
+    assert (shaper.counts.connections, shaper.counts.cuts) == (1, 0)
+
+
+async def test_a_cap_and_latency_slow_a_real_transfer() -> None:
+    """Lower bounds only: the shaper may never deliver faster than its link allows."""
+    profile = Profile(name="t", latency_ms=100, rate_kbps=4_000)  # 500 kB/s
+    async with await _echo_server() as echo:
+        port = echo.sockets[0].getsockname()[1]
+        async with Shaper(port, profile) as shaper:
+            r, w = await asyncio.open_connection("127.0.0.1", shaper.port)
+            t0 = time.monotonic()
+            w.write(b"ping")
+            assert await asyncio.wait_for(r.readexactly(4), 10) == b"ping"
+            rtt = time.monotonic() - t0
+            t0 = time.monotonic()
+            w.write(bytes(250_000))
+            await asyncio.wait_for(r.readexactly(250_000), 30)
+            transfer = time.monotonic() - t0
+            w.close()
+    assert rtt >= 0.2  # 100 ms each way
+    # Capped (echoed back as it arrives, so the two directions overlap), plus the latency
+    # of each direction once.
+    assert transfer >= 0.9 * (250_000 / 500_000) + 0.2
+
+
+async def test_a_stall_ends_in_a_cut() -> None:
+    profile = Profile(name="s", latency_ms=0, stall_every_s=0.2, stall_s=0.3)
+    async with await _echo_server() as echo:
+        port = echo.sockets[0].getsockname()[1]
+        async with Shaper(port, profile) as shaper:
+            r, w = await asyncio.open_connection("127.0.0.1", shaper.port)
+            got = b""
+            async with asyncio.timeout(30):
+                while True:
+                    w.write(b"x")
+                    try:
+                        await w.drain()
+                        data = await asyncio.wait_for(r.read(10), 0.1)
+                    except TimeoutError:
+                        continue  # the stall: nothing comes back
+                    except ConnectionError:
+                        break
+                    if not data:
+                        break
+                    got += data
+            w.close()
+    assert shaper.counts.cuts == 1
+    assert set(got) <= {ord("x")}
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--net-paths", "bogus,caddy", "tokenwire bench --net: unknown path bogus"),
+        ("--net-profiles", "5g", "tokenwire bench --net: unknown profile 5g"),
+        ("--net-clients", ",", "tokenwire bench --net: unknown client (none)"),
+    ],
+)
+def test_bench_net_names_an_unknown_choice_in_one_line(flag: str, value: str, message: str) -> None:
+    from tokenwire.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--net", flag, value])
+    assert str(e.value.code) == message
+
+
+def _row(path: str, transport: str, p50: float, **kw: object) -> Row:
+    base: dict[str, object] = dict(
+        client="python", transport=transport, path=path, profile="lan", protocol="http/1.1",
+        exact=True, delivery="stream", tokens=10, error=None, ttft_ms=5.0,
+        latency_p50_ms=p50, latency_p95_ms=p50 + 1, latency_p99_ms=p50 + 2, reconnects=0,
+        cuts=0, connections=1, bytes_up=300, bytes_down=1700, bytes_per_token=200.0,
+        protocol_seen="http/1.1",
+    )  # fmt: skip
+    return Row(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "short"),
+    [
+        ("ServerError: 500 internal: internal server error", "HTTP 500"),
+        ("WSServerHandshakeError: 426, message='Invalid response status', url='x'", "HTTP 426"),
+        ("ClosedByServer: WebSocket closed by the server with code 1006", "close 1006"),
+        ("WebSocket closed: 1006", "close 1006"),
+        ("ConnectionLost: the connection dropped", "ConnectionLost"),
+    ],
+)
+def test_short_errors(error: str, short: str) -> None:
+    assert short_error(error) == short
+
+
+def test_the_report_says_stream_lump_or_why_and_what_the_path_adds(tmp_path: Path) -> None:
+    rows = [
+        _row("direct", "sse", 1.0),
+        _row("nginx-buffering", "sse", 400.0, delivery="lump"),
+        _row("nginx-default", "sse", 0.0, exact=None, delivery="none", tokens=0,
+             error="ServerError: 500 internal: internal server error", note="why"),
+    ]  # fmt: skip
+    idle = [IdleRow("haproxy", "sse", False, 2.5, 4.8, False, True, 2, None)]
+    conns = [ConnRow("caddy", "http/1.1", 10, 6, "http/1.1", None)]
+    report = write_report(tmp_path, Lab(), rows, idle, conns).read_text()
+    assert "| nginx-buffering | LUMP |" in report
+    assert "| nginx-default | FAIL HTTP 500 |" in report
+    assert "| direct | stream |" in report
+    assert "| caddy | http/1.1 | http/1.1 | 6 of 10 |  |" in report
+    assert "| haproxy | sse | off | 2.5 | 4.8 | NO | 2 | exact |  |" in report
+    assert "| 400.0 | +399.0 |" in report  # latency p50 and what the path adds to direct's
+    assert "- why" in report
+    assert (tmp_path / "bytes-per-token.png").stat().st_size > 1000
+    assert (tmp_path / "latency-by-profile.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("profile", ["lan", "3g"])
+async def test_a_client_reset_ends_its_relay(profile: str) -> None:
+    """A client that resets mid-transfer (a browser closing) frees its relay at once, with
+    bytes still scheduled on a slow link."""
+    async with await _echo_server() as echo:
+        port = echo.sockets[0].getsockname()[1]
+        async with Shaper(port, PROFILES[profile]) as shaper:
+            r, w = await asyncio.open_connection("127.0.0.1", shaper.port)
+            w.write(bytes(100_000))
+            await w.drain()
+            await asyncio.wait_for(r.read(1), 10)
+            w.transport.abort()
+            for _ in range(100):
+                if shaper.open_connections == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert shaper.open_connections == 0
