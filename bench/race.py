@@ -66,6 +66,8 @@ TOKENWIRE = "tokenwire"
 FANOUT = "fanout"
 #: The core the servers are pinned to with ``--pin``; the load client takes the other one.
 SERVER_CPU = 0
+#: The slowest delivery a cell waits for before it is cut (tokens/s over the cell).
+SLOWEST_TOKENS_PER_S = 2000.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,10 +91,23 @@ class RacePlan:
     """Pause before each cell once the target has no live stream (tokenwire's retention
     frees the last cell's logs meanwhile)."""
     cell_timeout_s: float
+    """A cell's time limit at least; a big cell gets more (:meth:`timeout_s`)."""
 
     @property
     def scenarios(self) -> tuple[str, ...]:
         return (*self.transports, *((FANOUT,) if self.fanout else ()))
+
+    def expected_tokens(self, scenario: str) -> int:
+        if scenario == FANOUT:
+            return self.readers * self.fanout_tokens
+        return self.concurrency * self.tokens
+
+    def timeout_s(self, scenario: str) -> float:
+        """A cell's time limit: ``cell_timeout_s``, or the time its tokens take at
+        ``SLOWEST_TOKENS_PER_S`` if longer. (A fixed 60 s cut FastAPI's fan-out of 1000
+        tokens to 1000 readers: sse-starlette delivers the readers in lockstep at about
+        17k tokens/s, so all of them were one event short of ``done`` when 60 s ran out.)"""
+        return max(self.cell_timeout_s, self.expected_tokens(scenario) / SLOWEST_TOKENS_PER_S)
 
 
 PLANS = {
@@ -335,7 +350,7 @@ async def run_fanout(
             ends.append(time.time_ns())
 
     tasks = [asyncio.create_task(reader()) for _ in range(plan.readers)]
-    _, pending = await asyncio.wait(tasks, timeout=plan.cell_timeout_s)
+    _, pending = await asyncio.wait(tasks, timeout=plan.timeout_s(FANOUT))
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
@@ -361,7 +376,7 @@ async def run_once(target: Target, scenario: str, plan: RacePlan, run_no: int) -
             return RaceRun(
                 streams=tally.streams,
                 tokens=tally.tokens,
-                tokens_expected=plan.readers * plan.fanout_tokens,
+                tokens_expected=plan.expected_tokens(FANOUT),
                 wall_s=wall,
                 tokens_per_s=tally.tokens / wall if wall > 0 else 0.0,
                 server_cpu_s=cpu,
@@ -372,13 +387,13 @@ async def run_once(target: Target, scenario: str, plan: RacePlan, run_no: int) -
             )
         spec = CellSpec(scenario, plan.concurrency, plan.tokens, 1)
         # The server's CPU is read here, over its process tree (gunicorn's workers too).
-        r = await run_cell(session, base, spec, 0.0, plan.cell_timeout_s, None, run_no)
+        r = await run_cell(session, base, spec, 0.0, plan.timeout_s(scenario), None, run_no)
         cpu = target.cpu.seconds() - cpu0
         window = time.perf_counter() - t0
     return RaceRun(
         streams=r.streams,
         tokens=r.tokens,
-        tokens_expected=plan.concurrency * plan.tokens,
+        tokens_expected=plan.expected_tokens(scenario),
         wall_s=r.wall_s,
         tokens_per_s=r.tokens_per_s,
         server_cpu_s=cpu,
