@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,9 +123,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--scenario",
-        choices=("streams", "fanout", "all"),
+        choices=("streams", "fanout", "all", "paced", "fair"),
         default="all",
-        help="streams: N users, N concurrent streams; fanout: N subscribers of one stream",
+        help="streams: N users, N concurrent streams; fanout: N subscribers of one stream; "
+        "--peers only: paced (Locust at a realistic pace), fair (1000 streams, Jain's index)",
     )
     p.add_argument(
         "--transports",
@@ -168,6 +169,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         + "; default all that can run here)",
     )
     race.add_argument("--repeat", type=int, help="rounds over every cell and target (default 3)")
+    race.add_argument(
+        "--paced-users",
+        type=int,
+        help="concurrent Locust streams of the paced cells (default 200; --pace and "
+        "--run-time apply to them too)",
+    )
     race.add_argument(
         "--readers", type=int, help="SSE readers of the fan-out stream (default 1000)"
     )
@@ -308,12 +315,18 @@ def run_locust(
     load: Load,
     out: Path,
     progress: Any,
+    server_cpu: Callable[[], float] | None = None,
+    name: str | None = None,
 ) -> RunResult:
-    """One Locust run of one user class, with the server sampled meanwhile."""
+    """One Locust run of one user class, with the server sampled meanwhile (its CPU by
+    ``server_cpu`` when given, e.g. a process tree's, else its process's); ``name``: the
+    run's file names (default ``<scenario>-<transport>``)."""
     fanout = scenario == "fanout"
     label = (FANOUT_LABELS if fanout else LABELS)[transport]
     user_class = (FANOUT_CLASSES if fanout else USER_CLASSES)[transport]
-    name = f"{scenario}-{transport}" if scenario != "stress" else f"stress-{transport}-{load.users}"
+    if name is None:
+        stress = scenario == "stress"
+        name = f"stress-{transport}-{load.users}" if stress else f"{scenario}-{transport}"
     prefix = out / name
     cmd, hard_limit = locust_command(ns, server.base, load, user_class, prefix)
     metric_key = f"tokenwire_subscribers{{{transport}}}" if fanout else "tokenwire_live_streams"
@@ -339,6 +352,8 @@ def run_locust(
                     proc.wait()
                     break
                 cpu, rss = process_usage(server.pid)
+                if server_cpu is not None:
+                    cpu = server_cpu()
                 opened = scrape(server.base).get(metric_key)
                 samples.append(
                     Sample(
@@ -510,6 +525,8 @@ def run(ns: argparse.Namespace) -> int:
         from bench.race import run_race
 
         return run_race(ns)
+    if ns.scenario in ("paced", "fair"):
+        raise SystemExit(f"--scenario {ns.scenario} is a scenario of the peer race (--peers)")
     # Never import locust here: it monkey-patches the process for gevent (Locust runs as a
     # subprocess). Only check that it is installed.
     missing = [m for m in ("locust", "matplotlib", "psutil") if importlib.util.find_spec(m) is None]

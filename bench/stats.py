@@ -35,6 +35,15 @@ def histogram_percentile(hist: Mapping[float, int], q: float) -> float | None:
     return max(hist)
 
 
+def jain_index(values: Sequence[float]) -> float | None:
+    """Jain's fairness index, (sum x)^2 / (n * sum x^2): 1 when every value is equal, 1/n
+    when one takes everything (None when there is nothing to share)."""
+    squares = sum(x * x for x in values)
+    if not values or squares == 0:
+        return None
+    return sum(values) ** 2 / (len(values) * squares)
+
+
 def median_of_known(values: Iterable[float | None]) -> float | None:
     """Median of the values that are not None (None if none is)."""
     known = [v for v in values if v is not None]
