@@ -114,7 +114,7 @@ async def open_idle_streams(base: str, ns: argparse.Namespace, proc: psutil.Proc
             proc.send_signal(signal.SIGUSR1)
         for r in responses:
             r.close()
-        return grown
+        return float(grown)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

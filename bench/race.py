@@ -690,16 +690,14 @@ def add_paced_ratios(cells: Sequence[PacedCell]) -> None:
 
 #: The paced table (fits 100 columns).
 PACED_COLUMNS = (
-    "cell",
+    "transport",
     "target",
-    "CPU %",
-    "ms/1k tok",
+    "CPU%",
     "lat p50/p99 ms",
-    "TTFT ms",
-    "srv lat p99 µs",
+    "srv p99 µs",
     "1st tok µs",
     "failed",
-    "tw/peer CPU",
+    "tw/p CPU",
 )
 
 
@@ -708,14 +706,15 @@ def paced_label(transport: str, plan: PacedPlan) -> str:
 
 
 def paced_rows(cells: Sequence[PacedCell], plan: PacedPlan) -> list[list[str]]:
+    """Per transport and target: CPU % at the pace, Locust's latency, the probe's server
+    latency p99 and first token p50/p99 (tokenwire), failed streams, CPU ratio."""
+    del plan  # (the plan is in the table's title)
     return [
         [
-            paced_label(c.transport, plan),
+            c.transport,
             c.target,
             or_dash(c.cpu_pct_nominal, ".1f"),
-            or_dash(c.cpu_ms_per_1k, ".1f"),
             f"{or_dash(c.latency_p50_ms, '.1f')}/{or_dash(c.latency_p99_ms, '.1f')}",
-            or_dash(c.ttft_p50_ms, ".1f"),
             or_dash(c.server_latency_p99_us, ".0f"),
             f"{or_dash(c.first_token_p50_us, '.0f')}/{or_dash(c.first_token_p99_us, '.0f')}"
             if c.first_token_p50_us is not None
@@ -904,18 +903,19 @@ COLUMNS = (
     "cell",
     "target",
     "tok/s",
-    "CPU ms/1k tok",
-    "CPU %",
+    "ms/1k tok",
+    "CPU%",
     "failed",
     "Jain",
-    "tw/peer tok/s",
-    "tw/peer CPU",
+    "tw/p tok/s",
+    "tw/p CPU",
 )
 
 
 def failed_text(failures: int, tokens: int, expected: int) -> str:
-    """``0``, or the failed streams, with the tokens when some are missing."""
-    return str(failures) if tokens == expected else f"{failures} ({tokens}/{expected} tok)"
+    """The failed streams, starred when tokens are missing (the lines after the table
+    say how many)."""
+    return str(failures) if tokens == expected else f"{failures}*"
 
 
 def table_rows(cells: Sequence[RaceCell], plan: RacePlan) -> list[list[str]]:
@@ -1150,7 +1150,7 @@ def run_race(ns: argparse.Namespace) -> int:
             "apply to the Locust runs only"
         )
     plan = plan_of(ns)
-    if not plan.scenarios:
+    if not plan.scenarios and plan.paced is None:
         raise SystemExit("--peers: no transport of the peer contract (sse, ws, poll, chunked)")
     names = peer_names(ns.peers)
     if not ns.quick and plan.repeat < 3:
@@ -1178,10 +1178,32 @@ def run_race(ns: argparse.Namespace) -> int:
                 if skipped
                 else ""
             ),
-            f"each cell on every target in turn, {plan.repeat} round(s), medians; transports at "
-            f"c={plan.concurrency} streams of {plan.tokens} tokens, fan-out: one stream of "
-            f"{plan.fanout_tokens} tokens to {plan.readers} SSE readers; all unpaced "
-            "(tokens_per_s=0); every stream checked (seqs, sha256, count)",
+            f"each cell on every target in turn, {plan.repeat} round(s), medians; every "
+            "stream checked (seqs, sha256, count). Full speed (tokens_per_s=0): "
+            + "; ".join(
+                part
+                for part in (
+                    f"{','.join(plan.transports)} at c={plan.concurrency} streams of "
+                    f"{plan.tokens} tokens"
+                    if plan.transports
+                    else "",
+                    f"fan-out: one stream of {plan.fanout_tokens} tokens to {plan.readers} "
+                    "SSE readers"
+                    if plan.fanout
+                    else "",
+                    f"fairness: {plan.fair_streams} SSE streams of {plan.fair_tokens} tokens"
+                    if plan.fair_streams
+                    else "",
+                )
+                if part
+            )
+            + (
+                f". Paced (Locust): {','.join(plan.paced.transports)}, {plan.paced.users} "
+                f"streams of {plan.paced.tokens} tokens at {plan.paced.pace:g} tokens/s, "
+                f"{plan.paced.run_s:g} s per run"
+                if plan.paced is not None
+                else ""
+            ),
             f"{cpus} CPU cores; "
             + (
                 f"servers pinned to CPU {SERVER_CPU}, this load client to the rest"
@@ -1194,8 +1216,10 @@ def run_race(ns: argparse.Namespace) -> int:
                 if background > 0.15
                 else ""
             ),
-            "server CPU = the target's process tree (psutil), over the cell; tw/peer: tokenwire's "
-            "figure / the peer's (tok/s above 1 and CPU below 1: tokenwire ahead)",
+            "server CPU = the target's process tree (psutil), over the cell; tw/p: tokenwire's "
+            "figure / the peer's (tok/s above 1 and CPU below 1: tokenwire ahead); paced CPU% = "
+            "CPU per token x the nominal tokens/s; srv p99 / 1st tok: tokenwire's probe "
+            "(server time, docs/bench.md)",
             "versions: " + ", ".join(f"{k} {v}" for k, v in found.items()),
         ]
 

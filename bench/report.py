@@ -334,19 +334,53 @@ def stress_row(transport: str, steps: Sequence[RunResult]) -> list[str]:
     ]
 
 
+#: The terminal's two tables (each fits a 100-column terminal): the table's columns by
+#: index into :data:`COLUMNS`, each with a shorter header. ``report.html`` has them as one.
+TERMINAL_TABLES: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = (
+    (
+        "delivery",
+        (
+            (0, "transport"),
+            (1, "users"),
+            (2, "streams"),
+            (3, "failed"),
+            (5, "tok/s"),
+            (6, "TTFT p50/95"),
+            (7, "ITL p50/99"),
+            (8, "lat p50/95/99"),
+        ),
+    ),
+    (
+        "cost",
+        (
+            (0, "transport"),
+            (4, "tokens rx / gen"),
+            (9, "B/tok"),
+            (10, "srv CPU%"),
+            (11, "ms/1k tok"),
+            (12, "KiB/strm"),
+            (13, "cli CPU%"),
+            (14, "oth CPU%"),
+        ),
+    ),
+)
+
+
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """A rich table on stdout (wide enough not to wrap when stdout is not a terminal)."""
-    import sys
+    """The table on stdout: rows in :data:`COLUMNS`' shape as two tables of at most 100
+    columns (delivery, cost); any other shape as one table."""
+    from bench.stats import print_table as print_one
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=col != "why")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=None if sys.stdout.isatty() else 250).print(table)
+    rows = [list(r) for r in rows]
+    if tuple(columns) != COLUMNS:
+        print_one(title, columns, rows)
+        return
+    for part, picks in TERMINAL_TABLES:
+        print_one(
+            f"{title} ({part}; times in ms)" if part == "delivery" else f"{title} ({part})",
+            [name for _, name in picks],
+            [[row[i] for i, _ in picks] for row in rows],
+        )
 
 
 # ---------------------------------------------------------------------------------------

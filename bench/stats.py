@@ -85,7 +85,16 @@ def print_table(
         except ImportError:
             plain = True
         else:
-            table = Table(title=title, title_justify="left")
+            from rich import box
+
+            # No vertical rules: a table of 8-10 columns fits a 100-column terminal.
+            table = Table(
+                title=title,
+                title_justify="left",
+                box=box.SIMPLE_HEAD,
+                padding=(0, 1),
+                pad_edge=False,
+            )
             for i, col in enumerate(columns):
                 table.add_column(
                     col, justify="left" if i == 0 else "right", no_wrap=col not in wrap
@@ -94,7 +103,7 @@ def print_table(
                 if i in starts and i:
                     table.add_section()
                 table.add_row(*row)
-            Console(width=None if sys.stdout.isatty() else 250).print(table)
+            Console(width=None if sys.stdout.isatty() else 100).print(table)
             return
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
     print(title)
