@@ -582,8 +582,6 @@ def paced_once(target: Target, transport: str, plan: PacedPlan, out: Path, run_n
     probed = target.name == TOKENWIRE
     if probed:
         probe_call(base, "POST")
-    locust_dir = out / "locust"
-    locust_dir.mkdir(exist_ok=True)
     name = f"paced-{transport}-{target.name}-{run_no + 1}"
     load = plan.load()
     r = run_locust(
@@ -592,7 +590,7 @@ def paced_once(target: Target, transport: str, plan: PacedPlan, out: Path, run_n
         scenario="paced",
         transport=transport,
         load=load,
-        out=locust_dir,
+        out=out,
         progress=_NoProgress(),
         server_cpu=target.cpu.seconds,
         name=name,
@@ -626,7 +624,7 @@ def paced_once(target: Target, transport: str, plan: PacedPlan, out: Path, run_n
         failures=r.failures,
         server_latency_us=latency,
         first_token_us=first,
-        files={k: f"locust/{v}" for k, v in r.files.items()},
+        files=r.files,
     )
 
 

@@ -548,7 +548,9 @@ def make_plots(
     fanout: Sequence[RunResult],
     stress: Mapping[str, Sequence[RunResult]],
 ) -> list[Path]:
-    """Every PNG of the report; those without data are left out."""
+    """Every PNG of the report (in ``out/plots/``); those without data are left out."""
+    out = out / "plots"
+    out.mkdir(parents=True, exist_ok=True)
     made: list[Path | None] = []
     groups = {k: v for k, v in (("streams", streams), ("fan-out", fanout)) if v}
     if streams:
@@ -595,12 +597,28 @@ def make_plots(
 # report.html
 
 
-def _html_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+def bench_warnings(
+    streams: Sequence[RunResult],
+    fanout: Sequence[RunResult],
+    stress: Mapping[str, Sequence[RunResult]],
+) -> list[str]:
+    """Every warning of a ``tokenwire bench`` run: the terminal prints them and the report
+    repeats them."""
+    every = [*streams, *fanout, *(r for steps in stress.values() for r in steps)]
+    warnings = []
+    if disturbed := [r for r in every if (r.other_cpu_pct or 0) > 25]:
+        warnings.append(
+            "warning: other work kept the machine busy (other CPU above 25% of a core) during "
+            + ", ".join(f"{r.scenario} {r.transport}" for r in disturbed)
+            + ": these figures are skewed"
+        )
+    if saturated := [r for r in every if (r.client_cpu_pct or 0) > 90]:
+        warnings.append(
+            "warning: Locust used more than 90% of a core during "
+            + ", ".join(f"{r.scenario} {r.transport}" for r in saturated)
+            + ": the load generator, not the server, may have set the pace"
+        )
+    return warnings
 
 
 def write_html(
@@ -611,44 +629,62 @@ def write_html(
     stress: Mapping[str, Sequence[RunResult]],
     plots: Sequence[Path],
 ) -> Path:
-    """``report.html``: the setup, the tables, the plots and links to Locust's reports."""
+    """``report.html``: the setup, every warning, the tables (the demo's transport colours),
+    the plots embedded, links to Locust's reports; nothing loaded from outside."""
+    colours = " ".join(f"--{k}:{v};" for k, v in transport_colours().items())
     parts = [
-        "<!doctype html><meta charset='utf-8'><title>tokenwire bench</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-        "td:first-child{text-align:left}img{max-width:100%}</style>",
+        "<!doctype html><html lang='en'><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        "<title>tokenwire bench</title>",
+        f"<style>{_REPORT_CSS % {'colours': colours}}</style><main>",
         "<h1>tokenwire bench</h1>",
-        "<ul>" + "".join(f"<li>{html.escape(str(line))}</li>" for line in meta["notes"]) + "</ul>",
+        f"<p class='muted'>{html.escape(str(meta.get('time', '')))} · preset "
+        f"{html.escape(str(meta.get('preset', '')))} · {meta.get('cpu_count')} cores</p>",
     ]
+    for w in meta.get("warnings", []):
+        parts.append(f"<div class='warn'>{html.escape(w)}</div>")
     for title, results in (("Streams", streams), ("Fan-out: one shared stream", fanout)):
         if not results:
             continue
-        parts.append(f"<h2>{title}</h2>")
-        parts.append(_html_table(COLUMNS, (table_row(r) for r in results)))
+        parts.append(f"<h2>{title}</h2><section class='card'>")
+        parts.append(_race_table(COLUMNS, (table_row(r) for r in results)))
         links = " · ".join(
             f"<a href='{html.escape(r.files['html'])}'>{html.escape(r.transport)}</a>"
             for r in results
             if "html" in r.files
         )
-        parts.append(f"<p>Locust's own reports: {links}</p>")
+        parts.append(f"<p class='muted'>Locust's own reports: {links}</p>")
         for r in results:
             for f in r.failures:
                 parts.append(
-                    f"<p>{html.escape(r.transport)}: {f['occurrences']} x "
+                    f"<div class='warn'>{html.escape(r.transport)}: {f['occurrences']} x "
                     f"{html.escape(f['type'])} {html.escape(f['name'])}: "
-                    f"{html.escape(f['error'])}</p>"
+                    f"{html.escape(f['error'])}</div>"
                 )
+        parts.append("</section>")
     if stress:
-        parts.append("<h2>Stress: where delivery broke</h2>")
-        parts.append(_html_table(STRESS_COLUMNS, (stress_row(t, s) for t, s in stress.items())))
+        parts.append("<h2>Stress: where delivery broke</h2><section class='card'>")
+        parts.append(_race_table(STRESS_COLUMNS, (stress_row(t, s) for t, s in stress.items())))
         steps = [
             [f"{r.transport} x{r.load.users}", *table_row(r)[1:]]
             for s in stress.values()
             for r in s
         ]
-        parts.append(_html_table(COLUMNS, steps))
+        parts.append(_race_table(COLUMNS, steps))
+        parts.append("</section>")
     for p in plots:
-        parts.append(f"<h3>{html.escape(p.stem)}</h3><img src='{html.escape(p.name)}'>")
+        parts.append(
+            f"<section class='card'><h3>{html.escape(p.stem)}</h3>"
+            f"<img alt='{html.escape(p.stem)}' src='{_png_data_uri(p)}'></section>"
+        )
+    parts.append("<h2>How it was run</h2><section class='card'><ul class='meta'>")
+    parts.extend(f"<li>{html.escape(str(line))}</li>" for line in meta["notes"])
+    parts.append(
+        "</ul><p class='muted'>Raw files: <a href='summary.json'>summary.json</a> · "
+        "<a href='plots/'>plots/</a> · <a href='locust/'>locust/</a> (Locust's CSV, JSON, "
+        "HTML and log per run) · <a href='servers/'>servers/</a> (each server's log)</p>"
+        "</section></main></html>"
+    )
     path = out / "report.html"
     path.write_text("\n".join(parts) + "\n")
     return path

@@ -52,6 +52,7 @@ from bench.report import (
     Load,
     RunResult,
     Sample,
+    bench_warnings,
     make_plots,
     print_table,
     read_failures,
@@ -238,7 +239,8 @@ def server_for(
     finally:
         code = stop_server(server)
         if server.log_path is not None:
-            shutil.move(server.log_path, out / f"{name}.server.log")
+            (out / "servers").mkdir(exist_ok=True)
+            shutil.move(server.log_path, out / "servers" / f"{name}.server.log")
         if code not in (0, None):
             print(f"warning: the server of {name} exited with {code}", file=sys.stderr)
 
@@ -327,14 +329,16 @@ def run_locust(
     if name is None:
         stress = scenario == "stress"
         name = f"stress-{transport}-{load.users}" if stress else f"{scenario}-{transport}"
-    prefix = out / name
+    raw = out / "locust"  # Locust's own files, one folder for every run's
+    raw.mkdir(parents=True, exist_ok=True)
+    prefix = raw / name
     cmd, hard_limit = locust_command(ns, server.base, load, user_class, prefix)
     metric_key = f"tokenwire_subscribers{{{transport}}}" if fanout else "tokenwire_live_streams"
     before = scrape(server.base)
     samples: list[Sample] = []
     task = progress.add_task(f"{name}: starting", total=load.run_s)
     start = time.monotonic()
-    with (out / f"{name}.log").open("wb") as log:
+    with (raw / f"{name}.log").open("wb") as log:
         proc = subprocess.Popen(
             cmd,
             cwd=REPO,
@@ -399,10 +403,10 @@ def run_locust(
         tokens_generated=generated,
     )
     result.files = {
-        "csv": f"{name}_stats.csv",
-        "json": f"{name}.json",
-        "html": f"{name}.html",
-        "log": f"{name}.log",
+        "csv": f"locust/{name}_stats.csv",
+        "json": f"locust/{name}.json",
+        "html": f"locust/{name}.html",
+        "log": f"locust/{name}.log",
     }
     return result
 
@@ -574,6 +578,8 @@ def run(ns: argparse.Namespace) -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     plots = make_plots(out, streams, fanout, stress)
+    warnings = bench_warnings(streams, fanout, stress)
+    meta["warnings"] = warnings
     summary = {"meta": meta, "streams": streams, "fanout": fanout, "stress": stress}
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=1) + "\n")
     report = write_html(out, meta, streams, fanout, stress, plots)
@@ -595,13 +601,8 @@ def run(ns: argparse.Namespace) -> int:
         print_table(
             "tokenwire bench: stress", STRESS_COLUMNS, (stress_row(t, s) for t, s in stress.items())
         )
-    every = [*streams, *fanout, *(r for steps in stress.values() for r in steps)]
-    if disturbed := [r for r in every if (r.other_cpu_pct or 0) > 25]:
-        print(
-            "warning: other work kept the machine busy (other CPU > 25% of a core) during "
-            + ", ".join(f"{r.scenario} {r.transport}" for r in disturbed)
-            + ": those figures are skewed"
-        )
+    for line in warnings:
+        print(line)
     failed = [r for r in (*streams, *fanout) if r.failed_streams or r.exit_code != 0]
     for r in failed:
         print(f"{r.scenario} {r.transport}: {r.failed_streams} failed streams, exit {r.exit_code}")
