@@ -47,7 +47,8 @@ MAX_SAMPLES = 500_000
 PATH = "/bench/probe"
 
 #: The current request's (or WebSocket generate's) start, whether its first token was
-#: written, whether it is a WebSocket's: ``[start_ns, written, websocket]``. Set in the
+#: written, and its kind (0 HTTP, 1 WebSocket, 2 the probe's own answer):
+#: ``[start_ns, written, kind]``. Set in the
 #: request's task; the pump tasks it starts afterwards inherit it.
 _START: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "probe_start", default=None
@@ -67,6 +68,8 @@ class Probe:
     def after_write(self, data: bytes) -> None:
         now = time.time_ns()
         box = _START.get()
+        if box is not None and box[2] == 2:
+            return  # the probe's own answer
         if box is not None and not box[1] and b'"seq":0,' in data:
             box[1] = 1
             if len(self.first_token_ns) < MAX_SAMPLES:
@@ -147,6 +150,7 @@ async def stamp_start(
 
 
 async def probe_route(request: web.Request) -> web.Response:
+    _START.set([0, 1, 2])  # this answer is no stream's
     if request.method == "POST":
         PROBE.switch_on()
     elif request.method == "DELETE":
