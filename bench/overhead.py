@@ -376,22 +376,15 @@ async def read_stream(
 
 
 async def watch_fairness(tally: CellTally, streams: int, tokens: int) -> float | None:
-    """Jain's index over the tokens each stream received in the window when all of them
-    were under way: from the moment every one of ``streams`` had its first token to the
-    moment the first one had all ``tokens`` (None if no such window came)."""
-    start: list[int] | None = None
+    """Jain's index over the tokens each of ``streams`` streams had received at the moment
+    the first of them had all ``tokens`` (counts read every 5 ms). The streams must start
+    together (a common ``ttft_ms`` longer than their creation) for the counts to compare.
+    None if the cell ended first."""
     while True:
         await asyncio.sleep(0.005)
         counts = [c.tokens for c in tally.checks]
-        if len(counts) < streams:
-            continue
-        if start is None:
-            if max(counts) >= tokens:
-                return None
-            if min(counts) > 0:
-                start = counts
-        elif max(counts) >= tokens:
-            return jain_index([b - a for a, b in zip(start, counts, strict=True)])
+        if len(counts) == streams and max(counts) >= tokens:
+            return jain_index(counts)
 
 
 async def run_cell(
@@ -404,15 +397,17 @@ async def run_cell(
     run_no: int,
     settle_s: float = 0.0,
     fairness: bool = False,
+    ttft_ms: float = 0.0,
 ) -> CellResult:
-    """One cell run (``fairness``: with :func:`watch_fairness`, one stream per lane)."""
+    """One cell run (``fairness``: with :func:`watch_fairness`, one stream per lane;
+    ``ttft_ms``: every stream's first token waits this long, so that all can be in place)."""
     await asyncio.to_thread(wait_idle, base, 30.0, 0.05)
     if settle_s:
         await asyncio.sleep(settle_s)  # let the server's sweeper free the last cell's logs
     await warm_pool(session, base, spec.concurrency)
     gc.collect()
     tally = CellTally()
-    params = {"tokens_per_s": rate, "ttft_ms": 0}
+    params = {"tokens_per_s": rate, "ttft_ms": ttft_ms}
 
     async def lane(i: int) -> None:
         for k in range(spec.per_lane):

@@ -131,6 +131,9 @@ class RacePlan:
     fair_streams: int = 0
     """The fairness cell's concurrent SSE streams (0: no such cell)."""
     fair_tokens: int = 0
+    fair_pace: float = 10.0
+    """tokens/s of each fairness stream: the goal is at a realistic pace (1000 x 50 tokens/s
+    would be more than this 2-core machine's load client and server can share)."""
     paced: PacedPlan | None = None
 
     @property
@@ -177,7 +180,8 @@ PLANS = {
         settle_s=0.0,
         cell_timeout_s=30.0,
         fair_streams=8,
-        fair_tokens=40,
+        fair_tokens=10,
+        fair_pace=50,
         paced=PacedPlan(transports=("sse",), users=4, pace=50, tokens=10, run_s=0.5, spawn_rate=40),
     ),
     # 100 concurrent streams of 2000 tokens per transport (bench.overhead's c=100 cell), and
@@ -194,9 +198,11 @@ PLANS = {
         warmup=True,
         settle_s=1.5,
         cell_timeout_s=60.0,
-        # The fairness goal: 1000 concurrent streams, Jain's index >= 0.95.
+        # The fairness goal: 1000 concurrent streams of 100 tokens at 10 tokens/s, Jain's
+        # index >= 0.95.
         fair_streams=1000,
-        fair_tokens=400,
+        fair_tokens=100,
+        fair_pace=10,
         # The realistic pace: 200 streams of 250 tokens at 50 tokens/s (10k tokens/s in
         # all), 20 s per transport and target.
         paced=PacedPlan(
@@ -476,7 +482,15 @@ async def run_once(target: Target, scenario: str, plan: RacePlan, run_no: int) -
         spec = plan.spec(scenario)
         # The server's CPU is read here, over its process tree (gunicorn's workers too).
         limit = plan.timeout_s(scenario)
-        r = await run_cell(session, base, spec, 0.0, limit, None, run_no, fairness=True)
+        # The fairness cell's streams start together: each one's first token waits until
+        # all of them were created (else the first ones can end before the last begin).
+        fair = scenario == FAIR
+        ttft = min(10_000.0, 1000.0 + 3.0 * spec.concurrency) if fair else 0.0
+        rate = plan.fair_pace if fair else 0.0
+        limit += ttft / 1000 + (spec.tokens / rate if rate else 0.0)
+        r = await run_cell(
+            session, base, spec, rate, limit, None, run_no, fairness=True, ttft_ms=ttft
+        )
         cpu = target.cpu.seconds() - cpu0
         window = time.perf_counter() - t0
     return RaceRun(
@@ -505,7 +519,7 @@ async def warm_up(target: Target, scenario: str, plan: RacePlan) -> None:
         fanout_ttft_ms=300,
         settle_s=0.0,
         fair_streams=min(plan.fair_streams, 50),
-        fair_tokens=50,
+        fair_tokens=20,
     )
     await run_once(target, scenario, small, -1)
 
@@ -891,7 +905,7 @@ def scenario_label(scenario: str, plan: RacePlan) -> str:
     if scenario == FANOUT:
         return f"fan-out x{plan.readers}"
     if scenario == FAIR:
-        return f"fair sse c={plan.fair_streams}"
+        return f"fair c={plan.fair_streams}"
     return f"{scenario} c={plan.concurrency}"
 
 
@@ -1189,7 +1203,8 @@ def run_race(ns: argparse.Namespace) -> int:
                     "SSE readers"
                     if plan.fanout
                     else "",
-                    f"fairness: {plan.fair_streams} SSE streams of {plan.fair_tokens} tokens"
+                    f"fairness: {plan.fair_streams} SSE streams of {plan.fair_tokens} tokens at "
+                    f"{plan.fair_pace:g} tokens/s"
                     if plan.fair_streams
                     else "",
                 )
