@@ -1006,7 +1006,7 @@ def plot(path: Path, cells: Sequence[RaceCell], plan: RacePlan, targets: Sequenc
         ax.set_title(title)
     axes[1].set_xticks(range(len(scenarios)), [scenario_label(s, plan) for s in scenarios])
     fig.suptitle(
-        f"full speed: median of {plan.repeat} run(s); bars per target, left to right: "
+        f"full speed: median of {plan.repeat} run(s)\nbars per target, left to right: "
         + ", ".join(targets)
     )
     fig.tight_layout()
@@ -1046,7 +1046,7 @@ def plot_paced(
         ax.set_title(title)
     axes[1].set_xticks(range(len(plan.transports)), list(plan.transports))
     fig.suptitle(
-        "at a realistic pace (Locust); bars per target, left to right: " + ", ".join(targets)
+        "at a realistic pace (Locust)\nbars per target, left to right: " + ", ".join(targets)
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -732,11 +732,14 @@ def plot_race_ratios(path: Path, doc: Mapping[str, Any]) -> Path | None:
     if not peers or not (cells or paced):
         return None
     plt = _plt()
-    fig, axes = plt.subplots(2, len(peers), figsize=(3.2 * len(peers) + 1, 7), squeeze=False)
     rows: list[tuple[str, list[Mapping[str, Any]], str, str]] = [
         ("full speed: tokens/s ratio", cells, "scenario", "tokens_per_s_ratio"),
         ("paced: CPU per token ratio", paced, "transport", "cpu_ratio"),
     ]
+    rows = [row for row in rows if row[1]]  # a run without full-speed (or paced) cells
+    fig, axes = plt.subplots(
+        len(rows), len(peers), figsize=(3.2 * len(peers) + 1, 3.5 * len(rows)), squeeze=False
+    )
     for r, (title, source, key, field_name) in enumerate(rows):
         for k, peer in enumerate(peers):
             ax = axes[r][k]
