@@ -53,15 +53,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn_server(cap: int, tokens_cap: int, retention_s: float, extra: Sequence[str]) -> Server:
+def spawn_server(
+    cap: int, tokens_cap: int, retention_s: float, extra: Sequence[str], module: str = "tokenwire"
+) -> Server:
     """Start ``python -m tokenwire serve`` on a free loopback port with the stream caps
     raised to ``cap`` and the total pace budget off (the streams are the measurement);
-    its output goes to a temporary log file."""
+    its output goes to a temporary log file. (``module``: ``bench.probe`` serves the same
+    with the latency probe's routes.)"""
     port = free_port()
     cmd = [
         sys.executable,
         "-m",
-        "tokenwire",
+        module,
         "serve",
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--max-unpaced-streams", str(cap), "--max-live-streams", str(cap)),

@@ -43,6 +43,7 @@ from bench.lab import (
     wait_ready,
 )
 from bench.stats import (
+    jain_index,
     median_of_known,
     or_dash,
     percentile,
@@ -78,6 +79,8 @@ class CellTally:
     """Failed streams by kind of problem."""
     examples: dict[str, str] = field(default_factory=dict)
     """The first detailed message of each kind."""
+    checks: list[StreamCheck] = field(default_factory=list)
+    """Every stream's check, as its read starts (the fairness watch reads their counts)."""
 
     def report(self, metric: str, ms: float, nbytes: int) -> None:
         """:class:`StreamCheck`'s report: only the transport latency is kept here."""
@@ -316,6 +319,9 @@ class CellResult:
     """Busy CPU time of the whole machine minus the server's and the client's."""
     server_rss_mb: float | None = None
     vs_sse: float | None = None
+    jain: float | None = None
+    """Jain's index over the streams' tokens delivered while all were under way
+    (:func:`watch_fairness`; None when not watched or there was no such window)."""
     runs: list[CellResult] = field(default_factory=list)
 
 
@@ -366,8 +372,21 @@ async def read_stream(
 ) -> None:
     """Read and check one stream; a stream that is not whole counts as a failure."""
     check = StreamCheck(tally.report, sent_ns=time.time_ns(), max_tokens=spec.tokens)
+    tally.checks.append(check)
     read = STREAM_READERS[spec.transport](session, base, body, check, tally)
     await tally_stream(tally, check, spec.tokens, read)
+
+
+async def watch_fairness(tally: CellTally, streams: int, tokens: int) -> float | None:
+    """Jain's index over the tokens each of ``streams`` streams had received at the moment
+    the first of them had all ``tokens`` (counts read every 5 ms). The streams must start
+    together (a common ``ttft_ms`` longer than their creation) for the counts to compare.
+    None if the cell ended first."""
+    while True:
+        await asyncio.sleep(0.005)
+        counts = [c.tokens for c in tally.checks]
+        if len(counts) == streams and max(counts) >= tokens:
+            return jain_index(counts)
 
 
 async def run_cell(
@@ -379,14 +398,18 @@ async def run_cell(
     server_pid: int | None,
     run_no: int,
     settle_s: float = 0.0,
+    fairness: bool = False,
+    ttft_ms: float = 0.0,
 ) -> CellResult:
+    """One cell run (``fairness``: with :func:`watch_fairness`, one stream per lane;
+    ``ttft_ms``: every stream's first token waits this long, so that all can be in place)."""
     await asyncio.to_thread(wait_idle, base, 30.0, 0.05)
     if settle_s:
         await asyncio.sleep(settle_s)  # let the server's sweeper free the last cell's logs
     await warm_pool(session, base, spec.concurrency)
     gc.collect()
     tally = CellTally()
-    params = {"tokens_per_s": rate, "ttft_ms": 0}
+    params = {"tokens_per_s": rate, "ttft_ms": ttft_ms}
 
     async def lane(i: int) -> None:
         for k in range(spec.per_lane):
@@ -399,8 +422,20 @@ async def run_cell(
     cli0 = time.process_time()
     t0 = time.perf_counter()
     tasks = [asyncio.create_task(lane(i)) for i in range(spec.concurrency)]
+    watch = (
+        asyncio.create_task(watch_fairness(tally, spec.concurrency, spec.tokens))
+        if fairness and spec.per_lane == 1
+        else None
+    )
     _, pending = await asyncio.wait(tasks, timeout=cell_timeout)
     wall = time.perf_counter() - t0
+    jain = None
+    if watch is not None:
+        if watch.done():
+            jain = watch.result()
+        else:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
     cli = time.process_time() - cli0
     srv1, rss = process_usage(server_pid)
     busy1 = machine_busy_s()
@@ -434,6 +469,7 @@ async def run_cell(
         client_cpu_s=cli,
         other_cpu_s=other,
         server_rss_mb=None if rss is None else rss / MIB,
+        jain=jain,
     )
 
 

@@ -334,19 +334,53 @@ def stress_row(transport: str, steps: Sequence[RunResult]) -> list[str]:
     ]
 
 
+#: The terminal's two tables (each fits a 100-column terminal): the table's columns by
+#: index into :data:`COLUMNS`, each with a shorter header. ``report.html`` has them as one.
+TERMINAL_TABLES: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = (
+    (
+        "delivery",
+        (
+            (0, "transport"),
+            (1, "users"),
+            (2, "streams"),
+            (3, "failed"),
+            (5, "tok/s"),
+            (6, "TTFT p50/95"),
+            (7, "ITL p50/99"),
+            (8, "lat p50/95/99"),
+        ),
+    ),
+    (
+        "cost",
+        (
+            (0, "transport"),
+            (4, "tokens rx / gen"),
+            (9, "B/tok"),
+            (10, "srv CPU%"),
+            (11, "ms/1k tok"),
+            (12, "KiB/strm"),
+            (13, "cli CPU%"),
+            (14, "oth CPU%"),
+        ),
+    ),
+)
+
+
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """A rich table on stdout (wide enough not to wrap when stdout is not a terminal)."""
-    import sys
+    """The table on stdout: rows in :data:`COLUMNS`' shape as two tables of at most 100
+    columns (delivery, cost); any other shape as one table."""
+    from bench.stats import print_table as print_one
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=col != "why")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=None if sys.stdout.isatty() else 250).print(table)
+    rows = [list(r) for r in rows]
+    if tuple(columns) != COLUMNS:
+        print_one(title, columns, rows)
+        return
+    for part, picks in TERMINAL_TABLES:
+        print_one(
+            f"{title} ({part}; times in ms)" if part == "delivery" else f"{title} ({part})",
+            [name for _, name in picks],
+            [[row[i] for i, _ in picks] for row in rows],
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -514,7 +548,9 @@ def make_plots(
     fanout: Sequence[RunResult],
     stress: Mapping[str, Sequence[RunResult]],
 ) -> list[Path]:
-    """Every PNG of the report; those without data are left out."""
+    """Every PNG of the report (in ``out/plots/``); those without data are left out."""
+    out = out / "plots"
+    out.mkdir(parents=True, exist_ok=True)
     made: list[Path | None] = []
     groups = {k: v for k, v in (("streams", streams), ("fan-out", fanout)) if v}
     if streams:
@@ -561,12 +597,28 @@ def make_plots(
 # report.html
 
 
-def _html_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+def bench_warnings(
+    streams: Sequence[RunResult],
+    fanout: Sequence[RunResult],
+    stress: Mapping[str, Sequence[RunResult]],
+) -> list[str]:
+    """Every warning of a ``tokenwire bench`` run: the terminal prints them and the report
+    repeats them."""
+    every = [*streams, *fanout, *(r for steps in stress.values() for r in steps)]
+    warnings = []
+    if disturbed := [r for r in every if (r.other_cpu_pct or 0) > 25]:
+        warnings.append(
+            "warning: other work kept the machine busy (other CPU above 25% of a core) during "
+            + ", ".join(f"{r.scenario} {r.transport}" for r in disturbed)
+            + ": these figures are skewed"
+        )
+    if saturated := [r for r in every if (r.client_cpu_pct or 0) > 90]:
+        warnings.append(
+            "warning: Locust used more than 90% of a core during "
+            + ", ".join(f"{r.scenario} {r.transport}" for r in saturated)
+            + ": the load generator, not the server, may have set the pace"
+        )
+    return warnings
 
 
 def write_html(
@@ -577,44 +629,267 @@ def write_html(
     stress: Mapping[str, Sequence[RunResult]],
     plots: Sequence[Path],
 ) -> Path:
-    """``report.html``: the setup, the tables, the plots and links to Locust's reports."""
+    """``report.html``: the setup, every warning, the tables (the demo's transport colours),
+    the plots embedded, links to Locust's reports; nothing loaded from outside."""
+    colours = " ".join(f"--{k}:{v};" for k, v in transport_colours().items())
     parts = [
-        "<!doctype html><meta charset='utf-8'><title>tokenwire bench</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-        "td:first-child{text-align:left}img{max-width:100%}</style>",
+        "<!doctype html><html lang='en'><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        "<title>tokenwire bench</title>",
+        f"<style>{_REPORT_CSS % {'colours': colours}}</style><main>",
         "<h1>tokenwire bench</h1>",
-        "<ul>" + "".join(f"<li>{html.escape(str(line))}</li>" for line in meta["notes"]) + "</ul>",
+        f"<p class='muted'>{html.escape(str(meta.get('time', '')))} · preset "
+        f"{html.escape(str(meta.get('preset', '')))} · {meta.get('cpu_count')} cores</p>",
     ]
+    for w in meta.get("warnings", []):
+        parts.append(f"<div class='warn'>{html.escape(w)}</div>")
     for title, results in (("Streams", streams), ("Fan-out: one shared stream", fanout)):
         if not results:
             continue
-        parts.append(f"<h2>{title}</h2>")
-        parts.append(_html_table(COLUMNS, (table_row(r) for r in results)))
+        parts.append(f"<h2>{title}</h2><section class='card'>")
+        parts.append(_race_table(COLUMNS, (table_row(r) for r in results)))
         links = " · ".join(
             f"<a href='{html.escape(r.files['html'])}'>{html.escape(r.transport)}</a>"
             for r in results
             if "html" in r.files
         )
-        parts.append(f"<p>Locust's own reports: {links}</p>")
+        parts.append(f"<p class='muted'>Locust's own reports: {links}</p>")
         for r in results:
             for f in r.failures:
                 parts.append(
-                    f"<p>{html.escape(r.transport)}: {f['occurrences']} x "
+                    f"<div class='warn'>{html.escape(r.transport)}: {f['occurrences']} x "
                     f"{html.escape(f['type'])} {html.escape(f['name'])}: "
-                    f"{html.escape(f['error'])}</p>"
+                    f"{html.escape(f['error'])}</div>"
                 )
+        parts.append("</section>")
     if stress:
-        parts.append("<h2>Stress: where delivery broke</h2>")
-        parts.append(_html_table(STRESS_COLUMNS, (stress_row(t, s) for t, s in stress.items())))
+        parts.append("<h2>Stress: where delivery broke</h2><section class='card'>")
+        parts.append(_race_table(STRESS_COLUMNS, (stress_row(t, s) for t, s in stress.items())))
         steps = [
             [f"{r.transport} x{r.load.users}", *table_row(r)[1:]]
             for s in stress.values()
             for r in s
         ]
-        parts.append(_html_table(COLUMNS, steps))
+        parts.append(_race_table(COLUMNS, steps))
+        parts.append("</section>")
     for p in plots:
-        parts.append(f"<h3>{html.escape(p.stem)}</h3><img src='{html.escape(p.name)}'>")
+        parts.append(
+            f"<section class='card'><h3>{html.escape(p.stem)}</h3>"
+            f"<img alt='{html.escape(p.stem)}' src='{_png_data_uri(p)}'></section>"
+        )
+    parts.append("<h2>How it was run</h2><section class='card'><ul class='meta'>")
+    parts.extend(f"<li>{html.escape(str(line))}</li>" for line in meta["notes"])
+    parts.append(
+        "</ul><p class='muted'>Raw files: <a href='summary.json'>summary.json</a> · "
+        "<a href='plots/'>plots/</a> · <a href='locust/'>locust/</a> (Locust's CSV, JSON, "
+        "HTML and log per run) · <a href='servers/'>servers/</a> (each server's log)</p>"
+        "</section></main></html>"
+    )
+    path = out / "report.html"
+    path.write_text("\n".join(parts) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# The demo's colours, and the peer race's report
+
+#: The demo page's stylesheet: its ``--sse``, ``--ws``, ``--poll``, ``--chunked`` colours
+#: (the light scheme's, declared last) are the report's too.
+DEMO_CSS = Path(__file__).resolve().parent.parent / "server" / "static" / "demo.css"
+_FALLBACK_COLOUR = "#5b647c"
+
+
+def transport_colours() -> dict[str, str]:
+    """Each transport's colour on the demo page (light scheme), read from its CSS."""
+    import re
+
+    found: dict[str, str] = {}
+    try:
+        css = DEMO_CSS.read_text()
+    except OSError:
+        return found
+    for name, colour in re.findall(r"--(sse|ws|poll|chunked):\s*(#[0-9a-fA-F]{3,8})", css):
+        found[name] = colour  # the last declaration wins: the light scheme
+    return found
+
+
+def transport_colour(transport: str) -> str:
+    return transport_colours().get(transport, _FALLBACK_COLOUR)
+
+
+def _png_data_uri(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def plot_race_ratios(path: Path, doc: Mapping[str, Any]) -> Path | None:
+    """tokenwire / peer per cell, one panel per peer: tokens/s at full speed (above 1:
+    tokenwire ahead) and server CPU per token at the realistic pace (below 1: ahead)."""
+    cells = doc.get("cells", [])
+    paced = doc.get("paced", [])
+    peers = [t for t in doc["meta"]["targets"] if t != "tokenwire"]
+    if not peers or not (cells or paced):
+        return None
+    plt = _plt()
+    rows: list[tuple[str, list[Mapping[str, Any]], str, str]] = [
+        ("full speed: tokens/s ratio", cells, "scenario", "tokens_per_s_ratio"),
+        ("paced: CPU per token ratio", paced, "transport", "cpu_ratio"),
+    ]
+    rows = [row for row in rows if row[1]]  # a run without full-speed (or paced) cells
+    fig, axes = plt.subplots(
+        len(rows), len(peers), figsize=(3.2 * len(peers) + 1, 3.5 * len(rows)), squeeze=False
+    )
+    for r, (title, source, key, field_name) in enumerate(rows):
+        for k, peer in enumerate(peers):
+            ax = axes[r][k]
+            mine = [c for c in source if c["target"] == peer and c.get(field_name) is not None]
+            names = [c[key] for c in mine]
+            values = [c[field_name] for c in mine]
+            colours = [transport_colour("sse" if n in ("fanout", "fair") else n) for n in names]
+            bars = ax.bar(range(len(names)), values, color=colours)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+            ax.axhline(1.0, color="#151a2b", linewidth=0.8)
+            ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+            ax.set_title(f"{title}\ntokenwire / {peer}", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+_REPORT_CSS = """
+:root { --fg:#151a2b; --muted:#5b647c; --line:#dde2ee; --card:#fff; --bg:#f4f6fb;
+  --ok:#15803d; --bad:#b91c1c; --warn:#a16207; %(colours)s }
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg);
+  background: var(--bg); margin: 0; padding: 2rem; }
+main { max-width: 1180px; margin: auto; }
+h1 { margin: 0 0 .2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid var(--line); }
+.muted { color: var(--muted); } code { font: 0.9em ui-monospace, monospace; }
+section.card { background: var(--card); border: 1px solid var(--line); border-radius: 12px;
+  padding: 1rem 1.4rem; margin: 1rem 0; overflow-x: auto; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 14px; }
+th, td { padding: 4px 10px; text-align: right; border-bottom: 1px solid var(--line);
+  white-space: nowrap; }
+th { background: var(--bg); position: sticky; top: 0; }
+td:first-child, th:first-child, td.name { text-align: left; }
+tr.tokenwire td { font-weight: 600; }
+td.t { border-left: 6px solid var(--c); }
+.warn { background: #fef9c3; border-left: 6px solid var(--warn); padding: .5rem 1rem;
+  margin: .4rem 0; border-radius: 6px; }
+li.met::marker { color: var(--ok); } li.missed { color: var(--bad); font-weight: 600; }
+img { max-width: 100%%; height: auto; }
+ul.meta { font-size: 13px; color: var(--muted); }
+"""
+
+
+def _cell_colour(name: str) -> str:
+    key = "sse" if name.startswith(("fan-out", "fair")) else name.split(" ", 1)[0]
+    return transport_colour(key)
+
+
+def _race_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cls = " class='tokenwire'" if len(row) > 1 and row[1] == "tokenwire" else ""
+        cells = [
+            f"<td class='t' style='--c:{_cell_colour(row[0])}'>{html.escape(row[0])}</td>",
+            *(f"<td>{html.escape(v)}</td>" for v in row[1:]),
+        ]
+        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def write_race_html(out: Path, doc: Mapping[str, Any], pngs: Sequence[Path]) -> Path:
+    """The peer race's ``report.html`` from ``race.json``'s document: goals, warnings (every
+    one the terminal printed), the tables, the plots embedded; nothing loaded from outside
+    (opens offline); the raw files are linked in their folders."""
+    from bench import race
+
+    meta = doc["meta"]
+    plan_doc = dict(meta["plan"])
+    paced_doc = plan_doc.pop("paced", None)
+    plan = race.RacePlan(
+        **{**plan_doc, "transports": tuple(plan_doc["transports"])},
+        paced=None
+        if paced_doc is None
+        else race.PacedPlan(**{**paced_doc, "transports": tuple(paced_doc["transports"])}),
+    )
+    cells = [
+        race.RaceCell(**{k: v for k, v in c.items() if k != "runs"}) for c in doc.get("cells", [])
+    ]
+    paced = [
+        race.PacedCell(**{k: v for k, v in c.items() if k != "runs"}) for c in doc.get("paced", [])
+    ]
+    plots_dir = out / "plots"
+    plots_dir.mkdir(exist_ok=True)
+    ratio_png = plot_race_ratios(plots_dir / "ratios.png", doc)
+    images = [p for p in (ratio_png, *pngs) if p is not None and p.exists()]
+    colours = " ".join(f"--{k}:{v};" for k, v in transport_colours().items())
+    parts = [
+        "<!doctype html><html lang='en'><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        "<title>tokenwire: the peer race</title>",
+        f"<style>{_REPORT_CSS % {'colours': colours}}</style><main>",
+        "<h1>tokenwire: the peer race</h1>",
+        f"<p class='muted'>{html.escape(meta.get('time', ''))} · {meta.get('cpu_count')} cores"
+        f" · targets: {html.escape(', '.join(meta['targets']))}"
+        + (
+            " · skipped: "
+            + html.escape(", ".join(f"{k} ({v})" for k, v in meta["skipped"].items()))
+            if meta.get("skipped")
+            else ""
+        )
+        + "</p>",
+    ]
+    for w in doc.get("warnings", []):
+        parts.append(f"<div class='warn'>{html.escape(w)}</div>")
+    if doc.get("goals"):
+        items = []
+        for g in doc["goals"]:
+            cls = "missed" if "(MISSED)" in g else "met" if "(met)" in g else ""
+            items.append(f"<li class='{cls}'>{html.escape(g)}</li>")
+        parts.append(
+            "<h2>Goals</h2><section class='card'><ul>" + "".join(items) + "</ul></section>"
+        )
+    if cells:
+        parts.append("<h2>Full speed</h2><section class='card'>")
+        parts.append(_race_table(race.COLUMNS, race.table_rows(cells, plan)))
+        peers = [t for t in meta["targets"] if t != "tokenwire"]
+        if peers:
+            parts.append("<h3>tokenwire / peer: tokens/s (server CPU per token)</h3>")
+            parts.append(_race_table(["cell", *peers], race.ratio_rows(cells, plan, peers)))
+        parts.append("</section>")
+    if paced and plan.paced is not None:
+        parts.append(
+            f"<h2>At a realistic pace (Locust, {plan.paced.users} streams x "
+            f"{plan.paced.pace:g} tokens/s)</h2><section class='card'>"
+        )
+        parts.append(_race_table(race.PACED_COLUMNS, race.paced_rows(paced, plan.paced)))
+        links = []
+        for c in doc.get("paced", []):
+            for n, r in enumerate(c.get("runs", []), 1):
+                if "html" in r.get("files", {}):
+                    links.append(
+                        f"<a href='{html.escape(r['files']['html'])}'>"
+                        f"{html.escape(c['transport'])} {html.escape(c['target'])} #{n}</a>"
+                    )
+        if links:
+            parts.append("<p class='muted'>Locust's own reports: " + " · ".join(links) + "</p>")
+        parts.append("</section>")
+    for p in images:
+        parts.append(
+            f"<section class='card'><h3>{html.escape(p.stem)}</h3>"
+            f"<img alt='{html.escape(p.stem)}' src='{_png_data_uri(p)}'></section>"
+        )
+    parts.append("<h2>How it was run</h2><section class='card'><ul class='meta'>")
+    parts.extend(f"<li>{html.escape(str(line))}</li>" for line in meta.get("header", []))
+    parts.append(
+        "</ul><p class='muted'>Raw files: <a href='race.json'>race.json</a> · "
+        "<a href='plots/'>plots/</a> · <a href='locust/'>locust/</a> (Locust's CSV, JSON, "
+        "HTML and logs per paced run) · <a href='servers/'>servers/</a> (each server's log)"
+        "</p></section></main></html>"
+    )
     path = out / "report.html"
     path.write_text("\n".join(parts) + "\n")
     return path

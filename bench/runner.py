@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,7 @@ from bench.report import (
     Load,
     RunResult,
     Sample,
+    bench_warnings,
     make_plots,
     print_table,
     read_failures,
@@ -125,9 +126,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--scenario",
-        choices=("streams", "fanout", "all"),
+        choices=("streams", "fanout", "all", "paced", "fair"),
         default="all",
-        help="streams: N users, N concurrent streams; fanout: N subscribers of one stream",
+        help="streams: N users, N concurrent streams; fanout: N subscribers of one stream; "
+        "--peers only: paced (Locust at a realistic pace), fair (1000 streams, Jain's index)",
     )
     p.add_argument(
         "--transports",
@@ -170,6 +172,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         + "; default all that can run here)",
     )
     race.add_argument("--repeat", type=int, help="rounds over every cell and target (default 3)")
+    race.add_argument(
+        "--paced-users",
+        type=int,
+        help="concurrent Locust streams of the paced cells (default 200; --pace and "
+        "--run-time apply to them too)",
+    )
     race.add_argument(
         "--readers", type=int, help="SSE readers of the fan-out stream (default 1000)"
     )
@@ -233,7 +241,8 @@ def server_for(
     finally:
         code = stop_server(server)
         if server.log_path is not None:
-            shutil.move(server.log_path, out / f"{name}.server.log")
+            (out / "servers").mkdir(exist_ok=True)
+            shutil.move(server.log_path, out / "servers" / f"{name}.server.log")
         if code not in (0, None):
             print(f"warning: the server of {name} exited with {code}", file=sys.stderr)
 
@@ -310,20 +319,28 @@ def run_locust(
     load: Load,
     out: Path,
     progress: Any,
+    server_cpu: Callable[[], float] | None = None,
+    name: str | None = None,
 ) -> RunResult:
-    """One Locust run of one user class, with the server sampled meanwhile."""
+    """One Locust run of one user class, with the server sampled meanwhile (its CPU by
+    ``server_cpu`` when given, e.g. a process tree's, else its process's); ``name``: the
+    run's file names (default ``<scenario>-<transport>``)."""
     fanout = scenario == "fanout"
     label = (FANOUT_LABELS if fanout else LABELS)[transport]
     user_class = (FANOUT_CLASSES if fanout else USER_CLASSES)[transport]
-    name = f"{scenario}-{transport}" if scenario != "stress" else f"stress-{transport}-{load.users}"
-    prefix = out / name
+    if name is None:
+        stress = scenario == "stress"
+        name = f"stress-{transport}-{load.users}" if stress else f"{scenario}-{transport}"
+    raw = out / "locust"  # Locust's own files, one folder for every run's
+    raw.mkdir(parents=True, exist_ok=True)
+    prefix = raw / name
     cmd, hard_limit = locust_command(ns, server.base, load, user_class, prefix)
     metric_key = f"tokenwire_subscribers{{{transport}}}" if fanout else "tokenwire_live_streams"
     before = scrape(server.base)
     samples: list[Sample] = []
     task = progress.add_task(f"{name}: starting", total=load.run_s)
     start = time.monotonic()
-    with (out / f"{name}.log").open("wb") as log:
+    with (raw / f"{name}.log").open("wb") as log:
         proc = subprocess.Popen(
             cmd,
             cwd=REPO,
@@ -341,6 +358,8 @@ def run_locust(
                     proc.wait()
                     break
                 cpu, rss = process_usage(server.pid)
+                if server_cpu is not None:
+                    cpu = server_cpu()
                 opened = scrape(server.base).get(metric_key)
                 samples.append(
                     Sample(
@@ -386,10 +405,10 @@ def run_locust(
         tokens_generated=generated,
     )
     result.files = {
-        "csv": f"{name}_stats.csv",
-        "json": f"{name}.json",
-        "html": f"{name}.html",
-        "log": f"{name}.log",
+        "csv": f"locust/{name}_stats.csv",
+        "json": f"locust/{name}.json",
+        "html": f"locust/{name}.html",
+        "log": f"locust/{name}.log",
     }
     return result
 
@@ -512,6 +531,8 @@ def run(ns: argparse.Namespace) -> int:
         from bench.race import run_race
 
         return run_race(ns)
+    if ns.scenario in ("paced", "fair"):
+        raise SystemExit(f"--scenario {ns.scenario} is a scenario of the peer race (--peers)")
     # Never import locust here: it monkey-patches the process for gevent (Locust runs as a
     # subprocess). Only check that it is installed.
     missing = [m for m in ("locust", "matplotlib", "psutil") if importlib.util.find_spec(m) is None]
@@ -559,6 +580,8 @@ def run(ns: argparse.Namespace) -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     plots = make_plots(out, streams, fanout, stress)
+    warnings = bench_warnings(streams, fanout, stress)
+    meta["warnings"] = warnings
     summary = {"meta": meta, "streams": streams, "fanout": fanout, "stress": stress}
     (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=1) + "\n")
     report = write_html(out, meta, streams, fanout, stress, plots)
@@ -580,13 +603,8 @@ def run(ns: argparse.Namespace) -> int:
         print_table(
             "tokenwire bench: stress", STRESS_COLUMNS, (stress_row(t, s) for t, s in stress.items())
         )
-    every = [*streams, *fanout, *(r for steps in stress.values() for r in steps)]
-    if disturbed := [r for r in every if (r.other_cpu_pct or 0) > 25]:
-        print(
-            "warning: other work kept the machine busy (other CPU > 25% of a core) during "
-            + ", ".join(f"{r.scenario} {r.transport}" for r in disturbed)
-            + ": those figures are skewed"
-        )
+    for line in warnings:
+        print(line)
     failed = [r for r in (*streams, *fanout) if r.failed_streams or r.exit_code != 0]
     for r in failed:
         print(f"{r.scenario} {r.transport}: {r.failed_streams} failed streams, exit {r.exit_code}")

@@ -35,6 +35,15 @@ def histogram_percentile(hist: Mapping[float, int], q: float) -> float | None:
     return max(hist)
 
 
+def jain_index(values: Sequence[float]) -> float | None:
+    """Jain's fairness index, (sum x)^2 / (n * sum x^2): 1 when every value is equal, 1/n
+    when one takes everything (None when there is nothing to share)."""
+    squares = sum(x * x for x in values)
+    if not values or squares == 0:
+        return None
+    return sum(values) ** 2 / (len(values) * squares)
+
+
 def median_of_known(values: Iterable[float | None]) -> float | None:
     """Median of the values that are not None (None if none is)."""
     known = [v for v in values if v is not None]
@@ -76,7 +85,16 @@ def print_table(
         except ImportError:
             plain = True
         else:
-            table = Table(title=title, title_justify="left")
+            from rich import box
+
+            # No vertical rules: a table of 8-10 columns fits a 100-column terminal.
+            table = Table(
+                title=title,
+                title_justify="left",
+                box=box.SIMPLE_HEAD,
+                padding=(0, 1),
+                pad_edge=False,
+            )
             for i, col in enumerate(columns):
                 table.add_column(
                     col, justify="left" if i == 0 else "right", no_wrap=col not in wrap
@@ -85,7 +103,7 @@ def print_table(
                 if i in starts and i:
                     table.add_section()
                 table.add_row(*row)
-            Console(width=None if sys.stdout.isatty() else 250).print(table)
+            Console(width=None if sys.stdout.isatty() else 100).print(table)
             return
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
     print(title)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -146,17 +148,24 @@ def test_bench_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert r["metrics"]["ttft"]["p50"] > 0
         assert ("transport_latency" in r["metrics"]) == (r["transport"] != "openai")
         label = r["label"]
-        rows = csv_rows(tmp_path / f"streams-{r['transport']}_stats.csv")
+        rows = csv_rows(tmp_path / "locust" / f"streams-{r['transport']}_stats.csv")
         assert {(label, "ttft"), (label, "itl"), (label, "stream_total")} <= rows
     for r in summary["fanout"]:
         # 6 subscribers of one generation of 20 tokens: 120 tokens received.
         assert (r["failed_streams"], r["streams"]) == (0, 6)
         assert (r["tokens"], r["tokens_generated"]) == (120, 20)
     for name in ("latency", "ttft", "bytes-per-token", "cpu-per-1k-tokens", "memory-per-stream"):
-        png = tmp_path / f"{name}.png"
+        png = tmp_path / "plots" / f"{name}.png"
         assert png.read_bytes().startswith(b"\x89PNG"), name
         assert png.stat().st_size > 5000, name
     report = (tmp_path / "report.html").read_text()
-    assert "<img src='latency.png'>" in report
+    # Styled, the plots embedded, nothing loaded from outside, every warning repeated.
+    assert "<img alt='latency' src='data:image/png;base64," in report
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", report)
+    assert "<style>" in report
+    for warning in summary["meta"]["warnings"]:
+        assert warning in out
+        assert html.escape(warning) in report
+    assert (tmp_path / "servers" / "streams-sse.server.log").exists()
     assert "tokenwire bench: streams" in out
     assert "tokenwire bench: fan-out" in out

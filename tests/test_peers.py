@@ -49,7 +49,7 @@ def body(prompt: str, n: int, params: dict[str, Any] | None = None) -> bytes:
 @pytest.fixture(scope="module", params=PYTHON_PEERS)
 def peer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A peer serving on a free loopback port; its base URL. Stopped (SIGTERM, bounded)
-    at the end of the module's tests for it."""
+    at the end of the module's tests for it: it must exit 0, with no traceback."""
     port = free_port()
     argv = PEERS[request.param]("127.0.0.1", port, Path("unused.json"))
     log = tmp_path_factory.mktemp(f"peer-{request.param}") / "server.log"
@@ -74,11 +74,12 @@ def peer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            code = proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(5)
+            code = proc.wait(5)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    assert code == 0, f"{request.param} exited {code} on SIGTERM: {log.read_text()[-2000:]}"
 
 
 @pytest.mark.parametrize("transport", ["sse", "chunked", "ws", "poll"])

@@ -4,7 +4,10 @@ harness's parts on exact inputs. Never how fast anything was."""
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from bench import race, runner
 from bench.peers import PEERS
 from wire import TRANSPORTS
 
-SCENARIOS = [*TRANSPORTS, race.FANOUT]
+SCENARIOS = [*TRANSPORTS, race.FANOUT, race.FAIR]
 
 
 def test_quick_race_every_cell_whole(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,8 +38,12 @@ def test_quick_race_every_cell_whole(tmp_path: Path, capsys: pytest.CaptureFixtu
     cells = {(c["target"], c["scenario"]): c for c in doc["cells"]}
     assert sorted(cells) == sorted((t, s) for t in targets for s in SCENARIOS)
     for (target, scenario), cell in cells.items():
-        streams = plan.readers if scenario == race.FANOUT else plan.concurrency
-        tokens = plan.fanout_tokens if scenario == race.FANOUT else plan.tokens
+        if scenario == race.FANOUT:
+            streams, tokens = plan.readers, plan.fanout_tokens
+        elif scenario == race.FAIR:
+            streams, tokens = plan.fair_streams, plan.fair_tokens
+        else:
+            streams, tokens = plan.concurrency, plan.tokens
         assert cell["failures"] == 0, cell
         assert (cell["streams"], cell["tokens"], cell["tokens_expected"]) == (
             streams,
@@ -53,12 +60,38 @@ def test_quick_race_every_cell_whole(tmp_path: Path, capsys: pytest.CaptureFixtu
             assert cell["tokens_per_s_ratio"] == pytest.approx(
                 tw["tokens_per_s"] / cell["tokens_per_s"]
             )
-    assert (out / "race.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "express.server.log").exists()
-    assert (out / "tokenwire.server.log").exists()
+    # The realistic pace: Locust on every target, tokenwire's with the probe's figures.
+    assert plan.paced is not None
+    paced = {(c["target"], c["transport"]): c for c in doc["paced"]}
+    assert sorted(paced) == sorted((t, tr) for t in targets for tr in plan.paced.transports)
+    for (target, _), cell in paced.items():
+        assert cell["failed_streams"] == 0, cell
+        assert cell["streams"] >= plan.paced.users, cell
+        assert cell["tokens"] == cell["streams"] * plan.paced.tokens, cell
+        run = cell["runs"][0]
+        assert run["exit_code"] == 0
+        assert (out / run["files"]["html"]).exists()
+        if target == "tokenwire":
+            assert run["server_latency_us"]["n"] > 0
+            assert run["first_token_us"]["n"] == cell["streams"]
+        else:
+            assert run["server_latency_us"] == run["first_token_us"] == {}
+    for png in ("race.png", "paced.png", "ratios.png"):
+        assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "servers" / "express.server.log").exists()
+    assert (out / "servers" / "tokenwire.server.log").exists()
     printed = capsys.readouterr().out
     assert "the peer race" in printed
     assert "tokenwire / peer" in printed
+    # Every goal and warning is printed and goes into the report, which loads nothing.
+    assert doc["goals"]
+    assert doc["warnings"]
+    report = (out / "report.html").read_text()
+    for line in (*doc["goals"], *doc["warnings"]):
+        assert line in printed
+        assert html.escape(line) in report
+    assert "data:image/png;base64," in report
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", report)
     for name, why in meta["skipped"].items():
         assert f"peer {name}: skipped, {why}" in printed
 
@@ -113,6 +146,23 @@ def test_medians_sums_and_ratios() -> None:
     assert (tw.tokens_per_s_ratio, tw.cpu_ratio) == (None, None)
     assert peer.tokens_per_s_ratio == pytest.approx(200 / 75)
     assert peer.cpu_ratio == pytest.approx(2000 / peer.cpu_ms_per_1k)
+
+
+def test_jain_index_and_fairness_window() -> None:
+    from bench.stats import jain_index
+
+    assert jain_index([5, 5, 5, 5]) == 1.0
+    assert jain_index([4, 0, 0, 0]) == 0.25
+    assert jain_index([1, 3]) == pytest.approx(16 / 20)
+    assert jain_index([]) is None
+
+
+def test_a_cells_time_limit_grows_with_its_tokens() -> None:
+    full = race.PLANS["full"]
+    big = dataclasses.replace(full, readers=1000, fanout_tokens=1000, tokens=2000)
+    assert big.timeout_s(race.FANOUT) == 1000 * 1000 / race.SLOWEST_TOKENS_PER_S
+    assert big.timeout_s("sse") == 100 * 2000 / race.SLOWEST_TOKENS_PER_S
+    assert race.PLANS["quick"].timeout_s("sse") == race.PLANS["quick"].cell_timeout_s
 
 
 def test_peers_flag_refuses_locust_options() -> None:

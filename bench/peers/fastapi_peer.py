@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -261,8 +262,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def exit_cleanly(signum: int, frame: object) -> None:
+    """SIGTERM once uvicorn has shut down gracefully: exit 0."""
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    # uvicorn (since 0.29, "cooperative signal handling") shuts down gracefully on SIGTERM,
+    # then restores the handler it found and raises the signal again, so that the program's
+    # own handler decides how the process ends. Without one the default handler kills the
+    # process (exit -15); this one exits 0 after the graceful shutdown.
+    signal.signal(signal.SIGTERM, exit_cleanly)
     uvicorn.run(
         create_app(),
         host=args.host,
