@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck autobahn clean
+.PHONY: run test lint typecheck pytest jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck bench-soak autobahn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ bench-chaos: install-dev node-deps
 
 bench-stuck: install-dev
 	$(BIN)/python -m bench.stuck
+
+# One client at every cap for SOAK_ARGS (default --minutes 3): RSS over time, and whether
+# it levels off under the bounds on retained memory (docs/bench.md, "Memory soak").
+bench-soak: install-dev
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 # Every Autobahn case against the test-only echo route, with kosoku's reports in
 # test-output/autobahn/ (make test runs them too; docs/autobahn.md lists the results).

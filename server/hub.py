@@ -24,7 +24,8 @@ from server.store.base import LogStore
 from server.streams.admission import Admission
 from server.streams.generation import generate
 from server.streams.record import STREAM_STATES, CancelReason, StreamRecord, StreamState
-from server.streams.registry import MemoryRegistry, StreamRegistry
+from server.streams.registry import EXPIRED, MemoryRegistry, StreamRegistry
+from server.streams.retention import Bound, Retention
 from server.streams.subscription import READ_LIMIT, Subscription, subscription
 from server.streams.sweeper import Sweeper
 from server.validation import CreateRequest
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("tokenwire.hub")
+
+#: Why a stream forgotten to bound retained memory is gone (``max_retained_*``).
+EVICTED = "was forgotten early: the server's bound on memory for finished streams was reached"
 
 
 class Hub:
@@ -60,9 +64,13 @@ class Hub:
         self.metrics = metrics
         self.registry = registry if registry is not None else MemoryRegistry()
         self.admission = Admission(settings)
-        self.sweeper = Sweeper(settings, self.registry, store, self._cancel)
+        self.retention = Retention(settings)
+        self.sweeper = Sweeper(settings, self.registry, self.retention, self._cancel, self._forget)
         self.closing = False
+        self._drops: set[asyncio.Task[None]] = set()
         metrics.bind_live(lambda: self.admission.live)
+        kept = self.retention
+        metrics.bind_retained(lambda: len(kept), lambda: kept.events, lambda: kept.nbytes)
 
     @property
     def streams(self) -> Mapping[str, StreamRecord]:
@@ -109,6 +117,19 @@ class Hub:
         self.admission.release(stream)
         self.metrics.streams_finished.labels(stream.state).inc()
         log.debug("> finished %s state=%s tokens=%d", stream.id, stream.state, stream.tokens)
+        events, nbytes = await self.store.retained(stream.id)
+        assert stream.finished_at is not None
+        kept = self.retention.add(stream.id, stream.client, stream.finished_at, events, nbytes)
+        for victim, bound in kept:
+            self._forget(victim, bound)
+
+    def _forget(self, stream_id: str, bound: Bound) -> None:
+        """Forget a finished stream and drop its log: its reads now answer ``410 gone``."""
+        self.registry.forget(stream_id, EXPIRED if bound == "retention_s" else EVICTED)
+        self.metrics.streams_forgotten.labels(bound).inc()
+        task = asyncio.get_running_loop().create_task(self.store.drop(stream_id))
+        self._drops.add(task)
+        task.add_done_callback(self._drops.discard)
 
     # ----- lookup, cancel -----
 

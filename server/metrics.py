@@ -51,12 +51,42 @@ class Metrics:
             ["transport"],
             registry=self.registry,
         )
+        self.retained_streams = Gauge(
+            "tokenwire_retained_streams",
+            "Finished streams whose logs are kept for late readers",
+            registry=self.registry,
+        )
+        self.retained_events = Gauge(
+            "tokenwire_retained_events",
+            "Events in the logs of finished streams",
+            registry=self.registry,
+        )
+        self.retained_bytes = Gauge(
+            "tokenwire_retained_bytes",
+            "Memory the logs of finished streams take (bytes, as the store counts it)",
+            registry=self.registry,
+        )
+        self.streams_forgotten = Counter(
+            "tokenwire_streams_forgotten",
+            "Finished streams forgotten, by the bound that forgot them (retention_s, "
+            "total_events, total_bytes, client_events, client_bytes)",
+            ["bound"],
+            registry=self.registry,
+        )
         self._readers = {t: self.subscribers.labels(t) for t in READERS}
         self._sent = {t: (self.events_sent.labels(t), self.bytes_sent.labels(t)) for t in READERS}
 
     def bind_live(self, live: Callable[[], int]) -> None:
         """Read the live count from the hub at scrape time instead of updating it."""
         self.live_streams.set_function(live)
+
+    def bind_retained(
+        self, streams: Callable[[], int], events: Callable[[], int], nbytes: Callable[[], int]
+    ) -> None:
+        """Read the retained figures from the hub at scrape time."""
+        self.retained_streams.set_function(streams)
+        self.retained_events.set_function(events)
+        self.retained_bytes.set_function(nbytes)
 
     def reading(self, transport: Reader) -> _Reading:
         """``async with metrics.reading(t):`` counts an open reader of transport ``t``

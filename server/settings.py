@@ -89,6 +89,18 @@ class Settings:
     """With ``auth_token``: how long a socket without the header may wait before its
     ``{"op":"auth"}`` message; then it is closed with 1008."""
 
+    # --- store and processes ---
+    max_retained_bytes: int = 256 * 1024 * 1024
+    """Memory the logs of finished streams (kept ``retention_s`` for late readers) may take
+    in all; past it the oldest finished streams are forgotten first (``410 gone``). 0: no
+    limit."""
+    max_retained_bytes_per_client: int = 64 * 1024 * 1024
+    """The same bound for the finished streams of one client (its oldest go first)."""
+    max_retained_events: int = 4_000_000
+    """Events the logs of finished streams may keep in all (oldest streams forgotten first)."""
+    max_retained_events_per_client: int = 1_000_000
+    """The same bound for the finished streams of one client."""
+
     # --- who may talk to the server (docs/protocol.md#security) ---
     auth_token: str | None = field(default=None, repr=False)
     """When set, every API route (``/api/*`` but ``/api/info``, ``/v1/*``, ``/metrics``)

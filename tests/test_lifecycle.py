@@ -156,6 +156,49 @@ async def test_finished_stream_expires_after_retention(
             assert await resp.json() == gone
 
 
+async def test_retained_memory_bound_forgets_the_oldest_finished_stream(
+    make_server: MakeServer, session: aiohttp.ClientSession
+) -> None:
+    """Past a bound on finished streams' memory, the oldest goes first and answers 410 on
+    every route, as after retention_s; /metrics shows the figures."""
+    srv = await make_server(max_retained_events_per_client=25)
+    base = base_url(srv)
+    fast = {"tokens_per_s": 0, "ttft_ms": 0}
+    sids = []
+    for _ in range(3):  # 11 events each (10 tokens and done): the third passes 25
+        sids.append(await create(session, srv, max_tokens=10, params=fast))
+        assert len(await read(session, base, "poll", sids[-1])) == 11
+    first = sids[0]
+    gone = {
+        "error": {
+            "code": "gone",
+            "message": f"stream {first!r} was forgotten early: the server's bound on memory "
+            "for finished streams was reached",
+        }
+    }
+    async with asyncio.timeout(10):
+        while True:  # the third stream is counted once its generation task has ended
+            async with session.get(f"{base}/api/streams/{first}") as resp:
+                if resp.status == 410:
+                    assert await resp.json() == gone
+                    break
+                assert resp.status == 200
+            await asyncio.sleep(0.02)
+    for path in ("sse", "chunked", "poll"):
+        async with session.get(f"{base}/api/streams/{first}/{path}") as resp:
+            assert resp.status == 410
+            assert await resp.json() == gone
+    for sid in sids[1:]:
+        assert len(await read(session, base, "sse", sid)) == 11
+    async with session.get(f"{base}/metrics") as resp:
+        lines = (await resp.text()).splitlines()
+    assert "tokenwire_retained_streams 2.0" in lines
+    assert "tokenwire_retained_events 22.0" in lines
+    assert 'tokenwire_streams_forgotten_total{bound="client_events"} 1.0' in lines
+    (nbytes,) = [ln for ln in lines if ln.startswith("tokenwire_retained_bytes ")]
+    assert 0 < float(nbytes.split()[1]) < 22 * 100  # compact logs: well under 100 B/event
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_shutdown_with_streams_open(
     make_server: MakeServer, session: aiohttp.ClientSession, transport: str

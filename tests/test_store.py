@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
 from collections.abc import Sequence
 
 import pytest
 
 from server.errors import StreamGone, UnknownStream
-from server.events import Event, done_event, token_event
+from server.events import Event, TokenEncoder, done_event, error_event, token_event
 from server.framing.ndjson import ndjson_lines
 from server.framing.sse import sse_frames
 from server.hub import StreamRecord, Subscription
@@ -119,3 +121,77 @@ async def test_readers_of_the_same_batch_share_its_frame() -> None:
     assert framed[2] == sse_frames(batches[2])
     assert calls == [[0, 1, 2, 3, 4, 5], [3, 4, 5]]
     assert a.framed(ndjson_lines, batches[0]) == ndjson_lines(batches[0])
+
+
+TEXTS = ["plain ", "", 'q"uote', "back\\slash", ',"t":1}', "naïve ✓ 😀", "\n\t", "x" * 300]
+
+
+@pytest.mark.parametrize("cap", [4, 100])
+async def test_a_closed_log_is_compacted_and_reads_back_the_same_bytes(cap: int) -> None:
+    """Every position of a closed log reads back exactly what was appended, with any text
+    (quotes, escapes, a text that looks like the ``t`` field, multi-byte), trimmed or not."""
+    store = MemoryStore(cap)
+    await store.open("s")
+    appended = [TokenEncoder("s")(i, TEXTS[i % len(TEXTS)]) for i in range(len(TEXTS) * 2)]
+    appended.append(error_event("s", len(appended), "source_error", "boom"))
+    for e in appended:
+        await store.append("s", e)
+    log = store._logs["s"]
+    assert log.compact is not None
+    assert log.compact.head is not None
+    assert log.events == []
+    kept = appended[-cap:]
+    for after in range(kept[0].seq - 1, len(appended)):
+        for limit in (1, 3, 100):
+            want = [e for e in kept if e.seq > after][:limit]
+            assert await store.read("s", after, limit=limit, wait=None) == want
+    with pytest.raises(StreamGone):
+        await store.read("s", kept[0].seq - 2, limit=1, wait=0)
+    assert await store.retained("s") == (len(kept), log.compact.nbytes())
+
+
+async def test_lines_not_from_the_token_encoder_are_kept_whole() -> None:
+    store = MemoryStore(100)
+    await store.open("s")
+    odd = [
+        Event(0, "token", b'{"seq":0,"type":"token","text":"a"}'),
+        Event(1, "token", b'{"x":1}'),
+        done_event("s", 2, "stop", 2, ""),
+    ]
+    for e in odd:
+        await store.append("s", e)
+    assert store._logs["s"].compact.head is None  # type: ignore[union-attr]
+    assert await store.read("s", -1, limit=10, wait=0) == odd
+    empty = MemoryStore(100)
+    await empty.open("e")
+    await empty.append("e", done_event("e", 0, "cancelled", 0, ""))
+    (only,) = await empty.read("e", -1, limit=10, wait=0)
+    assert (only.seq, only.type) == (0, "done")
+    assert await empty.read("e", 0, limit=10, wait=None) == []
+
+
+async def test_a_finished_token_costs_about_20_bytes_and_the_count_is_honest() -> None:
+    """Memory per event of a closed log, measured with tracemalloc, and what ``retained``
+    reports (what the retained-memory bounds count) within 10% of it."""
+    words = ["the ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dogs "]
+    n_logs, n = 20, 1000
+    store = MemoryStore(10_000)
+    ids = [f"stream-{i:010d}" for i in range(n_logs)]
+    for sid in ids:
+        await store.open(sid)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for sid in ids:
+            enc = TokenEncoder(sid)
+            for i in range(n):
+                await store.append(sid, enc(i, words[i % len(words)]))
+            await store.append(sid, done_event(sid, n, "stop", n, "0" * 64))
+        gc.collect()
+        measured = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    reported = sum([(await store.retained(sid))[1] for sid in ids])
+    assert measured / (n_logs * n) < 30  # a list of Event tuples: about 230 B per event
+    assert abs(reported - measured) <= 0.1 * measured

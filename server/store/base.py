@@ -47,5 +47,10 @@ class LogStore(ABC):
     async def drop(self, stream_id: str) -> None:
         """Forget a stream's log (after its retention period). Wakes waiting readers."""
 
+    @abstractmethod
+    async def retained(self, stream_id: str) -> tuple[int, int]:
+        """How many events the log keeps, and about how many bytes of memory they take
+        (what the retained-memory bounds count for a finished stream)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections at shutdown."""

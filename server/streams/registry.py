@@ -11,6 +11,8 @@ from server.streams.record import StreamRecord
 
 #: How many expired stream ids are remembered to answer 410 instead of 404.
 TOMBSTONES = 100_000
+#: Why a stream is gone, after "stream 'ID' " (a tombstone holds one of a few shared strings).
+EXPIRED = "has expired"
 
 
 class StreamRegistry(ABC):
@@ -25,12 +27,12 @@ class StreamRegistry(ABC):
         """The record, or ``None`` if there is none (never raises)."""
 
     @abstractmethod
-    def expired(self, stream_id: str) -> bool:
-        """True if the stream existed and was forgotten (a tombstone remains)."""
+    def expired(self, stream_id: str) -> str | None:
+        """Why the stream was forgotten, if it existed and its tombstone remains."""
 
     @abstractmethod
-    def forget(self, stream_id: str) -> None:
-        """Drop a record, leaving a tombstone."""
+    def forget(self, stream_id: str, why: str = EXPIRED) -> None:
+        """Drop a record, leaving a tombstone that answers ``410`` with ``why``."""
 
     @abstractmethod
     def __iter__(self) -> Iterator[StreamRecord]:
@@ -43,8 +45,9 @@ class StreamRegistry(ABC):
         """The record; ``StreamGone`` (410) if it expired, ``UnknownStream`` (404) if never."""
         stream = self.find(stream_id)
         if stream is None:
-            if self.expired(stream_id):
-                raise StreamGone(f"stream {stream_id!r} has expired")
+            why = self.expired(stream_id)
+            if why is not None:
+                raise StreamGone(f"stream {stream_id!r} {why}")
             raise UnknownStream(stream_id)
         return stream
 
@@ -54,7 +57,7 @@ class MemoryRegistry(StreamRegistry):
 
     def __init__(self, tombstones: int = TOMBSTONES) -> None:
         self.records: dict[str, StreamRecord] = {}
-        self._tombstones: OrderedDict[str, None] = OrderedDict()
+        self._tombstones: OrderedDict[str, str] = OrderedDict()
         self._max_tombstones = tombstones
 
     def add(self, stream: StreamRecord) -> None:
@@ -63,13 +66,13 @@ class MemoryRegistry(StreamRegistry):
     def find(self, stream_id: str) -> StreamRecord | None:
         return self.records.get(stream_id)
 
-    def expired(self, stream_id: str) -> bool:
-        return stream_id in self._tombstones
+    def expired(self, stream_id: str) -> str | None:
+        return self._tombstones.get(stream_id)
 
-    def forget(self, stream_id: str) -> None:
+    def forget(self, stream_id: str, why: str = EXPIRED) -> None:
         if self.records.pop(stream_id, None) is None:
             return
-        self._tombstones[stream_id] = None
+        self._tombstones[stream_id] = why
         if len(self._tombstones) > self._max_tombstones:
             self._tombstones.popitem(last=False)
 
