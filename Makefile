@@ -28,10 +28,15 @@ install-dev: $(VENV)/.installed-dev
 
 # System packages the tests drive: Debian's Chromium, which Playwright starts from
 # /usr/bin/chromium (Playwright never downloads a browser here).
-SYSTEM_PACKAGES := chromium
+# Debian packages and the binary each provides (the check looks for every binary).
+SYSTEM_PACKAGES := chromium redis-server
+SYSTEM_BINARIES := chromium redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
-	@if ! command -v chromium >/dev/null; then \
+	@missing=; for bin in $(SYSTEM_BINARIES); do \
+		command -v $$bin >/dev/null || missing=1; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		{ $(SUDO) apt-get update -qq || true; } && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi

@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS, Closable
-from server.errors import ApiError, MethodNotAllowed, NotFound, TooLarge
+from server.errors import ApiError, MethodNotAllowed, NotFound, StoreUnavailable, TooLarge
 from server.hub import Hub
 from server.metrics import Metrics
 from server.routes import ROUTES
@@ -21,7 +21,7 @@ from server.security import POLICY, Policy, add_response_headers, security_middl
 from server.settings import Settings
 from server.sources import build_sources
 from server.sources.base import TokenSource
-from server.store import LogStore, MemoryStore
+from server.store import LogStore, build_store
 
 log = logging.getLogger("tokenwire.server")
 
@@ -111,6 +111,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB]
+    await hub.store.start()
     for source in hub.sources.values():
         await source.start()
     sweeper = asyncio.create_task(hub.run_sweeper(), name="tokenwire-sweeper")
@@ -152,7 +153,7 @@ def create_app(
     app[SOCKETS] = set[Closable]()
     app[HUB] = Hub(
         settings,
-        store or MemoryStore(settings.max_log_events),
+        store or build_store(settings),
         sources if sources is not None else build_sources(settings),
         metrics,
     )
@@ -196,9 +197,21 @@ async def run(
         shutdown_timeout=settings.shutdown_timeout_s,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.backlog)
+    site = web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        backlog=settings.backlog,
+        reuse_port=settings.workers > 1 or None,  # workers share the port (server/workers.py)
+    )
     await site.start()
-    log.info("tokenwire serving on http://%s:%d", settings.host, settings.port)
+    log.info(
+        "tokenwire serving on http://%s:%d (node %s, store %s)",
+        settings.host,
+        settings.port,
+        settings.node,
+        "memory" if settings.store == "memory" else "redis",
+    )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -223,4 +236,7 @@ def serve(settings: Settings, *, js_dir: Path | None = None) -> None:
         loop_factory = uvloop.new_event_loop
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(run(settings, js_dir=js_dir))
+        try:
+            runner.run(run(settings, js_dir=js_dir))
+        except StoreUnavailable as e:  # at start: say so in one line, exit non-zero
+            raise SystemExit(f"tokenwire: {e.message}") from None

@@ -20,6 +20,8 @@ Exception tree::
     │   ├── TooManyStreams        429 too_many_streams (per client address), Retry-After
     │   ├── ServerBusy            503 too_many_streams (total cap) / too_many_unpaced_streams /
     │   │                         pace_budget_exceeded / shutting_down, Retry-After
+    │   ├── StoreUnavailable      503 store_unavailable (the shared store, Redis, does not
+    │   │                         answer), Retry-After
     │   └── GenerationError       (/v1) a generation that ended without an answer: an error
     │                             event's code, or cancelled; 409, 500, 502, 503 or 504
     └── SourceError               a generation failed; becomes an in-band ``error`` event
@@ -215,6 +217,16 @@ class TooManyStreams(ApiError):
 class ServerBusy(ApiError):
     status = 503
     code = "server_busy"
+
+
+class StoreUnavailable(ApiError):
+    """The shared log store (Redis) did not answer; the request may be retried."""
+
+    status = 503
+    code = "store_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=2)
 
 
 #: HTTP status of a ``/v1`` generation that ended without an answer, by its code.

@@ -16,7 +16,8 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 
-from server.errors import ServerBusy
+from server.errors import ServerBusy, StoreUnavailable
+from server.events import error_event
 from server.metrics import Metrics
 from server.settings import Settings
 from server.sources.base import TokenSource
@@ -109,15 +110,28 @@ class Hub:
         return stream
 
     async def _run(self, stream: StreamRecord, parsed: CreateRequest) -> None:
-        final, reason = await generate(
-            stream, parsed.source, parsed.request, self.store, self.settings.generation_timeout_s
-        )
+        try:
+            final, reason = await generate(
+                stream,
+                parsed.source,
+                parsed.request,
+                self.store,
+                self.settings.generation_timeout_s,
+            )
+        except StoreUnavailable as e:
+            # The shared store stopped answering: the log cannot be finished now. The
+            # stream ends here (its readers were cut and get 503 until the store is back).
+            log.warning("stream %s: %s", stream.id, e.message)
+            final, reason = error_event(stream.id, stream.tokens, e.code, e.message), "stop"
         self.metrics.tokens_generated.inc(final.seq)
         stream.finish(final, reason)
         self.admission.release(stream)
         self.metrics.streams_finished.labels(stream.state).inc()
         log.debug("> finished %s state=%s tokens=%d", stream.id, stream.state, stream.tokens)
-        events, nbytes = await self.store.retained(stream.id)
+        try:
+            events, nbytes = await self.store.retained(stream.id)
+        except StoreUnavailable:
+            events, nbytes = stream.tokens + 1, 0
         assert stream.finished_at is not None
         kept = self.retention.add(stream.id, stream.client, stream.finished_at, events, nbytes)
         for victim, bound in kept:

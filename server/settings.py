@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from server.allowlists import HostList, OriginList
 
 SourceName = Literal["synthetic", "hf", "openai"]
 SOURCE_NAMES: tuple[SourceName, ...] = typing.get_args(SourceName)
+#: The URL schemes ``store`` accepts besides ``memory`` (redis-py's).
+STORE_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +93,15 @@ class Settings:
     ``{"op":"auth"}`` message; then it is closed with 1008."""
 
     # --- store and processes ---
+    store: str = "memory"
+    """Where stream logs live: ``memory`` (this process only) or a Redis URL,
+    ``redis://HOST:PORT/DB``, shared by every process that names it."""
+    workers: int = 1
+    """Processes serving the same port (SO_REUSEPORT); more than 1 needs a Redis store."""
+    node_id: str = ""
+    """This process's name in logs and metrics (default: host and pid)."""
+    redis_max_connections: int = 16
+    """Connections to Redis per process for commands (plus one for reading new events)."""
     max_retained_bytes: int = 256 * 1024 * 1024
     """Memory the logs of finished streams (kept ``retention_s`` for late readers) may take
     in all; past it the oldest finished streams are forgotten first (``410 gone``). 0: no
@@ -129,6 +141,20 @@ class Settings:
             object.__setattr__(self, "default_max_tokens", self.max_tokens_cap)
         if self.max_log_events < 2:
             raise ValueError("max_log_events must be >= 2")
+        if not (self.store == "memory" or self.store.startswith(STORE_SCHEMES)):
+            raise ValueError(
+                f"store must be 'memory' or a Redis URL (redis://HOST:PORT/DB), got {self.store!r}"
+            )
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.workers > 1 and self.store == "memory":
+            raise ValueError(
+                "workers > 1 needs a shared store (--store redis://HOST:PORT/DB): "
+                "the memory store lives in one process, so a stream made on one worker "
+                "would be unknown to the others"
+            )
+        if self.redis_max_connections < 1:
+            raise ValueError("redis_max_connections must be >= 1")
         if self.auth_token is not None and (
             not self.auth_token or any(c.isspace() for c in self.auth_token)
         ):
@@ -138,6 +164,11 @@ class Settings:
         HostList.parse(self.allowed_hosts, self.host)
         OriginList.parse(self.ws_allowed_origins, "ws_allowed_origins")
         OriginList.parse(self.cors_origins, "cors_origins")
+
+    @property
+    def node(self) -> str:
+        """``node_id``, or host and pid."""
+        return self.node_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def hf_model(self) -> str:

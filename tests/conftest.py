@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -16,6 +16,7 @@ import clients
 from server.app import create_app
 from server.settings import Settings
 from server.sources.base import TokenSource
+from tests.redis_server import RedisServer
 
 MakeServer = Callable[..., Awaitable[TestServer]]
 
@@ -52,7 +53,14 @@ def console_problems(page: Page) -> list[str]:
 
 
 @pytest.fixture
-async def make_server() -> AsyncIterator[MakeServer]:
+def server_store() -> str:
+    """The ``store`` of the servers ``make_server`` starts; a test module parametrizes
+    it over both stores by overriding this fixture with ``store_url``."""
+    return "memory"
+
+
+@pytest.fixture
+async def make_server(server_store: str) -> AsyncIterator[MakeServer]:
     """Start servers with settings overrides; all are closed at the end of the test."""
     servers: list[TestServer] = []
 
@@ -63,7 +71,9 @@ async def make_server() -> AsyncIterator[MakeServer]:
         **overrides: Any,
     ) -> TestServer:
         """``setup`` may add to the app (e.g. a test-only route) before it starts."""
-        settings = Settings(**{"grace_s": 5.0, "heartbeat_s": 5.0, **overrides})
+        settings = Settings(
+            **{"grace_s": 5.0, "heartbeat_s": 5.0, "store": server_store, **overrides}
+        )
         app = create_app(settings, sources=sources, js_dir=clients.JS_DIR)
         if setup is not None:
             setup(app)
@@ -98,3 +108,29 @@ async def create(session: aiohttp.ClientSession, srv: TestServer, **body: Any) -
     async with session.post(f"{base_url(srv)}/api/streams", data=orjson.dumps(body)) as resp:
         assert resp.status == 201, await resp.text()
         return str((await resp.json())["id"])
+
+
+# ----- Redis (issue 16): one real redis-server per test session -----
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """``memory``, then the session's Redis (emptied): for tests of what a store decides."""
+    if request.param == "memory":
+        return "memory"
+    return str(request.getfixturevalue("redis_url"))

@@ -1,11 +1,12 @@
-"""The in-memory log store: append, read from any position, wait, evict, drop."""
+"""The log stores (memory and Redis, one contract): append, read from any position, wait,
+evict, drop; and the memory store's compaction of closed logs."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 
@@ -14,30 +15,59 @@ from server.events import Event, TokenEncoder, done_event, error_event, token_ev
 from server.framing.ndjson import ndjson_lines
 from server.framing.sse import sse_frames
 from server.hub import StreamRecord, Subscription
+from server.store.base import LogStore
 from server.store.memory import MemoryStore
+from server.store.redis import RedisStore
+
+MakeStore = Callable[[int], Awaitable[LogStore]]
+
+
+@pytest.fixture
+async def make_store(store_url: str) -> AsyncIterator[MakeStore]:
+    """Stores of the kind the test is parametrized with (the contract is the same)."""
+    stores: list[LogStore] = []
+
+    async def make(cap: int) -> LogStore:
+        store: LogStore
+        if store_url == "memory":
+            store = MemoryStore(cap)
+        else:
+            store = RedisStore(store_url, cap, retention_s=60, open_ttl_s=600)
+        await store.start()
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.aclose()
 
 
 async def filled(n: int, cap: int = 100, close: bool = True) -> MemoryStore:
     store = MemoryStore(cap)
-    await store.open("s")
-    for i in range(n):
-        await store.append("s", token_event("s", i, f"t{i}"))
-    if close:
-        await store.append("s", done_event("s", n, "stop", n, ""))
+    await fill(store, "s", n, close)
     return store
 
 
-async def test_read_from_any_position() -> None:
-    store = await filled(10)
+async def fill(store: LogStore, sid: str, n: int, close: bool = True) -> LogStore:
+    await store.open(sid)
+    for i in range(n):
+        await store.append(sid, token_event(sid, i, f"t{i}"))
+    if close:
+        await store.append(sid, done_event(sid, n, "stop", n, ""))
+    return store
+
+
+async def test_read_from_any_position(make_store: MakeStore) -> None:
+    store = await fill(await make_store(100), "s", 10)
     assert [e.seq for e in await store.read("s", -1, limit=100, wait=0)] == list(range(11))
     assert [e.seq for e in await store.read("s", 4, limit=3, wait=0)] == [5, 6, 7]
     assert await store.read("s", 10, limit=5, wait=None) == []  # closed: no wait
 
 
 @pytest.mark.parametrize("n", [9, 10, 16, 17, 40, 1000])
-async def test_eviction_keeps_exactly_the_last_cap_events(n: int) -> None:
+async def test_eviction_keeps_exactly_the_last_cap_events(make_store: MakeStore, n: int) -> None:
     cap = 8
-    store = await filled(n, cap=cap)
+    store = await fill(await make_store(cap), "s", n)
     first = n + 1 - cap
     got = await store.read("s", first - 1, limit=100, wait=0)
     assert [e.seq for e in got] == list(range(first, n + 1))
@@ -48,21 +78,21 @@ async def test_eviction_keeps_exactly_the_last_cap_events(n: int) -> None:
     )
 
 
-async def test_waiting_readers_wake_on_append_and_time_out() -> None:
-    store = await filled(2, close=False)
+async def test_waiting_readers_wake_on_append_and_time_out(make_store: MakeStore) -> None:
+    store = await fill(await make_store(100), "s", 2, close=False)
     readers = [asyncio.create_task(store.read("s", 1, limit=10, wait=5)) for _ in range(50)]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
     await store.append("s", token_event("s", 2, "x"))
     results = await asyncio.gather(*readers)
     assert all([e.seq for e in r] == [2] for r in results)
     assert await store.read("s", 2, limit=10, wait=0.01) == []
 
 
-async def test_a_cancelled_reader_does_not_disturb_the_others() -> None:
-    store = await filled(1, close=False)
+async def test_a_cancelled_reader_does_not_disturb_the_others(make_store: MakeStore) -> None:
+    store = await fill(await make_store(100), "s", 1, close=False)
     a = asyncio.create_task(store.read("s", 0, limit=10, wait=5))
     b = asyncio.create_task(store.read("s", 0, limit=10, wait=5))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
     a.cancel()
     await store.append("s", token_event("s", 1, "y"))
     assert [e.seq for e in await b] == [1]
@@ -87,25 +117,27 @@ async def test_readers_that_stop_waiting_leave_nothing_behind() -> None:
     assert log.waiters == []
 
 
-async def test_append_rules_and_unknown_and_drop() -> None:
-    store = await filled(3)
+async def test_append_rules_and_unknown_and_drop(make_store: MakeStore) -> None:
+    store = await fill(await make_store(100), "s", 3)
     with pytest.raises(RuntimeError, match="is closed"):
         await store.append("s", token_event("s", 4, "late"))
-    store2 = await filled(1, close=False)
+    await fill(store, "s2", 1, close=False)
     with pytest.raises(RuntimeError, match="expected seq 1, got 5"):
-        await store2.append("s", token_event("s", 5, "gap"))
+        await store.append("s2", token_event("s2", 5, "gap"))
     with pytest.raises(UnknownStream):
         await store.read("x", -1, limit=1, wait=0)
-    waiter = asyncio.create_task(store2.read("s", 0, limit=1, wait=5))
-    await asyncio.sleep(0)
-    await store2.drop("s")
+    with pytest.raises(UnknownStream):
+        await store.append("x", token_event("x", 0, "nobody opened it"))
+    waiter = asyncio.create_task(store.read("s2", 0, limit=1, wait=5))
+    await asyncio.sleep(0.05)
+    await store.drop("s2")
     with pytest.raises(StreamGone, match="has expired"):
         await waiter
 
 
-async def test_readers_of_the_same_batch_share_its_frame() -> None:
+async def test_readers_of_the_same_batch_share_its_frame(make_store: MakeStore) -> None:
     """Fan-out: a batch is framed once per framing function; other batches are framed anew."""
-    store = await filled(5)
+    store = await fill(await make_store(100), "s", 5)
     stream = StreamRecord(id="s", source="synthetic", client="c", max_tokens=5, unpaced=True)
     calls: list[list[int]] = []
 

@@ -232,6 +232,12 @@ class MemoryStore(LogStore):
         if log.waiters:
             log.wake()
 
+    async def settle(self, stream_id: str) -> int:
+        log = self._logs.get(stream_id)
+        if log is None:
+            raise UnknownStream(stream_id)
+        return log.next_seq  # an append here never awaits: it cannot be interrupted
+
     async def read(
         self, stream_id: str, after: int, *, limit: int, wait: float | None
     ) -> list[Event]:

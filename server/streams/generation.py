@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 
-from server.errors import SourceError
+from server.errors import SourceError, StoreUnavailable
 from server.events import DoneReason, Event, TokenEncoder, done_event, error_event
 from server.sources.base import Finish, GenerationRequest, TokenSource
 from server.store.base import LogStore
@@ -61,15 +61,19 @@ async def generate(
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
+        seq = stream.tokens = await store.settle(stream.id)  # an interrupted append completed
         if stream.cancel_reason == "shutdown":
             final = error_event(stream.id, seq, "shutdown", "the server is shutting down")
         else:
             reason = "cancelled"
             final = done_event(stream.id, seq, reason, seq, digest.hexdigest())
     except TimeoutError:
+        seq = stream.tokens = await store.settle(stream.id)
         final = error_event(
             stream.id, seq, "generation_timeout", f"generation took longer than {timeout_s:g} s"
         )
+    except StoreUnavailable:
+        raise  # the log cannot take a final event either: the hub ends the stream here
     except SourceError as e:
         final = error_event(stream.id, seq, e.code, e.message)
     except Exception as e:
