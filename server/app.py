@@ -111,7 +111,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB]
-    await hub.store.start()
+    await hub.open()
     for source in hub.sources.values():
         await source.start()
     sweeper = asyncio.create_task(hub.run_sweeper(), name="tokenwire-sweeper")
@@ -119,7 +119,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
-    await hub.store.aclose()
+    await hub.aclose()
 
 
 async def _on_shutdown(app: web.Application) -> None:

@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from server.errors import ServerBusy, StoreUnavailable
 from server.events import error_event
@@ -44,6 +45,18 @@ __all__ = [
 
 log = logging.getLogger("tokenwire.hub")
 
+
+def build_registry(settings: Settings, store: LogStore) -> StreamRegistry:
+    """A Redis store shares its streams' records too; the memory store keeps them here."""
+    from server.store.redis import RedisStore
+
+    if isinstance(store, RedisStore):
+        from server.streams.redis_registry import RedisRegistry
+
+        return RedisRegistry(store.redis, settings.node, ttl_s=store.open_ttl_ms / 1000)
+    return MemoryRegistry()
+
+
 #: Why a stream forgotten to bound retained memory is gone (``max_retained_*``).
 EVICTED = "was forgotten early: the server's bound on memory for finished streams was reached"
 
@@ -63,13 +76,14 @@ class Hub:
         self.store = store
         self.sources = dict(sources)
         self.metrics = metrics
-        self.registry = registry if registry is not None else MemoryRegistry()
+        self.registry = registry if registry is not None else build_registry(settings, store)
         self.admission = Admission(settings)
         self.retention = Retention(settings)
         self.sweeper = Sweeper(settings, self.registry, self.retention, self._cancel, self._forget)
         self.closing = False
         self._drops: set[asyncio.Task[None]] = set()
         metrics.bind_live(lambda: self.admission.live)
+        metrics.node.labels(settings.node).set(1)
         kept = self.retention
         metrics.bind_retained(lambda: len(kept), lambda: kept.events, lambda: kept.nbytes)
 
@@ -103,6 +117,7 @@ class Hub:
         )
         await self.store.open(stream.id)
         self.registry.add(stream)
+        await self.registry.published(stream)
         self.admission.admit(stream)
         self.metrics.streams_created.labels(stream.source).inc()
         stream.task = asyncio.create_task(self._run(stream, parsed), name=f"generate-{stream.id}")
@@ -126,6 +141,8 @@ class Hub:
         self.metrics.tokens_generated.inc(final.seq)
         stream.finish(final, reason)
         self.admission.release(stream)
+        with contextlib.suppress(StoreUnavailable):
+            await self.registry.published(stream)
         self.metrics.streams_finished.labels(stream.state).inc()
         log.debug("> finished %s state=%s tokens=%d", stream.id, stream.state, stream.tokens)
         try:
@@ -148,14 +165,31 @@ class Hub:
     # ----- lookup, cancel -----
 
     def get(self, stream_id: str) -> StreamRecord:
-        """The stream's record; 410 if it expired, 404 if it never existed."""
+        """A record of this process; 410 if it expired, 404 if it never existed here."""
         return self.registry.get(stream_id)
 
-    def cancel(self, stream_id: str, reason: CancelReason = "cancelled") -> StreamRecord:
-        """Stop a running stream's source; it ends with ``done``/``cancelled``. Idempotent."""
-        stream = self.registry.get(stream_id)
-        self._cancel(stream, reason)
+    async def lookup(self, stream_id: str) -> StreamRecord:
+        """The stream's record, whichever process made it; 410 if expired, 404 if never."""
+        return await self.registry.lookup(stream_id)
+
+    async def status(self, stream_id: str) -> dict[str, Any]:
+        """``GET /api/streams/{id}``: the same answer on every process."""
+        return await self.registry.status(stream_id)
+
+    async def cancel(self, stream_id: str, reason: CancelReason = "cancelled") -> StreamRecord:
+        """Stop a running stream's source (in whichever process runs it); it ends with
+        ``done``/``cancelled``. Idempotent."""
+        stream = await self.registry.lookup(stream_id)
+        if stream.task is not None:
+            self._cancel(stream, reason)
+        elif stream.state == "running":
+            await self.registry.request_cancel(stream_id)
         return stream
+
+    def _cancel_here(self, stream_id: str) -> None:
+        stream = self.registry.find(stream_id)
+        if stream is not None:
+            self._cancel(stream, "cancelled")
 
     def _cancel(self, stream: StreamRecord, reason: CancelReason) -> None:
         if stream.state == "running" and stream.cancel_reason is None and stream.task is not None:
@@ -175,8 +209,16 @@ class Hub:
         self, stream_id: str, after: int, reader: Reader
     ) -> AsyncIterator[Subscription]:
         """A reader of the stream from ``after``, shown as ``reader`` in its status."""
-        async with subscription(self.store, self.registry.get(stream_id), after, reader) as sub:
-            yield sub
+        stream = await self.registry.lookup(stream_id)
+        counted = False
+        try:
+            async with subscription(self.store, stream, after, reader) as sub:
+                await self.registry.reader(stream, reader, +1)
+                counted = True
+                yield sub
+        finally:
+            if counted:  # (after the local count went down)
+                await self.registry.reader(stream, reader, -1)
 
     def touch(self, stream: StreamRecord) -> None:
         """A long-poll client is present between its polls."""
@@ -184,8 +226,17 @@ class Hub:
 
     # ----- background upkeep -----
 
-    def sweep(self) -> None:
-        self.sweeper.sweep()
+    async def open(self) -> None:
+        """Connect the store and the registry (before requests are served)."""
+        await self.store.start()
+        await self.registry.start(self._cancel_here)
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
+        await self.store.aclose()
+
+    async def sweep(self) -> None:
+        await self.sweeper.sweep()
 
     async def run_sweeper(self) -> None:
         await self.sweeper.run()

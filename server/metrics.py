@@ -73,6 +73,12 @@ class Metrics:
             ["bound"],
             registry=self.registry,
         )
+        self.node = Gauge(
+            "tokenwire_node",
+            "This process (--node-id, default host-pid): always 1",
+            ["node"],
+            registry=self.registry,
+        )
         self._readers = {t: self.subscribers.labels(t) for t in READERS}
         self._sent = {t: (self.events_sent.labels(t), self.bytes_sent.labels(t)) for t in READERS}
 

@@ -37,12 +37,11 @@ async def create_stream(request: web.Request) -> web.Response:
 
 
 async def stream_status(request: web.Request) -> web.Response:
-    stream = request.app[HUB].get(request.match_info["id"])
-    return _json(stream.status())
+    return _json(await request.app[HUB].status(request.match_info["id"]))
 
 
 async def cancel_stream(request: web.Request) -> web.Response:
-    request.app[HUB].cancel(request.match_info["id"])
+    await request.app[HUB].cancel(request.match_info["id"])
     return web.Response(status=204)
 
 

@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings = server_settings.from_args(ns)
         except ValueError as e:
             raise SystemExit(f"tokenwire: {e}") from None
+        if settings.workers > 1:
+            from server.workers import run_workers
+
+            raise SystemExit(run_workers(settings, js_dir=clients.JS_DIR))
         serve(settings, js_dir=clients.JS_DIR)
     elif ns.command == "bench":
         from bench.runner import run as run_bench

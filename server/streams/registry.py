@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from server.errors import StreamGone, UnknownStream
 from server.streams.record import StreamRecord
@@ -40,6 +41,35 @@ class StreamRegistry(ABC):
 
     @abstractmethod
     def __len__(self) -> int: ...
+
+    # ----- what a registry shared by processes adds (a local registry: nothing) -----
+
+    async def start(self, on_cancel: Callable[[str], None]) -> None:  # noqa: B027
+        """Begin: ``on_cancel(id)`` is called when another process cancels a stream."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Stop (at shutdown)."""
+
+    async def lookup(self, stream_id: str) -> StreamRecord:
+        """The record, wherever the stream was made (404/410 as :meth:`get`)."""
+        return self.get(stream_id)
+
+    async def status(self, stream_id: str) -> dict[str, Any]:
+        """``GET /api/streams/{id}``, with the readers of every process."""
+        return self.get(stream_id).status()
+
+    async def published(self, stream: StreamRecord) -> None:  # noqa: B027
+        """The stream was created, made progress or finished here: tell the others."""
+
+    async def request_cancel(self, stream_id: str) -> None:  # noqa: B027
+        """Cancel a stream that runs in another process."""
+
+    async def reader(self, stream: StreamRecord, reader: str, delta: int) -> None:  # noqa: B027
+        """A reader of ``stream`` opened (+1) or closed (-1) here."""
+
+    async def present_elsewhere(self, stream: StreamRecord, grace_s: float) -> bool:
+        """Whether a reader in another process is reading, or was within ``grace_s``."""
+        return False
 
     def get(self, stream_id: str) -> StreamRecord:
         """The record; ``StreamGone`` (410) if it expired, ``UnknownStream`` (404) if never."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -10,6 +11,8 @@ from server.settings import Settings
 from server.streams.record import CancelReason, StreamRecord
 from server.streams.registry import StreamRegistry
 from server.streams.retention import Bound, Retention
+
+log = logging.getLogger("tokenwire.hub")
 
 
 class Sweeper:
@@ -30,17 +33,21 @@ class Sweeper:
         self.forget = forget
         self.period = max(0.05, min(1.0, settings.grace_s / 4, settings.retention_s / 4))
 
-    def sweep(self) -> None:
-        """Cancel abandoned streams; forget finished ones past retention."""
+    async def sweep(self) -> None:
+        """Cancel abandoned streams (no reader here, nor in another process, for
+        ``grace_s``); forget finished ones past retention."""
         now_mono = time.monotonic()
         grace = self.settings.grace_s
-        for stream in self.registry:
-            if (
-                stream.state == "running"
-                and stream.cancel_reason is None
-                and stream.total_subscribers == 0
-                and now_mono - stream.last_present >= grace
-            ):
+        unread = [
+            stream
+            for stream in self.registry
+            if stream.state == "running"
+            and stream.cancel_reason is None
+            and stream.total_subscribers == 0
+            and now_mono - stream.last_present >= grace
+        ]
+        for stream in unread:
+            if not await self.registry.present_elsewhere(stream, grace):
                 self.cancel(stream, "abandoned")
         for stream_id in self.retention.expired(time.time() - self.settings.retention_s):
             self.forget(stream_id, "retention_s")
@@ -48,4 +55,7 @@ class Sweeper:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.period)
-            self.sweep()
+            try:
+                await self.sweep()
+            except Exception:  # (a store hiccup must not end the sweeping)
+                log.exception("sweep failed")

@@ -25,7 +25,7 @@ async def poll(request: web.Request) -> web.Response:
     timeout = parse_timeout(
         request.query.get("timeout"), settings.poll_timeout_s, settings.max_poll_timeout_s
     )
-    stream = hub.get(request.match_info["id"])
+    stream = await hub.lookup(request.match_info["id"])
     hub.touch(stream)
     metrics = request.app[METRICS]
     async with metrics.reading("poll"), hub.subscribe(stream.id, after, "poll") as sub:

@@ -200,10 +200,10 @@ class SocketSession:
                 await self.ws.send_frame(created_message(stream.id), WSMsgType.TEXT)
                 self.start_pump(stream.id, -1)
             elif isinstance(msg, Subscribe):
-                self.hub.get(msg.stream)
+                await self.hub.lookup(msg.stream)
                 self.start_pump(msg.stream, msg.after)
             elif isinstance(msg, Cancel):
-                self.hub.cancel(msg.stream)
+                await self.hub.cancel(msg.stream)
         except ApiError as e:
             await self.send_error(e, getattr(msg, "stream", None), op)
 
