@@ -53,7 +53,12 @@ def build_registry(settings: Settings, store: LogStore) -> StreamRegistry:
     if isinstance(store, RedisStore):
         from server.streams.redis_registry import RedisRegistry
 
-        return RedisRegistry(store.redis, settings.node, ttl_s=store.open_ttl_ms / 1000)
+        return RedisRegistry(
+            store.redis,
+            settings.node,
+            ttl_s=store.open_ttl_ms / 1000,
+            retention_s=settings.retention_s,
+        )
     return MemoryRegistry()
 
 

@@ -136,6 +136,33 @@ async def test_cancel_from_b_stops_the_generation_on_a(
     assert len(events) < 200
 
 
+async def test_owner_killed_mid_stream_ends_with_producer_lost_everywhere(
+    nodes: list[Node], cluster: list[str], session: aiohttp.ClientSession
+) -> None:
+    a, b, c = cluster
+    sid = await create_on(session, a, prompt="killed", max_tokens=2000, params=SLOW)
+    head = await read(session, b, "sse", sid, limit=5)
+    readers = [
+        asyncio.create_task(read(session, base, transport, sid))
+        for base, transport in ((b, "sse"), (c, "ws"), (c, "chunked"))
+    ]
+    await asyncio.sleep(0.3)
+    nodes[0].stop(signal.SIGKILL)
+    results = await asyncio.gather(*readers)  # (each reader has its own time limit)
+    for events in results:
+        assert [e["seq"] for e in events] == list(range(len(events)))
+        assert events[:5] == head
+        last = events[-1]
+        assert last["type"] == "error"
+        assert last["code"] == "producer_lost"
+        assert last["message"] == "the process that generated this stream (a) was lost"
+    assert results[0] == results[1] == results[2]
+    for base in (b, c):
+        st = await status(session, base, sid)
+        assert st["state"] == "error"
+        assert st["tokens"] == results[0][-1]["seq"]
+
+
 async def test_unknown_everywhere_and_abandoned_when_nobody_reads(
     cluster: list[str], session: aiohttp.ClientSession
 ) -> None:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -34,6 +35,32 @@ log = logging.getLogger("tokenwire.registry")
 
 CANCEL_CHANNEL = "tw:cancel"
 TOMBSTONE_S = 86_400
+#: A process renews its lease every LEASE_S / 3; a stream whose owner's lease lapsed ends
+#: with ``producer_lost``.
+LEASE_S = 3.0
+
+#: Append an ``error``/``producer_lost`` event to a log that is still open, and close it,
+#: atomically (so exactly once, whichever processes notice the loss, and never after the
+#: owner's own final event). KEYS: log, meta, status. ARGV: the event's JSON before and
+#: after its seq, the retention (ms), now (s). Returns the seq, or -1 if already closed.
+PRODUCER_LOST = """
+if redis.call('HGET', KEYS[2], 'state') ~= 'open' then return -1 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local seq = 0
+if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
+redis.call('XADD', KEYS[1], seq + 1 .. '-0', 'd', ARGV[1] .. seq .. ARGV[2], 'e', 'error')
+redis.call('HSET', KEYS[2], 'state', 'closed')
+redis.call('HSET', KEYS[3], 'state', 'error', 'tokens', seq, 'final_seq', seq,
+           'finished_at', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return seq
+"""
+
+
+def lease_key(node: str) -> str:
+    return f"tw:node:{node}"
 
 
 def status_key(stream_id: str) -> str:
@@ -52,16 +79,61 @@ def _text(raw: dict[bytes, bytes], name: str) -> str | None:
 class RedisRegistry(MemoryRegistry):
     """Records of this process's streams in memory, every stream's state in Redis."""
 
-    def __init__(self, redis: aioredis.Redis, node: str, ttl_s: float) -> None:
+    def __init__(self, redis: aioredis.Redis, node: str, ttl_s: float, retention_s: float) -> None:
         super().__init__()
         self.redis = redis
         self.node = node
         self.ttl_ms = max(1000, int(ttl_s * 1000))
+        self.retention_ms = max(1000, int(retention_s * 1000))
+        self._lost = redis.register_script(PRODUCER_LOST)
+        self._lease: asyncio.Task[None] | None = None
         self.views: dict[str, StreamRecord] = {}  # other processes' streams read here
         self._listener: asyncio.Task[None] | None = None
 
     async def start(self, on_cancel: Callable[[str], None]) -> None:
+        await self._renew()
+        self._lease = asyncio.create_task(self._keep_lease(), name="tokenwire-lease")
         self._listener = asyncio.create_task(self._listen(on_cancel), name="tokenwire-cancels")
+
+    async def _renew(self) -> None:
+        try:
+            await self.redis.set(lease_key(self.node), b"1", px=int(LEASE_S * 1000))
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            try:
+                await self._renew()
+            except StoreUnavailable as e:
+                log.warning("renewing the lease of %s: %s", self.node, e.message)
+
+    async def check_owners(self) -> None:
+        """End the running streams read here whose owner's lease lapsed (``producer_lost``)."""
+        running = [v for v in self.views.values() if v.state == "running"]
+        for view in running:
+            await self._refresh(view.id)
+
+    async def _owner_lost(self, stream_id: str, node: str) -> bool:
+        """If ``node`` lost its lease, end the stream with ``producer_lost``; True if so."""
+        from server.store.redis import RedisStore
+
+        if await self.redis.exists(lease_key(node)):
+            return False
+        head = b'{"stream":%s,"seq":' % orjson.dumps(stream_id)
+        tail = b',"type":"error","code":"producer_lost","message":%s,"t":%d}' % (
+            orjson.dumps(f"the process that generated this stream ({node}) was lost"),
+            time.time_ns(),
+        )
+        keys = [RedisStore.log_key(stream_id), RedisStore.meta_key(stream_id)]
+        seq = await self._lost(
+            keys=[*keys, status_key(stream_id)],
+            args=[head, tail, self.retention_ms, repr(time.time())],
+        )
+        if int(seq) >= 0:
+            log.warning("stream %s: its producer %s was lost (seq %s)", stream_id, node, seq)
+        return True
 
     async def _listen(self, on_cancel: Callable[[str], None]) -> None:
         while True:
@@ -78,10 +150,13 @@ class RedisRegistry(MemoryRegistry):
                 await asyncio.sleep(0.5)
 
     async def aclose(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        for task in (self._listener, self._lease):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(RedisError):
+            await self.redis.delete(lease_key(self.node))
 
     def _fields(self, stream: StreamRecord) -> Mapping[str | bytes, str | bytes | int | float]:
         return {
@@ -126,7 +201,17 @@ class RedisRegistry(MemoryRegistry):
         own = self.records.get(stream_id)
         if own is not None:
             return own
+        return await self._refresh(stream_id)
+
+    async def _refresh(self, stream_id: str) -> StreamRecord:
         raw = await self._load(stream_id)
+        node = _text(raw, "node")
+        if _text(raw, "state") == "running" and node is not None and node != self.node:
+            try:
+                if await self._owner_lost(stream_id, node):
+                    raw = await self._load(stream_id)
+            except RedisError as e:
+                raise StoreUnavailable(f"Redis: {e}") from None
         view = self.views.get(stream_id)
         if view is None:
             view = StreamRecord(

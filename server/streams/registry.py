@@ -67,6 +67,9 @@ class StreamRegistry(ABC):
     async def reader(self, stream: StreamRecord, reader: str, delta: int) -> None:  # noqa: B027
         """A reader of ``stream`` opened (+1) or closed (-1) here."""
 
+    async def check_owners(self) -> None:  # noqa: B027
+        """End the streams read here whose generating process was lost."""
+
     async def present_elsewhere(self, stream: StreamRecord, grace_s: float) -> bool:
         """Whether a reader in another process is reading, or was within ``grace_s``."""
         return False

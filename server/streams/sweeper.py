@@ -51,6 +51,7 @@ class Sweeper:
                 self.cancel(stream, "abandoned")
         for stream_id in self.retention.expired(time.time() - self.settings.retention_s):
             self.forget(stream_id, "retention_s")
+        await self.registry.check_owners()
 
     async def run(self) -> None:
         while True:
