@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck bench-soak autobahn clean
+.PHONY: run test lint typecheck pytest jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck bench-soak bench-cluster autobahn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,11 @@ bench-stuck: install-dev
 # it levels off under the bounds on retained memory (docs/bench.md, "Memory soak").
 bench-soak: install-dev
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# The Redis store beside the memory store, and Redis commands per event of a fan-out over
+# two processes (docs/scaling.md); starts its own redis-server.
+bench-cluster: install-dev system-deps
+	$(BIN)/python -m bench.cluster $(CLUSTER_ARGS)
 
 # Every Autobahn case against the test-only echo route, with kosoku's reports in
 # test-output/autobahn/ (make test runs them too; docs/autobahn.md lists the results).
