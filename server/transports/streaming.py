@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from server.appkeys import HUB, METRICS, SETTINGS
-from server.errors import BadRequest, StreamGone
+from server.errors import BadRequest, StoreUnavailable, StreamGone
 from server.events import Event, created_message
 from server.hub import Subscription
 from server.settings import Settings
@@ -150,6 +150,10 @@ async def pump(
                 if stream_format.gone:
                     async with asyncio.timeout(send_timeout):
                         await resp.write(stream_format.gone)
+                break
+            except StoreUnavailable as e:
+                # The shared store stopped answering: cut, so the client resumes later.
+                log.warning("cutting a subscriber of %s: %s", sub.stream.id, e.message)
                 break
             if not batch:
                 data = stream_format.heartbeat
