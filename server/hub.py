@@ -46,6 +46,17 @@ __all__ = [
 log = logging.getLogger("tokenwire.hub")
 
 
+def build_admission(settings: Settings, store: LogStore) -> Admission:
+    """With a Redis store the caps count every process's streams; else this one's."""
+    from server.store.redis import RedisStore
+
+    if isinstance(store, RedisStore):
+        from server.streams.redis_admission import RedisAdmission
+
+        return RedisAdmission(settings, store.redis, settings.node)
+    return Admission(settings)
+
+
 def build_registry(settings: Settings, store: LogStore) -> StreamRegistry:
     """A Redis store shares its streams' records too; the memory store keeps them here."""
     from server.store.redis import RedisStore
@@ -82,7 +93,7 @@ class Hub:
         self.sources = dict(sources)
         self.metrics = metrics
         self.registry = registry if registry is not None else build_registry(settings, store)
-        self.admission = Admission(settings)
+        self.admission = build_admission(settings, store)
         self.retention = Retention(settings)
         self.sweeper = Sweeper(settings, self.registry, self.retention, self._cancel, self._forget)
         self.closing = False
@@ -111,7 +122,6 @@ class Hub:
         source, params = parsed.source, parsed.request.params
         unpaced = source.is_unpaced(params)
         pace = source.requested_pace(params)
-        self.admission.check(client, unpaced, pace)
         stream = StreamRecord(
             id=secrets.token_urlsafe(12),
             source=source.name,
@@ -120,10 +130,14 @@ class Hub:
             unpaced=unpaced,
             pace=pace,
         )
-        await self.store.open(stream.id)
-        self.registry.add(stream)
-        await self.registry.published(stream)
-        self.admission.admit(stream)
+        await self.admission.enter(stream)
+        try:
+            await self.store.open(stream.id)
+            self.registry.add(stream)
+            await self.registry.published(stream)
+        except BaseException:
+            await self.admission.leave(stream)
+            raise
         self.metrics.streams_created.labels(stream.source).inc()
         stream.task = asyncio.create_task(self._run(stream, parsed), name=f"generate-{stream.id}")
         log.debug("> created %s source=%s client=%s", stream.id, stream.source, client)
@@ -145,7 +159,8 @@ class Hub:
             final, reason = error_event(stream.id, stream.tokens, e.code, e.message), "stop"
         self.metrics.tokens_generated.inc(final.seq)
         stream.finish(final, reason)
-        self.admission.release(stream)
+        with contextlib.suppress(StoreUnavailable):
+            await self.admission.leave(stream)
         with contextlib.suppress(StoreUnavailable):
             await self.registry.published(stream)
         self.metrics.streams_finished.labels(stream.state).inc()
@@ -235,8 +250,10 @@ class Hub:
         """Connect the store and the registry (before requests are served)."""
         await self.store.start()
         await self.registry.start(self._cancel_here)
+        await self.admission.start()
 
     async def aclose(self) -> None:
+        await self.admission.aclose()
         await self.registry.aclose()
         await self.store.aclose()
 

@@ -243,6 +243,7 @@ async def test_two_workers_serve_one_port(
             )
             if len(seen) == 2:
                 break
+            await asyncio.sleep(0.05)  # (the other worker may still be starting)
         assert seen == {"w-0", "w-1"}
         sid = await create_on(session, node.base, prompt="workers", max_tokens=20, params=SLOW)
         events = [e async for e in _read_fresh(node.base, sid)]
@@ -270,3 +271,40 @@ async def _read_fresh(base: str, sid: str) -> AsyncIterator[dict[str, object]]:
         if answer["done"]:
             return
     raise AssertionError("the stream did not end")
+
+
+async def test_caps_count_every_process_and_a_dead_one_stops_counting(
+    redis_url: str, session: aiohttp.ClientSession
+) -> None:
+    args = ("--max-live-streams", "2", "--grace-s", "60")  # (nobody reads the streams)
+    a, b = (Node(redis_url, name, *args) for name in ("a", "b"))
+    try:
+        for node in (a, b):
+            await node.ready(session)
+        await create_on(session, a.base, prompt="one", max_tokens=2000, params=SLOW)
+        await create_on(session, b.base, prompt="two", max_tokens=2000, params=SLOW)
+        for base in (a.base, b.base):
+            async with session.post(
+                f"{base}/api/streams", data=orjson.dumps({"prompt": "three"})
+            ) as resp:
+                assert resp.status == 503
+                assert resp.headers["Retry-After"] == "5"
+                assert await resp.json() == {
+                    "error": {
+                        "code": "too_many_streams",
+                        "message": "2 streams are live; the server limit is 2",
+                    }
+                }
+        b.stop(signal.SIGKILL)  # its stream stops counting once its lease lapses (3 s)
+        for _ in range(200):
+            async with session.post(
+                f"{a.base}/api/streams", data=orjson.dumps({"prompt": "three"})
+            ) as resp:
+                if resp.status == 201:
+                    break
+                assert resp.status == 503
+            await asyncio.sleep(0.05)
+        assert resp.status == 201
+    finally:
+        a.stop()
+        b.stop()

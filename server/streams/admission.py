@@ -7,10 +7,51 @@ generation ended): live streams, per client, unpaced, and the sum of requested p
 from __future__ import annotations
 
 from collections import Counter
+from typing import NamedTuple
 
 from server.errors import ServerBusy, TooManyStreams
 from server.settings import Settings
 from server.streams.record import StreamRecord
+
+
+class Counts(NamedTuple):
+    """What the caps are checked against: live streams, this client's, unpaced, paces."""
+
+    live: int
+    client: int
+    unpaced: int
+    pace: float
+
+
+def refuse(settings: Settings, counts: Counts, unpaced: bool, pace: float) -> None:
+    """Raise the error a new stream gets with ``counts`` already live (or nothing)."""
+    s = settings
+    if counts.live >= s.max_live_streams:
+        raise ServerBusy(
+            f"{counts.live} streams are live; the server limit is {s.max_live_streams}",
+            code="too_many_streams",
+            retry_after=5,
+        )
+    if counts.client >= s.max_streams_per_client:
+        raise TooManyStreams(
+            f"this client has {counts.client} live streams; "
+            f"the limit per client is {s.max_streams_per_client}",
+            retry_after=5,
+        )
+    if unpaced and counts.unpaced >= s.max_unpaced_streams:
+        raise ServerBusy(
+            f"{counts.unpaced} unpaced streams (tokens_per_s=0) are live; "
+            f"the limit is {s.max_unpaced_streams}",
+            code="too_many_unpaced_streams",
+            retry_after=5,
+        )
+    if s.max_total_tokens_per_s and counts.pace + pace > s.max_total_tokens_per_s:
+        raise ServerBusy(
+            f"the live streams ask for {counts.pace:.10g} tokens/s; {pace:.10g} more would "
+            f"pass the server's limit of {s.max_total_tokens_per_s:.10g}",
+            code="pace_budget_exceeded",
+            retry_after=5,
+        )
 
 
 class Admission:
@@ -25,33 +66,27 @@ class Admission:
 
     def check(self, client: str, unpaced: bool, pace: float) -> None:
         """Raise the error a new stream with these traits gets, or nothing if it fits."""
-        s = self.settings
-        if self.live >= s.max_live_streams:
-            raise ServerBusy(
-                f"{self.live} streams are live; the server limit is {s.max_live_streams}",
-                code="too_many_streams",
-                retry_after=5,
-            )
-        if self._per_client[client] >= s.max_streams_per_client:
-            raise TooManyStreams(
-                f"this client has {self._per_client[client]} live streams; "
-                f"the limit per client is {s.max_streams_per_client}",
-                retry_after=5,
-            )
-        if unpaced and self._unpaced >= s.max_unpaced_streams:
-            raise ServerBusy(
-                f"{self._unpaced} unpaced streams (tokens_per_s=0) are live; "
-                f"the limit is {s.max_unpaced_streams}",
-                code="too_many_unpaced_streams",
-                retry_after=5,
-            )
-        if s.max_total_tokens_per_s and self._pace + pace > s.max_total_tokens_per_s:
-            raise ServerBusy(
-                f"the live streams ask for {self._pace:.10g} tokens/s; {pace:.10g} more would "
-                f"pass the server's limit of {s.max_total_tokens_per_s:.10g}",
-                code="pace_budget_exceeded",
-                retry_after=5,
-            )
+        refuse(
+            self.settings,
+            Counts(self.live, self._per_client[client], self._unpaced, self._pace),
+            unpaced,
+            pace,
+        )
+
+    async def enter(self, stream: StreamRecord) -> None:
+        """Check the caps and count the stream (atomically, for a shared admission)."""
+        self.check(stream.client, stream.unpaced, stream.pace)
+        self.admit(stream)
+
+    async def leave(self, stream: StreamRecord) -> None:
+        """Stop counting a stream whose generation ended."""
+        self.release(stream)
+
+    async def start(self) -> None:  # noqa: B027 - for a shared admission
+        """Begin (a shared admission joins the cluster's counts)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - for a shared admission
+        """Stop (at shutdown)."""
 
     def admit(self, stream: StreamRecord) -> None:
         """Count a stream that passed :meth:`check`."""
