@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest pytest-versions jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck bench-net autobahn clean
+.PHONY: run test lint typecheck pytest pytest-versions jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck bench-net bench-soak bench-cluster autobahn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,8 +56,9 @@ install-dev: $(VENV)/.installed-dev
 # Chromium, which Playwright starts from /usr/bin/chromium (Playwright never downloads a
 # browser here); the network lab's intermediaries (nginx, haproxy, caddy: bench/net/, started
 # on free ports from the repo's configs, never as services), openssl (the lab's certificates)
-# and curl (a client of the lab).
-SYSTEM_PACKAGES := chromium nginx haproxy caddy openssl curl
+# and curl (a client of the lab); redis-server (the tests start their own on free ports for
+# the Redis store). Each package's name is also the binary it installs.
+SYSTEM_PACKAGES := chromium redis-server nginx haproxy caddy openssl curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=""; export PATH="$$PATH:/usr/sbin:/sbin"; for p in $(SYSTEM_PACKAGES); do \
@@ -111,6 +112,16 @@ bench-chaos: install-dev node-deps
 
 bench-stuck: install-dev
 	$(BIN)/python -m bench.stuck
+
+# One client at every cap for SOAK_ARGS (default --minutes 3): RSS over time, and whether
+# it levels off under the bounds on retained memory (docs/bench.md, "Memory soak").
+bench-soak: install-dev
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# The Redis store beside the memory store, and Redis commands per event of a fan-out over
+# two processes (docs/scaling.md); starts its own redis-server.
+bench-cluster: install-dev system-deps
+	$(BIN)/python -m bench.cluster $(CLUSTER_ARGS)
 
 # Every Autobahn case against the test-only echo route, with kosoku's reports in
 # test-output/autobahn/ (make test runs them too; docs/autobahn.md lists the results).

@@ -20,7 +20,7 @@ when the socket is full) it records:
   oldest event of its batch (the batch's worst), in the server alone: no client, no loopback;
 - **first token**: per create-and-stream request (SSE, chunked) from the moment the request
   reached the app (the first middleware) to the write that carries ``seq`` 0; per WebSocket
-  ``generate`` from the call to ``Hub.create`` (the message was read and parsed) to that
+  ``generate`` from the call to ``Hub.start`` (the message was read and parsed) to that
   write. With ``ttft_ms=0`` this is the server's own time from a new stream to its first
   token.
 
@@ -141,9 +141,9 @@ async def stamp_start(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """When a request reached the app (only while the probe is on; not the WebSocket
-    upgrade: its streams start at ``Hub.create``)."""
+    upgrade: its streams start at ``Hub.start``)."""
     if PROBE.on:
-        # A WebSocket's streams start at each generate (Hub.create), not at the upgrade.
+        # A WebSocket's streams start at each generate (Hub.start), not at the upgrade.
         websocket = request.path == "/api/ws"
         _START.set([0, 1, 1] if websocket else [time.time_ns(), 0, 0])
     return await handler(request)
@@ -160,7 +160,7 @@ async def probe_route(request: web.Request) -> web.Response:
 
 def install() -> None:
     """Wrap ``server.app.create_app`` so the app it builds has the probe's routes, its
-    middleware (first) and, for WebSocket streams, a stamp at ``Hub.create``."""
+    middleware (first) and, for WebSocket streams, a stamp at ``Hub.start``."""
     import server.app
     from server.appkeys import HUB
 
@@ -172,16 +172,16 @@ def install() -> None:
         for method in ("GET", "POST", "DELETE"):
             app.router.add_route(method, PATH, probe_route)
         hub = app[HUB]
-        create = hub.create
+        start = hub.start
 
         async def create_stamped(*a: Any, **kw: Any) -> Any:
             box = _START.get()
             if PROBE.on and (box is None or box[2]):
                 _START.set([time.time_ns(), 0, 1])  # a WebSocket generate
-            record = await create(*a, **kw)
+            record = await start(*a, **kw)
             return record
 
-        hub.create = create_stamped  # type: ignore[method-assign]
+        hub.start = create_stamped  # type: ignore[method-assign]
         return app
 
     server.app.create_app = create_app_with_probe

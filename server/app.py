@@ -23,6 +23,7 @@ from server.errors import (
     ApiError,
     MethodNotAllowed,
     NotFound,
+    StoreUnavailable,
     TooLarge,
     VersionNotSupported,
 )
@@ -33,7 +34,7 @@ from server.security import POLICY, Policy, add_response_headers, security_middl
 from server.settings import Settings
 from server.sources import build_sources
 from server.sources.base import TokenSource
-from server.store import LogStore, MemoryStore
+from server.store import LogStore, build_store
 
 log = logging.getLogger("tokenwire.server")
 
@@ -183,6 +184,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB]
+    await hub.open()
     for source in hub.sources.values():
         await source.start()
     sweeper = asyncio.create_task(hub.run_sweeper(), name="tokenwire-sweeper")
@@ -190,7 +192,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
-    await hub.store.aclose()
+    await hub.aclose()
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -235,7 +237,7 @@ def create_app(
     app[SOCKETS] = set[Closable]()
     app[HUB] = Hub(
         settings,
-        store or MemoryStore(settings.max_log_events),
+        store or build_store(settings),
         sources if sources is not None else build_sources(settings),
         metrics,
     )
@@ -329,7 +331,12 @@ async def listen(runner: web.AppRunner, settings: Settings) -> asyncio.Server:
     guard.bind(runner.server)  # type: ignore[arg-type]  # (a protocol factory)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        guard, settings.host, settings.port, backlog=settings.backlog, reuse_address=True
+        guard,
+        settings.host,
+        settings.port,
+        backlog=settings.backlog,
+        reuse_address=True,
+        reuse_port=settings.workers > 1 or None,  # workers share the port (server/workers.py)
     )
 
 
@@ -342,7 +349,13 @@ async def run(
     runner = make_runner(app)
     await runner.setup()
     listener = await listen(runner, settings)
-    log.info("tokenwire serving on http://%s:%d", settings.host, settings.port)
+    log.info(
+        "tokenwire serving on http://%s:%d (node %s, store %s)",
+        settings.host,
+        settings.port,
+        settings.node,
+        "memory" if settings.store == "memory" else "redis",
+    )
     log.info("open files limit: %d (hard limit %d)", files, files_hard)
     if (notice := exposure_notice(settings)) is not None:
         log.warning("%s", notice)
@@ -371,4 +384,7 @@ def serve(settings: Settings, *, js_dir: Path | None = None) -> None:
         loop_factory = uvloop.new_event_loop
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(run(settings, js_dir=js_dir))
+        try:
+            runner.run(run(settings, js_dir=js_dir))
+        except StoreUnavailable as e:  # at start: say so in one line, exit non-zero
+            raise SystemExit(f"tokenwire: {e.message}") from None

@@ -25,6 +25,8 @@ Exception tree::
     │   ├── ServerBusy            503 too_many_streams (total cap) / too_many_unpaced_streams /
     │   │                         pace_budget_exceeded / shutting_down, Retry-After
     │   ├── VersionNotSupported   505 http_version_not_supported (HTTP/0.9, HTTP/2.0 lines)
+    │   ├── StoreUnavailable      503 store_unavailable (the shared store, Redis, does not
+    │   │                         answer), Retry-After
     │   └── GenerationError       (/v1) a generation that ended without an answer: an error
     │                             event's code, or cancelled; 409, 500, 502, 503 or 504
     └── SourceError               a generation failed; becomes an in-band ``error`` event
@@ -295,6 +297,16 @@ class VersionNotSupported(ApiError):
     status = 505
     code = "http_version_not_supported"
     close_connection = True
+
+
+class StoreUnavailable(ApiError):
+    """The shared log store (Redis) did not answer; the request may be retried."""
+
+    status = 503
+    code = "store_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=2)
 
 
 #: HTTP status of a ``/v1`` generation that ended without an answer, by its code.

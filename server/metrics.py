@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+from types import TracebackType
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -51,13 +51,53 @@ class Metrics:
             ["transport"],
             registry=self.registry,
         )
+        self.retained_streams = Gauge(
+            "tokenwire_retained_streams",
+            "Finished streams whose logs are kept for late readers",
+            registry=self.registry,
+        )
+        self.retained_events = Gauge(
+            "tokenwire_retained_events",
+            "Events in the logs of finished streams",
+            registry=self.registry,
+        )
+        self.retained_bytes = Gauge(
+            "tokenwire_retained_bytes",
+            "Memory the logs of finished streams take (bytes, as the store counts it)",
+            registry=self.registry,
+        )
+        self.streams_forgotten = Counter(
+            "tokenwire_streams_forgotten",
+            "Finished streams forgotten, by the bound that forgot them (retention_s, "
+            "total_events, total_bytes, client_events, client_bytes)",
+            ["bound"],
+            registry=self.registry,
+        )
+        self.node = Gauge(
+            "tokenwire_node",
+            "This process (--node-id, default host-pid): always 1",
+            ["node"],
+            registry=self.registry,
+        )
+        self._readers = {t: self.subscribers.labels(t) for t in READERS}
         self._sent = {t: (self.events_sent.labels(t), self.bytes_sent.labels(t)) for t in READERS}
 
-    def bind_live(self, live: Callable[[], int], subs: Callable[[Reader], int]) -> None:
-        """Read gauges from the hub at scrape time instead of updating them per event."""
+    def bind_live(self, live: Callable[[], int]) -> None:
+        """Read the live count from the hub at scrape time instead of updating it."""
         self.live_streams.set_function(live)
-        for t in READERS:
-            self.subscribers.labels(t).set_function(functools.partial(subs, t))
+
+    def bind_retained(
+        self, streams: Callable[[], int], events: Callable[[], int], nbytes: Callable[[], int]
+    ) -> None:
+        """Read the retained figures from the hub at scrape time."""
+        self.retained_streams.set_function(streams)
+        self.retained_events.set_function(events)
+        self.retained_bytes.set_function(nbytes)
+
+    def reading(self, transport: Reader) -> _Reading:
+        """``async with metrics.reading(t):`` counts an open reader of transport ``t``
+        (each transport counts its own)."""
+        return _Reading(self._readers[transport])
 
     def sent(self, transport: Reader, events: int, nbytes: int) -> None:
         ev, by = self._sent[transport]
@@ -67,3 +107,23 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Reading:
+    """Counts one open reader on a gauge while entered."""
+
+    __slots__ = ("_gauge",)
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+
+    async def __aenter__(self) -> None:
+        self._gauge.inc()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._gauge.dec()

@@ -8,6 +8,7 @@ from aiohttp import web
 from server.appkeys import HUB, METRICS
 from server.security import WEBSOCKET_PATH
 from server.transports.streaming import client_address, read_json
+from server.validation import parse_create_body
 from wire import TRANSPORTS
 
 
@@ -26,7 +27,8 @@ def links(stream_id: str) -> dict[str, str]:
 
 async def create_stream(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    stream = await hub.create(await read_json(request), client_address(request))
+    parsed = parse_create_body(await read_json(request), hub.settings, hub.sources)
+    stream = await hub.start(parsed, client_address(request))
     return _json(
         {"id": stream.id, "links": links(stream.id)},
         status=201,
@@ -35,12 +37,11 @@ async def create_stream(request: web.Request) -> web.Response:
 
 
 async def stream_status(request: web.Request) -> web.Response:
-    stream = request.app[HUB].get(request.match_info["id"])
-    return _json(stream.status())
+    return _json(await request.app[HUB].status(request.match_info["id"]))
 
 
 async def cancel_stream(request: web.Request) -> web.Response:
-    request.app[HUB].cancel(request.match_info["id"])
+    await request.app[HUB].cancel(request.match_info["id"])
     return web.Response(status=204)
 
 

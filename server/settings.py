@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ CONNECTION_RANGES: dict[str, tuple[float, float]] = {
     "max_connections_per_client": (0, 1_000_000),
 }
 SOURCE_NAMES: tuple[SourceName, ...] = typing.get_args(SourceName)
+#: The URL schemes ``store`` accepts besides ``memory`` (redis-py's).
+STORE_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +113,27 @@ class Settings:
     too_many_connections`` and closed (0: no limit). Behind a proxy every client has the
     proxy's address: raise it, or 0."""
 
+    # --- store and processes ---
+    store: str = "memory"
+    """Where stream logs live: ``memory`` (this process only) or a Redis URL,
+    ``redis://HOST:PORT/DB``, shared by every process that names it."""
+    workers: int = 1
+    """Processes serving the same port (SO_REUSEPORT); more than 1 needs a Redis store."""
+    node_id: str = ""
+    """This process's name in logs and metrics (default: host and pid)."""
+    redis_max_connections: int = 16
+    """Connections to Redis per process for commands (plus one for reading new events)."""
+    max_retained_bytes: int = 256 * 1024 * 1024
+    """Memory the logs of finished streams (kept ``retention_s`` for late readers) may take
+    in all; past it the oldest finished streams are forgotten first (``410 gone``). 0: no
+    limit."""
+    max_retained_bytes_per_client: int = 64 * 1024 * 1024
+    """The same bound for the finished streams of one client (its oldest go first)."""
+    max_retained_events: int = 4_000_000
+    """Events the logs of finished streams may keep in all (oldest streams forgotten first)."""
+    max_retained_events_per_client: int = 1_000_000
+    """The same bound for the finished streams of one client."""
+
     # --- who may talk to the server (docs/protocol.md#security) ---
     auth_token: str | None = field(default=None, repr=False)
     """When set, every API route (``/api/*`` but ``/api/info``, ``/v1/*``, ``/metrics``)
@@ -141,6 +165,20 @@ class Settings:
                 raise ValueError(f"{name} must be from {low:g} to {high:g} (0: off)")
         if self.max_log_events < 2:
             raise ValueError("max_log_events must be >= 2")
+        if not (self.store == "memory" or self.store.startswith(STORE_SCHEMES)):
+            raise ValueError(
+                f"store must be 'memory' or a Redis URL (redis://HOST:PORT/DB), got {self.store!r}"
+            )
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.workers > 1 and self.store == "memory":
+            raise ValueError(
+                "workers > 1 needs a shared store (--store redis://HOST:PORT/DB): "
+                "the memory store lives in one process, so a stream made on one worker "
+                "would be unknown to the others"
+            )
+        if self.redis_max_connections < 1:
+            raise ValueError("redis_max_connections must be >= 1")
         if self.auth_token is not None and (
             not self.auth_token or any(c.isspace() for c in self.auth_token)
         ):
@@ -166,6 +204,11 @@ class Settings:
         HostList.parse(self.allowed_hosts, self.host)
         OriginList.parse(self.ws_allowed_origins, "ws_allowed_origins")
         OriginList.parse(self.cors_origins, "cors_origins")
+
+    @property
+    def node(self) -> str:
+        """``node_id``, or host and pid."""
+        return self.node_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def hf_model(self) -> str:

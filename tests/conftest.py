@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import clients
 from server.app import create_app
 from server.settings import Settings
 from server.sources.base import TokenSource
+from tests.redis_server import RedisServer
 
 MakeServer = Callable[..., Awaitable[TestServer]]
 
@@ -78,9 +79,16 @@ def console_problems(page: Page) -> list[str]:
     return problems
 
 
+@pytest.fixture
+def server_store() -> str:
+    """The ``store`` of the servers ``make_server`` starts; a test module parametrizes
+    it over both stores by overriding this fixture with ``store_url``."""
+    return "memory"
+
+
 @asynccontextmanager
-async def serving() -> AsyncIterator[MakeServer]:
-    """Start servers with settings overrides; all are closed at the end."""
+async def serving(store: str = "memory") -> AsyncIterator[MakeServer]:
+    """Start servers with settings overrides (on ``store``); all are closed at the end."""
     servers: list[TestServer] = []
 
     async def make(
@@ -90,7 +98,9 @@ async def serving() -> AsyncIterator[MakeServer]:
         **overrides: Any,
     ) -> TestServer:
         """``setup`` may add to the app (e.g. a test-only route) before it starts."""
-        settings = Settings(**{"grace_s": 5.0, "heartbeat_s": 5.0, **overrides})
+        settings = Settings(
+            **{"grace_s": 5.0, "heartbeat_s": 5.0, "store": server_store, **overrides}
+        )
         app = create_app(settings, sources=sources, js_dir=clients.JS_DIR)
         if setup is not None:
             setup(app)
@@ -107,9 +117,9 @@ async def serving() -> AsyncIterator[MakeServer]:
 
 
 @pytest.fixture
-async def make_server() -> AsyncIterator[MakeServer]:
+async def make_server(server_store: str) -> AsyncIterator[MakeServer]:
     """Start servers with settings overrides; all are closed at the end of the test."""
-    async with serving() as make:
+    async with serving(server_store) as make:
         yield make
 
 
@@ -185,3 +195,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             and item.get_closest_marker("hf") is None
         ):
             item.add_marker(pytest.mark.contract)
+
+
+# ----- Redis (issue 16): one real redis-server per test session -----
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """``memory``, then the session's Redis (emptied): for tests of what a store decides."""
+    if request.param == "memory":
+        return "memory"
+    return str(request.getfixturevalue("redis_url"))

@@ -10,12 +10,19 @@ import orjson
 import pytest
 
 from server.app import drain
+from server.appkeys import SETTINGS
 from tests.conftest import MakeServer, base_url, create
 from tests.readers import TRANSPORTS, read
 from tests.spy import spy_sources
 from wire import READERS
 
 SLOW = {"ttft_ms": 0, "tokens_per_s": 50, "jitter": 0}
+
+
+@pytest.fixture
+def server_store(store_url: str) -> str:
+    """Every test here runs on the memory store and on Redis (one process)."""
+    return store_url
 
 
 async def wait_closed(spy_closed: asyncio.Event) -> None:
@@ -27,6 +34,17 @@ async def status(session: aiohttp.ClientSession, base: str, sid: str) -> dict[st
     async with session.get(f"{base}/api/streams/{sid}") as resp:
         assert resp.status == 200
         return dict(await resp.json())
+
+
+async def ended(session: aiohttp.ClientSession, base: str, sid: str) -> dict[str, object]:
+    """The status once the stream has ended (its final event is appended just after its
+    source closed: a store round trip later, with Redis)."""
+    for _ in range(500):
+        st = await status(session, base, sid)
+        if st["state"] != "running":
+            return st
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"stream {sid} still running after 10 s")
 
 
 async def test_cancel_by_delete_stops_the_source(
@@ -91,7 +109,7 @@ async def test_abandoned_stream_is_cancelled_after_grace(
     sid = await create(session, srv, prompt="abandon", max_tokens=1000, params=SLOW)
     await read(session, base, transport, sid, limit=2)  # read a little, then hang up
     await wait_closed(spy.closed["abandon"])
-    st = await status(session, base, sid)
+    st = await ended(session, base, sid)
     assert st["state"] == "done"
     assert st["finish_reason"] == "cancelled"
     assert st["subscribers"] == dict.fromkeys(READERS, 0)
@@ -155,6 +173,53 @@ async def test_finished_stream_expires_after_retention(
         async with session.get(f"{base}/api/streams/{sid}/{path}") as resp:
             assert resp.status == 410
             assert await resp.json() == gone
+
+
+async def test_retained_memory_bound_forgets_the_oldest_finished_stream(
+    make_server: MakeServer, session: aiohttp.ClientSession
+) -> None:
+    """Past a bound on finished streams' memory, the oldest goes first and answers 410 on
+    every route, as after retention_s; /metrics shows the figures."""
+    srv = await make_server(max_retained_events_per_client=25)
+    base = base_url(srv)
+    fast = {"tokens_per_s": 0, "ttft_ms": 0}
+    sids = []
+    for _ in range(3):  # 11 events each (10 tokens and done): the third passes 25
+        sids.append(await create(session, srv, max_tokens=10, params=fast))
+        assert len(await read(session, base, "poll", sids[-1])) == 11
+    first = sids[0]
+    gone = {
+        "error": {
+            "code": "gone",
+            "message": f"stream {first!r} was forgotten early: the server's bound on memory "
+            "for finished streams was reached",
+        }
+    }
+    async with asyncio.timeout(10):
+        while True:  # the third stream is counted once its generation task has ended
+            async with session.get(f"{base}/api/streams/{first}") as resp:
+                if resp.status == 410:
+                    assert await resp.json() == gone
+                    break
+                assert resp.status == 200
+            await asyncio.sleep(0.02)
+    for path in ("sse", "chunked", "poll"):
+        async with session.get(f"{base}/api/streams/{first}/{path}") as resp:
+            assert resp.status == 410
+            assert await resp.json() == gone
+    for sid in sids[1:]:
+        assert len(await read(session, base, "sse", sid)) == 11
+    async with session.get(f"{base}/metrics") as resp:
+        lines = (await resp.text()).splitlines()
+    assert "tokenwire_retained_streams 2.0" in lines
+    assert "tokenwire_retained_events 22.0" in lines
+    assert 'tokenwire_streams_forgotten_total{bound="client_events"} 1.0' in lines
+    (nbytes,) = [ln for ln in lines if ln.startswith("tokenwire_retained_bytes ")]
+    retained = float(nbytes.split()[1])
+    if srv.app[SETTINGS].store == "memory":
+        assert 0 < retained < 22 * 100  # compact logs: well under 100 B/event
+    else:
+        assert retained > 0  # Redis's MEMORY USAGE of the two logs
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

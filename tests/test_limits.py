@@ -21,6 +21,13 @@ from aiohttp.test_utils import TestServer
 from server.errors import openai_type
 from tests.conftest import MakeServer, base_url, create
 
+
+@pytest.fixture
+def server_store(store_url: str) -> str:
+    """Every test here runs on the memory store and on Redis (one process)."""
+    return store_url
+
+
 ENTRIES = ("streams", "sse", "chunked", "ws", "v1")
 
 #: A stream that stays live for the whole test (one token a second, 1000 tokens).

@@ -1,41 +1,73 @@
-"""The in-memory log store: append, read from any position, wait, evict, drop."""
+"""The log stores (memory and Redis, one contract): append, read from any position, wait,
+evict, drop; and the memory store's compaction of closed logs."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import gc
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 
 from server.errors import StreamGone, UnknownStream
-from server.events import Event, done_event, token_event
+from server.events import Event, TokenEncoder, done_event, error_event, token_event
 from server.framing.ndjson import ndjson_lines
 from server.framing.sse import sse_frames
 from server.hub import StreamRecord, Subscription
+from server.store.base import LogStore
 from server.store.memory import MemoryStore
+from server.store.redis import RedisStore
+
+MakeStore = Callable[[int], Awaitable[LogStore]]
+
+
+@pytest.fixture
+async def make_store(store_url: str) -> AsyncIterator[MakeStore]:
+    """Stores of the kind the test is parametrized with (the contract is the same)."""
+    stores: list[LogStore] = []
+
+    async def make(cap: int) -> LogStore:
+        store: LogStore
+        if store_url == "memory":
+            store = MemoryStore(cap)
+        else:
+            store = RedisStore(store_url, cap, retention_s=60, open_ttl_s=600)
+        await store.start()
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.aclose()
 
 
 async def filled(n: int, cap: int = 100, close: bool = True) -> MemoryStore:
     store = MemoryStore(cap)
-    await store.open("s")
-    for i in range(n):
-        await store.append("s", token_event("s", i, f"t{i}"))
-    if close:
-        await store.append("s", done_event("s", n, "stop", n, ""))
+    await fill(store, "s", n, close)
     return store
 
 
-async def test_read_from_any_position() -> None:
-    store = await filled(10)
+async def fill(store: LogStore, sid: str, n: int, close: bool = True) -> LogStore:
+    await store.open(sid)
+    for i in range(n):
+        await store.append(sid, token_event(sid, i, f"t{i}"))
+    if close:
+        await store.append(sid, done_event(sid, n, "stop", n, ""))
+    return store
+
+
+async def test_read_from_any_position(make_store: MakeStore) -> None:
+    store = await fill(await make_store(100), "s", 10)
     assert [e.seq for e in await store.read("s", -1, limit=100, wait=0)] == list(range(11))
     assert [e.seq for e in await store.read("s", 4, limit=3, wait=0)] == [5, 6, 7]
     assert await store.read("s", 10, limit=5, wait=None) == []  # closed: no wait
 
 
 @pytest.mark.parametrize("n", [9, 10, 16, 17, 40, 1000])
-async def test_eviction_keeps_exactly_the_last_cap_events(n: int) -> None:
+async def test_eviction_keeps_exactly_the_last_cap_events(make_store: MakeStore, n: int) -> None:
     cap = 8
-    store = await filled(n, cap=cap)
+    store = await fill(await make_store(cap), "s", n)
     first = n + 1 - cap
     got = await store.read("s", first - 1, limit=100, wait=0)
     assert [e.seq for e in got] == list(range(first, n + 1))
@@ -46,21 +78,21 @@ async def test_eviction_keeps_exactly_the_last_cap_events(n: int) -> None:
     )
 
 
-async def test_waiting_readers_wake_on_append_and_time_out() -> None:
-    store = await filled(2, close=False)
+async def test_waiting_readers_wake_on_append_and_time_out(make_store: MakeStore) -> None:
+    store = await fill(await make_store(100), "s", 2, close=False)
     readers = [asyncio.create_task(store.read("s", 1, limit=10, wait=5)) for _ in range(50)]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
     await store.append("s", token_event("s", 2, "x"))
     results = await asyncio.gather(*readers)
     assert all([e.seq for e in r] == [2] for r in results)
     assert await store.read("s", 2, limit=10, wait=0.01) == []
 
 
-async def test_a_cancelled_reader_does_not_disturb_the_others() -> None:
-    store = await filled(1, close=False)
+async def test_a_cancelled_reader_does_not_disturb_the_others(make_store: MakeStore) -> None:
+    store = await fill(await make_store(100), "s", 1, close=False)
     a = asyncio.create_task(store.read("s", 0, limit=10, wait=5))
     b = asyncio.create_task(store.read("s", 0, limit=10, wait=5))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
     a.cancel()
     await store.append("s", token_event("s", 1, "y"))
     assert [e.seq for e in await b] == [1]
@@ -85,25 +117,27 @@ async def test_readers_that_stop_waiting_leave_nothing_behind() -> None:
     assert log.waiters == []
 
 
-async def test_append_rules_and_unknown_and_drop() -> None:
-    store = await filled(3)
+async def test_append_rules_and_unknown_and_drop(make_store: MakeStore) -> None:
+    store = await fill(await make_store(100), "s", 3)
     with pytest.raises(RuntimeError, match="is closed"):
         await store.append("s", token_event("s", 4, "late"))
-    store2 = await filled(1, close=False)
+    await fill(store, "s2", 1, close=False)
     with pytest.raises(RuntimeError, match="expected seq 1, got 5"):
-        await store2.append("s", token_event("s", 5, "gap"))
+        await store.append("s2", token_event("s2", 5, "gap"))
     with pytest.raises(UnknownStream):
         await store.read("x", -1, limit=1, wait=0)
-    waiter = asyncio.create_task(store2.read("s", 0, limit=1, wait=5))
-    await asyncio.sleep(0)
-    await store2.drop("s")
+    with pytest.raises(UnknownStream):
+        await store.append("x", token_event("x", 0, "nobody opened it"))
+    waiter = asyncio.create_task(store.read("s2", 0, limit=1, wait=5))
+    await asyncio.sleep(0.05)
+    await store.drop("s2")
     with pytest.raises(StreamGone, match="has expired"):
         await waiter
 
 
-async def test_readers_of_the_same_batch_share_its_frame() -> None:
+async def test_readers_of_the_same_batch_share_its_frame(make_store: MakeStore) -> None:
     """Fan-out: a batch is framed once per framing function; other batches are framed anew."""
-    store = await filled(5)
+    store = await fill(await make_store(100), "s", 5)
     stream = StreamRecord(id="s", source="synthetic", client="c", max_tokens=5, unpaced=True)
     calls: list[list[int]] = []
 
@@ -119,3 +153,77 @@ async def test_readers_of_the_same_batch_share_its_frame() -> None:
     assert framed[2] == sse_frames(batches[2])
     assert calls == [[0, 1, 2, 3, 4, 5], [3, 4, 5]]
     assert a.framed(ndjson_lines, batches[0]) == ndjson_lines(batches[0])
+
+
+TEXTS = ["plain ", "", 'q"uote', "back\\slash", ',"t":1}', "naïve ✓ 😀", "\n\t", "x" * 300]
+
+
+@pytest.mark.parametrize("cap", [4, 100])
+async def test_a_closed_log_is_compacted_and_reads_back_the_same_bytes(cap: int) -> None:
+    """Every position of a closed log reads back exactly what was appended, with any text
+    (quotes, escapes, a text that looks like the ``t`` field, multi-byte), trimmed or not."""
+    store = MemoryStore(cap)
+    await store.open("s")
+    appended = [TokenEncoder("s")(i, TEXTS[i % len(TEXTS)]) for i in range(len(TEXTS) * 2)]
+    appended.append(error_event("s", len(appended), "source_error", "boom"))
+    for e in appended:
+        await store.append("s", e)
+    log = store._logs["s"]
+    assert log.compact is not None
+    assert log.compact.head is not None
+    assert log.events == []
+    kept = appended[-cap:]
+    for after in range(kept[0].seq - 1, len(appended)):
+        for limit in (1, 3, 100):
+            want = [e for e in kept if e.seq > after][:limit]
+            assert await store.read("s", after, limit=limit, wait=None) == want
+    with pytest.raises(StreamGone):
+        await store.read("s", kept[0].seq - 2, limit=1, wait=0)
+    assert await store.retained("s") == (len(kept), log.compact.nbytes())
+
+
+async def test_lines_not_from_the_token_encoder_are_kept_whole() -> None:
+    store = MemoryStore(100)
+    await store.open("s")
+    odd = [
+        Event(0, "token", b'{"seq":0,"type":"token","text":"a"}'),
+        Event(1, "token", b'{"x":1}'),
+        done_event("s", 2, "stop", 2, ""),
+    ]
+    for e in odd:
+        await store.append("s", e)
+    assert store._logs["s"].compact.head is None  # type: ignore[union-attr]
+    assert await store.read("s", -1, limit=10, wait=0) == odd
+    empty = MemoryStore(100)
+    await empty.open("e")
+    await empty.append("e", done_event("e", 0, "cancelled", 0, ""))
+    (only,) = await empty.read("e", -1, limit=10, wait=0)
+    assert (only.seq, only.type) == (0, "done")
+    assert await empty.read("e", 0, limit=10, wait=None) == []
+
+
+async def test_a_finished_token_costs_about_20_bytes_and_the_count_is_honest() -> None:
+    """Memory per event of a closed log, measured with tracemalloc, and what ``retained``
+    reports (what the retained-memory bounds count) within 10% of it."""
+    words = ["the ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dogs "]
+    n_logs, n = 20, 1000
+    store = MemoryStore(10_000)
+    ids = [f"stream-{i:010d}" for i in range(n_logs)]
+    for sid in ids:
+        await store.open(sid)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for sid in ids:
+            enc = TokenEncoder(sid)
+            for i in range(n):
+                await store.append(sid, enc(i, words[i % len(words)]))
+            await store.append(sid, done_event(sid, n, "stop", n, "0" * 64))
+        gc.collect()
+        measured = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    reported = sum([(await store.retained(sid))[1] for sid in ids])
+    assert measured / (n_logs * n) < 30  # a list of Event tuples: about 230 B per event
+    assert abs(reported - measured) <= 0.1 * measured

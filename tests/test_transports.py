@@ -18,6 +18,12 @@ transports = pytest.mark.parametrize("transport", TRANSPORTS)
 FAST = {"ttft_ms": 0, "tokens_per_s": 400, "jitter": 0.5}
 
 
+@pytest.fixture
+def server_store(store_url: str) -> str:
+    """Every test here runs on the memory store and on Redis (one process)."""
+    return store_url
+
+
 def check_complete(events: list[dict[str, object]], stream_id: str, n: int) -> None:
     """Exactly seq 0..n, every event of this stream, tokens then one done."""
     assert [e["seq"] for e in events] == list(range(n + 1))

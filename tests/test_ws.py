@@ -14,6 +14,13 @@ from server.sources.synthetic import synthetic_text
 from tests.conftest import MakeServer, base_url, create
 from tests.readers import text_of
 
+
+@pytest.fixture
+def server_store(store_url: str) -> str:
+    """Every test here runs on the memory store and on Redis (one process)."""
+    return store_url
+
+
 FAST = {"tokens_per_s": 0, "ttft_ms": 0}
 
 

@@ -57,6 +57,10 @@ def _serve(ns: argparse.Namespace) -> None:
         raise SystemExit(f"tokenwire: {e}") from None
     where = f"{settings.host}:{settings.port}"
     try:
+        if settings.workers > 1:
+            from server.workers import run_workers
+
+            raise SystemExit(run_workers(settings, js_dir=clients.JS_DIR))
         serve(settings, js_dir=clients.JS_DIR)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:

@@ -1,6 +1,24 @@
-"""Where stream logs live. ``MemoryStore`` now; a Redis Streams backend plugs in later."""
+"""Where stream logs live: ``MemoryStore`` (one process) or ``RedisStore`` (shared)."""
 
+from server.settings import Settings
 from server.store.base import LogStore
 from server.store.memory import MemoryStore
 
-__all__ = ["LogStore", "MemoryStore"]
+
+def build_store(settings: Settings) -> LogStore:
+    """The store ``settings.store`` names: ``memory``, or a ``redis://`` URL."""
+    if settings.store == "memory":
+        return MemoryStore(settings.max_log_events)
+    from server.store.redis import RedisStore
+
+    return RedisStore(
+        settings.store,
+        settings.max_log_events,
+        retention_s=settings.retention_s,
+        # A generation that never ends (its process died) cannot keep its log forever.
+        open_ttl_s=(settings.generation_timeout_s or 3600.0) + settings.retention_s + 60,
+        max_connections=settings.redis_max_connections,
+    )
+
+
+__all__ = ["LogStore", "MemoryStore", "build_store"]

@@ -31,6 +31,14 @@ class LogStore(ABC):
         A terminal event (``done``/``error``) closes the log: nothing follows it.
         """
 
+    async def settle(self, stream_id: str) -> int:
+        """Wait for an append interrupted by a cancel to complete; the log's next seq.
+
+        ``append`` is all or nothing even when the task awaiting it is cancelled: the
+        generation asks here what its next ``seq`` is before it appends its final event.
+        """
+        raise NotImplementedError
+
     @abstractmethod
     async def read(
         self, stream_id: str, after: int, *, limit: int, wait: float | None
@@ -46,6 +54,14 @@ class LogStore(ABC):
     @abstractmethod
     async def drop(self, stream_id: str) -> None:
         """Forget a stream's log (after its retention period). Wakes waiting readers."""
+
+    @abstractmethod
+    async def retained(self, stream_id: str) -> tuple[int, int]:
+        """How many events the log keeps, and about how many bytes of memory they take
+        (what the retained-memory bounds count for a finished stream)."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect, before the server accepts requests (``StoreUnavailable`` if it cannot)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections at shutdown."""

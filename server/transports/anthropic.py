@@ -38,7 +38,10 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     framer = framing.MessageFramer(
         stream_id=stream.id, model=req.model, input_tokens=req.input_tokens
     )
-    async with hub.subscribe(stream.id, -1, TRANSPORT) as sub:
+    async with (
+        request.app[METRICS].reading(TRANSPORT),
+        hub.subscribe(stream.id, -1, TRANSPORT) as sub,
+    ):
         if req.stream:
             stream_format = sse_format(TRANSPORT, framer.frames, framing.PING, GONE)
             return await stream_answer(request, stream, sub, stream_format, framer.start())

@@ -25,13 +25,14 @@ async def poll(request: web.Request) -> web.Response:
     timeout = parse_timeout(
         request.query.get("timeout"), settings.poll_timeout_s, settings.max_poll_timeout_s
     )
-    stream = hub.get(request.match_info["id"])
+    stream = await hub.lookup(request.match_info["id"])
     hub.touch(stream)
-    async with hub.subscribe(stream.id, after, "poll") as sub:
+    metrics = request.app[METRICS]
+    async with metrics.reading("poll"), hub.subscribe(stream.id, after, "poll") as sub:
         events = await sub.next_batch(timeout)
         done = sub.finished
     body = poll_body(events, after, done)
-    request.app[METRICS].sent("poll", len(events), len(body))
+    metrics.sent("poll", len(events), len(body))
     resp = web.Response(
         body=body,
         content_type="application/json",

@@ -41,7 +41,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     chat = parse_chat_body(await read_json(request), request.app[SETTINGS], hub.sources)
     stream = await hub.start(chat.create, client_address(request))
-    async with hub.subscribe(stream.id, -1, TRANSPORT) as sub:
+    reading = request.app[METRICS].reading(TRANSPORT)
+    async with reading, hub.subscribe(stream.id, -1, TRANSPORT) as sub:
         if chat.stream:
             return await _stream(request, chat, stream, sub)
         return await _complete(request, chat, stream, sub)

@@ -15,7 +15,7 @@ from typing import Final
 
 from aiohttp import web
 
-from server.appkeys import HUB, SETTINGS
+from server.appkeys import HUB, METRICS, SETTINGS
 from server.errors import InvalidField, StreamGone, UnknownStream
 from server.framing import responses as framing
 from server.framing.sse import PING
@@ -103,7 +103,10 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     framer = framing.ResponseFramer(meta)
     if req.background and not req.stream:
         return json_answer(framer.response(opening=True), stream)
-    async with hub.subscribe(stream.id, -1, TRANSPORT) as sub:
+    async with (
+        request.app[METRICS].reading(TRANSPORT),
+        hub.subscribe(stream.id, -1, TRANSPORT) as sub,
+    ):
         if req.stream:
             return await stream_answer(request, stream, sub, _format(framer), framer.opening())
         answer = await whole_answer(request, stream, sub)
@@ -137,11 +140,14 @@ def _stream_flag(raw: str | None) -> bool:
 
 async def retrieve_response(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    stream = hub.get(framing.stream_of(request.match_info["response_id"]))
+    stream = await hub.lookup(framing.stream_of(request.match_info["response_id"]))
     streamed = _stream_flag(request.query.get("stream"))
     starting_after = parse_after(request.query.get("starting_after"), "starting_after")
     framer = framing.ResponseFramer(_meta(stream), starting_after)
-    async with hub.subscribe(stream.id, -1, TRANSPORT) as sub:
+    async with (
+        request.app[METRICS].reading(TRANSPORT),
+        hub.subscribe(stream.id, -1, TRANSPORT) as sub,
+    ):
         if streamed:
             return await pump(
                 request, sub, _format(framer), framer.opening(), headers=stream_headers(stream)
@@ -154,9 +160,12 @@ async def retrieve_response(request: web.Request) -> web.StreamResponse:
 
 async def cancel_response(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    stream = hub.cancel(framing.stream_of(request.match_info["response_id"]))
+    stream = await hub.cancel(framing.stream_of(request.match_info["response_id"]))
     framer = framing.ResponseFramer(_meta(stream))
-    async with hub.subscribe(stream.id, -1, TRANSPORT) as sub:
+    async with (
+        request.app[METRICS].reading(TRANSPORT),
+        hub.subscribe(stream.id, -1, TRANSPORT) as sub,
+    ):
         events = await read_to_end(request, sub)  # a cancelled stream ends at once
     if events is None:
         return web.Response(status=CLIENT_LEFT)

@@ -15,10 +15,17 @@ import orjson
 from aiohttp import HttpVersion11, hdrs, web
 
 from server.appkeys import HUB, METRICS, SETTINGS
-from server.errors import BadRequest, RequestTimeout, StreamGone, UnsupportedEncoding
+from server.errors import (
+    BadRequest,
+    RequestTimeout,
+    StoreUnavailable,
+    StreamGone,
+    UnsupportedEncoding,
+)
 from server.events import Event, created_message
 from server.hub import Subscription
 from server.settings import Settings
+from server.validation import parse_create_body
 from wire import Reader
 
 log = logging.getLogger("tokenwire.transport")
@@ -121,7 +128,9 @@ async def stream_existing(
     request: web.Request, stream_format: StreamFormat, stream_id: str, after: int
 ) -> web.StreamResponse:
     """``GET`` an existing stream from ``after``; ``204`` if everything was delivered."""
-    async with request.app[HUB].subscribe(stream_id, after, stream_format.transport) as sub:
+    reading = request.app[METRICS].reading(stream_format.transport)
+    hub = request.app[HUB]
+    async with reading, hub.subscribe(stream_id, after, stream_format.transport) as sub:
         if sub.finished:
             return web.Response(status=204)
         return await pump(
@@ -132,8 +141,10 @@ async def stream_existing(
 async def stream_created(request: web.Request, stream_format: StreamFormat) -> web.StreamResponse:
     """``POST`` a create body and stream the new stream in the same response."""
     hub = request.app[HUB]
-    stream = await hub.create(await read_json(request), client_address(request))
-    async with hub.subscribe(stream.id, -1, stream_format.transport) as sub:
+    parsed = parse_create_body(await read_json(request), request.app[SETTINGS], hub.sources)
+    stream = await hub.start(parsed, client_address(request))
+    reading = request.app[METRICS].reading(stream_format.transport)
+    async with reading, hub.subscribe(stream.id, -1, stream_format.transport) as sub:
         return await pump(
             request,
             sub,
@@ -185,6 +196,10 @@ async def pump(
                 if stream_format.gone:
                     async with asyncio.timeout(send_timeout):
                         await resp.write(stream_format.gone)
+                break
+            except StoreUnavailable as e:
+                # The shared store stopped answering: cut, so the client resumes later.
+                log.warning("cutting a subscriber of %s: %s", sub.stream.id, e.message)
                 break
             if not batch:
                 data = stream_format.heartbeat

@@ -25,6 +25,7 @@ from server.metrics import Metrics
 from server.security import POLICY, bearer_token, token_matches
 from server.settings import Settings
 from server.transports.streaming import client_address, send_deadline
+from server.validation import parse_create_body
 from server.ws_commands import (
     Auth,
     Cancel,
@@ -115,7 +116,8 @@ class SocketSession:
     async def _pump(self, stream_id: str, after: int) -> None:
         ws = self.ws
         try:
-            async with self.hub.subscribe(stream_id, after, "ws") as sub:
+            reading = self.metrics.reading("ws")
+            async with reading, self.hub.subscribe(stream_id, after, "ws") as sub:
                 if sub.finished:  # like HTTP's 204: ended, and nothing after ``after``
                     await ws.send_frame(end_message(stream_id), WSMsgType.TEXT)
                     return
@@ -204,14 +206,15 @@ class SocketSession:
             if isinstance(msg, Auth):
                 pass  # already authenticated (or the server needs no token)
             elif isinstance(msg, Generate):
-                stream = await self.hub.create(msg.body, self.client)
+                parsed = parse_create_body(msg.body, self.hub.settings, self.hub.sources)
+                stream = await self.hub.start(parsed, self.client)
                 await self.ws.send_frame(created_message(stream.id), WSMsgType.TEXT)
                 self.start_pump(stream.id, -1)
             elif isinstance(msg, Subscribe):
-                self.hub.get(msg.stream)
+                await self.hub.lookup(msg.stream)
                 self.start_pump(msg.stream, msg.after)
             elif isinstance(msg, Cancel):
-                self.hub.cancel(msg.stream)
+                await self.hub.cancel(msg.stream)
         except ApiError as e:
             await self.send_error(e, getattr(msg, "stream", None), op)
 

@@ -1,0 +1,473 @@
+"""Logs in Redis Streams, shared by every tokenwire process that names the same Redis.
+
+Keys (one hash tag per stream, so Redis Cluster keeps a stream's keys on one shard)::
+
+    tw:{ID}:log   a Redis Stream; event ``seq`` is entry id ``seq+1``-0 (ids must be above
+                  0-0), fields ``d`` (the JSON line) and, on the terminal event only,
+                  ``e`` (its type); trimmed exactly at ``max_events`` (``MAXLEN``)
+    tw:{ID}:m     a hash: ``state`` = ``open`` | ``closed``
+
+Both keys expire: ``open_ttl_s`` after creation (a generation that never ends, because
+its process died, cannot keep them forever) and ``retention_s`` after the terminal
+event. ``after=SEQ`` is one ``XRANGE (SEQ+1-0 + COUNT n``; the first id returned says
+whether ``after`` fell out of the trimmed window (``410 gone``).
+
+**How readers wait.** A process has a bounded pool of connections for commands and one
+more connection for its *tail*: one task that runs ``XREAD BLOCK`` over every stream that
+a local reader waits on, from the last entry the process knows. What the tail reads goes
+into a small per-stream cache (the last :data:`CACHE` events) and wakes the local readers
+of that stream, which take their batch from the cache: 1,000 readers of one stream on a
+process cost one Redis read per new batch, not 1,000. The process that runs a stream's
+generation puts what it appends into the same cache, so its own readers cost no read at
+all. A reader that must wait on a stream the tail is not blocked on yet makes the tail
+start over (``CLIENT UNBLOCK``); a lost wake-up cannot strand a reader, because every
+wait has a timeout after which the reader looks at the log again.
+
+Redis errors become :class:`~server.errors.StoreUnavailable` (503 ``store_unavailable``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from server.errors import StoreUnavailable, StreamGone, UnknownStream
+from server.events import Event, EventType
+from server.store.base import LogStore
+
+log = logging.getLogger("tokenwire.store")
+
+#: Events a process keeps per stream for its local readers (the tail's last batches).
+CACHE = 1024
+#: Events a generation may queue before its append waits for them to be written.
+WRITE_BATCH = 256
+#: How long the tail blocks in one XREAD (ms); it starts over sooner when keys change.
+TAIL_BLOCK_MS = 5_000
+#: A reader with no time limit still looks at the log again this often (a lost wake-up).
+RECHECK_S = 5.0
+#: A stream's local state is dropped this long after its last local reader left.
+IDLE_S = 10.0
+
+_TYPES: dict[bytes, EventType] = {b"done": "done", b"error": "error"}
+
+
+def _entry_id(seq: int) -> str:
+    return f"{seq + 1}-0"
+
+
+def _seq(entry_id: bytes) -> int:
+    return int(entry_id.partition(b"-")[0]) - 1
+
+
+def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    kind = fields.get(b"e")
+    return Event(_seq(entry_id), "token" if kind is None else _TYPES[kind], fields[b"d"])
+
+
+class _Local:
+    """What this process holds of one stream: recent events, and the readers waiting."""
+
+    __slots__ = ("cache", "closed", "dropped", "last_seq", "used", "waiters")
+
+    def __init__(self, last_seq: int) -> None:
+        self.cache: list[Event] = []  # contiguous, ending at ``last_seq``
+        self.last_seq = last_seq  # the highest seq this process knows exists (-1: none)
+        self.closed = False
+        self.dropped = False
+        self.waiters: list[asyncio.Future[None]] = []
+        self.used = time.monotonic()
+
+    def add(self, events: Sequence[Event]) -> None:
+        events = [e for e in events if e.seq > self.last_seq]
+        if not events:
+            return
+        if events[0].seq != self.last_seq + 1:
+            self.cache = []  # a jump: what was cached is no longer contiguous with it
+        self.cache.extend(events)
+        if len(self.cache) > 2 * CACHE:
+            del self.cache[:-CACHE]
+        self.last_seq = events[-1].seq
+        if events[-1].terminal:
+            self.closed = True
+        self.wake()
+
+    def cached(self, after: int, limit: int) -> list[Event] | None:
+        """Events after ``after`` from the cache, or None if it cannot tell."""
+        cache = self.cache
+        if not cache or not cache[0].seq <= after + 1 <= self.last_seq:
+            return None
+        i = after + 1 - cache[0].seq
+        return cache[i : i + limit]
+
+    def wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+class _Writer:
+    """The events of one log waiting to be written, and the task writing them."""
+
+    __slots__ = ("error", "idle", "pending", "task")
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+        self.task: asyncio.Task[None] | None = None
+        self.error: StoreUnavailable | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+
+class RedisStore(LogStore):
+    """Logs in Redis Streams (see the module); ``max_connections`` bounds the pool."""
+
+    def __init__(
+        self,
+        url: str,
+        max_events: int,
+        *,
+        retention_s: float,
+        open_ttl_s: float,
+        max_connections: int = 16,
+    ) -> None:
+        if max_events < 1:
+            raise ValueError("max_events must be >= 1")
+        self.url = url
+        self.max_events = max_events
+        self.retention_ms = max(1000, int(retention_s * 1000))
+        self.open_ttl_ms = max(1000, int(open_ttl_s * 1000))
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=5, socket_connect_timeout=2
+        )
+        self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes it at aclose
+        # The tail's own connection: a blocking read holds it for the whole wait.
+        self._tail_redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, single_connection_client=True, socket_connect_timeout=2, socket_timeout=None
+        )
+        self._tail_id: int | None = None
+        self._tail_task: asyncio.Task[None] | None = None
+        self._tail_blocked = False
+        self._unblocking: asyncio.Task[None] | None = None
+        self._keys_changed = asyncio.Event()
+        self._local: dict[str, _Local] = {}
+        self._next: dict[str, int] = {}  # the next seq of each log this process writes
+        self._writers: dict[str, _Writer] = {}  # each log's queue of events to write
+        #: Redis commands sent, by kind (for the benchmarks: reads per event).
+        self.commands = {"append": 0, "range": 0, "tail": 0}
+
+    @staticmethod
+    def log_key(stream_id: str) -> str:
+        return f"tw:{{{stream_id}}}:log"
+
+    @staticmethod
+    def meta_key(stream_id: str) -> str:
+        return f"tw:{{{stream_id}}}:m"
+
+    # ----- lifecycle -----
+
+    async def start(self) -> None:
+        try:
+            await self.redis.ping()
+            self._tail_id = int(await self._tail_redis.client_id())
+        except (RedisError, OSError) as e:
+            raise StoreUnavailable(f"Redis at {self.url} does not answer: {e}") from None
+        self._tail_task = asyncio.create_task(self._tail(), name="tokenwire-redis-tail")
+
+    async def aclose(self) -> None:
+        if self._tail_task is not None:
+            self._tail_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tail_task
+        for local in self._local.values():
+            local.wake()
+        await self._tail_redis.aclose()
+        await self.redis.aclose()
+
+    # ----- writing -----
+
+    async def open(self, stream_id: str) -> None:
+        meta = self.meta_key(stream_id)
+        try:
+            async with self.redis.pipeline(transaction=False) as p:
+                p.hset(meta, "state", "open")
+                p.pexpire(meta, self.open_ttl_ms)
+                await p.execute()
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+        self._next[stream_id] = 0
+        self._writers[stream_id] = _Writer()
+
+    async def append(self, stream_id: str, event: Event) -> None:
+        """Queue the event for the stream's writer, which sends what is queued in one
+        pipeline per round trip. Returns at once while fewer than :data:`WRITE_BATCH`
+        events wait (a terminal event waits until all is written). Local readers see an
+        event once Redis has it, like every other process's readers."""
+        expected = self._next.get(stream_id)
+        if expected is None:
+            if await self._exists(stream_id):
+                raise RuntimeError(f"log {stream_id} is closed")
+            raise UnknownStream(stream_id)
+        if event.seq != expected:
+            raise RuntimeError(f"log {stream_id}: expected seq {expected}, got {event.seq}")
+        writer = self._writers[stream_id]
+        if writer.error is not None:
+            raise writer.error
+        writer.pending.append(event)
+        self._next[stream_id] = event.seq + 1
+        if writer.task is None:
+            writer.idle.clear()
+            writer.task = asyncio.get_running_loop().create_task(self._write(stream_id, writer))
+        if len(writer.pending) >= WRITE_BATCH or event.terminal:
+            await asyncio.shield(writer.idle.wait())  # a cancel never cuts a batch in two
+            if writer.error is not None:
+                raise writer.error
+        if event.terminal:
+            del self._next[stream_id]
+            del self._writers[stream_id]
+
+    async def settle(self, stream_id: str) -> int:
+        writer = self._writers.get(stream_id)
+        if writer is None:
+            raise UnknownStream(stream_id)
+        await writer.idle.wait()
+        if writer.error is not None:
+            raise writer.error
+        return self._next[stream_id]
+
+    async def _write(self, stream_id: str, writer: _Writer) -> None:
+        key = self.log_key(stream_id)
+        meta = self.meta_key(stream_id)
+        try:
+            while writer.pending:
+                batch, writer.pending = writer.pending, []
+                async with self.redis.pipeline(transaction=False) as p:
+                    for event in batch:
+                        fields: dict[Any, Any] = {"d": event.data}
+                        if event.terminal:
+                            fields["e"] = event.type
+                        p.xadd(
+                            key,
+                            fields,
+                            id=_entry_id(event.seq),
+                            maxlen=self.max_events,
+                            approximate=False,
+                        )
+                    last = batch[-1]
+                    if batch[0].seq == 0 or last.terminal:
+                        ttl = self.retention_ms if last.terminal else self.open_ttl_ms
+                        p.pexpire(key, ttl)
+                        if last.terminal:
+                            p.hset(meta, "state", "closed")
+                            p.pexpire(meta, ttl)
+                    await p.execute()
+                self.commands["append"] += 1
+                local = self._local.get(stream_id)
+                if local is not None:
+                    local.add(batch)
+        except RedisError as e:
+            writer.error = StoreUnavailable(f"Redis: {e}")
+            writer.pending = []
+            local = self._local.get(stream_id)
+            if local is not None:
+                local.wake()
+        finally:
+            writer.task = None
+            writer.idle.set()
+
+    async def _exists(self, stream_id: str) -> bool:
+        try:
+            return bool(await self.redis.exists(self.meta_key(stream_id)))
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+
+    # ----- reading -----
+
+    async def _range(
+        self, stream_id: str, after: int, limit: int
+    ) -> tuple[list[Event], bytes | None]:
+        """Events after ``after`` (at most ``limit``) and the log's state (None: no log)."""
+        start = "-" if after < 0 else "(" + _entry_id(after)
+        try:
+            async with self.redis.pipeline(transaction=False) as p:
+                p.xrange(self.log_key(stream_id), start, "+", count=limit)
+                p.hget(self.meta_key(stream_id), "state")
+                entries, state = await p.execute()
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+        self.commands["range"] += 1
+        return [_event(i, f) for i, f in entries], state
+
+    async def read(
+        self, stream_id: str, after: int, *, limit: int, wait: float | None
+    ) -> list[Event]:
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        look = False  # look at the log in Redis even if the local state says "nothing new"
+        while True:
+            local = self._local.get(stream_id)
+            if local is not None:
+                if local.dropped:
+                    raise StreamGone(f"stream {stream_id!r} has expired")
+                local.used = time.monotonic()
+                hit = local.cached(after, limit)
+                if hit:
+                    return hit
+                if local.closed and after >= local.last_seq:
+                    return []
+            if local is None or after < local.last_seq or look or wait == 0:
+                # Waiting readers at the head of a stream skip this: the tail reads for them.
+                events, state = await self._range(stream_id, after, limit)
+                if events:
+                    if events[0].seq != after + 1:
+                        raise StreamGone(
+                            f"events after seq {after} are no longer retained; "
+                            f"the oldest retained seq is {events[0].seq}"
+                        )
+                    return events
+                if state is None:
+                    if local is not None or stream_id in self._next:
+                        raise StreamGone(f"stream {stream_id!r} has expired")
+                    raise UnknownStream(stream_id)
+                if state == b"closed" or wait == 0:
+                    return []
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return []
+            outcome = await self._wait(stream_id, after, remaining)
+            if outcome == "timeout":
+                return []
+            look = outcome == "recheck"
+
+    async def _wait(self, stream_id: str, after: int, limit_s: float | None) -> str:
+        """Wait for news of ``stream_id`` past ``after``: ``"news"``, ``"timeout"`` when
+        ``limit_s`` passed, or ``"recheck"`` after :data:`RECHECK_S` with no limit."""
+        local = self._local.get(stream_id)
+        if local is None:
+            local = self._local[stream_id] = _Local(after)
+        elif local.last_seq > after:
+            return "news"  # arrived meanwhile
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        local.waiters.append(fut)
+        if len(local.waiters) == 1 and not local.closed:
+            self._watch_changed()
+        try:
+            async with asyncio.timeout(RECHECK_S if limit_s is None else limit_s):
+                await fut
+        except TimeoutError:
+            with contextlib.suppress(ValueError):
+                local.waiters.remove(fut)
+            return "recheck" if limit_s is None else "timeout"
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):
+                local.waiters.remove(fut)
+            raise
+        if local.dropped:
+            raise StreamGone(f"stream {stream_id!r} has expired")
+        # Let what else is ready (the generation, on this process) join this batch.
+        await asyncio.sleep(0)
+        return "news"
+
+    def _watch_changed(self) -> None:
+        """A stream gained its first waiter: the tail must block on it too."""
+        self._keys_changed.set()
+        if self._tail_blocked and self._unblocking is None:
+            self._unblocking = asyncio.get_running_loop().create_task(self._unblock())
+
+    async def _unblock(self) -> None:
+        """``CLIENT UNBLOCK`` the tail, so that it starts over with the new keys. Its XREAD
+        may not have reached Redis yet (then nothing is blocked): try again until it has,
+        or until the tail is no longer blocked."""
+        try:
+            for _ in range(500):
+                if not self._tail_blocked:
+                    return
+                if await self.redis.client_unblock(self._tail_id):  # type: ignore[arg-type]
+                    return
+                await asyncio.sleep(0.002)
+        except RedisError as e:
+            log.warning("Redis: unblocking the tail: %s", e)
+        finally:
+            self._unblocking = None
+
+    async def _tail(self) -> None:
+        """Read every watched stream in one XREAD BLOCK; feed caches and wake readers."""
+        while True:
+            self._keys_changed.clear()
+            self._forget_idle()
+            watched = {
+                self.log_key(sid): _entry_id(local.last_seq)
+                for sid, local in self._local.items()
+                # (the logs this process writes feed their readers themselves)
+                if local.waiters and not local.closed and sid not in self._writers
+            }
+            if not watched:
+                await self._keys_changed.wait()
+                continue
+            self._tail_blocked = True
+            try:
+                reply = await self._tail_redis.xread(
+                    watched,  # type: ignore[arg-type]
+                    count=CACHE,
+                    block=TAIL_BLOCK_MS,
+                )
+            except (RedisError, OSError) as e:
+                self._tail_blocked = False
+                log.warning("Redis tail read failed: %s", e)
+                for local in self._local.values():
+                    local.wake()  # readers look again (and get store_unavailable)
+                await asyncio.sleep(0.5)
+                continue
+            self._tail_blocked = False
+            self.commands["tail"] += 1
+            got = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], reply or [])
+            for key, entries in got:
+                sid = key.decode().split("{", 1)[1].rsplit("}", 1)[0]
+                fed = self._local.get(sid)
+                if fed is not None:
+                    fed.add([_event(i, f) for i, f in entries])
+
+    def _forget_idle(self) -> None:
+        now = time.monotonic()
+        idle = [
+            sid
+            for sid, local in self._local.items()
+            if not local.waiters and now - local.used > IDLE_S
+        ]
+        for sid in idle:
+            del self._local[sid]
+
+    # ----- dropping, sizes -----
+
+    async def drop(self, stream_id: str) -> None:
+        self._next.pop(stream_id, None)
+        self._writers.pop(stream_id, None)
+        local = self._local.pop(stream_id, None)
+        if local is not None:
+            local.dropped = True
+            local.wake()
+        try:
+            await self.redis.delete(self.log_key(stream_id), self.meta_key(stream_id))
+        except RedisError as e:
+            log.warning("dropping %s: %s", stream_id, e)
+
+    async def retained(self, stream_id: str) -> tuple[int, int]:
+        key = self.log_key(stream_id)
+        try:
+            async with self.redis.pipeline(transaction=False) as p:
+                p.xlen(key)
+                p.memory_usage(key)
+                n, nbytes = await p.execute()
+        except ResponseError:
+            return 0, 0
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+        return int(n), int(nbytes or 0)

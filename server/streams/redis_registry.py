@@ -1,0 +1,284 @@
+"""The registry shared by processes, in Redis: any process answers for any stream.
+
+Per stream (hash tag ``{ID}``, like the log's keys)::
+
+    tw:{ID}:s     a hash: the record's fields (source, client, max_tokens, created_at,
+                  state, tokens, final_seq, finish_reason, finished_at, node) and the
+                  open readers of every process by transport (``r:sse``, ...), and
+                  ``seen``: when a reader anywhere last left or polled (Unix time)
+    tw:{ID}:gone  a tombstone: why the stream was forgotten (410), kept a day
+
+The process that made a stream keeps its record (and its generation task); the others
+build a view of it from the hash when asked. A cancel from another process is a message
+on ``tw:cancel`` that the owner acts on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from server.errors import StoreUnavailable, StreamGone, UnknownStream
+from server.streams.record import StreamRecord
+from server.streams.registry import EXPIRED, MemoryRegistry
+from wire import READERS
+
+log = logging.getLogger("tokenwire.registry")
+
+CANCEL_CHANNEL = "tw:cancel"
+TOMBSTONE_S = 86_400
+#: A process renews its lease every LEASE_S / 3; a stream whose owner's lease lapsed ends
+#: with ``producer_lost``.
+LEASE_S = 3.0
+
+#: Append an ``error``/``producer_lost`` event to a log that is still open, and close it,
+#: atomically (so exactly once, whichever processes notice the loss, and never after the
+#: owner's own final event). KEYS: log, meta, status. ARGV: the event's JSON before and
+#: after its seq, the retention (ms), now (s). Returns the seq, or -1 if already closed.
+PRODUCER_LOST = """
+if redis.call('HGET', KEYS[2], 'state') ~= 'open' then return -1 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local seq = 0
+if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
+redis.call('XADD', KEYS[1], seq + 1 .. '-0', 'd', ARGV[1] .. seq .. ARGV[2], 'e', 'error')
+redis.call('HSET', KEYS[2], 'state', 'closed')
+redis.call('HSET', KEYS[3], 'state', 'error', 'tokens', seq, 'final_seq', seq,
+           'finished_at', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return seq
+"""
+
+
+def lease_key(node: str) -> str:
+    return f"tw:node:{node}"
+
+
+def status_key(stream_id: str) -> str:
+    return f"tw:{{{stream_id}}}:s"
+
+
+def gone_key(stream_id: str) -> str:
+    return f"tw:{{{stream_id}}}:gone"
+
+
+def _text(raw: dict[bytes, bytes], name: str) -> str | None:
+    value = raw.get(name.encode())
+    return None if value is None or value == b"" else value.decode()
+
+
+class RedisRegistry(MemoryRegistry):
+    """Records of this process's streams in memory, every stream's state in Redis."""
+
+    def __init__(self, redis: aioredis.Redis, node: str, ttl_s: float, retention_s: float) -> None:
+        super().__init__()
+        self.redis = redis
+        self.node = node
+        self.ttl_ms = max(1000, int(ttl_s * 1000))
+        self.retention_ms = max(1000, int(retention_s * 1000))
+        self._lost = redis.register_script(PRODUCER_LOST)
+        self._lease: asyncio.Task[None] | None = None
+        self.views: dict[str, StreamRecord] = {}  # other processes' streams read here
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self, on_cancel: Callable[[str], None]) -> None:
+        await self._renew()
+        self._lease = asyncio.create_task(self._keep_lease(), name="tokenwire-lease")
+        self._listener = asyncio.create_task(self._listen(on_cancel), name="tokenwire-cancels")
+
+    async def _renew(self) -> None:
+        try:
+            await self.redis.set(lease_key(self.node), b"1", px=int(LEASE_S * 1000))
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            try:
+                await self._renew()
+            except StoreUnavailable as e:
+                log.warning("renewing the lease of %s: %s", self.node, e.message)
+
+    async def check_owners(self) -> None:
+        """End the running streams read here whose owner's lease lapsed (``producer_lost``)."""
+        running = [v for v in self.views.values() if v.state == "running"]
+        for view in running:
+            await self._refresh(view.id)
+
+    async def _owner_lost(self, stream_id: str, node: str) -> bool:
+        """If ``node`` lost its lease, end the stream with ``producer_lost``; True if so."""
+        from server.store.redis import RedisStore
+
+        if await self.redis.exists(lease_key(node)):
+            return False
+        head = b'{"stream":%s,"seq":' % orjson.dumps(stream_id)
+        tail = b',"type":"error","code":"producer_lost","message":%s,"t":%d}' % (
+            orjson.dumps(f"the process that generated this stream ({node}) was lost"),
+            time.time_ns(),
+        )
+        keys = [RedisStore.log_key(stream_id), RedisStore.meta_key(stream_id)]
+        seq = await self._lost(
+            keys=[*keys, status_key(stream_id)],
+            args=[head, tail, self.retention_ms, repr(time.time())],
+        )
+        if int(seq) >= 0:
+            log.warning("stream %s: its producer %s was lost (seq %s)", stream_id, node, seq)
+        return True
+
+    async def _listen(self, on_cancel: Callable[[str], None]) -> None:
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CANCEL_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            sid = message["data"].decode()
+                            if sid in self.records:
+                                on_cancel(sid)
+            except RedisError as e:
+                log.warning("Redis: cancel messages: %s", e)
+                await asyncio.sleep(0.5)
+
+    async def aclose(self) -> None:
+        for task in (self._listener, self._lease):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(RedisError):
+            await self.redis.delete(lease_key(self.node))
+
+    def _fields(self, stream: StreamRecord) -> Mapping[str | bytes, str | bytes | int | float]:
+        return {
+            "source": stream.source,
+            "client": stream.client,
+            "max_tokens": stream.max_tokens,
+            "created_at": repr(stream.created_at),
+            "state": stream.state,
+            "tokens": stream.tokens,
+            "final_seq": "" if stream.final_seq is None else stream.final_seq,
+            "finish_reason": stream.finish_reason or "",
+            "finished_at": "" if stream.finished_at is None else repr(stream.finished_at),
+            "node": self.node,
+        }
+
+    async def published(self, stream: StreamRecord) -> None:
+        key = status_key(stream.id)
+        try:
+            async with self.redis.pipeline(transaction=False) as p:
+                p.hset(key, mapping=self._fields(stream))  # type: ignore[arg-type]
+                p.pexpire(key, self.ttl_ms)
+                await p.execute()
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+
+    async def _load(self, stream_id: str) -> dict[bytes, bytes]:
+        try:
+            raw = cast(dict[bytes, bytes], await self.redis.hgetall(status_key(stream_id)))
+            if raw:
+                return raw
+            why = await self.redis.get(gone_key(stream_id))
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+        self.views.pop(stream_id, None)
+        if why is not None:
+            raise StreamGone(f"stream {stream_id!r} {cast(bytes, why).decode()}")
+        if self.expired(stream_id) is not None:
+            raise StreamGone(f"stream {stream_id!r} {self.expired(stream_id)}")
+        raise UnknownStream(stream_id)
+
+    async def lookup(self, stream_id: str) -> StreamRecord:
+        own = self.records.get(stream_id)
+        if own is not None:
+            return own
+        return await self._refresh(stream_id)
+
+    async def _refresh(self, stream_id: str) -> StreamRecord:
+        raw = await self._load(stream_id)
+        node = _text(raw, "node")
+        if _text(raw, "state") == "running" and node is not None and node != self.node:
+            try:
+                if await self._owner_lost(stream_id, node):
+                    raw = await self._load(stream_id)
+            except RedisError as e:
+                raise StoreUnavailable(f"Redis: {e}") from None
+        view = self.views.get(stream_id)
+        if view is None:
+            view = StreamRecord(
+                id=stream_id,
+                source=_text(raw, "source") or "",
+                client=_text(raw, "client") or "",
+                max_tokens=int(_text(raw, "max_tokens") or 0),
+                unpaced=False,
+                created_at=float(_text(raw, "created_at") or 0),
+            )
+        state = _text(raw, "state") or "running"
+        view.state = state  # type: ignore[assignment]
+        view.tokens = int(_text(raw, "tokens") or 0)
+        final_seq = _text(raw, "final_seq")
+        view.final_seq = None if final_seq is None else int(final_seq)
+        view.finish_reason = _text(raw, "finish_reason")
+        finished_at = _text(raw, "finished_at")
+        view.finished_at = None if finished_at is None else float(finished_at)
+        return view
+
+    async def status(self, stream_id: str) -> dict[str, Any]:
+        stream = await self.lookup(stream_id)
+        body = stream.status()
+        try:
+            counts = await self.redis.hmget(status_key(stream_id), [f"r:{t}" for t in READERS])
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+        body["subscribers"] = {t: max(0, int(n or 0)) for t, n in zip(READERS, counts, strict=True)}
+        return body
+
+    async def request_cancel(self, stream_id: str) -> None:
+        try:
+            await self.redis.publish(CANCEL_CHANNEL, stream_id)
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+
+    async def reader(self, stream: StreamRecord, reader: str, delta: int) -> None:
+        if stream.id not in self.records:
+            if delta > 0:
+                self.views[stream.id] = stream
+            elif not stream.total_subscribers:
+                self.views.pop(stream.id, None)
+        key = status_key(stream.id)
+        try:
+            async with self.redis.pipeline(transaction=False) as p:
+                p.hincrby(key, f"r:{reader}", delta)
+                p.hset(key, "seen", repr(time.time()))
+                await p.execute()
+        except RedisError as e:
+            log.warning("Redis: counting a reader of %s: %s", stream.id, e)
+
+    async def present_elsewhere(self, stream: StreamRecord, grace_s: float) -> bool:
+        try:
+            raw = cast(dict[bytes, bytes], await self.redis.hgetall(status_key(stream.id)))
+        except RedisError:
+            return True  # do not cancel what cannot be checked
+        readers = sum(int(v) for k, v in raw.items() if k.startswith(b"r:"))
+        seen = float(raw.get(b"seen", b"0"))
+        return readers - stream.total_subscribers > 0 or time.time() - seen < grace_s
+
+    def forget(self, stream_id: str, why: str = EXPIRED) -> None:
+        super().forget(stream_id, why)
+        task = asyncio.get_running_loop().create_task(self._bury(stream_id, why))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _bury(self, stream_id: str, why: str) -> None:
+        async with self.redis.pipeline(transaction=False) as p:
+            p.delete(status_key(stream_id))
+            p.set(gone_key(stream_id), why, ex=TOMBSTONE_S)
+            await p.execute()

@@ -1,0 +1,75 @@
+"""Subscriptions: one reader's position in one stream's log, counted on the stream while open."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from server.events import Event
+from server.store.base import LogStore
+from server.streams.record import StreamRecord
+from wire import Reader
+
+#: Largest batch one read hands to a transport (so at most this many events in one poll).
+READ_LIMIT = 512
+
+
+class Subscription:
+    """One reader's position in one stream's log.
+
+    ``await sub.next_batch(wait)`` returns the next events (``[]`` when ``wait`` seconds
+    passes with none); ``sub.finished`` turns true once the terminal event was returned.
+    """
+
+    __slots__ = ("after", "finished", "stream", "_store")
+
+    def __init__(self, store: LogStore, stream: StreamRecord, after: int) -> None:
+        self._store = store
+        self.stream = stream
+        self.after = after
+        self.finished = stream.delivered(after)
+
+    async def next_batch(self, wait: float | None) -> list[Event]:
+        if self.finished:
+            return []
+        events = await self._store.read(self.stream.id, self.after, limit=READ_LIMIT, wait=wait)
+        if events:
+            self.after = events[-1].seq
+            self.finished = events[-1].terminal
+        elif self.stream.delivered(self.after):
+            self.finished = True
+        return events
+
+    def framed(self, frame: Callable[[Sequence[Event]], bytes], batch: Sequence[Event]) -> bytes:
+        """``frame(batch)``, built once for all the readers of the stream that read this
+        same batch (fan-out: readers woken by the same append slice the same events).
+
+        ``frame`` must depend on the events only (a module-level framing function).
+        """
+        key = (batch[0].seq, batch[-1].seq)  # a log never changes what a seq holds
+        cached = self.stream.framed.get(frame)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        data = frame(batch)
+        self.stream.framed[frame] = (key, data)
+        return data
+
+
+@contextlib.asynccontextmanager
+async def subscription(
+    store: LogStore, stream: StreamRecord, after: int, reader: Reader
+) -> AsyncIterator[Subscription]:
+    """A reader of ``stream`` from ``after``, counted on the stream (as ``reader``) while open.
+
+    Fails fast (``StreamGone``, 410) if the asked position is already evicted.
+    """
+    await store.read(stream.id, after, limit=1, wait=0)
+    stream.subscribers[reader] += 1
+    try:
+        yield Subscription(store, stream, after)
+    finally:
+        stream.subscribers[reader] -= 1
+        stream.last_present = time.monotonic()
+        if not stream.total_subscribers:
+            stream.framed.clear()  # nobody shares it: a retained stream keeps no frames

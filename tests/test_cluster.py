@@ -1,0 +1,310 @@
+"""Several tokenwire processes on one Redis (issue 16): any process serves any stream.
+
+Three real ``tokenwire serve --store redis://...`` processes on their own loopback ports
+and the session's real ``redis-server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.readers import read
+from tests.redis_server import RedisServer, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+SLOW = {"ttft_ms": 0, "tokens_per_s": 40, "jitter": 0}
+
+
+class Node:
+    def __init__(self, url: str, name: str, *extra: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                *("-m", "tokenwire", "serve", "--port", str(self.port), "--store", url),
+                *("--node-id", name, "--grace-s", "1", *extra),
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+
+    async def ready(self, session: aiohttp.ClientSession) -> None:
+        for _ in range(300):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited: {self.output()}")
+            try:
+                async with session.get(f"{self.base}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+        raise RuntimeError("node never answered")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def nodes(redis_url: str) -> Iterator[list[Node]]:
+    started = [Node(redis_url, name) for name in ("a", "b", "c")]
+    yield started
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture
+async def cluster(nodes: list[Node], session: aiohttp.ClientSession) -> list[str]:
+    for node in nodes:
+        await node.ready(session)
+    return [node.base for node in nodes]
+
+
+async def create_on(session: aiohttp.ClientSession, base: str, **body: object) -> str:
+    async with session.post(f"{base}/api/streams", data=orjson.dumps(body)) as resp:
+        assert resp.status == 201, await resp.text()
+        return str((await resp.json())["id"])
+
+
+async def status(session: aiohttp.ClientSession, base: str, sid: str) -> dict[str, object]:
+    async with session.get(f"{base}/api/streams/{sid}") as resp:
+        assert resp.status == 200, await resp.text()
+        return dict(await resp.json())
+
+
+async def test_create_on_a_read_on_b_resume_on_c(
+    cluster: list[str], session: aiohttp.ClientSession
+) -> None:
+    a, b, c = cluster
+    sid = await create_on(session, a, prompt="cluster", max_tokens=30, params=SLOW)
+    head = await read(session, b, "sse", sid, limit=10)
+    assert [e["seq"] for e in head] == list(range(10))
+    rest = await read(session, c, "chunked", sid, after=9)
+    assert [e["seq"] for e in rest] == list(range(10, 31))
+    assert rest[-1]["type"] == "done"
+    assert rest[-1]["finish_reason"] == "length"
+    whole = await read(session, b, "ws", sid)
+    assert whole == head + rest
+    polled = await read(session, c, "poll", sid)
+    assert polled == whole
+    statuses = [await status(session, base, sid) for base in cluster]
+    assert statuses[0] == statuses[1] == statuses[2]
+    assert statuses[0]["state"] == "done"
+    assert statuses[0]["tokens"] == 30
+
+
+async def test_cancel_from_b_stops_the_generation_on_a(
+    cluster: list[str], session: aiohttp.ClientSession
+) -> None:
+    a, b, c = cluster
+    sid = await create_on(session, a, prompt="cancel", max_tokens=2000, params=SLOW)
+    head = await read(session, c, "sse", sid, limit=3)
+    async with session.delete(f"{b}/api/streams/{sid}") as resp:
+        assert resp.status == 204
+    events = await read(session, c, "sse", sid)
+    assert events[:3] == head
+    assert events[-1]["type"] == "done"
+    assert events[-1]["finish_reason"] == "cancelled"
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert len(events) < 200
+
+
+async def test_owner_killed_mid_stream_ends_with_producer_lost_everywhere(
+    nodes: list[Node], cluster: list[str], session: aiohttp.ClientSession
+) -> None:
+    a, b, c = cluster
+    sid = await create_on(session, a, prompt="killed", max_tokens=2000, params=SLOW)
+    head = await read(session, b, "sse", sid, limit=5)
+    readers = [
+        asyncio.create_task(read(session, base, transport, sid))
+        for base, transport in ((b, "sse"), (c, "ws"), (c, "chunked"))
+    ]
+    await asyncio.sleep(0.3)
+    nodes[0].stop(signal.SIGKILL)
+    results = await asyncio.gather(*readers)  # (each reader has its own time limit)
+    for events in results:
+        assert [e["seq"] for e in events] == list(range(len(events)))
+        assert events[:5] == head
+        last = events[-1]
+        assert last["type"] == "error"
+        assert last["code"] == "producer_lost"
+        assert last["message"] == "the process that generated this stream (a) was lost"
+    assert results[0] == results[1] == results[2]
+    for base in (b, c):
+        st = await status(session, base, sid)
+        assert st["state"] == "error"
+        assert st["tokens"] == results[0][-1]["seq"]
+
+
+async def test_unknown_everywhere_and_abandoned_when_nobody_reads(
+    cluster: list[str], session: aiohttp.ClientSession
+) -> None:
+    a, b, _ = cluster
+    async with session.get(f"{b}/api/streams/nosuchstream") as resp:
+        assert resp.status == 404
+        assert await resp.json() == {
+            "error": {"code": "unknown_stream", "message": "no stream 'nosuchstream'"}
+        }
+    sid = await create_on(session, a, prompt="nobody", max_tokens=2000, params=SLOW)
+    # A reader on b keeps it alive past a's grace (1 s) ...
+    events = await read(session, b, "sse", sid, limit=60)
+    assert [e["seq"] for e in events] == list(range(60))
+    st = await status(session, b, sid)
+    assert st["state"] == "running"
+    # ... and once nobody reads anywhere, it is cancelled.
+    for _ in range(200):
+        st = await status(session, b, sid)
+        if st["state"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert st["state"] == "done"
+    assert st["finish_reason"] == "cancelled"
+
+
+def test_redis_unreachable_at_start_is_one_line_and_exit_1() -> None:
+    port = free_port()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "tokenwire", "serve", "--port", str(free_port())),
+            *("--store", f"redis://127.0.0.1:{port}/0"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.decode().strip().splitlines()
+    assert lines[-1] == (
+        f"tokenwire: Redis at redis://127.0.0.1:{port}/0 does not answer: "
+        f"Error 111 connecting to 127.0.0.1:{port}. Connection refused."
+    )
+    assert "Traceback" not in proc.stderr.decode()
+
+
+def test_workers_need_a_shared_store() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tokenwire", "serve", "--workers", "2"],
+        cwd=REPO,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == (
+        "tokenwire: workers > 1 needs a shared store (--store redis://HOST:PORT/DB): the "
+        "memory store lives in one process, so a stream made on one worker would be "
+        "unknown to the others\n"
+    )
+
+
+async def test_two_workers_serve_one_port(
+    redis_server: RedisServer, redis_url: str, session: aiohttp.ClientSession
+) -> None:
+    node = Node(redis_url, "w", "--workers", "2")
+    try:
+        await node.ready(session)
+        seen: set[str] = set()
+        for _ in range(200):  # new connections: the kernel spreads them over the workers
+            async with aiohttp.ClientSession() as fresh, fresh.get(f"{node.base}/metrics") as resp:
+                text = await resp.text()
+            seen.update(
+                line.split('"')[1]
+                for line in text.splitlines()
+                if line.startswith("tokenwire_node{")
+            )
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.05)  # (the other worker may still be starting)
+        assert seen == {"w-0", "w-1"}
+        sid = await create_on(session, node.base, prompt="workers", max_tokens=20, params=SLOW)
+        events = [e async for e in _read_fresh(node.base, sid)]
+        assert [e["seq"] for e in events] == list(range(21))
+    finally:
+        node.stop()
+    assert node.proc.returncode == 0
+
+
+async def _read_fresh(base: str, sid: str) -> AsyncIterator[dict[str, object]]:
+    """Read the stream in polls, each on a new connection (so on either worker)."""
+    after = -1
+    for _ in range(200):
+        async with (
+            aiohttp.ClientSession() as fresh,
+            fresh.get(
+                f"{base}/api/streams/{sid}/poll", params={"after": str(after), "timeout": "5"}
+            ) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+            answer = await resp.json()
+        for event in answer["events"]:
+            yield event
+            after = event["seq"]
+        if answer["done"]:
+            return
+    raise AssertionError("the stream did not end")
+
+
+async def test_caps_count_every_process_and_a_dead_one_stops_counting(
+    redis_url: str, session: aiohttp.ClientSession
+) -> None:
+    args = ("--max-live-streams", "2", "--grace-s", "60")  # (nobody reads the streams)
+    a, b = (Node(redis_url, name, *args) for name in ("a", "b"))
+    try:
+        for node in (a, b):
+            await node.ready(session)
+        await create_on(session, a.base, prompt="one", max_tokens=2000, params=SLOW)
+        await create_on(session, b.base, prompt="two", max_tokens=2000, params=SLOW)
+        for base in (a.base, b.base):
+            async with session.post(
+                f"{base}/api/streams", data=orjson.dumps({"prompt": "three"})
+            ) as resp:
+                assert resp.status == 503
+                assert resp.headers["Retry-After"] == "5"
+                assert await resp.json() == {
+                    "error": {
+                        "code": "too_many_streams",
+                        "message": "2 streams are live; the server limit is 2",
+                    }
+                }
+        b.stop(signal.SIGKILL)  # its stream stops counting once its lease lapses (3 s)
+        for _ in range(200):
+            async with session.post(
+                f"{a.base}/api/streams", data=orjson.dumps({"prompt": "three"})
+            ) as resp:
+                if resp.status == 201:
+                    break
+                assert resp.status == 503
+            await asyncio.sleep(0.05)
+        assert resp.status == 201
+    finally:
+        a.stop()
+        b.stop()
