@@ -351,6 +351,13 @@ FLAG_HELP: dict[str, str] = {
     "max_connections_per_client": "Open connections one client address may hold; one more "
     "is refused with 429 too_many_connections (0: no limit; behind a proxy every client has "
     "the proxy's address).",
+    "redis_max_connections": "Connections each process keeps to Redis for commands (one more "
+    "reads new events for all of its readers).",
+    "store": "Where stream logs live: memory (this process only) or a Redis URL "
+    "(redis://HOST:PORT/DB, or TOKENWIRE_STORE) shared by every process that names it.",
+    "workers": "Processes that serve the same port (SO_REUSEPORT); more than 1 needs a Redis "
+    "--store.",
+    "node_id": "This process's name in logs and metrics (default: the host name and pid).",
 }
 
 #: ``tokenwire serve --help``'s sections, in order: a title, a sentence, the fields. A field
@@ -440,6 +447,7 @@ FLAG_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "redis_url",
             "workers",
             "node_id",
+            "redis_max_connections",
             "max_retained_bytes",
             "max_retained_bytes_per_client",
             "max_retained_events",

@@ -98,9 +98,7 @@ async def serving(store: str = "memory") -> AsyncIterator[MakeServer]:
         **overrides: Any,
     ) -> TestServer:
         """``setup`` may add to the app (e.g. a test-only route) before it starts."""
-        settings = Settings(
-            **{"grace_s": 5.0, "heartbeat_s": 5.0, "store": server_store, **overrides}
-        )
+        settings = Settings(**{"grace_s": 5.0, "heartbeat_s": 5.0, "store": store, **overrides})
         app = create_app(settings, sources=sources, js_dir=clients.JS_DIR)
         if setup is not None:
             setup(app)

@@ -200,6 +200,7 @@ def test_serve_help_has_a_section_and_a_sentence_for_every_flag() -> None:
         "WebSocket",
         "connections",
         "security",
+        "store and processes",
     ]
     assert "--grace-s GRACE_S     Seconds a stream may go without a reader before it is" in text
     assert "AUTH_TOKEN" in text
