@@ -41,6 +41,10 @@ NOT_RUN = {
         "servers that run until stopped (the first is this test's own server; hf needs a "
         "model, openai a key or an upstream)"
     ),
+    'redis-server --port 6379 --save "" --daemonize yes': (
+        "a redis-server on the fixed port 6379 and servers that run until stopped; "
+        "tests/test_cluster.py runs the same on free ports"
+    ),
     "make bench": ("minutes of load; tests/test_bench_*.py run the harness on a tiny plan"),
 }
 
@@ -53,6 +57,10 @@ EXPECT = {
     ],
     "curl -N localhost:8080/v1/chat/completions": ["data: [DONE]"],
     "from openai import OpenAI": ["The time to first token is what a user feels most."],
+    "# the Responses API, then Anthropic's Messages API": [
+        "6 response.output_text.delta",
+        "response.incomplete",
+    ],
     "import asyncio": ["'transport': 'ws', 'tokens': 50"],
     "from clients import SyncClient": ["'transport': 'sse', 'tokens': 20"],
     'tokenwire stream "hello" --transport ws --stats': [
