@@ -153,10 +153,13 @@ class Hub:
                 self.settings.generation_timeout_s,
             )
         except StoreUnavailable as e:
-            # The shared store stopped answering: the log cannot be finished now. The
-            # stream ends here (its readers were cut and get 503 until the store is back).
+            # The shared store stopped answering: the generation ends here, and its log
+            # gets its final event once the store is back (readers were cut; they resume).
             log.warning("stream %s: %s", stream.id, e.message)
             final, reason = error_event(stream.id, stream.tokens, e.code, e.message), "stop"
+            task = asyncio.get_running_loop().create_task(self._end_when_back(stream.id))
+            self._drops.add(task)
+            task.add_done_callback(self._drops.discard)
         self.metrics.tokens_generated.inc(final.seq)
         stream.finish(final, reason)
         with contextlib.suppress(StoreUnavailable):
@@ -173,6 +176,17 @@ class Hub:
         kept = self.retention.add(stream.id, stream.client, stream.finished_at, events, nbytes)
         for victim, bound in kept:
             self._forget(victim, bound)
+
+    async def _end_when_back(self, stream_id: str) -> None:
+        """Append ``error``/``store_unavailable`` to a log whose generation failed on the
+        store, as soon as the store answers again (for up to ``retention_s``)."""
+        message = "the store stopped answering while this stream was generated"
+        for _ in range(max(1, int(self.settings.retention_s / 0.5))):
+            try:
+                await self.registry.end_open_log(stream_id, "store_unavailable", message)
+                return
+            except StoreUnavailable:
+                await asyncio.sleep(0.5)
 
     def _forget(self, stream_id: str, bound: Bound) -> None:
         """Forget a finished stream and drop its log: its reads now answer ``410 gone``."""

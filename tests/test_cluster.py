@@ -308,3 +308,47 @@ async def test_caps_count_every_process_and_a_dead_one_stops_counting(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_a_redis_restart_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """Redis (persistence on) stops and starts again mid-stream; a reader that resumes
+    through the outage gets every seq once, then a terminal event (``done`` if the writes
+    were retried past the outage, ``error``/``store_unavailable`` if the generation gave
+    up meanwhile: appended once Redis is back)."""
+    redis = RedisServer(tmp_path, persist=True)
+    redis.start()
+    node = Node(redis.url, "r", "--grace-s", "60")
+    try:
+        await node.ready(session)
+        sid = await create_on(session, node.base, prompt="restart", max_tokens=120, params=SLOW)
+        events = await read(session, node.base, "sse", sid, limit=5)
+        redis.stop()
+        await asyncio.sleep(0.5)
+        redis.start()
+        after = events[-1]["seq"]
+        for _ in range(100):  # polls of at most 2 s
+            async with session.get(
+                f"{node.base}/api/streams/{sid}/poll", params={"after": str(after), "timeout": "2"}
+            ) as resp:
+                if resp.status == 503:
+                    assert (await resp.json())["error"]["code"] == "store_unavailable"
+                    await asyncio.sleep(0.1)
+                    continue
+                assert resp.status == 200, await resp.text()
+                answer = await resp.json()
+            events += answer["events"]
+            if answer["events"]:
+                after = answer["events"][-1]["seq"]
+            if answer["done"]:
+                break
+        assert [e["seq"] for e in events] == list(range(len(events)))
+        last = events[-1]
+        if last["type"] == "done":
+            assert last["tokens"] == 120
+        else:
+            assert (last["type"], last["code"]) == ("error", "store_unavailable")
+    finally:
+        node.stop()
+        redis.stop()

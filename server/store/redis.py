@@ -406,8 +406,9 @@ class RedisStore(LogStore):
             watched = {
                 self.log_key(sid): _entry_id(local.last_seq)
                 for sid, local in self._local.items()
-                # (the logs this process writes feed their readers themselves)
-                if local.waiters and not local.closed and sid not in self._writers
+                # (the logs this process writes feed their readers themselves, unless
+                # the writing failed: then another process may end the log)
+                if local.waiters and not local.closed and self._feeds(sid) is False
             }
             if not watched:
                 await self._keys_changed.wait()
@@ -434,6 +435,11 @@ class RedisStore(LogStore):
                 fed = self._local.get(sid)
                 if fed is not None:
                     fed.add([_event(i, f) for i, f in entries])
+
+    def _feeds(self, stream_id: str) -> bool:
+        """Whether this process writes the log (and so feeds its local readers)."""
+        writer = self._writers.get(stream_id)
+        return writer is not None and writer.error is None
 
     def _forget_idle(self) -> None:
         now = time.monotonic()

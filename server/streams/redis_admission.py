@@ -75,10 +75,21 @@ class RedisAdmission(Admission):
         self._renewal = asyncio.create_task(self._renew(), name="tokenwire-caps")
 
     async def _renew(self) -> None:
+        """Every second, write this process's counts whole (so a count that could not be
+        taken back while Redis was away heals) and renew their expiry."""
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
-            with contextlib.suppress(RedisError):
-                await self.redis.pexpire(self.key, self.ttl_ms)
+            counts: dict[str, float] = {"live": self.live, "unpaced": self._unpaced}
+            counts["pace"] = self._pace
+            counts.update({f"c:{client}": n for client, n in self._per_client.items()})
+            try:
+                async with self.redis.pipeline(transaction=True) as p:
+                    p.delete(self.key)
+                    p.hset(self.key, mapping=counts)  # type: ignore[arg-type]
+                    p.pexpire(self.key, self.ttl_ms)
+                    await p.execute()
+            except RedisError as e:
+                log.warning("Redis: renewing the counts of %s: %s", self.node, e)
 
     async def enter(self, stream: StreamRecord) -> None:
         s = self.settings

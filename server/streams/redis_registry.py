@@ -117,13 +117,29 @@ class RedisRegistry(MemoryRegistry):
 
     async def _owner_lost(self, stream_id: str, node: str) -> bool:
         """If ``node`` lost its lease, end the stream with ``producer_lost``; True if so."""
-        from server.store.redis import RedisStore
-
         if await self.redis.exists(lease_key(node)):
             return False
+        message = f"the process that generated this stream ({node}) was lost"
+        seq = await self._end(stream_id, "producer_lost", message)
+        if seq >= 0:
+            log.warning("stream %s: its producer %s was lost (seq %s)", stream_id, node, seq)
+        return True
+
+    async def end_open_log(self, stream_id: str, code: str, message: str) -> int | None:
+        try:
+            return await self._end(stream_id, code, message)
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+
+    async def _end(self, stream_id: str, code: str, message: str) -> int:
+        """Append ``error``/``code`` at the next seq if the log is still open (the Lua
+        script); its seq, or -1 if the log was closed already."""
+        from server.store.redis import RedisStore
+
         head = b'{"stream":%s,"seq":' % orjson.dumps(stream_id)
-        tail = b',"type":"error","code":"producer_lost","message":%s,"t":%d}' % (
-            orjson.dumps(f"the process that generated this stream ({node}) was lost"),
+        tail = b',"type":"error","code":%s,"message":%s,"t":%d}' % (
+            orjson.dumps(code),
+            orjson.dumps(message),
             time.time_ns(),
         )
         keys = [RedisStore.log_key(stream_id), RedisStore.meta_key(stream_id)]
@@ -131,9 +147,7 @@ class RedisRegistry(MemoryRegistry):
             keys=[*keys, status_key(stream_id)],
             args=[head, tail, self.retention_ms, repr(time.time())],
         )
-        if int(seq) >= 0:
-            log.warning("stream %s: its producer %s was lost (seq %s)", stream_id, node, seq)
-        return True
+        return int(seq)
 
     async def _listen(self, on_cancel: Callable[[str], None]) -> None:
         while True:

@@ -67,6 +67,12 @@ class StreamRegistry(ABC):
     async def reader(self, stream: StreamRecord, reader: str, delta: int) -> None:  # noqa: B027
         """A reader of ``stream`` opened (+1) or closed (-1) here."""
 
+    async def end_open_log(self, stream_id: str, code: str, message: str) -> int | None:
+        """End a log its generation could not finish (the store failed), if it is still
+        open: an ``error`` event with ``code`` at its next seq. Its seq, -1 if the log was
+        closed, None if this registry cannot (a local one never needs to)."""
+        return None
+
     async def check_owners(self) -> None:  # noqa: B027
         """End the streams read here whose generating process was lost."""
 
