@@ -44,6 +44,9 @@ find-python = $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1
 		.venv-$*/bin/pip install -q -e ".[dev]"
 	touch $@
 
+# (Not intermediate files: without this, make deletes them after each run and reinstalls.)
+.PRECIOUS: .venv-%/.installed-dev
+
 pytest-%: .venv-%/.installed-dev
 	.venv-$*/bin/pytest -m contract
 
