@@ -264,12 +264,12 @@ def test_the_report_says_stream_lump_or_why_and_what_the_path_adds(tmp_path: Pat
              error="ServerError: 500 internal: internal server error", note="why"),
     ]  # fmt: skip
     idle = [IdleRow("haproxy", "sse", False, 2.5, 4.8, False, True, 2, None)]
-    conns = [ConnRow("caddy", "http/1.1", 10, 6, "http/1.1", None)]
+    conns = [ConnRow("caddy", "http/1.1", 10, 6, 4, 10, "http/1.1", None)]
     report = write_report(tmp_path, Lab(), rows, idle, conns).read_text()
     assert "| nginx-buffering | LUMP |" in report
     assert "| nginx-default | FAIL HTTP 500 |" in report
     assert "| direct | stream |" in report
-    assert "| caddy | http/1.1 | http/1.1 | 6 of 10 |  |" in report
+    assert "| caddy | http/1.1 | http/1.1 | 6 of 10 | 4 | 10 of 10 |  |" in report
     assert "| haproxy | sse | off | 2.5 | 4.8 | NO | 2 | exact |  |" in report
     assert "| 400.0 | +399.0 |" in report  # latency p50 and what the path adds to direct's
     assert "- why" in report

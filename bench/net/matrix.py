@@ -324,30 +324,51 @@ async def run_idle(
 
 @dataclass(slots=True)
 class ConnRow:
-    """Chromium opening many EventSources at once through one path and protocol."""
+    """Chromium's connections view through one path and protocol: ``opened`` streams, an
+    EventSource each (``flowing``, ``waiting`` for a connection) and one WebSocket for all
+    (``ws_flowing``)."""
 
     path: str
     protocol: str
     opened: int
     flowing: int
+    waiting: int
+    ws_flowing: int
     protocol_seen: str
     error: str | None
 
 
 async def run_connections(
-    path_names: Sequence[str], lab: Lab, upstream: Server, n: int = 10
+    path_names: Sequence[str],
+    lab: Lab,
+    upstream: Server,
+    n: int = 10,
+    protocols: Sequence[str] | None = None,
 ) -> list[ConnRow]:
-    """Per path and each protocol it offers: how many of ``n`` concurrent EventSources in one
-    page flow (6 over HTTP/1.1, all over HTTP/2 and HTTP/3). Unshaped."""
+    """Per path and each protocol it offers (or those of ``protocols`` it offers): the
+    connections view (``server/static/connections.html``) with ``n`` streams. Unshaped."""
     up_port = int(upstream.base.rsplit(":", 1)[1])
     rows = []
     for path in path_names:
         with paths.start(path, up_port, idle_timeout_s=lab.idle_timeout(path)) as front:
             spki = front.certs.spki_sha256() if front.certs else None
             for protocol in front.path.protocols:
+                if protocols is not None and protocol not in protocols:
+                    continue
                 base = f"https://localhost:{front.port}" if protocol == "h3" else front.base
                 c = await probes.count_flowing(base, n=n, spki=spki, protocol=protocol)
-                rows.append(ConnRow(path, protocol, c.opened, c.flowing, c.protocol, c.error))
+                rows.append(
+                    ConnRow(
+                        path,
+                        protocol,
+                        c.opened,
+                        c.flowing,
+                        c.waiting,
+                        c.ws_flowing,
+                        c.protocol,
+                        c.error,
+                    )  # fmt: skip
+                )
     return rows
 
 
