@@ -23,9 +23,13 @@ ALL_STREAM = {"sse": "stream", "ws": "stream", "poll": "stream", "chunked": "str
 EXPECTED: dict[str, dict[str, str]] = {
     "direct": ALL_STREAM,
     "nginx-default-ws": ALL_STREAM,
-    # The buffering proxy: the event streams arrive whole at the end, exact; a WebSocket and
-    # long polling are not buffered.
+    # Buffering detected: nginx-buffering ignores the server's `X-Accel-Buffering: no`
+    # (`proxy_ignore_headers`: to nginx, a response without the header) and gzips event
+    # streams; the event streams arrive whole at the end, exact. A WebSocket and long polling
+    # are not buffered.
     "nginx-buffering": {"sse": "LUMP", "ws": "stream", "poll": "stream", "chunked": "LUMP"},
+    # The control: the same config with the header honoured streams.
+    "nginx-gzip": ALL_STREAM,
     "nginx-stream": ALL_STREAM,
     "haproxy": ALL_STREAM,
     "caddy": ALL_STREAM,

@@ -99,6 +99,13 @@ PATHS: dict[str, PathSpec] = {
             idle_timeout_s=60.0,
         ),
         PathSpec(
+            name="nginx-gzip",
+            summary="nginx: gzip on for event streams, X-Accel-Buffering honoured (buffering on)",
+            binary="nginx",
+            conf="nginx-gzip.conf",
+            idle_timeout_s=60.0,
+        ),
+        PathSpec(
             name="nginx-stream",
             summary="nginx for streaming: HTTP/2 over TLS, buffering off, WebSocket passed",
             binary="nginx",
