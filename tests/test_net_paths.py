@@ -67,10 +67,9 @@ async def test_nginx_default_without_upgrade_lines_answers_websocket_426(server:
 
 
 async def test_nginx_default_streams_over_its_http10_upstream(server: Server) -> None:
-    """PENDING the server's HTTP/1.0 fix (another branch): nginx's default upstream protocol
-    is HTTP/1.0, to which tokenwire today answers 500 on its streaming routes. Once fixed, it
-    serves the stream close-delimited, and nginx (buffering on, but told
-    ``X-Accel-Buffering: no``) passes it on as it comes. Fails with the 500 until then."""
+    """nginx's default upstream protocol is HTTP/1.0: tokenwire serves its streams to it
+    close-delimited (no chunked coding in HTTP/1.0), and nginx (buffering on, but told
+    ``X-Accel-Buffering: no``) passes each event on as it comes."""
     cells = [
         c
         for c in plan(["nginx-default"], ["lan"], ["python", "openai"])

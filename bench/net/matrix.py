@@ -58,13 +58,6 @@ QUIET_S = 96.0
 
 #: Why a cell fails, where the lab knows (path, transport or "*", a text in the error).
 KNOWN: tuple[tuple[str, str, str, str], ...] = (
-    (
-        "nginx-default",
-        "*",
-        "500",
-        "nginx speaks HTTP/1.0 upstream; tokenwire answers 500 to HTTP/1.0 on streaming "
-        "routes until the server's HTTP/1.0 fix (then: close-delimited)",
-    ),
     ("nginx-default", "ws", "", "no upgrade lines: nginx drops Upgrade, tokenwire says 426"),
 )
 

@@ -11,7 +11,7 @@ quiet period longer than it fits in a run.
 What the Debian 12 builds support (checked with ``nginx -V``, ``haproxy -vv``, ``caddy
 version``, ``curl --version``): nginx 1.22 has ``http_v2_module`` and no HTTP/3; haproxy 2.6
 is built without QUIC (``-QUIC``); caddy 2.6.2 serves HTTP/3; curl 7.88 has HTTP2 and no
-HTTP3 (so curl reads HTTP/3 paths over HTTP/2). docs/net.md keeps the list.
+HTTP3 (so curl reads HTTP/3 paths over HTTP/2). docs/network.md keeps the list.
 """
 
 from __future__ import annotations

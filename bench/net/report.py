@@ -248,7 +248,7 @@ def write_report(
         "",
         f"Each cell reads one stream of {lab.load.max_tokens} tokens at "
         f"{lab.load.tokens_per_s:g} tokens/s. Timeouts scaled by {lab.time_scale:g} "
-        "(docs/net.md). `stream`: exact text, arrived over time; `LUMP`: exact text, all at "
+        "(docs/network.md). `stream`: exact text, arrived over time; `LUMP`: exact text, all at "
         "the end (a buffering intermediary); `FAIL`: why.",
         "",
     ]
