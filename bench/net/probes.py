@@ -363,7 +363,8 @@ async def count_flowing(
     EventSource waiting for a connection cannot get one while the page is read: once the
     WebSocket's streams are flowing (the streams are producing), the EventSources get
     ``settle_s`` more to show their first token, then the counts are read, the page is
-    stopped, and the protocols are read from the entries of the closed requests."""
+    stopped, and the protocols are read from the entries of the closed requests (Chromium
+    lists one with an empty protocol for a request that never had a connection)."""
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
@@ -405,27 +406,23 @@ async def count_flowing(
             sse = await page.evaluate(f"({{...{counts('sse')}}})")
             ws = await page.evaluate(f"({{...{counts('ws')}}})")
             await page.click("#stop")
-            flowing = int(sse.get("flowing", 0))
-            protocols: list[str] = []
-            if flowing:
-                try:  # listed when each closed request ends
-                    await page.wait_for_function(
-                        "n => document.querySelectorAll('#sse-group .conn[data-protocol]')"
-                        ".length >= n",
-                        arg=flowing,
-                        timeout=10_000,
-                    )
-                except PlaywrightError:
-                    pass
-                protocols = await page.eval_on_selector_all(
-                    "#sse-group .conn[data-protocol]", "els => els.map((e) => e.dataset.protocol)"
+            try:  # every closed request is listed ("" for one that never had a connection)
+                await page.wait_for_function(
+                    "n => document.querySelectorAll('#sse-group .conn[data-protocol]').length >= n",
+                    arg=n,
+                    timeout=10_000,
                 )
+            except PlaywrightError:
+                pass
+            protocols: list[str] = await page.eval_on_selector_all(
+                "#sse-group .conn[data-protocol]", "els => els.map((e) => e.dataset.protocol)"
+            )
         finally:
             await browser.close()
     seen = sorted({x for x in protocols if x})
     return Connections(
         opened=n,
-        flowing=flowing,
+        flowing=int(sse.get("flowing", 0)),
         waiting=int(sse.get("waiting", 0)),
         ws_flowing=int(ws.get("flowing", 0)),
         protocol=",".join(seen) or "?",

@@ -83,7 +83,7 @@ class Conn {
   }
 
   live() {
-    return this.state === "waiting" || this.state === "flowing";
+    return ["waiting", "connected", "flowing"].includes(this.state);
   }
 }
 
@@ -107,6 +107,7 @@ class Group {
     const count = (s) => this.conns.filter((c) => c.state === s).length;
     const counts = {
       flowing: count("flowing"),
+      connected: count("connected"),
       waiting: count("waiting"),
       done: count("done"),
       error: count("error"),
@@ -168,6 +169,10 @@ function readSSE(current, ids) {
     bySSEPath.set(path, conn);
     const es = new EventSource(path);
     current.closers.push(() => es.close());
+    // The response began (it has a connection) but no token came yet: a buffering proxy.
+    es.addEventListener("open", () => {
+      if (conn.state === "waiting") conn.setState("connected", "connected, no token");
+    });
     es.addEventListener("token", (e) => conn.token(JSON.parse(e.data).text));
     es.addEventListener("done", (e) => {
       es.close();
