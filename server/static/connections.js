@@ -71,11 +71,14 @@ class Conn {
     if (!this.live()) return;
     this.setState("checking");
     const ok = (await sha256(this.text)) === ev.sha256;
-    this.setState(ok ? "done" : "error", ok ? "done · exact" : "sha256 mismatch");
+    this.setState(ok ? "done" : "error", ok ? "exact" : "sha256 mismatch");
+    finished();
   }
 
   fail(why) {
-    if (this.live()) this.setState("error", why);
+    if (!this.live()) return;
+    this.setState("error", why);
+    finished();
   }
 
   stop() {
@@ -252,6 +255,19 @@ async function start() {
   if ($("#use-ws").checked) readWS(current, ids);
   document.body.dataset.run = "running";
   setStatus(`Reading ${n} streams.`);
+}
+
+/** When no panel is live any more, the run is over. */
+function finished() {
+  if (!run) return;
+  const all = Object.values(groups).flatMap((g) => g.conns);
+  if (all.some((c) => c.live() || c.state === "checking")) return;
+  const failed = all.filter((c) => c.state === "error").length;
+  for (const close of run.closers) close(); // the WebSocket: nothing more to read on it
+  run = null;
+  $("#stop").disabled = true;
+  document.body.dataset.run = "done";
+  setStatus(failed ? `Every stream ended; ${failed} with an error.` : "Every stream ended, exact.");
 }
 
 function stop() {
