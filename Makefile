@@ -147,7 +147,7 @@ bench-peers: install-dev express-deps
 
 # The network lab: every transport through every intermediary (nginx, haproxy, caddy) and
 # link profile, with the Python/JS clients, curl, Chromium and the openai SDK, into
-# bench/results/<time>-net/ (docs/net.md); NET_ARGS=--quick for the small plan.
+# bench/results/<time>-net/ (docs/network.md); NET_ARGS=--quick for the small plan.
 NET_ARGS ?=
 bench-net: install-dev system-deps node-deps
 	$(BIN)/tokenwire bench --net $(NET_ARGS)

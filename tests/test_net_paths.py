@@ -23,9 +23,13 @@ ALL_STREAM = {"sse": "stream", "ws": "stream", "poll": "stream", "chunked": "str
 EXPECTED: dict[str, dict[str, str]] = {
     "direct": ALL_STREAM,
     "nginx-default-ws": ALL_STREAM,
-    # The buffering proxy: the event streams arrive whole at the end, exact; a WebSocket and
-    # long polling are not buffered.
+    # Buffering detected: nginx-buffering ignores the server's `X-Accel-Buffering: no`
+    # (`proxy_ignore_headers`: to nginx, a response without the header) and gzips event
+    # streams; the event streams arrive whole at the end, exact. A WebSocket and long polling
+    # are not buffered.
     "nginx-buffering": {"sse": "LUMP", "ws": "stream", "poll": "stream", "chunked": "LUMP"},
+    # The control: the same config with the header honoured streams.
+    "nginx-gzip": ALL_STREAM,
     "nginx-stream": ALL_STREAM,
     "haproxy": ALL_STREAM,
     "caddy": ALL_STREAM,
@@ -63,10 +67,9 @@ async def test_nginx_default_without_upgrade_lines_answers_websocket_426(server:
 
 
 async def test_nginx_default_streams_over_its_http10_upstream(server: Server) -> None:
-    """PENDING the server's HTTP/1.0 fix (another branch): nginx's default upstream protocol
-    is HTTP/1.0, to which tokenwire today answers 500 on its streaming routes. Once fixed, it
-    serves the stream close-delimited, and nginx (buffering on, but told
-    ``X-Accel-Buffering: no``) passes it on as it comes. Fails with the 500 until then."""
+    """nginx's default upstream protocol is HTTP/1.0: tokenwire serves its streams to it
+    close-delimited (no chunked coding in HTTP/1.0), and nginx (buffering on, but told
+    ``X-Accel-Buffering: no``) passes each event on as it comes."""
     cells = [
         c
         for c in plan(["nginx-default"], ["lan"], ["python", "openai"])
@@ -114,19 +117,27 @@ async def test_chromium_speaks_h1_h2_and_h3_through_caddy(server: Server) -> Non
     assert {r.bytes_per_token for r in h3} == {None}  # QUIC does not cross the TCP shaper
 
 
-async def test_chromium_six_connections_over_http1_ten_streams_over_h2_and_h3(
+async def test_the_connections_view_six_over_http1_ten_over_h2_h3_and_one_websocket(
     server: Server,
 ) -> None:
-    """Ten EventSources at once in one page through caddy: over HTTP/1.1 only six flow (the
-    browser's connections per origin; the others wait for a free one), over HTTP/2 and
-    HTTP/3 all ten share one connection and flow."""
-    rows = await run_connections(["caddy"], LAB, server, n=10)
-    got = {(r.protocol, r.protocol_seen, r.opened, r.flowing, r.error) for r in rows}
-    assert got == {
-        ("http/1.1", "http/1.1", 10, 6, None),
-        ("h2", "h2", 10, 10, None),
-        ("h3", "h3", 10, 10, None),
+    """The demo's connections view (``/static/connections.html``) in Chromium, ten long
+    streams at once, each read with its own EventSource and all on one WebSocket: straight
+    to the server over HTTP/1.1 six EventSources flow and four wait for a connection (the
+    first six hold theirs: 80 s streams); through caddy over HTTP/2 and HTTP/3 all ten flow
+    on one connection. The one WebSocket carries all ten everywhere. The protocol is each
+    EventSource's own Resource Timing ``nextHopProtocol``."""
+    rows = await run_connections(["direct"], LAB, server, n=10)
+    rows += await run_connections(["caddy"], LAB, server, n=10, protocols=("h2", "h3"))
+    got = {
+        (r.path, r.protocol): (r.opened, r.flowing, r.waiting, r.ws_flowing, r.protocol_seen)
+        for r in rows
     }
+    assert got == {
+        ("direct", "http/1.1"): (10, 6, 4, 10, "http/1.1"),
+        ("caddy", "h2"): (10, 10, 0, 10, "h2"),
+        ("caddy", "h3"): (10, 10, 0, 10, "h3"),
+    }
+    assert [r.error for r in rows] == [None, None, None]
 
 
 async def test_chromium_sees_the_buffering_proxy_too(server: Server) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.net import paths
-from bench.net.matrix import CLIENTS, ConnRow, IdleRow, Lab, Row, plan
+from bench.net.matrix import CLIENTS, ConnRow, IdleRow, Lab, Row, browser_command, plan
 from bench.net.report import short_error, write_report
 from bench.net.shaper import CHUNK, PROFILES, Link, Profile, Shaper, stall_after
 from bench.net.verdict import delivery, latency_ms, per_token
@@ -264,12 +264,12 @@ def test_the_report_says_stream_lump_or_why_and_what_the_path_adds(tmp_path: Pat
              error="ServerError: 500 internal: internal server error", note="why"),
     ]  # fmt: skip
     idle = [IdleRow("haproxy", "sse", False, 2.5, 4.8, False, True, 2, None)]
-    conns = [ConnRow("caddy", "http/1.1", 10, 6, "http/1.1", None)]
+    conns = [ConnRow("caddy", "http/1.1", 10, 6, 4, 10, "http/1.1", None)]
     report = write_report(tmp_path, Lab(), rows, idle, conns).read_text()
     assert "| nginx-buffering | LUMP |" in report
     assert "| nginx-default | FAIL HTTP 500 |" in report
     assert "| direct | stream |" in report
-    assert "| caddy | http/1.1 | http/1.1 | 6 of 10 |  |" in report
+    assert "| caddy | http/1.1 | http/1.1 | 6 of 10 | 4 | 10 of 10 |  |" in report
     assert "| haproxy | sse | off | 2.5 | 4.8 | NO | 2 | exact |  |" in report
     assert "| 400.0 | +399.0 |" in report  # latency p50 and what the path adds to direct's
     assert "- why" in report
@@ -294,3 +294,22 @@ async def test_a_client_reset_ends_its_relay(profile: str) -> None:
                     break
                 await asyncio.sleep(0.05)
             assert shaper.open_connections == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "protocol", "command"),
+    [
+        ("direct", "http/1.1", "--disable-quic http://127.0.0.1:8000/static/connections.html"),
+        ("caddy", "http/1.1",
+         "--disable-quic --disable-http2 https://127.0.0.1:8443/static/connections.html"),
+        ("caddy", "h2", "--disable-quic https://127.0.0.1:8443/static/connections.html"),
+        ("caddy", "h3",
+         "--origin-to-force-quic-on=localhost:8443 https://localhost:8443/static/connections.html"),
+    ],
+)  # fmt: skip
+def test_the_connections_view_command_per_protocol(path: str, protocol: str, command: str) -> None:
+    """``--net-serve`` prints how to open the connections view: a fresh profile, the flags
+    that pick the protocol (HTTP/3 by host name, see docs/network.md), the page's URL."""
+    port = 8000 if path == "direct" else 8443
+    front = paths.Front(paths.PATHS[path], "127.0.0.1", port)
+    assert browser_command(front, protocol) == f"chromium --user-data-dir=$(mktemp -d) {command}"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,13 +58,6 @@ QUIET_S = 96.0
 
 #: Why a cell fails, where the lab knows (path, transport or "*", a text in the error).
 KNOWN: tuple[tuple[str, str, str, str], ...] = (
-    (
-        "nginx-default",
-        "*",
-        "500",
-        "nginx speaks HTTP/1.0 upstream; tokenwire answers 500 to HTTP/1.0 on streaming "
-        "routes until the server's HTTP/1.0 fix (then: close-delimited)",
-    ),
     ("nginx-default", "ws", "", "no upgrade lines: nginx drops Upgrade, tokenwire says 426"),
 )
 
@@ -324,30 +318,51 @@ async def run_idle(
 
 @dataclass(slots=True)
 class ConnRow:
-    """Chromium opening many EventSources at once through one path and protocol."""
+    """Chromium's connections view through one path and protocol: ``opened`` streams, an
+    EventSource each (``flowing``, ``waiting`` for a connection) and one WebSocket for all
+    (``ws_flowing``)."""
 
     path: str
     protocol: str
     opened: int
     flowing: int
+    waiting: int
+    ws_flowing: int
     protocol_seen: str
     error: str | None
 
 
 async def run_connections(
-    path_names: Sequence[str], lab: Lab, upstream: Server, n: int = 10
+    path_names: Sequence[str],
+    lab: Lab,
+    upstream: Server,
+    n: int = 10,
+    protocols: Sequence[str] | None = None,
 ) -> list[ConnRow]:
-    """Per path and each protocol it offers: how many of ``n`` concurrent EventSources in one
-    page flow (6 over HTTP/1.1, all over HTTP/2 and HTTP/3). Unshaped."""
+    """Per path and each protocol it offers (or those of ``protocols`` it offers): the
+    connections view (``server/static/connections.html``) with ``n`` streams. Unshaped."""
     up_port = int(upstream.base.rsplit(":", 1)[1])
     rows = []
     for path in path_names:
         with paths.start(path, up_port, idle_timeout_s=lab.idle_timeout(path)) as front:
             spki = front.certs.spki_sha256() if front.certs else None
             for protocol in front.path.protocols:
+                if protocols is not None and protocol not in protocols:
+                    continue
                 base = f"https://localhost:{front.port}" if protocol == "h3" else front.base
                 c = await probes.count_flowing(base, n=n, spki=spki, protocol=protocol)
-                rows.append(ConnRow(path, protocol, c.opened, c.flowing, c.protocol, c.error))
+                rows.append(
+                    ConnRow(
+                        path,
+                        protocol,
+                        c.opened,
+                        c.flowing,
+                        c.waiting,
+                        c.ws_flowing,
+                        c.protocol,
+                        c.error,
+                    )  # fmt: skip
+                )
     return rows
 
 
@@ -379,6 +394,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--time-scale", type=float, default=0.05, help="multiplies every timeout (--net)"
     )
+    g.add_argument(
+        "--net-serve",
+        metavar="PATH",
+        help="start one path in front of a tokenwire server (timeouts as deployed), print the "
+        "connections view's URL and Chromium's flags for each protocol, run until Ctrl-C",
+    )
 
 
 def _names(text: str, known: Iterable[str], what: str) -> list[str]:
@@ -389,10 +410,53 @@ def _names(text: str, known: Iterable[str], what: str) -> list[str]:
     return names
 
 
+def browser_command(front: paths.Front, protocol: str) -> str:
+    """How to open the connections view through ``front`` over ``protocol`` in Chromium:
+    a fresh profile (flags apply to a new browser only), the lab certificate trusted by its
+    key, the protocol chosen by flags, and the page's URL."""
+    base = f"https://localhost:{front.port}" if protocol == "h3" else front.base
+    spki = front.certs.spki_sha256() if front.certs else None
+    flags = [
+        f for f in probes.chromium_args(spki=spki, protocol=protocol, origin=base)
+        if f not in probes.CHROMIUM_ARGS
+    ]  # fmt: skip
+    return " ".join(
+        ["chromium", "--user-data-dir=$(mktemp -d)", *flags, base + probes.CONNECTIONS_PAGE]
+    )
+
+
+def serve(path: str) -> int:
+    """``tokenwire bench --net --net-serve PATH``: a tokenwire server with the lab's settings
+    (heartbeats and timeouts as deployed) behind one path, until Ctrl-C."""
+    lab = Lab(time_scale=1.0)
+    server = start_server(lab)
+    try:
+        up_port = int(server.base.rsplit(":", 1)[1])
+        with paths.start(path, up_port, idle_timeout_s=lab.idle_timeout(path)) as front:
+            print(f"{path}: {front.path.summary}")
+            print(f"tokenwire: {server.base} (the path's upstream)")
+            print(f"the demo: {front.base}/")
+            print(f"the connections view: {front.base}{probes.CONNECTIONS_PAGE}, in Chromium:")
+            for protocol in front.path.protocols:
+                print(f"  {protocol}: {browser_command(front, protocol)}")
+            print("Ctrl-C stops it.", flush=True)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill: stop cleanly too
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        stop_server(server)
+    return 0
+
+
 def run(ns: argparse.Namespace) -> int:
     """``tokenwire bench --net``: the matrix (``--quick``: lan and flaky, fewer tokens),
     the idle experiment, then ``report.md``, ``results.json`` and plots in the results
     folder. Returns 0: a failure through an intermediary is a finding, not an error."""
+    if getattr(ns, "net_serve", None):
+        return serve(_names(ns.net_serve, paths.PATHS, "path")[0])
     path_names = _names(ns.net_paths, paths.PATHS, "path")
     profiles = _names(ns.net_profiles, PROFILES, "profile")
     clients = _names(ns.net_clients, CLIENTS, "client")

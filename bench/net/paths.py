@@ -11,7 +11,7 @@ quiet period longer than it fits in a run.
 What the Debian 12 builds support (checked with ``nginx -V``, ``haproxy -vv``, ``caddy
 version``, ``curl --version``): nginx 1.22 has ``http_v2_module`` and no HTTP/3; haproxy 2.6
 is built without QUIC (``-QUIC``); caddy 2.6.2 serves HTTP/3; curl 7.88 has HTTP2 and no
-HTTP3 (so curl reads HTTP/3 paths over HTTP/2). docs/net.md keeps the list.
+HTTP3 (so curl reads HTTP/3 paths over HTTP/2). docs/network.md keeps the list.
 """
 
 from __future__ import annotations
@@ -96,6 +96,13 @@ PATHS: dict[str, PathSpec] = {
             summary="nginx buffering: X-Accel-Buffering ignored, gzip on for event streams",
             binary="nginx",
             conf="nginx-buffering.conf",
+            idle_timeout_s=60.0,
+        ),
+        PathSpec(
+            name="nginx-gzip",
+            summary="nginx: gzip on for event streams, X-Accel-Buffering honoured (buffering on)",
+            binary="nginx",
+            conf="nginx-gzip.conf",
             idle_timeout_s=60.0,
         ),
         PathSpec(

@@ -333,26 +333,44 @@ async def read_chromium(
     return out
 
 
+#: The demo's connections view (server/static/connections.html), served by every path.
+CONNECTIONS_PAGE = "/static/connections.html"
+
+
 @dataclass(frozen=True, slots=True)
 class Connections:
-    """How many of ``opened`` concurrent EventSources had a token after the wait."""
+    """What the connections view showed: of ``opened`` streams, how many flowed with an
+    EventSource each (the rest waiting for a connection), and how many over one WebSocket."""
 
-    flowing: int
     opened: int
+    flowing: int
+    waiting: int
+    ws_flowing: int
+    #: The EventSources' ``nextHopProtocol`` (those that got a connection), comma-separated.
     protocol: str
     error: str | None
 
 
 async def count_flowing(
-    base: str, *, n: int, spki: str | None, protocol: str, wait_s: float = 2.0
+    base: str, *, n: int, spki: str | None, protocol: str, settle_s: float = 2.0
 ) -> Connections:
-    """Chromium opens ``n`` EventSources at once on long streams (``bench/net/
-    browser_connections.js``): over HTTP/1.1 only 6 flow (the browser's connections per
-    origin), over HTTP/2 and HTTP/3 all of them."""
+    """Chromium opens the connections view at ``base`` and starts ``n`` long streams: an
+    EventSource each, and all of them on one WebSocket. Over HTTP/1.1 only 6 EventSources
+    flow (the browser's connections per origin), over HTTP/2 and HTTP/3 all of them; the
+    WebSocket carries all of them on any path that passes it.
+
+    Each stream lasts far longer than the look (400 tokens at 5/s: 80 s), so an
+    EventSource waiting for a connection cannot get one while the page is read: once the
+    WebSocket's streams are flowing (the streams are producing), the EventSources get
+    ``settle_s`` more to show their first token, then the counts are read, the page is
+    stopped, and the protocols are read from the entries of the closed requests (Chromium
+    lists one with an empty protocol for a request that never had a connection)."""
+    from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
-    # Each stream lasts far longer than the wait, so a waiting one never gets a turn.
-    body = Load(max_tokens=200, tokens_per_s=10).body()
+    def counts(group: str) -> str:
+        return f"document.querySelector('#{group}-group').dataset"
+
     async with async_playwright() as p:
         browser = await p.chromium.launch(
             executable_path=CHROMIUM, args=chromium_args(spki=spki, protocol=protocol, origin=base)
@@ -360,17 +378,56 @@ async def count_flowing(
         try:
             page = await browser.new_page()
             try:
-                await page.goto(f"{base}/healthz", timeout=15_000)
-            except Exception as e:
-                return Connections(0, 0, "?", _error(e).splitlines()[0])
-            r = await page.evaluate(
-                (HERE / "browser_connections.js").read_text(),
-                {"n": n, "body": body, "waitMs": int(wait_s * 1000)},
+                await page.goto(f"{base}{CONNECTIONS_PAGE}", timeout=15_000)
+                await page.wait_for_selector('body[data-run="idle"]', timeout=15_000)
+            except PlaywrightError as e:
+                return Connections(0, 0, 0, 0, "?", _error(e).splitlines()[0])
+            await page.fill("#count", str(n))
+            await page.fill("#tps", "5")
+            await page.fill("#max-tokens", "400")
+            await page.click("#start")
+            error = None
+            try:  # every stream on the WebSocket flows (or failed: a path without it)
+                await page.wait_for_function(
+                    "() => document.body.dataset.run === 'error' || document.body.dataset.run"
+                    f" === 'running' && {counts('ws')}.waiting === '0'",
+                    timeout=20_000,
+                )
+            except PlaywrightError:
+                error = "the WebSocket's streams did not start within 20 s"
+            if await page.evaluate("document.body.dataset.run") == "error":
+                error = await page.inner_text("#status")
+            try:
+                await page.wait_for_function(
+                    f"() => {counts('sse')}.waiting === '0'", timeout=settle_s * 1000
+                )
+            except PlaywrightError:
+                pass  # some wait for a connection: that is what is measured
+            sse = await page.evaluate(f"({{...{counts('sse')}}})")
+            ws = await page.evaluate(f"({{...{counts('ws')}}})")
+            await page.click("#stop")
+            try:  # every closed request is listed ("" for one that never had a connection)
+                await page.wait_for_function(
+                    "n => document.querySelectorAll('#sse-group .conn[data-protocol]').length >= n",
+                    arg=n,
+                    timeout=10_000,
+                )
+            except PlaywrightError:
+                pass
+            protocols: list[str] = await page.eval_on_selector_all(
+                "#sse-group .conn[data-protocol]", "els => els.map((e) => e.dataset.protocol)"
             )
         finally:
             await browser.close()
-    protocols = [x for x in r["protocols"] if x]
-    return Connections(r["flowing"], r["opened"], ",".join(protocols) or "?", r["error"])
+    seen = sorted({x for x in protocols if x})
+    return Connections(
+        opened=n,
+        flowing=int(sse.get("flowing", 0)),
+        waiting=int(sse.get("waiting", 0)),
+        ws_flowing=int(ws.get("flowing", 0)),
+        protocol=",".join(seen) or "?",
+        error=error,
+    )
 
 
 def _browser_reading(r: dict[str, Any]) -> Reading:

@@ -127,10 +127,19 @@ def idle_table(idle: Sequence[IdleRow]) -> list[str]:
 
 def connections_table(conns: Sequence[ConnRow]) -> list[str]:
     body = [
-        [c.path, c.protocol, c.protocol_seen, f"{c.flowing} of {c.opened}", c.error or ""]
+        [
+            c.path,
+            c.protocol,
+            c.protocol_seen,
+            f"{c.flowing} of {c.opened}",
+            str(c.waiting),
+            f"{c.ws_flowing} of {c.opened}",
+            c.error or "",
+        ]
         for c in conns
     ]
-    return _table(["path", "asked", "used (nextHopProtocol)", "flowing", "error"], body)
+    head = ["path", "asked", "used (nextHopProtocol)", "EventSource: flowing", "waiting"]
+    return _table([*head, "one WebSocket: flowing", "error"], body)
 
 
 def added_p50(rows: Sequence[Row]) -> dict[int, float | None]:
@@ -239,7 +248,7 @@ def write_report(
         "",
         f"Each cell reads one stream of {lab.load.max_tokens} tokens at "
         f"{lab.load.tokens_per_s:g} tokens/s. Timeouts scaled by {lab.time_scale:g} "
-        "(docs/net.md). `stream`: exact text, arrived over time; `LUMP`: exact text, all at "
+        "(docs/network.md). `stream`: exact text, arrived over time; `LUMP`: exact text, all at "
         "the end (a buffering intermediary); `FAIL`: why.",
         "",
     ]
@@ -250,7 +259,7 @@ def write_report(
     if idle:
         lines += ["## A quiet stream through an idle timeout", "", *idle_table(idle), ""]
     if conns:
-        head = "## Many EventSources in one browser page"
+        head = "## Many streams in one browser page (the demo's connections view)"
         lines += [head, "", *connections_table(conns), ""]
     lines += ["## Link profiles, declared and measured", "", *profile_table(rows), ""]
     made = plots(out, rows)

@@ -8,7 +8,7 @@ far end; :func:`stall_after`: when a connection stalls), table-tested without so
 :class:`Shaper` only moves bytes on that schedule and counts them (the bytes on the wire,
 TLS and HTTP/2 framing included, since it sits in front of the intermediary).
 
-:data:`PROFILES` declares the named links once; docs/net.md copies the table.
+:data:`PROFILES` declares the named links once; docs/network.md copies the table.
 (``bench/cutproxy.py`` cuts after a byte budget; this relay cuts after a time. Both keep the
 same shape: one task per direction, abort both sockets on a cut.)
 """
