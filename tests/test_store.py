@@ -117,6 +117,46 @@ async def test_readers_that_stop_waiting_leave_nothing_behind() -> None:
     assert log.waiters == []
 
 
+async def test_wait_limits_share_one_timer_and_end_in_order() -> None:
+    """Waits of several lengths: each ends at its own limit (the short first), news ends a
+    wait early, and every ended wait leaves the store's deadlines empty."""
+    store = await filled(1, close=False)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    ended: dict[str, float] = {}
+
+    async def reader(name: str, wait: float) -> list[int]:
+        events = await store.read("s", 0, limit=10, wait=wait)
+        ended[name] = loop.time() - start
+        return [e.seq for e in events]
+
+    long = asyncio.create_task(reader("long", 5.0))
+    short = asyncio.create_task(reader("short", 0.05))
+    middle = asyncio.create_task(reader("middle", 0.2))
+    assert await short == []
+    assert await middle == []
+    assert not long.done()
+    assert ended["short"] < ended["middle"]
+    assert ended["short"] >= 0.05 - 0.002
+    assert ended["middle"] >= 0.2 - 0.002
+    await store.append("s", token_event("s", 1, "z"))
+    assert await long == [1]
+    assert ended["long"] < 5.0
+    assert store._deadlines._groups == {}
+    # A shorter wait after a longer one re-arms the timer earlier; a cancelled one leaves.
+    slow = asyncio.create_task(store.read("s", 1, limit=10, wait=5.0))
+    gone = asyncio.create_task(store.read("s", 1, limit=10, wait=3.0))
+    await asyncio.sleep(0)
+    gone.cancel()
+    t0 = loop.time()
+    assert await store.read("s", 1, limit=10, wait=0.03) == []
+    assert loop.time() - t0 < 1.0
+    assert not slow.done()
+    slow.cancel()
+    await asyncio.gather(slow, gone, return_exceptions=True)
+    assert store._deadlines._groups == {}
+
+
 async def test_append_rules_and_unknown_and_drop(make_store: MakeStore) -> None:
     store = await fill(await make_store(100), "s", 3)
     with pytest.raises(RuntimeError, match="is closed"):

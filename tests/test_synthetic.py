@@ -3,6 +3,7 @@ Param declaration every source's params derive from."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -18,6 +19,7 @@ from server.sources.base import (
 )
 from server.sources.synthetic import (
     CORPUS_NAMES,
+    TICKS_PER_S,
     SyntheticSource,
     corpus,
     corpus_pieces,
@@ -232,3 +234,33 @@ def test_the_default_corpus_is_a_setting_of_the_source() -> None:
     src = SyntheticSource(corpus="hard-cases")
     assert src.validate_params({})["corpus"] == "hard-cases"
     assert src.validate_params({"corpus": "prose"})["corpus"] == "prose"
+
+
+async def test_paced_streams_share_the_clock_and_a_cancelled_one_leaves_the_rest() -> None:
+    """Streams at the same pace wait on the same ticks; cancelling one mid-stream leaves
+    the others whole, and no piece comes before its time (``i / rate`` after the first,
+    to the clock's tick)."""
+    src = SyntheticSource()
+    loop = asyncio.get_running_loop()
+    rate, n = 100.0, 12
+
+    async def timed() -> list[float]:
+        params = src.validate_params({"tokens_per_s": rate, "ttft_ms": 0, "jitter": 0})
+        req = GenerationRequest(prompt="p", max_tokens=n, params=params)
+        times = []
+        async for item in src.stream(req):
+            if isinstance(item, str):
+                times.append(loop.time())
+        return times
+
+    runs = [asyncio.create_task(timed()) for _ in range(5)]
+    victim = asyncio.create_task(timed())
+    await asyncio.sleep(0.045)
+    victim.cancel()
+    results = await asyncio.gather(*runs)
+    assert victim.cancelled()
+    tick = 1 / TICKS_PER_S
+    for times in results:
+        assert len(times) == n
+        assert all(t - times[0] >= i / rate - 2 * tick for i, t in enumerate(times))
+    assert src.clock()._ticks == {}

@@ -1,9 +1,10 @@
 """In-process log store: one growable list per stream, and the futures of its waiting readers.
 
 Appending costs O(1) plus one ``set_result`` per reader that is waiting for news (each
-has its own future, so cancelling one reader never touches another). A wait with a time
-limit is one ``call_later`` handle, not an ``asyncio.timeout`` block and a ``shield``: the
-read is on every token's path, once per reader. Reading is a list slice from the reader's
+has its own future, so cancelling one reader never touches another). A wait's time limit
+(the heartbeat) is an entry in :class:`_Deadlines`, one timer for every waiting reader of
+the store: no timer per wait (nor an ``asyncio.timeout`` block and a ``shield``), since
+the read is on every token's path, once per reader. Reading is a list slice from the reader's
 position.
 
 A closed log (its terminal event appended) is compacted: a list of ``Event`` tuples costs
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
 from array import array
 from collections.abc import Sequence
@@ -26,10 +28,76 @@ from server.errors import StreamGone, UnknownStream
 from server.events import Event
 from server.store.base import LogStore
 
+#: A reader's time limit may end this much early: a loop's timers fire on the millisecond
+#: (libuv's clock), and a deadline a fraction of one ahead would re-arm the timer for nothing.
+_SLACK = 0.001
 
-def _expire(fut: asyncio.Future[bool]) -> None:
-    if not fut.done():
-        fut.set_result(True)  # timed out
+
+class _Deadlines:
+    """The time limits of the readers waiting in one store: one loop timer for all of them.
+
+    A timer per wait (``call_later``, then ``cancel`` when news comes first) was on every
+    token's path, once per reader: at a realistic pace every read waits, and nearly every
+    wait ends by news long before its limit (the heartbeat). Here a wait is an entry in a
+    dict and one timer is armed at the earliest limit; news removes the entry (O(1)).
+
+    Waits are grouped by their length, so that within a group the insertion order is the
+    deadline order (the loop's clock is monotonic): the timer looks only at each group's
+    oldest entries. Groups are few (the heartbeat, the long polls' timeouts).
+    """
+
+    __slots__ = ("_at", "_groups", "_loop", "_timer")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._groups: dict[float, dict[asyncio.Future[bool], float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = math.inf
+
+    def add(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[bool], wait: float) -> None:
+        """``fut`` gets ``True`` (timed out) ``wait`` seconds from now, unless done before."""
+        if loop is not self._loop:  # a store used from another loop (tests): start afresh
+            if self._timer is not None:
+                self._timer.cancel()
+            self._loop, self._groups, self._timer, self._at = loop, {}, None, math.inf
+        deadline = loop.time() + wait
+        group = self._groups.get(wait)
+        if group is None:
+            group = self._groups[wait] = {}
+        group[fut] = deadline
+        if deadline < self._at:
+            self._arm(loop, deadline)
+
+    def remove(self, fut: asyncio.Future[bool], wait: float) -> None:
+        group = self._groups.get(wait)
+        if group is not None and group.pop(fut, None) is not None and not group:
+            del self._groups[wait]
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(at, self._fire)
+        self._at = at
+
+    def _fire(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._timer, self._at = None, math.inf
+        due = loop.time() + _SLACK
+        nearest = math.inf
+        for wait, group in list(self._groups.items()):
+            while group:
+                fut, deadline = next(iter(group.items()))
+                if deadline > due:
+                    nearest = min(nearest, deadline)
+                    break
+                del group[fut]
+                if not fut.done():
+                    fut.set_result(True)  # timed out
+            if not group:
+                del self._groups[wait]
+        if nearest < math.inf:
+            self._arm(loop, nearest)
 
 
 _new_event = tuple.__new__  # Event(...) without the NamedTuple's Python-level __new__
@@ -207,6 +275,7 @@ class MemoryStore(LogStore):
             raise ValueError("max_events must be >= 1")
         self.max_events = max_events
         self._logs: dict[str, _Log] = {}
+        self._deadlines = _Deadlines()
 
     async def open(self, stream_id: str) -> None:
         self._logs[stream_id] = _Log()
@@ -257,22 +326,26 @@ class MemoryStore(LogStore):
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[bool] = loop.create_future()
             log.waiters.append(fut)
-            timer = None if wait is None else loop.call_later(wait, _expire, fut)
+            if wait is not None:
+                self._deadlines.add(loop, fut, wait)
             try:
                 timed_out = await fut
             except asyncio.CancelledError:
                 log.forget(fut)
                 raise
             finally:
-                if timer is not None:
-                    timer.cancel()
+                if wait is not None:
+                    self._deadlines.remove(fut, wait)
             if timed_out:
                 log.forget(fut)
                 return []
-            # Woken by an append: let the tasks that are ready this round (the generator
-            # among them) run first, so that what they append joins this batch. Under
-            # load that turns many one-event writes into fewer larger ones.
-            await asyncio.sleep(0)
+            # Woken by an append. A writer that appends in bursts (unpaced: many events
+            # this round) may append more in the tasks ready this round: let them run first,
+            # so that what they append joins this batch (fewer, larger writes under load).
+            # A paced writer appended one event and has nothing more this round: read it
+            # now (a yield would be one more task step per token per reader for nothing).
+            if log.next_seq > after + 2:
+                await asyncio.sleep(0)
             if self._logs.get(stream_id) is not log:
                 raise StreamGone(f"stream {stream_id!r} has expired")
 
