@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from wire import READERS, Reader
 
@@ -39,18 +41,11 @@ class Metrics:
         self.tokens_generated = Counter(
             "tokenwire_tokens_generated", "Token events appended", registry=self.registry
         )
-        self.events_sent = Counter(
-            "tokenwire_events_sent",
-            "Events written to clients, by transport",
-            ["transport"],
-            registry=self.registry,
-        )
-        self.bytes_sent = Counter(
-            "tokenwire_bytes_sent",
-            "Body bytes written to clients, by transport",
-            ["transport"],
-            registry=self.registry,
-        )
+        #: Events and body bytes written, by transport: plain integers on the write path
+        #: (a prometheus_client Counter takes a lock per ``inc``, twice per write), read at
+        #: scrape time by :class:`_SentCollector`.
+        self._sent: dict[Reader, list[int]] = {t: [0, 0] for t in READERS}
+        self.registry.register(_SentCollector(self._sent))
         self.retained_streams = Gauge(
             "tokenwire_retained_streams",
             "Finished streams whose logs are kept for late readers",
@@ -80,7 +75,6 @@ class Metrics:
             registry=self.registry,
         )
         self._readers = {t: self.subscribers.labels(t) for t in READERS}
-        self._sent = {t: (self.events_sent.labels(t), self.bytes_sent.labels(t)) for t in READERS}
 
     def bind_live(self, live: Callable[[], int]) -> None:
         """Read the live count from the hub at scrape time instead of updating it."""
@@ -100,13 +94,35 @@ class Metrics:
         return _Reading(self._readers[transport])
 
     def sent(self, transport: Reader, events: int, nbytes: int) -> None:
-        ev, by = self._sent[transport]
-        if events:
-            ev.inc(events)
-        by.inc(nbytes)
+        tally = self._sent[transport]
+        tally[0] += events
+        tally[1] += nbytes
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _SentCollector(Collector):
+    """``tokenwire_events_sent_total`` and ``tokenwire_bytes_sent_total`` by transport, from
+    the tallies :meth:`Metrics.sent` keeps (one event loop thread writes them)."""
+
+    def __init__(self, sent: dict[Reader, list[int]]) -> None:
+        self._sent = sent
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        events = CounterMetricFamily(
+            "tokenwire_events_sent", "Events written to clients, by transport", labels=["transport"]
+        )
+        nbytes = CounterMetricFamily(
+            "tokenwire_bytes_sent",
+            "Body bytes written to clients, by transport",
+            labels=["transport"],
+        )
+        for transport, (n_events, n_bytes) in self._sent.items():
+            events.add_metric([transport], n_events)
+            nbytes.add_metric([transport], n_bytes)
+        yield events
+        yield nbytes
 
 
 class _Reading:
