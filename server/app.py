@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import resource
 import signal
@@ -383,6 +384,12 @@ def serve(settings: Settings, *, js_dir: Path | None = None) -> None:
     else:
         loop_factory = uvloop.new_event_loop
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # A token's objects are freed by reference counting, not by the cycle collector: run
+    # its first generation every 50,000 allocations (default 700), and take what the imports
+    # made out of its view. bench.pace, 200 SSE streams x 50 tokens/s, 4 interleaved rounds:
+    # 65.9 -> 58.4 ms of server CPU per 1,000 tokens (docs/bench.md).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         try:
             runner.run(run(settings, js_dir=js_dir))
