@@ -9,6 +9,8 @@
 // stops reading (the client closes its connection) and subscribes again after that seq.
 // Result per stream: {"key", "id", "seqs", "texts" (each token's), "text", "done", "error",
 // "reconnects", "duplicates", "requests", "clientCuts"}. The checks are the Python side's.
+// Across processes (bench/chaos.py --cluster): with "createUrl", the stream is created there
+// and read from "url"; with "resumeUrls", the k-th client cut resumes on resumeUrls[k % n].
 
 import { setMaxListeners } from "node:events";
 
@@ -20,14 +22,19 @@ async function readPlan() {
   return JSON.parse(Buffer.concat(chunks).toString("utf8"));
 }
 
-async function run(spec, signal) {
-  const client = new Client(spec.url, {
+function clientFor(url, spec) {
+  return new Client(url, {
     backoffS: 0.02,
     maxBackoffS: 0.5,
     maxReconnects: 50,
     pollTimeoutS: 5,
     ...(spec.eventSource ? {} : { EventSource: null }),
   });
+}
+
+async function run(spec, signal) {
+  const client = clientFor(spec.url, spec);
+  const resumers = (spec.resumeUrls ?? [spec.url]).map((url) => clientFor(url, spec));
   const out = {
     key: spec.key,
     id: null,
@@ -42,13 +49,23 @@ async function run(spec, signal) {
     clientCuts: 0,
   };
   const cuts = [...spec.clientCuts];
-  let stream = client.stream(spec.prompt, {
-    transport: spec.transport,
-    max_tokens: spec.max_tokens,
-    params: spec.params,
-    signal,
-  });
+  let stream;
   try {
+    if (spec.createUrl) {
+      const id = await clientFor(spec.createUrl, spec).create(spec.prompt, {
+        max_tokens: spec.max_tokens,
+        params: spec.params,
+        signal,
+      });
+      stream = client.subscribe(id, { transport: spec.transport, signal });
+    } else {
+      stream = client.stream(spec.prompt, {
+        transport: spec.transport,
+        max_tokens: spec.max_tokens,
+        params: spec.params,
+        signal,
+      });
+    }
     for (;;) {
       let cut = false;
       for await (const ev of stream) {
@@ -69,7 +86,7 @@ async function run(spec, signal) {
       out.requests += stream.stats.requests;
       if (!cut) break;
       out.clientCuts += 1;
-      stream = client.subscribe(stream.id, {
+      stream = resumers[(out.clientCuts - 1) % resumers.length].subscribe(stream.id, {
         after: out.seqs.at(-1),
         transport: spec.transport,
         signal,

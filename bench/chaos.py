@@ -4,6 +4,11 @@ Python and JS clients and the openai SDK read streams through one cutting proxy 
 (``bench.cutproxy``), which cuts connections mid-frame and mid-character; callers also
 stop and resume. Every stream must end with exactly the server's text and every ``seq``
 once. Method and counts: docs/bench.md ("Chaos"). ``python -m bench.chaos --help``.
+
+``--cluster N`` runs N tokenwire processes on one ``redis-server`` (issue 16; both started
+here on free loopback ports): each stream is created on one process, read through cuts on
+another, and resumed after each caller's stop on a third (the ``/v1`` streams: created
+through cuts on one, the rest read on another), all chosen at random by the seed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import hashlib
 import json
 import random
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +32,7 @@ from typing import Any, cast
 import aiohttp
 import openai
 
+from bench.cluster import start_redis
 from bench.cutproxy import CutProxy
 from bench.lab import REPO, Server, spawn_server, stop_server, wait_ready
 from bench.stats import print_table
@@ -57,6 +65,10 @@ class Spec:
     mid_char: bool
     client_cuts: list[int]
     resume_transport: Transport = "chunked"
+    #: Which process creates, reads and resumes it (``--cluster``; all 0 otherwise).
+    create_node: int = 0
+    read_node: int = 0
+    resume_node: int = 0
 
     @property
     def transport(self) -> Transport:
@@ -103,14 +115,32 @@ class Row:
     failures: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True, frozen=True)
+class Route:
+    """Where one stream goes across processes: created on ``create_url`` (``None``: where
+    it is read), read on its own URL, resumed after a caller's stop on ``resume_url``."""
+
+    create_url: str | None = None
+    resume_url: str | None = None
+
+
 def make_plan(
-    kinds: Sequence[str], streams: int, tokens: int, max_cuts: int, max_client_cuts: int, seed: int
+    kinds: Sequence[str],
+    streams: int,
+    tokens: int,
+    max_cuts: int,
+    max_client_cuts: int,
+    seed: int,
+    nodes: int = 1,
 ) -> list[Spec]:
     """The streams to run: the same seed gives the same plan for each stream."""
     specs = []
     for kind in kinds:
         for i in range(streams):
             rng = random.Random(f"{seed}/{kind}/{i}")  # the same stream whatever else runs
+            # The processes from their own generator: the cuts stay those of one process.
+            where = random.Random(f"{seed}/{kind}/{i}/nodes")
+            create, read, resume = (where.randrange(nodes) for _ in range(3))
             n_cuts = rng.randint(1, max_cuts)
             scale = max(2, tokens * BYTES_PER_TOKEN // (n_cuts + 1))
             specs.append(
@@ -125,6 +155,9 @@ def make_plan(
                         rng.sample(range(tokens - 1), rng.randint(0, max_client_cuts))
                     ),
                     resume_transport=rng.choice(TRANSPORTS),
+                    create_node=create,
+                    read_node=read,
+                    resume_node=resume,
                 )
             )
     return specs
@@ -143,16 +176,30 @@ def record(out: Outcome, ev: dict[str, Any]) -> None:
         out.done = ev
 
 
-async def read_py(spec: Spec, url: str, params: dict[str, Any]) -> Outcome:
+def py_client(url: str) -> Client:
+    return Client(url, backoff_s=0.02, max_backoff_s=0.5, max_reconnects=50, poll_timeout_s=5)
+
+
+async def read_py(
+    spec: Spec, url: str, params: dict[str, Any], route: Route | None = None
+) -> Outcome:
     """The Python client, stopping and subscribing again at each client cut."""
     out = Outcome(spec.key, spec.kind)
     cuts = list(spec.client_cuts)
     t = spec.transport
-    async with Client(
-        url, backoff_s=0.02, max_backoff_s=0.5, max_reconnects=50, poll_timeout_s=5
-    ) as c:
-        stream = c.stream(spec.prompt, transport=t, max_tokens=spec.tokens, params=params)
+    route = route or Route()
+    async with contextlib.AsyncExitStack() as clients:
+        c = await clients.enter_async_context(py_client(url))
+        resumer = c
+        if route.resume_url is not None:
+            resumer = await clients.enter_async_context(py_client(route.resume_url))
         try:
+            if route.create_url is not None:
+                async with py_client(route.create_url) as creator:
+                    sid = await creator.create(spec.prompt, max_tokens=spec.tokens, params=params)
+                stream = c.subscribe(sid, transport=t)
+            else:
+                stream = c.stream(spec.prompt, transport=t, max_tokens=spec.tokens, params=params)
             while True:
                 agen = cast(AsyncGenerator[dict[str, Any], None], stream.__aiter__())
                 cut = False
@@ -173,14 +220,15 @@ async def read_py(spec: Spec, url: str, params: dict[str, Any]) -> Outcome:
                     break
                 out.client_cuts += 1
                 assert stream.id is not None
-                stream = c.subscribe(stream.id, after=out.seqs[-1], transport=t)
+                stream = resumer.subscribe(stream.id, after=out.seqs[-1], transport=t)
         except Exception as e:  # reported per stream, never raised
             out.error = f"{type(e).__name__}: {e}"
     return out
 
 
-async def read_openai(spec: Spec, url: str) -> Outcome:
-    """The openai SDK on /v1; after a cut, the rest over ``resume_transport`` by the id."""
+async def read_openai(spec: Spec, url: str, resume_url: str | None = None) -> Outcome:
+    """The openai SDK on /v1; after a cut, the rest over ``resume_transport`` by the id
+    (on ``resume_url`` if given)."""
     out = Outcome(spec.key, spec.kind)
     async with openai.AsyncOpenAI(
         base_url=f"{url}/v1", api_key="chaos", max_retries=0, timeout=30
@@ -214,7 +262,7 @@ async def read_openai(spec: Spec, url: str) -> Outcome:
             finally:
                 await stream.close()
             out.reconnects += cut  # the read over another transport
-            async with Client(url, backoff_s=0.02, max_reconnects=50, poll_timeout_s=5) as c:
+            async with py_client(resume_url or url) as c:
                 rest = c.subscribe(out.id, after=len(out.seqs) - 1, transport=spec.resume_transport)
                 async for ev in rest:
                     record(out, ev)
@@ -226,9 +274,13 @@ async def read_openai(spec: Spec, url: str) -> Outcome:
 
 
 async def read_js(
-    specs: list[tuple[Spec, str]], params: dict[str, Any], timeout_s: float
+    specs: list[tuple[Spec, str]],
+    params: dict[str, Any],
+    timeout_s: float,
+    routes: dict[str, Route] | None = None,
 ) -> list[Outcome]:
-    """All the JS streams in one Node process (bench/chaos.mjs)."""
+    """All the JS streams in one Node process (bench/chaos.mjs); ``routes`` by key."""
+    routes = routes or {}
     node = shutil.which("node")
     if node is None:
         raise SystemExit("node is not on PATH (the js-* kinds need it)")
@@ -244,6 +296,7 @@ async def read_js(
                 "max_tokens": s.tokens,
                 "params": params,
                 "clientCuts": s.client_cuts,
+                **js_route(routes.get(s.key)),
             }
             for s, url in specs
         ],
@@ -285,6 +338,15 @@ async def read_js(
             )
         )
     return outcomes
+
+
+def js_route(route: Route | None) -> dict[str, Any]:
+    if route is None:
+        return {}
+    return {
+        **({"createUrl": route.create_url} if route.create_url else {}),
+        **({"resumeUrls": [route.resume_url]} if route.resume_url else {}),
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,31 +399,76 @@ def check(out: Outcome, spec: Spec, log: list[dict[str, Any]] | None, row: Row) 
 # The run
 
 
-async def chaos(args: argparse.Namespace, server: Server) -> list[Row]:
+def stop_and_report(server: Server) -> None:
+    code = stop_server(server)
+    if server.log_path is not None:
+        if code == 0:
+            server.log_path.unlink(missing_ok=True)
+        else:
+            print(f"server stopped (exit {code}); its log: {server.log_path}")
+
+
+def stop_redis(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def port_of(base: str) -> int:
+    return int(base.rsplit(":", 1)[1])
+
+
+async def chaos(args: argparse.Namespace, bases: Sequence[str]) -> list[Row]:
+    """Run the plan on the servers at ``bases`` (more than one: across processes)."""
     kinds = [k for k in KINDS if k in args.kinds]
+    cluster = len(bases) > 1
     specs = make_plan(
-        kinds, args.streams, args.tokens, args.max_cuts, args.max_client_cuts, args.seed
+        kinds,
+        args.streams,
+        args.tokens,
+        args.max_cuts,
+        args.max_client_cuts,
+        args.seed,
+        len(bases),
     )
     params = {"tokens_per_s": args.rate, "ttft_ms": 0, "jitter": 0, "corpus": CORPUS}
-    port = int(server.base.rsplit(":", 1)[1])
     async with contextlib.AsyncExitStack() as stack:
         session = await stack.enter_async_context(aiohttp.ClientSession())
+
+        async def proxy(s: Spec, node: int) -> CutProxy:
+            p = CutProxy(port_of(bases[node]), s.cuts, mid_char=s.mid_char, shared=True)
+            return await stack.enter_async_context(p)
+
+        # The cuts land where the stream is read (the /v1 streams: where they are created),
+        # and, across processes, again where it is resumed.
         proxies = {
-            s.key: await stack.enter_async_context(
-                CutProxy(port, s.cuts, mid_char=s.mid_char, shared=True)
+            s.key: await proxy(s, s.create_node if s.kind == "py-openai" else s.read_node)
+            for s in specs
+        }
+        resumes = {s.key: await proxy(s, s.resume_node) for s in specs} if cluster else {}
+        routes = {
+            s.key: Route(
+                create_url=bases[s.create_node] if s.kind != "py-openai" else None,
+                resume_url=resumes[s.key].url,
             )
             for s in specs
+            if cluster
         }
         started = time.monotonic()
         tasks: list[asyncio.Future[Any]] = []
         js = [(s, proxies[s.key].url) for s in specs if s.kind in JS_KINDS]
         if js:
-            tasks.append(asyncio.ensure_future(read_js(js, params, args.timeout)))
+            tasks.append(asyncio.ensure_future(read_js(js, params, args.timeout, routes)))
         for s in specs:
+            url, route = proxies[s.key].url, routes.get(s.key)
             if s.kind == "py-openai":
-                tasks.append(asyncio.ensure_future(read_openai(s, proxies[s.key].url)))
+                resume_url = route.resume_url if route else None
+                tasks.append(asyncio.ensure_future(read_openai(s, url, resume_url)))
             elif s.kind in PY_KINDS:
-                tasks.append(asyncio.ensure_future(read_py(s, proxies[s.key].url, params)))
+                tasks.append(asyncio.ensure_future(read_py(s, url, params, route)))
         async with asyncio.timeout(args.timeout + 30):
             results = await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
@@ -371,11 +478,13 @@ async def chaos(args: argparse.Namespace, server: Server) -> list[Row]:
         by_key = {s.key: s for s in specs}
         rows = {k: Row(k) for k in kinds}
         for out in outcomes:
-            out.server_cuts = proxies[out.key].cut_count
-            out.mid_char_cuts = proxies[out.key].mid_char_cuts
-            log = await server_log(session, server.base, out.id) if out.id else None
+            used = [proxies[out.key], *([resumes[out.key]] if cluster else [])]
+            out.server_cuts = sum(p.cut_count for p in used)
+            out.mid_char_cuts = sum(p.mid_char_cuts for p in used)
+            log = await server_log(session, bases[0], out.id) if out.id else None
             check(out, by_key[out.key], log, rows[out.kind])
-    print(f"{len(specs)} streams in {elapsed:.1f} s (seed {args.seed})")
+    where = f", {len(bases)} processes on one Redis" if cluster else ""
+    print(f"{len(specs)} streams in {elapsed:.1f} s (seed {args.seed}{where})")
     return list(rows.values())
 
 
@@ -429,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated kinds (all)")
     p.add_argument("--timeout", type=float, default=300, help="limit for the run, s (300)")
+    p.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N processes on one redis-server started here (default: one, in memory)",
+    )
     p.add_argument("--json", type=Path, help="also write the counts here")
     p.add_argument("--plain", action="store_true", help="a plain table, no rich")
     return p
@@ -438,33 +554,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = sorted(set(args.kinds) - set(KINDS))
-    if unknown or args.streams < 1 or args.tokens < 2 or args.max_cuts < 1:
+    if unknown or args.streams < 1 or args.tokens < 2 or args.max_cuts < 1 or args.cluster < 0:
         raise SystemExit(f"bad arguments (unknown kinds: {unknown})")
-    server = spawn_server(
-        4 * len(KINDS) * args.streams + 64,
-        max(4096, args.tokens),
-        600,
-        [
-            "--sse-retry-ms",
-            "50",
-            "--tokens-per-s",
-            str(args.rate),
-            "--ttft-ms",
-            "0",
-            "--jitter",
-            "0",
-        ],
-    )
-    try:
-        wait_ready(server, 30)
-        rows = asyncio.run(chaos(args, server))
-    finally:
-        code = stop_server(server)
-        if server.log_path is not None:
-            if code == 0:
-                server.log_path.unlink(missing_ok=True)
-            else:
-                print(f"server stopped (exit {code}); its log: {server.log_path}")
+    with contextlib.ExitStack() as stack:
+        extra = []
+        if args.cluster:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
+            redis_proc, url = start_redis(directory)
+            stack.callback(stop_redis, redis_proc)
+            extra = ["--store", url]
+        servers = []
+        for n in range(max(1, args.cluster)):
+            server = spawn_server(
+                4 * len(KINDS) * args.streams + 64,
+                max(4096, args.tokens),
+                600,
+                [
+                    *("--sse-retry-ms", "50", "--tokens-per-s", str(args.rate)),
+                    *("--ttft-ms", "0", "--jitter", "0", *extra),
+                    *(("--node-id", f"chaos-{n}") if args.cluster else ()),
+                ],
+            )
+            stack.callback(stop_and_report, server)
+            servers.append(server)
+        for server in servers:
+            wait_ready(server, 30)
+        rows = asyncio.run(chaos(args, [s.base for s in servers]))
     print_rows(rows, args.plain)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in [*rows, total(rows)]], indent=1))

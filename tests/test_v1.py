@@ -48,6 +48,13 @@ HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 _OPENAI_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 
 
+@pytest.fixture
+def server_store(store_url: str) -> str:
+    """Every test here that starts its server with ``make_server`` runs on the memory store
+    and on Redis (one process)."""
+    return store_url
+
+
 @pytest.fixture(autouse=True)
 def _clean_openai_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the machine's OpenAI variables out of the SDK clients and the openai source."""
@@ -415,8 +422,14 @@ async def test_client_disconnect_cancels_after_grace(
 
     assert spy.cancelled["leave"] is True
     assert content_of(got) == expected_text("leave", 3)
-    async with session.get(f"{base_url(srv)}/api/streams/{sid}") as resp:
-        status = await resp.json()
+    # The final event is appended just after the source closed: a store round trip later
+    # with Redis. (Bounded: 500 reads, 10 s.)
+    for _ in range(500):
+        async with session.get(f"{base_url(srv)}/api/streams/{sid}") as resp:
+            status = await resp.json()
+        if status["state"] != "running":
+            break
+        await asyncio.sleep(0.02)
     assert status["state"] == "done"
     assert status["finish_reason"] == "cancelled"
     assert 3 <= status["tokens"] < 1000
