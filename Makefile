@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest pytest-versions jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-stuck bench-net bench-soak bench-cluster autobahn clean
+.PHONY: run test lint typecheck pytest pytest-versions jstest install install-dev system-deps node-deps express-deps bench bench-overhead bench-peers bench-chaos bench-chaos-cluster bench-stuck bench-net bench-soak bench-cluster autobahn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -112,6 +112,11 @@ bench-overhead: install-dev
 # counts table (tests/faults/ runs a small plan of it). Stuck readers vs everyone's gaps.
 bench-chaos: install-dev node-deps
 	$(BIN)/python -m bench.chaos
+
+# The same through three processes on one Redis (its own redis-server on a free port):
+# created on one process, read and resumed through cuts on others (docs/scaling.md).
+bench-chaos-cluster: install-dev node-deps system-deps
+	$(BIN)/python -m bench.chaos --cluster 3
 
 bench-stuck: install-dev
 	$(BIN)/python -m bench.stuck
