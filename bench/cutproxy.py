@@ -29,6 +29,8 @@ import asyncio
 import contextlib
 from collections import deque
 
+from bench.relay import Relay
+
 
 def _continuation(byte: int) -> bool:
     return 0x80 <= byte <= 0xBF
@@ -43,7 +45,7 @@ def _cut_point(data: bytes, budget: int, mid_char: bool) -> int | None:
     return next((i for i in range(budget, len(data)) if _continuation(data[i])), None)
 
 
-class CutProxy:
+class CutProxy(Relay):
     def __init__(
         self,
         upstream_port: int,
@@ -54,6 +56,7 @@ class CutProxy:
         match: bytes | None = None,
         linger_s: float = 0.0,
     ) -> None:
+        super().__init__()
         self.upstream_port = upstream_port
         #: How long the bytes before a cut are left to the client before the cut: a client
         #: (Chromium) that reads the last bytes and the reset together may drop those bytes.
@@ -67,37 +70,14 @@ class CutProxy:
         self.cut_count = 0
         self.mid_char_cuts = 0
         self._armed = False
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def cut_next(self) -> None:
         """Cut the connection that next carries bytes from the server, halfway through them."""
         self._armed = True
-
-    async def __aenter__(self) -> CutProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        # End the open connections by aborting their sockets rather than by cancelling
-        # their tasks: asyncio 3.11 logs an error for a cancelled connection task.
-        for w in list(self._writers):
-            w.transport.abort()
-        tasks = list(self._tasks)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=5)
-            for t in pending:
-                t.cancel()
-        await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -21,6 +21,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.relay import Relay
+
 #: How many bytes the relay reads at once (one scheduling unit).
 CHUNK = 16 * 1024
 
@@ -136,45 +138,22 @@ class Counts:
         )
 
 
-class Shaper:
+class Shaper(Relay):
     """A loopback TCP relay to ``127.0.0.1:upstream_port`` shaped like ``profile``.
 
     ``async with Shaper(port, PROFILES["4g"]) as s:`` then connect to ``s.port``; ``s.counts``
     has the bytes each way (``down``: towards the client)."""
 
     def __init__(self, upstream_port: int, profile: Profile, *, seed: int = 0) -> None:
+        super().__init__()
         self.upstream_port = upstream_port
         self.profile = profile
         self.rng = random.Random(seed)
         self.counts = Counts()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
 
     @property
     def open_connections(self) -> int:
         return len(self._tasks)
-
-    async def __aenter__(self) -> Shaper:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        tasks = list(self._tasks)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=5)
-            for t in pending:
-                t.cancel()
-        await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
