@@ -49,23 +49,33 @@ def timeout_answer(seconds: float) -> dict[str, object]:
     }
 
 
+async def trickle_until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, byte: bytes, count: int
+) -> bytes:
+    """Send ``byte`` every 50 ms, at most ``count`` times, while reading what the server
+    answers until it closes; then abort the socket."""
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            for _ in range(count):
+                await asyncio.sleep(0.05)
+                writer.write(byte)
+
+    task = asyncio.create_task(trickle())
+    try:
+        return await read_to_close(reader)
+    finally:
+        task.cancel()
+        writer.transport.abort()
+
+
 async def test_headers_that_trickle_in_get_408_and_are_closed() -> None:
     async with served(header_timeout_s=0.5) as srv:
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
         writer.write(b"GET /healthz HTTP/1.1\r\nHo")
 
-        async def trickle() -> None:
-            with contextlib.suppress(ConnectionError):
-                for _ in range(100):  # one byte every 50 ms: never a whole request
-                    await asyncio.sleep(0.05)
-                    writer.write(b"s")
-
-        task = asyncio.create_task(trickle())
-        try:
-            got = await read_to_close(reader)
-        finally:
-            task.cancel()
-            writer.transport.abort()
+        # One byte every 50 ms: never a whole request.
+        got = await trickle_until_closed(reader, writer, b"s", 100)
         ans = parse_answer(got, closed=True)
         assert (ans.status, ans.headers["connection"]) == (408, "close")
         assert ans.json() == timeout_answer(0.5)
@@ -112,18 +122,8 @@ async def test_a_body_that_trickles_in_gets_408_and_creates_nothing() -> None:
             b'{"prompt":'
         )
 
-        async def trickle() -> None:
-            with contextlib.suppress(ConnectionError):
-                for _ in range(80):  # 80 bytes in 4 s: never the whole body in time
-                    await asyncio.sleep(0.05)
-                    writer.write(b" ")
-
-        task = asyncio.create_task(trickle())
-        try:
-            got = await read_to_close(reader)
-        finally:
-            task.cancel()
-            writer.transport.abort()
+        # 80 bytes in 4 s: never the whole body in time.
+        got = await trickle_until_closed(reader, writer, b" ", 80)
         ans = parse_answer(got, closed=True)
         assert (ans.status, ans.headers["connection"]) == (408, "close")
         assert ans.json() == {
