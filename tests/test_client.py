@@ -28,6 +28,7 @@ from clients.check import TextDigest, place
 from clients.client import backoff_s
 from server.sources.synthetic import synthetic_text
 from tests.conftest import MakeServer, base_url
+from tests.serving import ws_closing_mid_stream
 
 transports = pytest.mark.parametrize("transport", TRANSPORTS)
 
@@ -235,20 +236,7 @@ async def test_shutdown_ends_the_stream_with_stream_failed(make_server: MakeServ
 
 
 async def test_websocket_closed_without_terminal_event() -> None:
-    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.receive()
-        await ws.send_str('{"type":"created","stream":"s1"}')
-        await ws.send_str('{"stream":"s1","seq":0,"type":"token","text":"a","t":1}')
-        await ws.close(code=1011, message=b"boom")
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/api/ws", ws_handler)
-    srv = TestServer(app, host="127.0.0.1", port=0)
-    await srv.start_server()
-    try:
+    async with ws_closing_mid_stream() as srv:
         async with Client(base_url(srv), max_reconnects=0) as c:
             stream = c.stream("x", transport="ws")
             with pytest.raises(ClosedByServer) as info:
@@ -256,8 +244,6 @@ async def test_websocket_closed_without_terminal_event() -> None:
                     pass
         assert info.value.close_code == 1011
         assert stream.text == "a"
-    finally:
-        await srv.close()
 
 
 def test_sync_client(server: TestServer) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from clients import TRANSPORTS, Client, ClosedByServer, Frame, ServerError
 from clients.decoders import NDJSONDecoder, SSEDecoder
 from clients.readers import header_bytes
 from tests.conftest import base_url
+from tests.serving import ws_closing_mid_stream
 
 FAST = {"tokens_per_s": 0, "ttft_ms": 0}
 OK = "HTTP/1.1 200 OK"
@@ -137,26 +137,11 @@ async def test_the_tap_sees_a_create(server: TestServer) -> None:
 async def test_the_tap_sees_a_websocket_close() -> None:
     """A socket the server closes before the stream's end: its messages, then its code."""
 
-    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.receive()
-        await ws.send_str('{"type":"created","stream":"s1"}')
-        await ws.send_str('{"stream":"s1","seq":0,"type":"token","text":"a","t":1}')
-        await ws.close(code=1011, message=b"boom")
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/api/ws", ws_handler)
-    srv = TestServer(app, host="127.0.0.1", port=0)
-    await srv.start_server()
     frames: list[Frame] = []
-    try:
+    async with ws_closing_mid_stream() as srv:
         async with Client(base_url(srv), max_reconnects=0, tap=frames.append) as c:
             with pytest.raises(ClosedByServer):
                 await c.stream("x", transport="ws").collect()
-    finally:
-        await srv.close()
     assert [(f.direction, f.kind, f.text) for f in frames] == [
         ("out", "request", "GET /api/ws"),
         ("out", "message", '{"op":"generate","prompt":"x"}'),
