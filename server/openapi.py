@@ -17,8 +17,14 @@ from server.framing.openai import FINISH_REASONS
 from server.hub import READ_LIMIT, STREAM_STATES
 from server.security import needs_token
 from server.settings import Settings
-from server.sources.base import CHAT_ROLES, TokenSource
-from server.validation import MAX_AFTER, POSITION_PATTERN
+from server.sources.base import CHAT_ROLES, REASONING_EFFORTS, TokenSource
+from server.validation import (
+    MAX_AFTER,
+    MAX_SCHEMA_DEPTH,
+    MAX_TOOLS,
+    POSITION_PATTERN,
+    TOOL_NAME_PATTERN,
+)
 from wire import EVENT_TYPES, READERS, TRANSPORTS
 
 Schema = dict[str, Any]
@@ -185,6 +191,24 @@ OPENAI_ERROR = _object(
 )
 
 
+#: A function the model may call (``tools`` of the create body).
+TOOL = _object(
+    {
+        "name": {"type": "string", "pattern": f"^{TOOL_NAME_PATTERN}$"},
+        "description": _nullable(STRING),
+        "parameters": _nullable(
+            {
+                "type": "object",
+                "properties": {"type": {"const": "object"}},
+                "description": "the JSON Schema of the arguments (an object; at most "
+                f"{MAX_SCHEMA_DEPTH} levels deep)",
+            }
+        ),
+    },
+    optional=("description", "parameters"),
+)
+
+
 def _create_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema:
     params = _source_params(sources)
     return {
@@ -197,8 +221,28 @@ def _create_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Sche
                 ),
                 "source": _nullable({"enum": list(sources)}),
                 "params": _nullable(params),
+                "reasoning_effort": _nullable(
+                    {
+                        "enum": list(REASONING_EFFORTS),
+                        "description": "stream reasoning first (the source must support it)",
+                    }
+                ),
+                "tools": _nullable(
+                    {
+                        "type": "array",
+                        "items": TOOL,
+                        "maxItems": MAX_TOOLS,
+                        "description": "the functions offered, each `name` once",
+                    }
+                ),
+                "tool_choice": _nullable(
+                    {
+                        "type": "string",
+                        "description": "the name of a tool in `tools` that the model must call",
+                    }
+                ),
             },
-            optional=("max_tokens", "source", "params"),
+            optional=("max_tokens", "source", "params", "reasoning_effort", "tools", "tool_choice"),
         ),
     }
 

@@ -9,13 +9,30 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from server.errors import BadRequest, InvalidField, TooLarge
 from server.settings import Settings
-from server.sources.base import GenerationRequest, TokenSource
+from server.sources.base import (
+    REASONING_EFFORTS,
+    GenerationRequest,
+    ReasoningEffort,
+    TokenSource,
+    Tool,
+)
 
-CREATE_FIELDS = frozenset({"prompt", "max_tokens", "source", "params"})
+CREATE_FIELDS = frozenset(
+    {"prompt", "max_tokens", "source", "params", "reasoning_effort", "tools", "tool_choice"}
+)
+#: A tool's name (OpenAI's rule): 1 to 64 of ASCII letters, digits, ``_`` and ``-``.
+TOOL_NAME_PATTERN: Final = r"[A-Za-z0-9_-]{1,64}"
+_TOOL_NAME = re.compile(TOOL_NAME_PATTERN)
+#: The most tools one request may offer (OpenAI's limit).
+MAX_TOOLS: Final = 128
+#: How deep a tool's ``parameters`` may nest (objects and arrays, itself included).
+MAX_SCHEMA_DEPTH: Final = 32
+TOOL_FIELDS: Final = ("name", "description", "parameters")
+REASONING_EFFORT_RULE: Final = f"must be one of: {', '.join(REASONING_EFFORTS)}"
 #: The largest position a client may ask for (``after``, ``Last-Event-ID``): beyond 2^53 a
 #: JSON number is not exact in JavaScript, and no log gets near it.
 MAX_AFTER = 2**53
@@ -36,7 +53,7 @@ def parse_create_body(
     unknown = sorted(set(body) - CREATE_FIELDS)
     if unknown:
         raise InvalidField(
-            unknown[0], "unknown field (allowed: max_tokens, params, prompt, source)"
+            unknown[0], f"unknown field (allowed: {', '.join(sorted(CREATE_FIELDS))})"
         )
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
@@ -72,9 +89,106 @@ def parse_create_body(
     if not isinstance(params, dict):
         raise InvalidField("params", "must be an object")
     clean = source.validate_params(params)
-    return CreateRequest(
-        source, GenerationRequest(prompt=prompt, max_tokens=max_tokens, params=clean)
+    effort = parse_reasoning_effort(body.get("reasoning_effort"))
+    tools = parse_tools(body.get("tools"))
+    tool_choice = parse_tool_choice(body.get("tool_choice"), tools)
+    request = GenerationRequest(
+        prompt=prompt,
+        max_tokens=max_tokens,
+        params=clean,
+        reasoning_effort=effort,
+        tools=tools,
+        tool_choice=tool_choice,
     )
+    check_typed_parts(source, request)
+    return CreateRequest(source, request)
+
+
+def parse_reasoning_effort(value: Any, field: str = "reasoning_effort") -> ReasoningEffort | None:
+    """``low``, ``medium`` or ``high``; absent or ``null``: no reasoning."""
+    if value is None:
+        return None
+    if value not in REASONING_EFFORTS:
+        raise InvalidField(field, REASONING_EFFORT_RULE)
+    effort: ReasoningEffort = value
+    return effort
+
+
+def parse_tools(value: Any) -> tuple[Tool, ...]:
+    """``[{"name", "description"?, "parameters"?}, ...]``: unique names, each
+    :data:`TOOL_NAME_PATTERN`; ``parameters`` a JSON Schema object (its ``type``, if given,
+    ``"object"``) at most :data:`MAX_SCHEMA_DEPTH` deep. Absent or ``null``: no tools."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_TOOLS:
+        raise InvalidField("tools", f"must be an array of at most {MAX_TOOLS} tools")
+    tools: list[Tool] = []
+    for i, item in enumerate(value):
+        where = f"tools[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidField(where, "must be an object")
+        unknown = sorted(set(item) - set(TOOL_FIELDS))
+        if unknown:
+            raise InvalidField(
+                f"{where}.{unknown[0]}",
+                f"unknown field (allowed: {', '.join(sorted(TOOL_FIELDS))})",
+            )
+        name = item.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+            raise InvalidField(
+                f"{where}.name", "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -"
+            )
+        if any(tool.name == name for tool in tools):
+            raise InvalidField(f"{where}.name", f"duplicate tool name {name!r}")
+        description = item.get("description")
+        if description is None:
+            description = ""
+        if not isinstance(description, str):
+            raise InvalidField(f"{where}.description", "must be a string")
+        parameters = item.get("parameters")
+        if parameters is None:
+            parameters = {}
+        if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+            raise InvalidField(
+                f"{where}.parameters", 'must be a JSON Schema object (its type "object")'
+            )
+        if _depth(parameters, MAX_SCHEMA_DEPTH + 1) > MAX_SCHEMA_DEPTH:
+            raise InvalidField(
+                f"{where}.parameters", f"must nest at most {MAX_SCHEMA_DEPTH} levels deep"
+            )
+        tools.append(Tool(name=name, description=description, parameters=parameters))
+    return tuple(tools)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests objects and arrays (a scalar: 0), counted up to ``limit``."""
+    if limit <= 0 or not isinstance(value, dict | list):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
+
+
+def parse_tool_choice(value: Any, tools: tuple[Tool, ...]) -> str | None:
+    """The name of the tool a request forces: one of ``tools``. Absent or ``null``: none."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidField("tool_choice", "must be a string, the name of a tool in tools")
+    if not any(tool.name == value for tool in tools):
+        raise InvalidField("tool_choice", f"no tool named {value!r} in tools")
+    return value
+
+
+def check_typed_parts(source: TokenSource, request: GenerationRequest) -> None:
+    """Refuse reasoning or tools asked of a source that streams text only (``hf``); the
+    error names the field (the dialects call this too, with their own field names)."""
+    if source.typed_parts:
+        return
+    rule = f"source {source.name!r} streams text only (no reasoning, no tool calls)"
+    if request.reasoning_effort is not None:
+        raise InvalidField("reasoning_effort", rule)
+    if request.tools:
+        raise InvalidField("tools", rule)
 
 
 #: A position as a JSON integer writes it (no sign but for -1, no leading zeros); Python's

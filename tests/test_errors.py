@@ -39,7 +39,11 @@ CREATE_400 = [
     (b"{}", err("invalid_field", "prompt: must be a string")),
     (
         b'{"prompt": "x", "colour": 1}',
-        err("invalid_field", "colour: unknown field (allowed: max_tokens, params, prompt, source)"),
+        err(
+            "invalid_field",
+            "colour: unknown field (allowed: max_tokens, params, prompt, reasoning_effort,"
+            " source, tool_choice, tools)",
+        ),
     ),
     (
         b'{"prompt": "x", "max_tokens": 0}',

@@ -133,7 +133,7 @@ async def test_finish_without_done_still_finishes(
         ("stop", "stop"),
         ("length", "length"),
         ("content_filter", "stop"),
-        ("tool_calls", "stop"),
+        ("tool_calls", "tool_calls"),
         ("function_call", "stop"),
         ("eos_token", "stop"),
     ],

@@ -8,7 +8,7 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from server.errors import InvalidField
 
@@ -227,6 +227,10 @@ class TokenSource(ABC):
 
     #: The name clients use in the create body's ``source`` field.
     name: str = ""
+
+    #: Whether it can stream typed parts (``Reasoning``, ``ToolCallDelta``): a request that
+    #: asks a source without them for reasoning or tools is refused (400) before it starts.
+    typed_parts: ClassVar[bool] = False
 
     #: The source-specific ``params`` it accepts (see :class:`Param`).
     params: tuple[Param, ...] = ()

@@ -12,10 +12,15 @@ import json
 import math
 import os
 from collections.abc import AsyncGenerator, Mapping
-from typing import Final, Literal, cast
+from typing import Any, ClassVar, Final, Literal, cast
 
 import openai
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionToolChoiceOptionParam,
+    ChatCompletionToolParam,
+)
 
 from server.errors import SourceError
 from server.sources.base import (
@@ -25,7 +30,10 @@ from server.sources.base import (
     FinishReason,
     GenerationRequest,
     Param,
+    Reasoning,
+    SourceItem,
     TokenSource,
+    ToolCallDelta,
 )
 
 __all__ = ["CLOSED_EARLY_MESSAGE", "PLACEHOLDER_API_KEY", "OpenAISource"]
@@ -40,14 +48,19 @@ MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 
 _MAX_TOKENS_FIELDS: Final[frozenset[str]] = frozenset({"max_tokens", "max_completion_tokens"})
 _BODY_TEXT_LIMIT: Final = 300
-_FINISH_REASONS: Final[Mapping[str, FinishReason]] = {"stop": "stop", "length": "length"}
+_FINISH_REASONS: Final[Mapping[str, FinishReason]] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+}
 
 
 def map_finish_reason(reason: str) -> FinishReason:
     """Map an upstream ``finish_reason`` to tokenwire's.
 
-    ``"length"`` stays ``"length"``; ``"stop"`` and everything else (``"content_filter"``,
-    ``"tool_calls"``, ``"function_call"``, vendor-specific values) become ``"stop"``.
+    ``"length"`` and ``"tool_calls"`` stay; ``"stop"`` and everything else
+    (``"content_filter"``, the legacy ``"function_call"``, vendor-specific values) become
+    ``"stop"``.
     """
     return _FINISH_REASONS.get(reason, "stop")
 
@@ -73,6 +86,7 @@ class OpenAISource(TokenSource):
     """
 
     name = "openai"
+    typed_parts: ClassVar[bool] = True
     params = (
         Param(name="temperature", type="number", minimum=0, maximum=2),
         Param(name="top_p", type="number", minimum=0, exclusive_minimum=True, maximum=1),
@@ -158,8 +172,12 @@ class OpenAISource(TokenSource):
 
     # -- streaming -------------------------------------------------------------------------
 
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[str | Finish, None]:
-        """Yield the upstream's content deltas, then one ``Finish``.
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[SourceItem, None]:
+        """Yield the upstream's deltas, then one ``Finish``: ``delta.reasoning_content`` (else
+        ``delta.reasoning``) as ``Reasoning``, ``delta.content`` as text, each
+        ``delta.tool_calls`` entry as a ``ToolCallDelta``, one item per piece, in that order
+        within a delta. ``reasoning_effort``, ``tools`` and ``tool_choice`` are sent
+        upstream when the request sets them (Chat Completions' shapes).
 
         An async generator (so ``aclose()`` is typed): closing it, or cancelling the task
         that iterates it, closes the upstream HTTP response.
@@ -188,6 +206,9 @@ class OpenAISource(TokenSource):
                 temperature=params.get("temperature", openai.omit),
                 top_p=params.get("top_p", openai.omit),
                 seed=params.get("seed", openai.omit),
+                reasoning_effort=request.reasoning_effort or openai.omit,
+                tools=_tools(request) or openai.omit,
+                tool_choice=_tool_choice(request) or openai.omit,
             )
         except openai.APIError as exc:
             raise self._translate(exc, mid_stream=False) from exc
@@ -195,11 +216,11 @@ class OpenAISource(TokenSource):
         finish_reason: str | None = None
         try:
             async for chunk in upstream:
-                for piece, reason in _read_chunk(chunk):
-                    if reason is not None:
-                        finish_reason = reason
-                    if piece:
-                        yield piece
+                pieces, reason = _read_chunk(chunk)
+                for piece in pieces:
+                    yield piece
+                if reason is not None:
+                    finish_reason = reason
         except openai.APIError as exc:
             raise self._translate(exc, mid_stream=True) from exc
         except json.JSONDecodeError as exc:
@@ -249,16 +270,57 @@ def _messages(request: GenerationRequest) -> list[ChatCompletionMessageParam]:
     ]
 
 
-def _read_chunk(chunk: ChatCompletionChunk) -> list[tuple[str | None, str | None]]:
-    """``(content, finish_reason)`` of the chunk's choice 0 (empty list if it has none)."""
-    out: list[tuple[str | None, str | None]] = []
+def _tools(request: GenerationRequest) -> list[ChatCompletionToolParam]:
+    """The request's tools in Chat Completions' shape (``[]`` if it offers none)."""
+    out: list[ChatCompletionToolParam] = []
+    for tool in request.tools:
+        function: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            function["description"] = tool.description
+        if tool.parameters:
+            function["parameters"] = dict(tool.parameters)
+        out.append(cast(ChatCompletionToolParam, {"type": "function", "function": function}))
+    return out
+
+
+def _tool_choice(request: GenerationRequest) -> ChatCompletionToolChoiceOptionParam | None:
+    """The forced function in Chat Completions' shape, or ``None``."""
+    if request.tool_choice is None:
+        return None
+    return {"type": "function", "function": {"name": request.tool_choice}}
+
+
+def _read_chunk(chunk: ChatCompletionChunk) -> tuple[list[SourceItem], str | None]:
+    """The pieces of the chunk's choice 0 (reasoning, content, tool-call pieces; empty ones
+    left out) and its ``finish_reason``."""
+    out: list[SourceItem] = []
+    reason: str | None = None
     for choice in chunk.choices or ():
         if choice.index != 0:
             continue
+        if choice.finish_reason is not None:
+            reason = choice.finish_reason
         delta = choice.delta
-        content = delta.content if delta is not None else None
-        out.append((content, choice.finish_reason))
-    return out
+        if delta is None:
+            continue
+        extra = delta.model_extra or {}
+        # One of the two names (a server may send both, with the same text).
+        text = extra.get("reasoning_content") or extra.get("reasoning")
+        if isinstance(text, str) and text:
+            out.append(Reasoning(text))
+        if delta.content:
+            out.append(delta.content)
+        for call in delta.tool_calls or ():
+            function = call.function
+            out.append(
+                ToolCallDelta(
+                    call.index,
+                    (function.arguments if function is not None else None) or "",
+                    id=call.id,
+                    name=function.name if function is not None else None,
+                )
+            )
+    return out, reason
 
 
 def _status_message(exc: openai.APIStatusError) -> str:

@@ -4,8 +4,9 @@ Two texts (``params.corpus``, names in :data:`CORPUS_NAMES`): ``prose`` (the def
 ``server/data/prose.txt``), short paragraphs that read like an answer; the prompt and seed
 pick the paragraph it opens with. ``hard-cases`` (``server/data/hard-cases.txt``) holds
 what breaks naive framing (CJK, emoji, CR/LF, lines starting with ``data:``...) and may
-start at any piece. Output is a pure function of ``(prompt, seed, max_tokens, corpus)``;
-the pacing params change timing only.
+start at any piece. Output is a pure function of ``(prompt, seed, max_tokens, corpus)``
+and the typed parts the request asks for (``reasoning_effort``, ``tools`` and
+``tool_choice``: :func:`synthetic_items`); the pacing params change timing only.
 """
 
 from __future__ import annotations
@@ -18,9 +19,24 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from functools import cache
 from importlib import resources
-from typing import Any, Final, Literal, get_args
+from typing import Any, ClassVar, Final, Literal, get_args
 
-from server.sources.base import MAX_SEED, Finish, GenerationRequest, Param, TokenSource
+import msgspec
+
+from server.errors import SourceError
+from server.sources.base import (
+    MAX_SEED,
+    Finish,
+    FinishReason,
+    GenerationRequest,
+    Param,
+    Reasoning,
+    ReasoningEffort,
+    SourceItem,
+    TokenSource,
+    Tool,
+    ToolCallDelta,
+)
 
 #: Pieces an unpaced stream emits between two yields to the loop: its readers then write
 #: one batch of them (one write, not one per piece), and every other stream still runs
@@ -148,21 +164,184 @@ def corpus_starts(name: CorpusName = DEFAULT_CORPUS) -> tuple[int, ...]:
     return tuple(starts)
 
 
+def _start(tag: str, seed: int, prompt: str, n: int) -> int:
+    """A start in ``range(n)`` picked by the prompt and seed, a different one per ``tag``."""
+    digest = hashlib.sha256(f"{tag}{seed}\x00{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n
+
+
 def synthetic_text(
     prompt: str, seed: int, max_tokens: int, corpus: CorpusName = DEFAULT_CORPUS
 ) -> list[str]:
     """The exact pieces the synthetic source emits for a prompt, seed and corpus: the
     corpus's pieces in a ring, from the start that ``sha256(f"{seed}\\0{prompt}")`` picks."""
     pieces, starts = corpus_pieces(corpus), corpus_starts(corpus)
-    digest = hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()
-    start = starts[int.from_bytes(digest[:8], "big") % len(starts)]
+    start = starts[_start("", seed, prompt, len(starts))]
     return [pieces[(start + i) % len(pieces)] for i in range(max_tokens)]
+
+
+#: Reasoning pieces the synthetic source emits before its answer, per ``reasoning_effort``.
+REASONING_PIECES: Final[Mapping[ReasoningEffort, int]] = {"low": 8, "medium": 32, "high": 128}
+
+
+def synthetic_reasoning(
+    prompt: str, seed: int, count: int, corpus: CorpusName = DEFAULT_CORPUS
+) -> list[str]:
+    """The synthetic reasoning: ``count`` pieces of the same ring as the answer, from
+    another start than the answer's (the one ``sha256(f"reasoning\\0{seed}\\0{prompt}")``
+    picks among the others)."""
+    pieces, starts = corpus_pieces(corpus), corpus_starts(corpus)
+    answer = _start("", seed, prompt, len(starts))
+    other = 1 + _start("reasoning\x00", seed, prompt, len(starts) - 1) if len(starts) > 1 else 0
+    start = starts[(answer + other) % len(starts)]
+    return [pieces[(start + i) % len(pieces)] for i in range(count)]
+
+
+@cache
+def corpus_words(name: CorpusName = DEFAULT_CORPUS) -> tuple[str, ...]:
+    """The words a synthetic tool call's strings are taken from: ``prose``'s runs of
+    letters; ``hard-cases``' runs of non-space (quotes, backslashes, ``data:``, emoji)."""
+    text = corpus(name)
+    return tuple(text.split() if name == "hard-cases" else re.findall(r"[^\W\d_]+", text))
+
+
+class _Arguments:
+    """Builds one synthetic call's argument value from a JSON Schema (see
+    :func:`synthetic_arguments`); total: a malformed keyword is ignored, never raised on."""
+
+    def __init__(self, prompt: str, seed: int, corpus: CorpusName) -> None:
+        self.seed = seed
+        self.words = corpus_words(corpus)
+        self.next_word = _start("words\x00", seed, prompt, len(self.words))
+
+    def word(self) -> str:
+        word = self.words[self.next_word % len(self.words)]
+        self.next_word += 1
+        return word
+
+    def value(self, schema: Any) -> Any:
+        if not isinstance(schema, Mapping):
+            return self.word()  # ``true`` (or anything else): any value is valid
+        if "const" in schema:
+            return schema["const"]
+        enum = schema.get("enum")
+        if isinstance(enum, list) and enum:
+            return enum[0]
+        kind = schema.get("type")
+        if isinstance(kind, list):  # ``["string", "null"]``: the first type that is not null
+            kind = next((k for k in kind if k != "null"), "null" if kind else None)
+        if kind is None:
+            if "properties" in schema:
+                kind = "object"
+            elif "items" in schema:
+                kind = "array"
+            else:
+                for key in ("anyOf", "oneOf"):
+                    options = schema.get(key)
+                    if isinstance(options, list) and options:
+                        return self.value(options[0])
+        if kind == "object":
+            return self.object(schema)
+        if kind == "array":
+            return [self.value(schema.get("items", {}))]
+        if kind == "integer":
+            return self.seed % 100
+        if kind == "number":
+            return (self.seed % 100) / 4
+        if kind == "boolean":
+            return self.seed % 2 == 0
+        if kind == "null":
+            return None
+        return self.word()  # ``string``, or no type: a string is valid
+
+    def object(self, schema: Mapping[str, Any]) -> dict[str, Any]:
+        properties = schema.get("properties")
+        if not isinstance(properties, Mapping):
+            properties = {}
+        required = schema.get("required")
+        if isinstance(required, list):
+            names = [k for k in properties if k in required]
+            names += [k for k in required if isinstance(k, str) and k not in properties]
+        else:  # no ``required``: every property (a call that shows each of them)
+            names = list(properties)
+        out: dict[str, Any] = {}
+        for name in names:
+            if name not in out:
+                out[name] = self.value(properties.get(name, {}))
+        return out
+
+
+def synthetic_arguments(
+    parameters: Mapping[str, Any], prompt: str, seed: int, corpus: CorpusName = DEFAULT_CORPUS
+) -> str:
+    """The argument JSON of a synthetic call of a tool with these ``parameters``: an object
+    of each ``required`` property in ``properties`` order (all of them if ``required`` is
+    absent), each value by its schema: ``const``; ``enum`` -> its first value; ``string``
+    (or no type) -> the next corpus word (:func:`corpus_words`, from an offset the prompt
+    and seed pick); ``integer`` -> ``seed % 100``; ``number`` -> that / 4; ``boolean`` ->
+    ``seed`` is even; ``null``; ``object`` recursively; ``array`` -> one item. A type list
+    takes its first type that is not ``null``; without a type, ``properties`` means an
+    object, ``items`` an array, ``anyOf``/``oneOf`` their first schema. Other keywords
+    (``minimum``, ``pattern``, ``format``, ...) are not honoured. Compact JSON, UTF-8."""
+    value = _Arguments(prompt, seed, corpus).object(parameters)
+    return msgspec.json.encode(value).decode()
+
+
+def split_arguments(arguments: str, prompt: str, seed: int) -> list[str]:
+    """``arguments`` cut into pieces of 1 to 7 characters by a generator seeded with
+    ``sha256(f"args\\0{seed}\\0{prompt}")``; ``"".join(result) == arguments``."""
+    rng = random.Random(_start("args\x00", seed, prompt, 2**64))
+    pieces, i = [], 0
+    while i < len(arguments):
+        n = rng.randint(1, 7)
+        pieces.append(arguments[i : i + n])
+        i += n
+    return pieces
+
+
+def synthetic_items(
+    request: GenerationRequest, seed: int, corpus: CorpusName = DEFAULT_CORPUS
+) -> tuple[list[SourceItem], FinishReason]:
+    """Everything the synthetic source yields for ``request`` (at most ``max_tokens``
+    items), and its finish reason.
+
+    With ``reasoning_effort``: first :data:`REASONING_PIECES` ``Reasoning`` pieces
+    (:func:`synthetic_reasoning`). With a ``tool_choice`` (which must name one of
+    ``tools``): one call of it, index 0, the hub's id, its arguments
+    (:func:`synthetic_arguments`) in pieces (:func:`split_arguments`), and no answer text
+    (as OpenAI's models with a forced call), ending ``tool_calls``. Otherwise the answer
+    (:func:`synthetic_text`) fills the rest of ``max_tokens``, ending ``length``. Offered
+    ``tools`` without ``tool_choice`` are not called. Cut at ``max_tokens``: ``length``.
+    """
+    prompt, budget = request.prompt, request.max_tokens
+    items: list[SourceItem] = []
+    if request.reasoning_effort is not None:
+        count = min(REASONING_PIECES[request.reasoning_effort], budget)
+        items += map(Reasoning, synthetic_reasoning(prompt, seed, count, corpus))
+    if request.tool_choice is None:
+        items += synthetic_text(prompt, seed, budget - len(items), corpus)
+        return items, "length"
+    tool = _forced(request.tools, request.tool_choice)
+    items.append(ToolCallDelta(0, "", name=tool.name))
+    arguments = synthetic_arguments(tool.parameters, prompt, seed, corpus)
+    items += (ToolCallDelta(0, piece) for piece in split_arguments(arguments, prompt, seed))
+    if len(items) > budget:
+        return items[:budget], "length"
+    return items, "tool_calls"
+
+
+def _forced(tools: tuple[Tool, ...], name: str) -> Tool:
+    for tool in tools:
+        if tool.name == name:
+            return tool
+    raise SourceError("source_error", f"tool_choice names no tool in tools: {name!r}")
 
 
 class SyntheticSource(TokenSource):
     """Paced, deterministic pieces of a bundled text. Needs no model and no network."""
 
     name = "synthetic"
+    typed_parts: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -239,7 +418,7 @@ class SyntheticSource(TokenSource):
     def _pace(self, params: Mapping[str, Any]) -> float:
         return float(params.get("tokens_per_s", self.defaults["tokens_per_s"]))
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[SourceItem]:
         p = {**self.defaults, **request.params}
         rate = float(p["tokens_per_s"])
         jitter = float(p["jitter"])
@@ -251,7 +430,7 @@ class SyntheticSource(TokenSource):
             first = clock.until(deadline)
             if first is not None:
                 await first
-        pieces = synthetic_text(request.prompt, int(p["seed"]), request.max_tokens, p["corpus"])
+        pieces, finish = synthetic_items(request, int(p["seed"]), p["corpus"])
         burst = 0  # pieces since the last yield to the loop
         for i, piece in enumerate(pieces):
             if i and rate > 0:
@@ -268,4 +447,4 @@ class SyntheticSource(TokenSource):
                 burst = 0
             burst += 1
             yield piece
-        yield Finish("length")
+        yield Finish(finish)
