@@ -45,7 +45,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Behavior", "OpenAIStandIn", "RequestRecord", "default_error"]
+__all__ = ["Behavior", "OpenAIStandIn", "RequestRecord", "default_error", "tool_call_deltas"]
 
 _DEFAULT_ERRORS: dict[int, dict[str, Any]] = {
     400: {
@@ -115,8 +115,12 @@ class Behavior:
     """
 
     #: Content of each delta after the role chunk. ``""`` sends ``{"content": ""}``,
-    #: ``None`` sends an empty delta ``{}``: both carry no text.
-    pieces: Sequence[str | None] = ("Hello", ",", " world", "!")
+    #: ``None`` sends an empty delta ``{}``: both carry no text. A mapping is sent as the
+    #: delta itself, to script typed parts: ``{"reasoning_content": "Hm"}`` (as vLLM and
+    #: DeepSeek send reasoning), ``{"tool_calls": [{"index": 0, "id": "call_1", "type":
+    #: "function", "function": {"name": "f", "arguments": ""}}]}``, then ``{"tool_calls":
+    #: [{"index": 0, "function": {"arguments": "{\"a"}}]}`` (see :func:`tool_call_deltas`).
+    pieces: Sequence[str | Mapping[str, Any] | None] = ("Hello", ",", " world", "!")
     #: Seconds slept before each piece (0: no sleep, but the handler still yields).
     delay: float = 0.0
     #: ``finish_reason`` of the final chunk; ``None`` sends no finish chunk at all.
@@ -408,7 +412,13 @@ class OpenAIStandIn:
             if behavior.delay > 0:
                 await asyncio.sleep(behavior.delay)
             piece = pieces[index]
-            await stream.send(resp, {} if piece is None else {"content": piece})
+            if piece is None:
+                delta: Mapping[str, Any] = {}
+            elif isinstance(piece, str):
+                delta = {"content": piece}
+            else:
+                delta = piece
+            await stream.send(resp, dict(delta))
             record.pieces_written += 1
             record.first_piece_sent.set()
             # Yield even when there is no delay so cancellations and other streams get a turn.
@@ -444,7 +454,7 @@ class OpenAIStandIn:
 
     def _completion(self, behavior: Behavior, model: Any) -> dict[str, Any]:
         """A non-streamed ``chat.completion`` carrying the concatenated pieces."""
-        text = "".join(p for p in behavior.pieces if p)
+        text = "".join(p for p in behavior.pieces if isinstance(p, str))
         return {
             "id": f"chatcmpl-standin{next(self._ids):06d}",
             "object": "chat.completion",
@@ -461,6 +471,28 @@ class OpenAIStandIn:
             "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
             "system_fingerprint": "fp_standin",
         }
+
+
+def tool_call_deltas(
+    index: int, call_id: str, name: str, arguments: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The deltas of one streamed tool call as OpenAI sends them: the first names the call
+    (``id``, ``type``, ``function.name``, ``arguments: ""``), each next one carries a piece
+    of its arguments."""
+    first = {
+        "tool_calls": [
+            {
+                "index": index,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+        ]
+    }
+    rest = [
+        {"tool_calls": [{"index": index, "function": {"arguments": piece}}]} for piece in arguments
+    ]
+    return [first, *rest]
 
 
 @dataclass

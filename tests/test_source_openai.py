@@ -13,14 +13,28 @@ import openai
 import pytest
 
 from server.errors import InvalidField, SourceError
-from server.sources.base import ChatMessage, Finish, FinishReason, GenerationRequest
+from server.sources.base import (
+    ChatMessage,
+    Finish,
+    FinishReason,
+    GenerationRequest,
+    Reasoning,
+    Tool,
+    ToolCallDelta,
+)
 from server.sources.openai import (
     CLOSED_EARLY_MESSAGE,
     PLACEHOLDER_API_KEY,
     OpenAISource,
     map_finish_reason,
 )
-from tests.openai_standin import DEFAULT_INBAND_ERROR, Behavior, OpenAIStandIn, default_error
+from tests.openai_standin import (
+    DEFAULT_INBAND_ERROR,
+    Behavior,
+    OpenAIStandIn,
+    default_error,
+    tool_call_deltas,
+)
 
 #: Upper bound of every wait in this module (never reached when things work).
 WAIT = 5.0
@@ -199,6 +213,81 @@ async def test_chat_messages_are_sent_as_they_are(
         "max_tokens": 5,
     }
     assert source.served_model() == "gpt-test"
+
+
+WEATHER = Tool(
+    name="get_weather",
+    description="today's weather",
+    parameters={"type": "object", "properties": {"city": {"type": "string"}}},
+)
+
+
+async def test_typed_parts_are_sent_upstream(standin: OpenAIStandIn, source: OpenAISource) -> None:
+    request = GenerationRequest(
+        prompt="Hi",
+        max_tokens=9,
+        reasoning_effort="high",
+        tools=(WEATHER, Tool(name="noop")),
+        tool_choice="get_weather",
+    )
+
+    await collect(source, request)
+
+    assert standin.requests[-1].body == {
+        "model": "gpt-test",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": True,
+        "max_tokens": 9,
+        "reasoning_effort": "high",
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "today's weather",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                },
+            },
+            {"type": "function", "function": {"name": "noop"}},
+        ],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+    }
+
+
+#: A scripted upstream answer with every kind of piece: reasoning under both names, text,
+#: two tool calls (the second interleaved with the first), and deltas that carry nothing.
+TYPED_PIECES: tuple[str | Mapping[str, Any] | None, ...] = (
+    {"reasoning_content": "The user "},
+    {"reasoning_content": ""},  # nothing
+    {"reasoning": "wants ✓ 😀"},  # OpenRouter's and newer vLLM's name
+    {"reasoning_content": "both", "reasoning": "both"},  # one piece, not two
+    "Let me check.",
+    *tool_call_deltas(0, "call_abc", "get_weather", ['{"ci', 'ty":"Pa', "", 'ris"}']),
+    {"tool_calls": [{"index": 1, "id": "call_def", "function": {"name": "noop"}}]},
+    {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]},
+    None,
+)
+
+
+async def test_reasoning_and_tool_calls_pass_through(
+    standin: OpenAIStandIn, source: OpenAISource
+) -> None:
+    standin.behavior = Behavior(pieces=TYPED_PIECES, finish_reason="tool_calls")
+
+    assert await collect(source) == [
+        Reasoning("The user "),
+        Reasoning("wants ✓ 😀"),
+        Reasoning("both"),
+        "Let me check.",
+        ToolCallDelta(0, "", id="call_abc", name="get_weather"),
+        ToolCallDelta(0, '{"ci'),
+        ToolCallDelta(0, 'ty":"Pa'),
+        ToolCallDelta(0, ""),  # an empty piece: the generation appends nothing for it
+        ToolCallDelta(0, 'ris"}'),
+        ToolCallDelta(1, "", id="call_def", name="noop"),
+        ToolCallDelta(1, "{}"),
+        Finish("tool_calls"),
+    ]
 
 
 async def test_max_completion_tokens_field(standin: OpenAIStandIn) -> None:
