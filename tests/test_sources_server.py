@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from tests.conftest import MakeServer, base_url, create
@@ -162,3 +163,28 @@ async def test_hf_cancel_stops_generation(
     for t in workers:
         await asyncio.to_thread(t.join, 10)
     assert [t for t in workers if t.is_alive()] == []
+
+
+async def test_hf_refuses_typed_parts(
+    make_server: MakeServer, session: aiohttp.ClientSession, tiny_model: Path
+) -> None:
+    """hf streams text only: asking it for reasoning or tools is a 400 naming the field,
+    before anything starts; the same body without them streams."""
+    srv = await make_server(source="hf", model=str(tiny_model))
+    rule = "source 'hf' streams text only (no reasoning, no tool calls)"
+    tools = [{"name": "f"}]
+    for fields, field in [
+        ({"reasoning_effort": "high"}, "reasoning_effort"),
+        ({"tools": tools}, "tools"),
+        ({"tools": tools, "tool_choice": "f"}, "tools"),
+    ]:
+        body = orjson.dumps({"prompt": "hi", "source": "hf", **fields})
+        async with session.post(f"{base_url(srv)}/api/streams", data=body) as resp:
+            assert resp.status == 400
+            assert await resp.json() == {
+                "error": {"code": "invalid_field", "message": f"{field}: {rule}"}
+            }
+    sid = await create(session, srv, prompt="hi", max_tokens=2, source="hf", tools=[])
+    events = await read(session, base_url(srv), "poll", sid)
+    assert [e["type"] for e in events] == [*(["token"] * (len(events) - 1)), "done"]
+    assert "parts" not in events[-1]
