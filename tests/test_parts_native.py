@@ -380,3 +380,27 @@ async def test_the_openai_source_passes_the_parts_through(
             },
         },
     ]
+
+
+@pytest.mark.parametrize("max_tokens", [19, 12])
+async def test_a_call_that_reaches_max_tokens_ends_length(
+    server: TestServer, session: aiohttp.ClientSession, max_tokens: int
+) -> None:
+    """19 = the 8 reasoning pieces, the opening and the 10 argument pieces: complete, but
+    at the budget, as the hub counts it; 12: cut inside the arguments."""
+    sid = await create(session, server, **{**CALL_BODY, "max_tokens": max_tokens})
+    events = await read(session, base_url(server), "chunked", sid)
+    check_digests(events)
+    want = expected_call(sid)[:max_tokens]
+    assert without_t(events[:-1]) == want
+    done = events[-1]
+    assert (done["seq"], done["finish_reason"], done["tokens"]) == (max_tokens, "length", 0)
+    tools = tuple(Tool(**t) for t in CALL_BODY["tools"])
+    request = GenerationRequest(
+        prompt="weather?",
+        max_tokens=max_tokens,
+        reasoning_effort="low",
+        tools=tools,
+        tool_choice="get_weather",
+    )
+    assert synthetic_items(request, 7)[1] == "length"

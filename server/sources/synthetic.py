@@ -311,7 +311,8 @@ def synthetic_items(
     (:func:`synthetic_arguments`) in pieces (:func:`split_arguments`), and no answer text
     (as OpenAI's models with a forced call), ending ``tool_calls``. Otherwise the answer
     (:func:`synthetic_text`) fills the rest of ``max_tokens``, ending ``length``. Offered
-    ``tools`` without ``tool_choice`` are not called. Cut at ``max_tokens``: ``length``.
+    ``tools`` without ``tool_choice`` are not called. Reaching ``max_tokens`` (cut there, or
+    a call that ends exactly there): ``length``, as the hub says.
     """
     prompt, budget = request.prompt, request.max_tokens
     items: list[SourceItem] = []
@@ -325,7 +326,7 @@ def synthetic_items(
     items.append(ToolCallDelta(0, "", name=tool.name))
     arguments = synthetic_arguments(tool.parameters, prompt, seed, corpus)
     items += (ToolCallDelta(0, piece) for piece in split_arguments(arguments, prompt, seed))
-    if len(items) > budget:
+    if len(items) >= budget:  # the hub ends a stream that reaches max_tokens ``length``
         return items[:budget], "length"
     return items, "tool_calls"
 
