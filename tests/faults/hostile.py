@@ -178,7 +178,16 @@ def request_bytes(
 
 #: A valid body for each ``components/schemas`` body name the route table uses.
 BODIES: dict[str, dict[str, Any]] = {
-    "CreateBody": {"prompt": "hi", "max_tokens": 5, "params": QUICK},
+    # With typed parts, so the hostile cases cover their validation and events too: 8
+    # reasoning pieces, then the forced call's opening and the first argument pieces.
+    "CreateBody": {
+        "prompt": "hi",
+        "max_tokens": 12,
+        "params": {**QUICK, "tokens_per_s": 200},
+        "reasoning_effort": "low",
+        "tools": [{"name": "f", "parameters": {"properties": {"q": {"type": "string"}}}}],
+        "tool_choice": "f",
+    },
     "ChatBody": {
         "model": "synthetic",
         "messages": [{"role": "user", "content": "hi"}],
