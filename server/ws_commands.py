@@ -18,7 +18,9 @@ from server.validation import after_value
 
 @dataclass(frozen=True, slots=True)
 class Generate:
-    """``{"op":"generate", ...create body}``."""
+    """``{"op":"generate", ...create body}``: every field of ``POST /api/streams``
+    (``reasoning_effort``, ``tools`` and ``tool_choice`` included), checked by
+    :func:`server.validation.parse_create_body` with the same messages."""
 
     body: dict[str, Any]
 
