@@ -133,31 +133,34 @@ def parse_tools(value: Any) -> tuple[Tool, ...]:
                 f"{where}.{unknown[0]}",
                 f"unknown field (allowed: {', '.join(sorted(TOOL_FIELDS))})",
             )
-        name = item.get("name")
-        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
-            raise InvalidField(
-                f"{where}.name", "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -"
-            )
-        if any(tool.name == name for tool in tools):
-            raise InvalidField(f"{where}.name", f"duplicate tool name {name!r}")
-        description = item.get("description")
-        if description is None:
-            description = ""
-        if not isinstance(description, str):
-            raise InvalidField(f"{where}.description", "must be a string")
-        parameters = item.get("parameters")
-        if parameters is None:
-            parameters = {}
-        if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
-            raise InvalidField(
-                f"{where}.parameters", 'must be a JSON Schema object (its type "object")'
-            )
-        if _depth(parameters, MAX_SCHEMA_DEPTH + 1) > MAX_SCHEMA_DEPTH:
-            raise InvalidField(
-                f"{where}.parameters", f"must nest at most {MAX_SCHEMA_DEPTH} levels deep"
-            )
-        tools.append(Tool(name=name, description=description, parameters=parameters))
+        tool = check_tool(item.get("name"), item.get("description"), item.get("parameters"), where)
+        if any(t.name == tool.name for t in tools):
+            raise InvalidField(f"{where}.name", f"duplicate tool name {tool.name!r}")
+        tools.append(tool)
     return tuple(tools)
+
+
+def check_tool(name: Any, description: Any, parameters: Any, where: str) -> Tool:
+    """One tool's fields checked (``None`` is absent), the errors naming ``where.name``,
+    ``where.description`` and ``where.parameters`` (a dialect passes its own ``where``, e.g.
+    ``tools[0].function``)."""
+    if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+        raise InvalidField(f"{where}.name", "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -")
+    if description is None:
+        description = ""
+    if not isinstance(description, str):
+        raise InvalidField(f"{where}.description", "must be a string")
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+        raise InvalidField(
+            f"{where}.parameters", 'must be a JSON Schema object (its type "object")'
+        )
+    if _depth(parameters, MAX_SCHEMA_DEPTH + 1) > MAX_SCHEMA_DEPTH:
+        raise InvalidField(
+            f"{where}.parameters", f"must nest at most {MAX_SCHEMA_DEPTH} levels deep"
+        )
+    return Tool(name=name, description=description, parameters=parameters)
 
 
 def _depth(value: Any, limit: int) -> int:
