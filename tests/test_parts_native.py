@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import jsonschema_rs
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
@@ -404,3 +405,27 @@ async def test_a_call_that_reaches_max_tokens_ends_length(
         tool_choice="get_weather",
     )
     assert synthetic_items(request, 7)[1] == "length"
+
+
+async def test_the_openapi_document_declares_the_fields(
+    server: TestServer, session: aiohttp.ClientSession
+) -> None:
+    async with session.get(f"{base_url(server)}/openapi.json") as resp:
+        doc = await resp.json()
+    components = doc["components"]
+
+    def validator(name: str) -> jsonschema_rs.Validator:
+        schema = {"$ref": f"#/components/schemas/{name}", "components": components}
+        return jsonschema_rs.validator_for(schema)
+
+    body = validator("CreateBody")
+    body.validate(CALL_BODY)
+    # Every refusal the schema can state, it states; the rest is the server's alone.
+    server_only = ("duplicate tool name", "no tool named", "levels deep")
+    for fields, message in BAD:
+        refused = not body.is_valid({"prompt": "hi", **fields})
+        assert refused != any(rule in message for rule in server_only), message
+    sid = await create(session, server, **CALL_BODY)
+    event = validator("Event")
+    for e in await read(session, base_url(server), "sse", sid):
+        event.validate(e)
