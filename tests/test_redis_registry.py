@@ -1,0 +1,105 @@
+"""The registry's and admission's Redis scripts on a real ``redis-server`` (issue 16):
+what must hold whatever order the processes' commands reach Redis in.
+
+Each test plays the processes' commands in the one order that used to break a promise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from server.errors import StoreUnavailable
+from server.events import TokenEncoder
+from server.store.redis import RedisStore
+from server.streams.record import StreamRecord
+from server.streams.redis_registry import RedisRegistry, status_key
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    s = RedisStore(redis_url, 3, retention_s=60, open_ttl_s=600)
+    await s.start()
+    yield s
+    await s.aclose()
+
+
+@pytest.fixture
+def registry(store: RedisStore) -> RedisRegistry:
+    return RedisRegistry(store.redis, "a", ttl_s=600, retention_s=60, max_events=3)
+
+
+async def log_of(store: RedisStore, sid: str, after: int = -1) -> list[tuple[int, str]]:
+    return [(e.seq, e.type) for e in await store.read(sid, after, limit=100, wait=0)]
+
+
+async def written(store: RedisStore, sid: str, n: int) -> None:
+    token = TokenEncoder(sid)
+    for seq in range(n):
+        await store.append(sid, token(seq, f"t{seq}"))
+    await store.settle(sid)
+
+
+async def test_a_slow_owner_cannot_append_after_producer_lost(
+    store: RedisStore, registry: RedisRegistry
+) -> None:
+    """The owner's lease lapsed (it was paused), another process ended the log with
+    ``producer_lost``; then the owner wakes and sends a batch of two tokens. The first
+    XADD fails (its id is taken); the second used to succeed: a token after the end."""
+    await store.open("s")
+    await written(store, "s", 2)
+    assert await registry.end_open_log("s", "producer_lost", "lost") == 2
+    token = TokenEncoder("s")
+    await store.append("s", token(2, "late"))
+    await store.append("s", token(3, "later"))  # (queued: one batch with the one above)
+    with pytest.raises(StoreUnavailable):
+        await store.settle("s")
+    assert await log_of(store, "s") == [(0, "token"), (1, "token"), (2, "error")]
+
+
+async def test_producer_lost_never_follows_the_owners_final_event(
+    store: RedisStore, registry: RedisRegistry
+) -> None:
+    """The owner's final XADD reached Redis, its ``closed`` not yet (a pipeline is not a
+    transaction): the script must see the final event and append nothing."""
+    await store.open("s")
+    await written(store, "s", 2)
+    done = b'{"stream":"s","seq":2,"type":"done"}'
+    await store.redis.xadd(RedisStore.log_key("s"), {"d": done, "e": "done"}, id="3-0")
+    assert await registry.end_open_log("s", "producer_lost", "lost") == -1
+    assert await log_of(store, "s") == [(0, "token"), (1, "token"), (2, "done")]
+
+
+async def test_producer_lost_keeps_the_logs_trim(
+    store: RedisStore, registry: RedisRegistry
+) -> None:
+    await store.open("s")
+    await written(store, "s", 5)
+    assert await registry.end_open_log("s", "producer_lost", "lost") == 5
+    assert await store.redis.xlen(RedisStore.log_key("s")) == 3
+    assert await log_of(store, "s", after=2) == [(3, "token"), (4, "token"), (5, "error")]
+
+
+async def test_a_reader_leaving_after_the_record_expired_leaves_no_key(
+    store: RedisStore, registry: RedisRegistry
+) -> None:
+    view = StreamRecord(id="s", source="synthetic", client="c", max_tokens=5, unpaced=False)
+    await registry.reader(view, "sse", -1)
+    assert await store.redis.exists(status_key("s")) == 0
+
+
+async def test_a_running_streams_tokens_are_written_with_its_batches(
+    store: RedisStore, registry: RedisRegistry
+) -> None:
+    store.on_write = registry.progress
+    stream = StreamRecord(id="s", source="synthetic", client="c", max_tokens=9, unpaced=False)
+    registry.add(stream)
+    await registry.published(stream)
+    await store.open("s")
+    token = TokenEncoder("s")
+    for seq in range(4):
+        await store.append("s", token(seq, "x"))
+        stream.tokens = seq + 1  # (as the generation counts them)
+    await store.settle("s")
+    assert await store.redis.hget(status_key("s"), "tokens") == b"4"
