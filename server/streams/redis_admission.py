@@ -161,7 +161,10 @@ class RedisAdmission(Admission):
         self._renewal: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.renew()
+        try:
+            await self.renew()
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
         self._renewal = asyncio.create_task(self._keep_renewing(), name="tokenwire-caps")
 
     async def _keep_renewing(self) -> None:

@@ -305,7 +305,9 @@ class RedisRegistry(MemoryRegistry):
     async def _refresh(self, stream_id: str) -> StreamRecord:
         raw = await self._load(stream_id)
         node = _text(raw, "node")
-        if _text(raw, "state") == "running" and node is not None and node != self.node:
+        # (never this process's own stream: lookup answers those from memory; the stream
+        # of a predecessor with the same node id is another process's)
+        if _text(raw, "state") == "running" and node is not None:
             try:
                 if await self._owner_lost(stream_id, node, _text(raw, "lease")):
                     raw = await self._load(stream_id)
