@@ -71,6 +71,18 @@ async def test_producer_lost_never_follows_the_owners_final_event(
     assert await log_of(store, "s") == [(0, "token"), (1, "token"), (2, "done")]
 
 
+async def test_producer_lost_follows_a_typed_part(
+    store: RedisStore, registry: RedisRegistry
+) -> None:
+    """A typed part's entry has an ``e`` field too (its type): it is not an end."""
+    await store.open("s")
+    await written(store, "s", 1)
+    part = b'{"stream":"s","seq":1,"type":"reasoning","text":"hm"}'
+    await store.redis.xadd(RedisStore.log_key("s"), {"d": part, "e": "reasoning"}, id="2-0")
+    assert await registry.end_open_log("s", "producer_lost", "lost") == 2
+    assert await log_of(store, "s") == [(0, "token"), (1, "reasoning"), (2, "error")]
+
+
 async def test_producer_lost_keeps_the_logs_trim(
     store: RedisStore, registry: RedisRegistry
 ) -> None:

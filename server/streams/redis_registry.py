@@ -63,7 +63,9 @@ local seq = 0
 if #last > 0 then
   local fields = last[1][2]
   for i = 1, #fields, 2 do
-    if fields[i] == 'e' then return -1 end
+    if fields[i] == 'e' and (fields[i + 1] == 'done' or fields[i + 1] == 'error') then
+      return -1
+    end
   end
   seq = tonumber(string.match(last[1][1], '^(%d+)'))
 end
