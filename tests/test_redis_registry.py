@@ -6,6 +6,7 @@ Each test plays the processes' commands in the one order that used to break a pr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -115,3 +116,31 @@ async def test_a_running_streams_tokens_are_written_with_its_batches(
         stream.tokens = seq + 1  # (as the generation counts them)
     await store.settle("s")
     assert await store.redis.hget(status_key("s"), "tokens") == b"4"
+
+
+async def test_a_generation_longer_than_its_keys_first_expiry_keeps_them(
+    redis_url: str,
+) -> None:
+    """Keys of a running stream expire ``ttl`` after creation unless pushed back: with no
+    generation timeout a stream may run longer (its log then vanished mid-stream, and the
+    next XADD made a new one without expiry)."""
+    store = RedisStore(redis_url, 100, retention_s=60, open_ttl_s=1)
+    await store.start()
+    try:
+        registry = RedisRegistry(store.redis, "a", ttl_s=1, retention_s=60)
+        store.on_write = registry.progress
+        stream = StreamRecord(id="s", source="synthetic", client="c", max_tokens=99, unpaced=False)
+        registry.add(stream)
+        await registry.published(stream)
+        await store.open("s")
+        token = TokenEncoder("s")
+        for seq in range(25):  # 2.5 s: two and a half times the keys' first expiry
+            await store.append("s", token(seq, "x"))
+            stream.tokens = seq + 1
+            await asyncio.sleep(0.1)
+        await store.settle("s")
+        assert await log_of(store, "s") == [(seq, "token") for seq in range(25)]
+        for key in (RedisStore.log_key("s"), RedisStore.meta_key("s"), status_key("s")):
+            assert 0 < await store.redis.pttl(key) <= 1000, key
+    finally:
+        await store.aclose()

@@ -146,6 +146,8 @@ class RedisRegistry(MemoryRegistry):
         self._lease: asyncio.Task[None] | None = None
         self.views: dict[str, StreamRecord] = {}  # other processes' streams read here
         self._listener: asyncio.Task[None] | None = None
+        #: When each running stream's keys last had their expiry pushed back (monotonic).
+        self._renewed: dict[str, float] = {}
 
     @property
     def _me(self) -> str:
@@ -258,7 +260,12 @@ class RedisRegistry(MemoryRegistry):
     async def published(self, stream: StreamRecord) -> None:
         # A finished stream's record expires with its log (retention_s); the tombstone
         # outlives both, so that every process answers 410 afterwards, owner dead or not.
-        ttl = self.ttl_ms if stream.state == "running" else self.retention_ms
+        if stream.state == "running":
+            ttl = self.ttl_ms
+            self._renewed[stream.id] = time.monotonic()
+        else:
+            ttl = self.retention_ms
+            self._renewed.pop(stream.id, None)
         try:
             async with self.redis.pipeline(transaction=False) as p:
                 p.hset(status_key(stream.id), mapping=self._fields(stream))  # type: ignore[arg-type]
@@ -273,8 +280,20 @@ class RedisRegistry(MemoryRegistry):
         store's hook): other processes' status is as current as the log, at no cost in
         round trips."""
         stream = self.records.get(stream_id)
-        if stream is not None and stream.state == "running":
-            p.hset(status_key(stream_id), "tokens", stream.tokens)
+        if stream is None or stream.state != "running":
+            return
+        p.hset(status_key(stream_id), "tokens", stream.tokens)
+        # A generation may run longer than its keys' first expiry (no generation_timeout_s):
+        # push it back, in the same round trip, once half of it has passed.
+        now = time.monotonic()
+        if now - self._renewed.setdefault(stream_id, now) >= self.ttl_ms / 2000:
+            from server.store.redis import RedisStore
+
+            self._renewed[stream_id] = now
+            for key in (RedisStore.log_key(stream_id), RedisStore.meta_key(stream_id)):
+                p.pexpire(key, self.ttl_ms)
+            p.pexpire(status_key(stream_id), self.ttl_ms)
+            p.pexpire(gone_key(stream_id), self.ttl_ms + TOMBSTONE_S * 1000)
 
     async def note(self, stream: StreamRecord, name: str, value: bytes) -> None:
         await super().note(stream, name, value)
@@ -385,6 +404,7 @@ class RedisRegistry(MemoryRegistry):
 
     def forget(self, stream_id: str, why: str = EXPIRED) -> None:
         super().forget(stream_id, why)
+        self._renewed.pop(stream_id, None)
         task = asyncio.get_running_loop().create_task(self._bury(stream_id, why))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
