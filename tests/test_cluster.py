@@ -22,6 +22,7 @@ import pytest
 
 from tests.readers import read
 from tests.redis_server import RedisServer, free_port
+from wire import READERS
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW = {"ttft_ms": 0, "tokens_per_s": 40, "jitter": 0}
@@ -501,6 +502,7 @@ async def test_a_killed_readers_process_does_not_keep_a_stream_alive(
             break
         await asyncio.sleep(0.05)
     assert (st["state"], st["finish_reason"]) == ("done", "cancelled")
+    assert st["subscribers"] == {t: 0 for t in READERS}  # (b's reader no longer counted)
 
 
 async def test_a_restarted_node_id_does_not_hide_a_lost_producer(

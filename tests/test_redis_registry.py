@@ -15,7 +15,7 @@ from server.errors import StoreUnavailable
 from server.events import TokenEncoder
 from server.store.redis import RedisStore
 from server.streams.record import StreamRecord
-from server.streams.redis_registry import RedisRegistry, status_key
+from server.streams.redis_registry import RedisRegistry, lease_key, status_key
 
 
 @pytest.fixture
@@ -144,3 +144,23 @@ async def test_a_generation_longer_than_its_keys_first_expiry_keeps_them(
             assert 0 < await store.redis.pttl(key) <= 1000, key
     finally:
         await store.aclose()
+
+
+async def test_a_dead_processs_readers_stop_counting(
+    store: RedisStore, registry: RedisRegistry
+) -> None:
+    other = RedisRegistry(store.redis, "b", ttl_s=600, retention_s=60)
+    await registry._renew()
+    await other._renew()
+    stream = StreamRecord(id="s", source="synthetic", client="c", max_tokens=9, unpaced=False)
+    registry.add(stream)
+    await registry.published(stream)
+    await other.reader(await other.lookup("s"), "sse", +1)
+    assert (await registry.status("s"))["subscribers"]["sse"] == 1
+    assert await registry.present_elsewhere(stream, grace_s=0)
+    await store.redis.delete(lease_key("b"))  # b is lost: its lease lapsed
+    assert not await registry.present_elsewhere(stream, grace_s=0)
+    assert (await registry.status("s"))["subscribers"]["sse"] == 0
+    assert sorted(k for k in await store.redis.hkeys(status_key("s")) if k[:2] != b"x:") == sorted(
+        k.encode() for k in (*registry._fields(stream), "r:sse", "seen")
+    )

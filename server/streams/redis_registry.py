@@ -5,8 +5,9 @@ Per stream (hash tag ``{ID}``, like the log's keys)::
     tw:{ID}:s     a hash: the record's fields (source, client, max_tokens, created_at,
                   state, tokens, final_seq, finish_reason, finished_at, node, and ``lease``:
                   the owner's instance), what dialects noted (``x:NAME``), the open readers
-                  of every process by transport (``r:sse``, ...) and by process
-                  (``n:NODE|INSTANCE``), and ``seen``: when a reader anywhere last left or
+                  of every process by transport (``r:sse``, ...), by process
+                  (``n:NODE|INSTANCE``) and both (``t:sse:NODE|INSTANCE``: a dead
+                  process's are taken out), and ``seen``: when a reader anywhere last left or
                   polled (Unix time); expires with the log (``retention_s`` after the end)
     tw:{ID}:gone  a tombstone: why the stream is gone (410); written with the record, it
                   outlives it by a day (so a stream whose owner died answers 410 too)
@@ -87,16 +88,31 @@ return seq
 )
 
 #: Count a reader in or out, only while the record exists (a reader leaving after the
-#: record expired must not leave a hash without expiry behind). KEYS: status. ARGV: the
-#: transport's field, the process's field, +1/-1, now (s).
+#: record expired must not leave a hash without expiry behind): by transport (``r:T``),
+#: by process (``n:PROCESS``) and both (``t:T:PROCESS``, to take a dead process's out).
+#: KEYS: status. ARGV: the transport, the process, +1/-1, now (s).
 READER = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
-if redis.call('HINCRBY', KEYS[1], ARGV[2], ARGV[3]) <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
+for _, f in ipairs({'n:' .. ARGV[2], 't:' .. ARGV[1] .. ':' .. ARGV[2]}) do
+  if redis.call('HINCRBY', KEYS[1], f, ARGV[3]) <= 0 then redis.call('HDEL', KEYS[1], f) end
 end
 redis.call('HSET', KEYS[1], 'seen', ARGV[4])
 return 1
+"""
+
+#: Take the readers of a dead process out of a stream's counts (once, whichever
+#: processes notice). KEYS: status. ARGV: the process, then every transport's name.
+DROP_READERS = """
+for i = 2, #ARGV do
+  local f = 't:' .. ARGV[i] .. ':' .. ARGV[1]
+  local n = tonumber(redis.call('HGET', KEYS[1], f))
+  if n then
+    redis.call('HINCRBY', KEYS[1], 'r:' .. ARGV[i], -n)
+    redis.call('HDEL', KEYS[1], f)
+  end
+end
+return redis.call('HDEL', KEYS[1], 'n:' .. ARGV[1])
 """
 
 
@@ -143,6 +159,7 @@ class RedisRegistry(MemoryRegistry):
         self.max_events = max_events
         self._lost = redis.register_script(PRODUCER_LOST)
         self._reader = redis.register_script(READER)
+        self._drop_readers = redis.register_script(DROP_READERS)
         self._lease: asyncio.Task[None] | None = None
         self.views: dict[str, StreamRecord] = {}  # other processes' streams read here
         self._listener: asyncio.Task[None] | None = None
@@ -359,11 +376,31 @@ class RedisRegistry(MemoryRegistry):
         stream = await self.lookup(stream_id)
         body = stream.status()
         try:
-            counts = await self.redis.hmget(status_key(stream_id), [f"r:{t}" for t in READERS])
+            raw = cast(dict[bytes, bytes], await self.redis.hgetall(status_key(stream_id)))
+            if await self._drop_dead_readers(stream_id, raw):
+                raw = cast(dict[bytes, bytes], await self.redis.hgetall(status_key(stream_id)))
         except RedisError as e:
             raise StoreUnavailable(f"Redis: {e}") from None
-        body["subscribers"] = {t: max(0, int(n or 0)) for t, n in zip(READERS, counts, strict=True)}
+        body["subscribers"] = {t: max(0, int(raw.get(f"r:{t}".encode(), 0))) for t in READERS}
         return body
+
+    async def _others_reading(self, raw: dict[bytes, bytes]) -> list[tuple[str, bool]]:
+        """The other processes counted as reading in a record, and whether each is alive."""
+        others = []
+        for field, count in raw.items():
+            if field.startswith(b"n:") and int(count) > 0:
+                process = field[2:].decode()
+                node, _, instance = process.rpartition("|")
+                if instance != self.instance:
+                    others.append((process, await self._alive(node, instance)))
+        return others
+
+    async def _drop_dead_readers(self, stream_id: str, raw: dict[bytes, bytes]) -> bool:
+        """Take the readers of processes that lost their lease out of the counts."""
+        dead = [p for p, alive in await self._others_reading(raw) if not alive]
+        for process in dead:
+            await self._drop_readers(keys=[status_key(stream_id)], args=[process, *READERS])
+        return bool(dead)
 
     async def request_cancel(self, stream_id: str) -> None:
         try:
@@ -379,8 +416,7 @@ class RedisRegistry(MemoryRegistry):
                 self.views.pop(stream.id, None)
         try:
             await self._reader(
-                keys=[status_key(stream.id)],
-                args=[f"r:{reader}", f"n:{self._me}", delta, repr(time.time())],
+                keys=[status_key(stream.id)], args=[reader, self._me, delta, repr(time.time())]
             )
         except RedisError as e:
             log.warning("Redis: counting a reader of %s: %s", stream.id, e)
@@ -392,12 +428,10 @@ class RedisRegistry(MemoryRegistry):
             raw = cast(dict[bytes, bytes], await self.redis.hgetall(status_key(stream.id)))
             if time.time() - float(raw.get(b"seen", b"0")) < grace_s:
                 return True
-            for field, count in raw.items():
-                if not field.startswith(b"n:") or int(count) <= 0:
-                    continue
-                node, _, instance = field[2:].decode().rpartition("|")
-                if instance != self.instance and await self._alive(node, instance):
-                    return True
+            others = await self._others_reading(raw)
+            if any(alive for _, alive in others):
+                return True
+            await self._drop_dead_readers(stream.id, raw)
         except RedisError:
             return True  # do not cancel what cannot be checked
         return False
