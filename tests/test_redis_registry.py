@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from server.errors import StoreUnavailable
-from server.events import TokenEncoder
+from server.events import TokenEncoder, error_event
 from server.store.redis import RedisStore
 from server.streams.record import StreamRecord
 from server.streams.redis_registry import RedisRegistry, lease_key, status_key
@@ -164,3 +164,24 @@ async def test_a_dead_processs_readers_stop_counting(
     assert sorted(k for k in await store.redis.hkeys(status_key("s")) if k[:2] != b"x:") == sorted(
         k.encode() for k in (*registry._fields(stream), "r:sse", "seen")
     )
+
+
+async def test_a_paused_owner_adopts_the_end_another_process_gave_its_stream(
+    store: RedisStore, registry: RedisRegistry
+) -> None:
+    """The owner was paused past its lease; b ended the log with ``producer_lost`` at seq
+    2. The owner wakes, its generation ends on the failed append with its own count (5):
+    the record everywhere, its own included, must say where the log really ends."""
+    other = RedisRegistry(store.redis, "b", ttl_s=600, retention_s=60)
+    stream = StreamRecord(id="s", source="synthetic", client="c", max_tokens=9, unpaced=False)
+    registry.add(stream)
+    await registry.published(stream)
+    await store.open("s")
+    await written(store, "s", 2)
+    assert await other.end_open_log("s", "producer_lost", "lost") == 2
+    stream.tokens = 5
+    stream.finish(error_event("s", 5, "store_unavailable", "gave up"), "stop")
+    await registry.published(stream)
+    assert (stream.state, stream.final_seq, stream.tokens) == ("error", 2, 2)
+    view = await other.lookup("s")
+    assert (view.state, view.final_seq, view.tokens) == ("error", 2, 2)

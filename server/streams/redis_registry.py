@@ -101,6 +101,24 @@ redis.call('HSET', KEYS[1], 'seen', ARGV[4])
 return 1
 """
 
+#: Record a stream's end, unless another process ended its log first (``producer_lost``
+#: while this owner was paused past its lease): that end stands, and is returned for the
+#: owner to adopt. KEYS: status, tombstone. ARGV: the record's expiry (ms), the
+#: tombstone's, its text, then the record's fields and values.
+FINISHED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'running' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return redis.call('HMGET', KEYS[1], 'state', 'final_seq', 'finished_at')
+end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+return false
+"""
+
 #: Take the readers of a dead process out of a stream's counts (once, whichever
 #: processes notice). KEYS: status. ARGV: the process, then every transport's name.
 DROP_READERS = """
@@ -160,6 +178,7 @@ class RedisRegistry(MemoryRegistry):
         self._lost = redis.register_script(PRODUCER_LOST)
         self._reader = redis.register_script(READER)
         self._drop_readers = redis.register_script(DROP_READERS)
+        self._finished = redis.register_script(FINISHED)
         self._lease: asyncio.Task[None] | None = None
         self.views: dict[str, StreamRecord] = {}  # other processes' streams read here
         self._listener: asyncio.Task[None] | None = None
@@ -232,6 +251,9 @@ class RedisRegistry(MemoryRegistry):
             keys=[*keys, status_key(stream_id)],
             args=[head, tail, self.retention_ms, repr(time.time()), self.max_events],
         )
+        own = self.records.get(stream_id)
+        if own is not None and int(seq) >= 0:  # (its generation had given up on the store)
+            own.state, own.final_seq, own.tokens = "error", int(seq), int(seq)
         return int(seq)
 
     async def _listen(self, on_cancel: Callable[[str], None]) -> None:
@@ -277,12 +299,11 @@ class RedisRegistry(MemoryRegistry):
     async def published(self, stream: StreamRecord) -> None:
         # A finished stream's record expires with its log (retention_s); the tombstone
         # outlives both, so that every process answers 410 afterwards, owner dead or not.
-        if stream.state == "running":
-            ttl = self.ttl_ms
-            self._renewed[stream.id] = time.monotonic()
-        else:
-            ttl = self.retention_ms
-            self._renewed.pop(stream.id, None)
+        if stream.state != "running":
+            await self._publish_end(stream)
+            return
+        ttl = self.ttl_ms
+        self._renewed[stream.id] = time.monotonic()
         try:
             async with self.redis.pipeline(transaction=False) as p:
                 p.hset(status_key(stream.id), mapping=self._fields(stream))  # type: ignore[arg-type]
@@ -291,6 +312,24 @@ class RedisRegistry(MemoryRegistry):
                 await p.execute()
         except RedisError as e:
             raise StoreUnavailable(f"Redis: {e}") from None
+
+    async def _publish_end(self, stream: StreamRecord) -> None:
+        self._renewed.pop(stream.id, None)
+        fields = [x for kv in self._fields(stream).items() for x in kv]
+        try:
+            ended = await self._finished(
+                keys=[status_key(stream.id), gone_key(stream.id)],
+                args=[self.retention_ms, self.retention_ms + TOMBSTONE_S * 1000, EXPIRED, *fields],
+            )
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+        if ended:  # another process ended the log first: adopt its end
+            state, final_seq, finished_at = (v.decode() if v else None for v in ended)
+            stream.state = "error" if state == "error" else "done"
+            if final_seq is not None:
+                stream.final_seq = stream.tokens = int(final_seq)
+            if finished_at is not None:
+                stream.finished_at = float(finished_at)
 
     def progress(self, p: Pipeline, stream_id: str) -> None:
         """Add a running stream's ``tokens`` to the round trip that writes its batch (the
