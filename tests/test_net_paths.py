@@ -114,7 +114,20 @@ async def test_chromium_speaks_h1_h2_and_h3_through_caddy(server: Server) -> Non
         for t in ("sse", "chunked", "ws")
     }
     h3 = [r for r in rows if r.protocol == "h3"]
-    assert {r.bytes_per_token for r in h3} == {None}  # QUIC does not cross the TCP shaper
+    assert all(r.bytes_per_token for r in h3)  # QUIC's datagrams, counted at the UDP relay
+
+
+async def test_http3_crosses_the_udp_shaper_with_its_latency(server: Server) -> None:
+    """QUIC through the shaper's UDP relay on 3g (150 ms one way): Chromium's EventSource
+    over h3, streamed and exact, the latency measured from the events' own stamps, the
+    bytes counted at the relay (UDP payload)."""
+    cells = [c for c in plan(["caddy"], ["3g"], ["chromium"]) if c.protocol == "h3"]
+    (r,) = await run_cells([c for c in cells if c.transport == "sse"], LAB, server)
+    assert (verdict(r), r.protocol_seen, r.tokens, r.cuts) == ("stream", "h3", 12, 0)
+    assert r.latency_p50_ms is not None
+    assert r.latency_p50_ms >= 120
+    assert r.bytes_per_token is not None
+    assert r.bytes_per_token > 0
 
 
 async def test_the_connections_view_six_over_http1_ten_over_h2_h3_and_one_websocket(

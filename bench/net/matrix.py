@@ -19,7 +19,8 @@ timeout, the server's heartbeats, the client's long-poll timeout) is multiplied 
 ``--time-scale`` (default 0.05: nginx's 60 s read timeout becomes 3 s, the 15 s SSE
 heartbeat 0.75 s, the 25 s long poll 1.25 s). The quiet period is 1.6 x 60 s, scaled.
 
-HTTP/3 cells skip the shaper (it relays TCP; QUIC is UDP): they go straight to caddy.
+HTTP/3 cells cross the shaper's UDP relay (same port number as its TCP side, as caddy
+serves QUIC on its TCP port's number), by host name (Chromium sends no SNI to an IP).
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def protocols_for(client: str, path: str) -> tuple[str, ...]:
 
 
 def plan(path_names: Iterable[str], profiles: Iterable[str], clients: Iterable[str]) -> list[Cell]:
-    """Every cell of the matrix; HTTP/3 only on ``lan`` (it cannot go through the shaper)."""
+    """Every cell of the matrix."""
     cells = []
     profile_list = list(profiles)
     client_list = list(clients)
@@ -159,8 +160,6 @@ def plan(path_names: Iterable[str], profiles: Iterable[str], clients: Iterable[s
         for profile in profile_list:
             for client in client_list:
                 for protocol in protocols_for(client, path):
-                    if protocol == "h3" and profile != "lan":
-                        continue
                     for transport in CLIENTS[client]:
                         cells.append(Cell(client, transport, path, profile, protocol))
     return cells
@@ -200,7 +199,7 @@ def make_row(cell: Cell, r: Reading, counts: Counts, load: Load) -> Row:
         connections=counts.connections,
         bytes_up=counts.up,
         bytes_down=counts.down,
-        bytes_per_token=per_token(wire, r.tokens) if cell.protocol != "h3" else None,
+        bytes_per_token=per_token(wire, r.tokens),
         protocol_seen=r.protocol,
         note=explain(cell.path, cell.transport, r.error),
     )
@@ -237,7 +236,8 @@ async def run_cells(
             for c in path_cells:
                 by_profile.setdefault(c.profile, []).append(c)
             for profile, profile_cells in by_profile.items():
-                shaper = Shaper(front.port, PROFILES[profile], seed=lab.seed)
+                quic = "h3" in front.path.protocols
+                shaper = Shaper(front.port, PROFILES[profile], seed=lab.seed, udp=quic)
                 async with shaper:
                     scheme = front.path.scheme
                     shaped = f"{scheme}://127.0.0.1:{shaper.port}"
@@ -253,8 +253,8 @@ async def run_cells(
                             progress(rows[-1])
                     for protocol, bcells in browser.items():
                         base = shaped
-                        if protocol == "h3":  # QUIC straight to caddy, by name (SNI)
-                            base = f"https://localhost:{front.port}"
+                        if protocol == "h3":  # QUIC through the UDP relay, by name (SNI)
+                            base = f"https://localhost:{shaper.port}"
                         before = shaper.counts.copy()
                         readings = await probes.read_chromium(
                             base,
