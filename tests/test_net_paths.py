@@ -7,11 +7,14 @@ Real nginx, haproxy, caddy and Chromium, a real tokenwire server; ``run_cells`` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bench.lab import Server, stop_server
+from bench.net import paths
 from bench.net.matrix import Lab, plan, run_cells, run_connections, run_idle, start_server
 from bench.net.probes import Load
 from bench.net.report import verdict
@@ -191,3 +194,41 @@ async def test_a_heartbeat_keeps_a_quiet_stream_alive_through_an_idle_timeout() 
     }
     assert {r.reconnects >= 1 for r in rows if not r.heartbeats} == {True}
     assert {r.idle_timeout_s for r in rows} == {1.5}
+
+
+async def test_a_path_that_does_not_start_is_a_finding_in_its_rows(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One path failing to start ends its own cells with why, not the matrix."""
+    nowhere = paths.PathSpec(
+        name="nowhere", summary="a proxy not installed", binary="tokenwire-no-such-proxy",
+        conf="haproxy.cfg",
+    )  # fmt: skip
+    monkeypatch.setitem(paths.PATHS, "nowhere", nowhere)
+    rows = await run_cells(plan(["nowhere", "direct"], ["lan"], ["python"])[::4], LAB, server)
+    assert [(r.path, r.transport, verdict(r), r.error) for r in rows] == [
+        ("nowhere", "sse", "FAIL: nowhere did not start: RuntimeError: tokenwire-no-such-proxy",
+         "nowhere did not start: RuntimeError: tokenwire-no-such-proxy is not installed "
+         "(make system-deps)"),
+        ("direct", "sse", "stream", None),
+    ]  # fmt: skip
+
+
+def test_the_quick_lab_with_samples_end_to_end(tmp_path: Path) -> None:
+    """``tokenwire bench --net --quick --samples 2`` on one path and client: every cell read
+    twice (lan and flaky), one row each with both samples counted, and the report."""
+    from tokenwire.cli import main
+
+    args = ["bench", "--net", "--quick", "--net-paths", "direct", "--net-clients", "python"]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--samples", "2", "--out", str(tmp_path)])
+    assert e.value.code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["samples"] == 2
+    got = {(r["profile"], r["transport"]): (r["samples"], r["ok_samples"]) for r in results["rows"]}
+    assert got == {(p, t): (2, 2) for p in ("lan", "flaky") for t in ALL_STREAM}
+    assert {r["tokens"] for r in results["rows"]} == {20}
+    assert results["idle"] == []  # quick: no idle timeout on direct, nothing to cut
+    report = (tmp_path / "report.md").read_text()
+    assert "20 tokens at 20 tokens/s, 2 times" in report
+    assert "| 2/2 |" in report

@@ -13,9 +13,20 @@ from pathlib import Path
 import pytest
 
 from bench.net import paths
-from bench.net.matrix import CLIENTS, ConnRow, IdleRow, Lab, Row, browser_command, plan
-from bench.net.report import short_error, write_report
-from bench.net.shaper import CHUNK, PROFILES, Link, Profile, Shaper, stall_after
+from bench.net.matrix import (
+    CLIENTS,
+    ConnRow,
+    IdleRow,
+    Lab,
+    Row,
+    _bounded,
+    aggregate,
+    browser_command,
+    plan,
+    split_page,
+)
+from bench.net.report import short_error, verdict, write_report
+from bench.net.shaper import CHUNK, PROFILES, Counts, Link, Profile, Shaper, stall_after
 from bench.net.verdict import delivery, latency_ms, per_token
 
 MB = 1_000_000
@@ -495,3 +506,79 @@ async def test_a_datagram_stall_ends_in_a_cut_that_black_holes_the_flow() -> Non
     assert shaper.counts.cuts >= 1
     assert shaper.counts.dropped >= 5
     assert shaper.counts.connections == 2
+
+
+# ---------------------------------------------------------------------------------------
+# The matrix's accounting: a page's bytes per transport, samples per cell, bounded cells
+
+
+def _c(up: int, down: int, conns: int = 0, cuts: int = 0) -> Counts:
+    return Counts(up, down, conns, cuts)
+
+
+@pytest.mark.parametrize(
+    ("marks", "end", "expected"),
+    [
+        # the page load (100/1000, 1 connection) and its close (10/10) shared, each
+        # transport's own window its own; the page's connection and cut go to the first
+        (
+            [_c(100, 1000, 1), _c(400, 3000, 1, 1), _c(500, 5000, 1, 1), _c(900, 9000, 2, 1)],
+            _c(910, 9010, 2, 1),
+            [_c(336, 2336, 1, 1), _c(136, 2336), _c(436, 4336, 1)],
+        ),
+        # the page broke before its marks: the bytes shared evenly, the rest to the first
+        ([], _c(300, 3000, 3, 2), [_c(100, 1000, 3, 2), _c(100, 1000), _c(100, 1000)]),
+    ],
+)
+def test_a_browser_page_splits_its_bytes_per_transport(
+    marks: list[Counts], end: Counts, expected: list[Counts]
+) -> None:
+    assert split_page(Counts(), marks, end, 3) == expected
+
+
+def test_samples_aggregate_into_medians_spreads_and_totals() -> None:
+    rows = [
+        _row("direct", "sse", 10.0, ttft_ms=5.0, reconnects=1, cuts=1, bytes_per_token=150.0),
+        _row("direct", "sse", 30.0, ttft_ms=9.0, bytes_per_token=160.0),
+        _row("direct", "sse", 20.0, exact=None, delivery="none", tokens=0,
+             error="ClosedByServer: close 1006", latency_p50_ms=None, latency_p95_ms=None,
+             latency_p99_ms=None, ttft_ms=None, bytes_per_token=None, ok_samples=0),
+    ]  # fmt: skip
+    a = aggregate(rows)
+    assert (a.samples, a.ok_samples, a.exact, a.delivery) == (3, 2, None, "stream")
+    assert a.error == "ClosedByServer: close 1006 (1 of 3)"
+    assert (a.latency_p50_ms, a.latency_p50_min_ms, a.latency_p50_max_ms) == (20.0, 10.0, 30.0)
+    assert (a.ttft_ms, a.ttft_min_ms, a.ttft_max_ms) == (7.0, 5.0, 9.0)
+    assert (a.bytes_per_token, a.tokens, a.reconnects, a.cuts) == (155.0, 10, 1, 1)
+    assert (a.bytes_up, a.bytes_down, a.connections) == (900, 5100, 3)
+    assert verdict(a, short=True) == "FAIL close 1006 2/3 exact"
+    assert aggregate(rows[:1]) is rows[0]
+    assert aggregate(rows[:2]).exact is True
+    assert verdict(aggregate(rows[:2])) == "stream"
+
+
+async def test_a_cell_that_hangs_or_raises_becomes_its_rows_error() -> None:
+    def failed(why: str) -> str:
+        return f"failed: {why}"
+
+    async def hang() -> str:
+        await asyncio.sleep(60)
+        return "never"
+
+    async def boom() -> str:
+        raise ConnectionResetError("reset by peer")
+
+    assert await _bounded(hang(), 0.05, failed) == "failed: the lab's cell timeout (0.05 s)"
+    assert await _bounded(boom(), 5, failed) == "failed: ConnectionResetError: reset by peer"
+
+
+@pytest.mark.parametrize("samples", ["0", "x"])
+def test_bench_net_refuses_a_bad_sample_count(samples: str) -> None:
+    from tokenwire.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--net", "--samples", samples])
+    if samples == "0":
+        assert str(e.value.code) == "tokenwire bench --net: --samples must be at least 1"
+    else:
+        assert e.value.code == 2  # argparse: invalid int value

@@ -29,17 +29,20 @@ import argparse
 import asyncio
 import json
 import signal
+import statistics
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.lab import REPO, Server, spawn_server, stop_server, wait_ready
 from bench.net import paths, probes
 from bench.net.probes import Load, Reading
 from bench.net.shaper import PROFILES, Counts, Shaper
 from bench.net.verdict import delivery, latency_ms, per_token
+
+T = TypeVar("T")
 
 #: Each client and the transports it reads (``v1``: the openai SDK on /v1).
 CLIENTS: dict[str, tuple[str, ...]] = {
@@ -97,6 +100,14 @@ class Row:
     bytes_per_token: float | None
     protocol_seen: str
     note: str = ""
+    #: How many times the cell was read, and how many of those were exact without error
+    #: (with several samples the figures above are medians, the counts totals).
+    samples: int = 1
+    ok_samples: int = 1
+    latency_p50_min_ms: float | None = None
+    latency_p50_max_ms: float | None = None
+    ttft_min_ms: float | None = None
+    ttft_max_ms: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -123,6 +134,8 @@ class Lab:
     load: Load = field(default_factory=Load)
     time_scale: float = 0.05
     seed: int = 0
+    #: How many times each cell is read (the report gives medians and their spread).
+    samples: int = 1
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale
@@ -202,6 +215,7 @@ def make_row(cell: Cell, r: Reading, counts: Counts, load: Load) -> Row:
         bytes_per_token=per_token(wire, r.tokens),
         protocol_seen=r.protocol,
         note=explain(cell.path, cell.transport, r.error),
+        ok_samples=int(bool(r.exact) and r.error is None),
     )
 
 
@@ -219,62 +233,208 @@ async def _read(cell: Cell, base: str, lab: Lab, front: paths.Front, direct: str
     raise ValueError(f"unknown client {cell.client}")
 
 
+async def _bounded(coro: Awaitable[T], limit_s: float, failed: Callable[[str], T]) -> T:
+    """``coro``'s result, or ``failed(why)`` if it raised or outlived ``limit_s``: one cell
+    that hangs or breaks is a finding in its row, not the end of the matrix."""
+    try:
+        async with asyncio.timeout(limit_s):
+            return await coro
+    except TimeoutError:
+        return failed(f"the lab's cell timeout ({limit_s:g} s)")
+    except Exception as e:
+        return failed(probes.error_text(e))
+
+
+def split_page(before: Counts, marks: Sequence[Counts], end: Counts, n: int) -> list[Counts]:
+    """One browser page read ``n`` transports one after another; ``marks`` are the shaper's
+    counts once the page loaded and after each transport. Each transport gets its own
+    window's bytes, connections and cuts, plus an even share of the page's own bytes (its
+    load and its close); the page's connections, cuts and drops go to the first. Without
+    every mark (the page broke), the whole page is shared that way."""
+    if len(marks) != n + 1:
+        marks = [before] * (n + 1)
+    page = (marks[0] - before) + (end - marks[-1])
+    out = []
+    for i in range(n):
+        c = marks[i + 1] - marks[i]
+        c.up += page.up // n
+        c.down += page.down // n
+        c.udp_up += page.udp_up // n
+        c.udp_down += page.udp_down // n
+        if i == 0:
+            c.connections += page.connections
+            c.cuts += page.cuts
+            c.dropped += page.dropped
+        out.append(c)
+    return out
+
+
+def aggregate(samples: Sequence[Row]) -> Row:
+    """One cell's samples in one row: ``exact`` only if every sample was; the delivery most
+    samples saw; the first error; latencies, first token and bytes per token the median
+    over the samples that have them (``*_min``/``*_max``: the spread); reconnects, cuts,
+    connections and bytes the totals."""
+    first = samples[0]
+    if len(samples) == 1:
+        return first
+
+    def med(name: str) -> float | None:
+        vals = [v for r in samples if (v := getattr(r, name)) is not None]
+        return statistics.median(vals) if vals else None
+
+    def spread(name: str) -> tuple[float | None, float | None]:
+        vals = [v for r in samples if (v := getattr(r, name)) is not None]
+        return (min(vals), max(vals)) if vals else (None, None)
+
+    exacts = [r.exact for r in samples]
+    deliveries = [r.delivery for r in samples]
+    errors = [r.error for r in samples if r.error is not None]
+    p50_min, p50_max = spread("latency_p50_ms")
+    ttft_min, ttft_max = spread("ttft_ms")
+    return replace(
+        first,
+        exact=False if False in exacts else (None if None in exacts else True),
+        delivery=max(("stream", "lump", "none"), key=deliveries.count),
+        tokens=int(statistics.median(r.tokens for r in samples)),
+        error=None if not errors else f"{errors[0]} ({len(errors)} of {len(samples)})",
+        ttft_ms=med("ttft_ms"),
+        latency_p50_ms=med("latency_p50_ms"),
+        latency_p95_ms=med("latency_p95_ms"),
+        latency_p99_ms=med("latency_p99_ms"),
+        reconnects=sum(r.reconnects for r in samples),
+        cuts=sum(r.cuts for r in samples),
+        connections=sum(r.connections for r in samples),
+        bytes_up=sum(r.bytes_up for r in samples),
+        bytes_down=sum(r.bytes_down for r in samples),
+        bytes_per_token=med("bytes_per_token"),
+        protocol_seen=",".join(sorted({r.protocol_seen for r in samples})),
+        note=next((r.note for r in samples if r.note), ""),
+        samples=len(samples),
+        ok_samples=sum(r.ok for r in samples),
+        latency_p50_min_ms=p50_min,
+        latency_p50_max_ms=p50_max,
+        ttft_min_ms=ttft_min,
+        ttft_max_ms=ttft_max,
+    )
+
+
+def _cell_limit_s(lab: Lab) -> float:
+    """No reading may outlive its stream by more than this (the probes' own timeouts are
+    60 s past it; a hang shows as this cell's error)."""
+    return lab.load.span_s + lab.load.ttft_ms / 1000 + 90
+
+
 async def run_cells(
     cells: Sequence[Cell], lab: Lab, upstream: Server, progress: Any = None
 ) -> list[Row]:
     """Run ``cells`` against a running tokenwire ``upstream``, path by path, profile by
-    profile (one intermediary and one shaper each), one cell at a time."""
+    profile (one intermediary and one shaper each), one cell at a time, each
+    ``lab.samples`` times (one row per cell: :func:`aggregate`)."""
     up_port = int(upstream.base.rsplit(":", 1)[1])
     rows: list[Row] = []
+    limit = _cell_limit_s(lab)
+
+    def add(cell: Cell, samples: list[Row]) -> None:
+        rows.append(aggregate(samples))
+        if progress:
+            progress(rows[-1])
+
     by_path: dict[str, list[Cell]] = {}
     for c in cells:
         by_path.setdefault(c.path, []).append(c)
     for path, path_cells in by_path.items():
-        with paths.start(path, up_port, idle_timeout_s=lab.idle_timeout(path)) as front:
-            spki = front.certs.spki_sha256() if front.certs else None
-            by_profile: dict[str, list[Cell]] = {}
+        try:
+            started = paths.start(path, up_port, idle_timeout_s=lab.idle_timeout(path))
+            front = started.__enter__()
+        except Exception as e:  # the path did not start: every cell of it says why
+            why = f"{path} did not start: {probes.error_text(e)}"
             for c in path_cells:
-                by_profile.setdefault(c.profile, []).append(c)
-            for profile, profile_cells in by_profile.items():
-                quic = "h3" in front.path.protocols
-                shaper = Shaper(front.port, PROFILES[profile], seed=lab.seed, udp=quic)
-                async with shaper:
-                    scheme = front.path.scheme
-                    shaped = f"{scheme}://127.0.0.1:{shaper.port}"
-                    browser: dict[str, list[Cell]] = {}
-                    for cell in profile_cells:
-                        if cell.client == "chromium":
-                            browser.setdefault(cell.protocol, []).append(cell)
-                            continue
-                        before = shaper.counts.copy()
-                        reading = await _read(cell, shaped, lab, front, upstream.base)
-                        rows.append(make_row(cell, reading, shaper.counts - before, lab.load))
-                        if progress:
-                            progress(rows[-1])
-                    for protocol, bcells in browser.items():
-                        base = shaped
-                        if protocol == "h3":  # QUIC through the UDP relay, by name (SNI)
-                            base = f"https://localhost:{shaper.port}"
-                        before = shaper.counts.copy()
-                        readings = await probes.read_chromium(
-                            base,
-                            [c.transport for c in bcells],
-                            lab.load,
-                            spki=spki,
-                            protocol=protocol,
-                        )
-                        counts = shaper.counts - before
-                        share = Counts(
-                            counts.up // len(bcells),
-                            counts.down // len(bcells),
-                            counts.connections,
-                            counts.cuts,
-                        )  # one page read them all: the bytes are shared evenly
-                        for c in bcells:
-                            rows.append(make_row(c, readings[c.transport], share, lab.load))
-                            if progress:
-                                progress(rows[-1])
+                add(c, [make_row(c, Reading(error=why, protocol="?"), Counts(), lab.load)])
+            continue
+        try:
+            await _run_path(front, path_cells, lab, upstream, limit, add)
+        finally:
+            started.__exit__(None, None, None)
     return rows
+
+
+async def _read_page(
+    shaper: Shaper,
+    base: str,
+    cells: Sequence[Cell],
+    lab: Lab,
+    spki: str | None,
+    protocol: str,
+    limit: float,
+) -> list[Row]:
+    """One Chromium page reads ``cells`` (one protocol, a transport each); each row gets
+    its own share of the shaper's counts (:func:`split_page`)."""
+    await shaper.wait_closed(5.0)
+    before = shaper.counts.copy()
+    marks: list[Counts] = []
+    readings = await _bounded(
+        probes.read_chromium(
+            base,
+            [c.transport for c in cells],
+            lab.load,
+            spki=spki,
+            protocol=protocol,
+            mark=lambda: marks.append(shaper.counts.copy()),
+        ),
+        limit * len(cells),
+        lambda why: {c.transport: Reading(error=why, protocol="?") for c in cells},
+    )
+    await shaper.wait_closed(5.0)
+    shares = split_page(before, marks, shaper.counts.copy(), len(cells))
+    return [
+        make_row(c, readings[c.transport], share, lab.load)
+        for c, share in zip(cells, shares, strict=True)
+    ]
+
+
+async def _run_path(
+    front: paths.Front,
+    path_cells: Sequence[Cell],
+    lab: Lab,
+    upstream: Server,
+    limit: float,
+    add: Callable[[Cell, list[Row]], None],
+) -> None:
+    spki = front.certs.spki_sha256() if front.certs else None
+    by_profile: dict[str, list[Cell]] = {}
+    for c in path_cells:
+        by_profile.setdefault(c.profile, []).append(c)
+    for profile, profile_cells in by_profile.items():
+        quic = "h3" in front.path.protocols
+        shaper = Shaper(front.port, PROFILES[profile], seed=lab.seed, udp=quic)
+        async with shaper:
+            shaped = f"{front.path.scheme}://127.0.0.1:{shaper.port}"
+            browser: dict[str, list[Cell]] = {}
+            for cell in profile_cells:
+                if cell.client == "chromium":
+                    browser.setdefault(cell.protocol, []).append(cell)
+                    continue
+                samples = []
+                for _ in range(lab.samples):
+                    await shaper.wait_closed(5.0)  # the last reading's bytes are its own
+                    before = shaper.counts.copy()
+                    reading = await _bounded(
+                        _read(cell, shaped, lab, front, upstream.base),
+                        limit,
+                        lambda why: Reading(error=why),
+                    )
+                    samples.append(make_row(cell, reading, shaper.counts - before, lab.load))
+                add(cell, samples)
+            for protocol, bcells in browser.items():
+                # QUIC through the UDP relay, by name (Chromium sends no SNI to an IP)
+                base = f"https://localhost:{shaper.port}" if protocol == "h3" else shaped
+                per_cell: dict[Cell, list[Row]] = {c: [] for c in bcells}
+                for _ in range(lab.samples):
+                    page = await _read_page(shaper, base, bcells, lab, spki, protocol, limit)
+                    for c, row in zip(bcells, page, strict=True):
+                        per_cell[c].append(row)
+                for c in bcells:
+                    add(c, per_cell[c])
 
 
 async def run_idle(
@@ -395,6 +555,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--time-scale", type=float, default=0.05, help="multiplies every timeout (--net)"
     )
     g.add_argument(
+        "--samples",
+        dest="net_samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="read each cell N times; the report gives medians and their spread (--net)",
+    )
+    g.add_argument(
         "--net-serve",
         metavar="PATH",
         help="start one path in front of a tokenwire server (timeouts as deployed), print the "
@@ -460,12 +628,15 @@ def run(ns: argparse.Namespace) -> int:
     path_names = _names(ns.net_paths, paths.PATHS, "path")
     profiles = _names(ns.net_profiles, PROFILES, "profile")
     clients = _names(ns.net_clients, CLIENTS, "client")
+    if ns.net_samples < 1:
+        raise SystemExit("tokenwire bench --net: --samples must be at least 1")
     quick = bool(getattr(ns, "quick", False))
     if quick and ns.net_profiles == ",".join(PROFILES):
         profiles = ["lan", "flaky"]
     lab = Lab(
         load=Load(max_tokens=20 if quick else 40, tokens_per_s=20),
         time_scale=ns.time_scale,
+        samples=ns.net_samples,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out: Path = getattr(ns, "out", None) or REPO / "bench" / "results" / f"{stamp}-net"
@@ -485,8 +656,10 @@ def run(ns: argparse.Namespace) -> int:
     quiet_server = start_server(lab, heartbeats=False)
     try:
         rows = asyncio.run(run_cells(cells, lab, server, progress))
+        # Quick: only paths with an idle timeout (without one, nothing can cut the stream).
+        idle_paths = [p for p in path_names if not quick or lab.idle_timeout(p) is not None]
         idle = asyncio.run(
-            run_idle(path_names, ("sse", "ws", "chunked", "poll"), lab, server, quiet_server)
+            run_idle(idle_paths, ("sse", "ws", "chunked", "poll"), lab, server, quiet_server)
         )
         conns = (
             asyncio.run(run_connections(path_names, lab, server)) if "chromium" in clients else []
@@ -502,6 +675,7 @@ def run(ns: argparse.Namespace) -> int:
             {
                 "load": asdict(lab.load),
                 "time_scale": lab.time_scale,
+                "samples": lab.samples,
                 "rows": [asdict(r) for r in rows],
                 "idle": [asdict(r) for r in idle],
                 "connections": [asdict(r) for r in conns],

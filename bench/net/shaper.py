@@ -28,8 +28,8 @@ import random
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, fields
+from typing import Any
 
 from bench.relay import Relay
 
@@ -161,6 +161,9 @@ class Counts:
     def __sub__(self, other: Counts) -> Counts:
         return Counts(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
 
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
 
 class Shaper(Relay):
     """A loopback TCP relay to ``127.0.0.1:upstream_port`` shaped like ``profile``.
@@ -184,6 +187,17 @@ class Shaper(Relay):
     @property
     def open_connections(self) -> int:
         return len(self._tasks)
+
+    async def wait_closed(self, limit_s: float) -> bool:
+        """Wait (at most ``limit_s``) until no TCP connection is open: a reading's last
+        bytes and cut are counted before the next reading's count starts. UDP flows have
+        no end to wait for (QUIC's closing datagrams come within the reading)."""
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while self._tasks:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     @property
     def open_flows(self) -> int:
