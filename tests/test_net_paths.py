@@ -232,3 +232,52 @@ def test_the_quick_lab_with_samples_end_to_end(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "20 tokens at 20 tokens/s, 2 times" in report
     assert "| 2/2 |" in report
+
+
+async def test_the_connections_view_sends_the_bearer_token() -> None:
+    """On a server with ``--auth-token`` the connections view shows a Token field; without
+    the token, creating the streams is refused (401); with it, each stream is read with
+    ``fetch`` and the ``Authorization`` header (an EventSource cannot send one) and all of
+    them over one WebSocket that sends ``{"op":"auth"}`` first, every one exact."""
+    from playwright.async_api import async_playwright
+
+    from bench.lab import spawn_server, wait_ready
+    from bench.net.probes import CHROMIUM, CONNECTIONS_PAGE, chromium_args
+
+    secret = "lab-token-17"
+    s = spawn_server(1000, 4096, 0, [*LAB.server_args(), "--auth-token", secret])
+    try:
+        wait_ready(s, 30)
+        args = chromium_args(spki=None, protocol="http/1.1", origin=s.base)
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=args)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{s.base}{CONNECTIONS_PAGE}", timeout=15_000)
+                await page.wait_for_selector('body[data-run="idle"]', timeout=15_000)
+                assert await page.is_visible("#token-field")
+                await page.fill("#count", "3")
+                await page.fill("#tps", "50")
+                await page.fill("#max-tokens", "8")
+                await page.click("#start")
+                await page.wait_for_selector('body[data-run="error"]', timeout=15_000)
+                status = await page.inner_text("#status")
+                assert status == (
+                    "POST /api/streams: HTTP 401 this server needs a token: "
+                    "send Authorization: Bearer <token>"
+                )
+                await page.fill("#token", secret)
+                await page.click("#start")
+                await page.wait_for_selector('body[data-run="done"]', timeout=30_000)
+                assert await page.inner_text("#status") == "Every stream ended, exact."
+                got = await page.evaluate(
+                    "[...document.querySelectorAll('.group')].map((g) => "
+                    "[g.id, g.dataset.done, g.dataset.error, g.dataset.protocols])"
+                )
+                heading = await page.inner_text("#sse-group h2")
+            finally:
+                await browser.close()
+    finally:
+        stop_server(s)
+    assert got == [["sse-group", "3", "0", "http/1.1"], ["ws-group", "3", "0", "websocket"]]
+    assert heading == "fetch (text/event-stream), one request each"
