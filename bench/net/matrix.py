@@ -563,6 +563,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="read each cell N times; the report gives medians and their spread (--net)",
     )
     g.add_argument(
+        "--tbf-kbit",
+        type=float,
+        metavar="N",
+        help="run the whole lab in a network namespace whose loopback the kernel's tbf caps "
+        "at N kbit/s (every hop inside shares it; root only; docs/network.md)",
+    )
+    g.add_argument(
         "--net-serve",
         metavar="PATH",
         help="start one path in front of a tokenwire server (timeouts as deployed), print the "
@@ -619,6 +626,40 @@ def serve(path: str) -> int:
     return 0
 
 
+def run_in_tbf(ns: argparse.Namespace, quick: bool) -> int:
+    """``--tbf-kbit N``: the same lab, run by a child ``tokenwire bench --net`` inside a
+    network namespace whose loopback ``tbf`` caps at N kbit/s (``bench/net/netns.py``)."""
+    import subprocess
+    import sys
+
+    from bench.net.netns import tbf_namespace
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out: Path = getattr(ns, "out", None) or REPO / "bench" / "results" / f"{stamp}-net-tbf"
+    argv = [sys.executable, "-m", "tokenwire", "bench", "--net", *(["--quick"] if quick else [])]
+    argv += ["--net-paths", ns.net_paths, "--net-profiles", ns.net_profiles]
+    argv += ["--net-clients", ns.net_clients, "--time-scale", f"{ns.time_scale:g}"]
+    argv += ["--samples", str(ns.net_samples), "--out", str(out)]
+    try:
+        with tbf_namespace(ns.tbf_kbit) as netns:
+            print(f"tokenwire bench --net: inside {netns.name}, lo capped by tbf at "
+                  f"{ns.tbf_kbit:g} kbit/s", flush=True)  # fmt: skip
+            code = subprocess.run(netns.argv(argv), cwd=REPO, check=False).returncode
+            stats = netns.qdisc()
+    except (ValueError, RuntimeError) as e:
+        raise SystemExit(f"tokenwire bench --net: --tbf-kbit: {e}") from None
+    note = (
+        f"\n\nRun inside a network namespace whose loopback tbf capped at {ns.tbf_kbit:g} "
+        f"kbit/s (every hop inside shares it): {stats['bytes']} bytes in "
+        f"{stats['packets']} packets passed it, {stats['drops']} packets dropped.\n"
+    )
+    report = out / "report.md"
+    if report.exists():
+        report.write_text(report.read_text() + note)
+    print(note.strip())
+    return code
+
+
 def run(ns: argparse.Namespace) -> int:
     """``tokenwire bench --net``: the matrix (``--quick``: lan and flaky, fewer tokens),
     the idle experiment, then ``report.md``, ``results.json`` and plots in the results
@@ -631,6 +672,8 @@ def run(ns: argparse.Namespace) -> int:
     if ns.net_samples < 1:
         raise SystemExit("tokenwire bench --net: --samples must be at least 1")
     quick = bool(getattr(ns, "quick", False))
+    if getattr(ns, "tbf_kbit", None) is not None:
+        return run_in_tbf(ns, quick)
     if quick and ns.net_profiles == ",".join(PROFILES):
         profiles = ["lan", "flaky"]
     lab = Lab(
