@@ -152,7 +152,9 @@ bench-peers: install-dev express-deps
 
 # The network lab: every transport through every intermediary (nginx, haproxy, caddy) and
 # link profile, with the Python/JS clients, curl, Chromium and the openai SDK, into
-# bench/results/<time>-net/ (docs/network.md); NET_ARGS=--quick for the small plan.
+# bench/results/<time>-net/ (docs/network.md); NET_ARGS=--quick for the small plan,
+# NET_ARGS="--samples 3" for medians per cell, NET_ARGS="--tbf-kbit 8000" (root, iproute2)
+# for the lab inside a network namespace whose loopback the kernel's tbf caps.
 NET_ARGS ?=
 bench-net: install-dev system-deps node-deps
 	$(BIN)/tokenwire bench --net $(NET_ARGS)
