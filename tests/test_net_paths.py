@@ -212,6 +212,12 @@ async def test_a_path_that_does_not_start_is_a_finding_in_its_rows(
          "(make system-deps)"),
         ("direct", "sse", "stream", None),
     ]  # fmt: skip
+    idle = await run_idle(["nowhere"], ["sse"], LAB, server, server)
+    assert [(r.heartbeats, r.survived, r.error) for r in idle] == [
+        (hb, False, "nowhere did not start: RuntimeError: tokenwire-no-such-proxy is not "
+         "installed (make system-deps)")
+        for hb in (True, False)
+    ]  # fmt: skip
 
 
 def test_the_quick_lab_with_samples_end_to_end(tmp_path: Path) -> None:

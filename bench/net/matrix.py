@@ -454,25 +454,41 @@ async def run_idle(
         timeout = lab.idle_timeout(path)
         for heartbeats, server in ((True, with_hb), (False, without_hb)):
             port = int(server.base.rsplit(":", 1)[1])
-            with paths.start(path, port, idle_timeout_s=timeout) as front:
-                ca = front.certs.ca if front.certs else None
-                for t in transports:
-                    r = await probes.read_python(
-                        front.base, t, load, ca, poll_timeout_s=lab.scaled(POLL_TIMEOUT_S)
-                    )
-                    rows.append(
-                        IdleRow(
-                            path=path,
-                            transport=t,
-                            heartbeats=heartbeats,
-                            idle_timeout_s=timeout or 0.0,
-                            quiet_s=quiet,
-                            survived=bool(r.exact) and r.error is None and r.reconnects == 0,
-                            exact=r.exact,
-                            reconnects=r.reconnects,
-                            error=r.error,
+
+            def row(
+                t: str,
+                r: Reading,
+                path: str = path,
+                heartbeats: bool = heartbeats,
+                timeout: float | None = timeout,
+            ) -> IdleRow:
+                return IdleRow(
+                    path=path,
+                    transport=t,
+                    heartbeats=heartbeats,
+                    idle_timeout_s=timeout or 0.0,
+                    quiet_s=quiet,
+                    survived=bool(r.exact) and r.error is None and r.reconnects == 0,
+                    exact=r.exact,
+                    reconnects=r.reconnects,
+                    error=r.error,
+                )
+
+            try:
+                with paths.start(path, port, idle_timeout_s=timeout) as front:
+                    ca = front.certs.ca if front.certs else None
+                    for t in transports:
+                        r = await _bounded(
+                            probes.read_python(
+                                front.base, t, load, ca, poll_timeout_s=lab.scaled(POLL_TIMEOUT_S)
+                            ),
+                            quiet + _cell_limit_s(lab),
+                            lambda why: Reading(error=why),
                         )
-                    )
+                        rows.append(row(t, r))
+            except Exception as e:  # the path did not start: its rows say why
+                why = Reading(error=f"{path} did not start: {probes.error_text(e)}")
+                rows += [row(t, why) for t in transports]
     return rows
 
 
