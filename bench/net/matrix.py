@@ -711,21 +711,27 @@ def run(ns: argparse.Namespace) -> int:
             flush=True,
         )
 
+    # Quick: the idle experiment only on paths with an idle timeout (without one, nothing
+    # can cut the quiet stream).
+    idle_paths = [p for p in path_names if not quick or lab.idle_timeout(p) is not None]
     server = start_server(lab)
-    quiet_server = start_server(lab, heartbeats=False)
+    quiet_server = start_server(lab, heartbeats=False) if idle_paths else None
     try:
         rows = asyncio.run(run_cells(cells, lab, server, progress))
-        # Quick: only paths with an idle timeout (without one, nothing can cut the stream).
-        idle_paths = [p for p in path_names if not quick or lab.idle_timeout(p) is not None]
-        idle = asyncio.run(
-            run_idle(idle_paths, ("sse", "ws", "chunked", "poll"), lab, server, quiet_server)
+        idle = (
+            asyncio.run(
+                run_idle(idle_paths, ("sse", "ws", "chunked", "poll"), lab, server, quiet_server)
+            )
+            if quiet_server is not None
+            else []
         )
         conns = (
             asyncio.run(run_connections(path_names, lab, server)) if "chromium" in clients else []
         )
     finally:
         stop_server(server)
-        stop_server(quiet_server)
+        if quiet_server is not None:
+            stop_server(quiet_server)
     from bench.net.report import write_report
 
     report = write_report(out, lab, rows, idle, conns)
