@@ -212,6 +212,11 @@ async def test_a_path_that_does_not_start_is_a_finding_in_its_rows(
          "installed (make system-deps)")
         for hb in (True, False)
     ]  # fmt: skip
+    conns = await run_connections(["nowhere"], LAB, server)
+    assert [(c.protocol, c.opened, c.error) for c in conns] == [
+        ("http/1.1", 0, "nowhere did not start: RuntimeError: tokenwire-no-such-proxy is not "
+         "installed (make system-deps)")
+    ]  # fmt: skip
 
 
 def test_the_quick_lab_with_samples_end_to_end(tmp_path: Path) -> None:

@@ -520,25 +520,32 @@ async def run_connections(
     up_port = int(upstream.base.rsplit(":", 1)[1])
     rows = []
     for path in path_names:
-        with paths.start(path, up_port, idle_timeout_s=lab.idle_timeout(path)) as front:
-            spki = front.certs.spki_sha256() if front.certs else None
-            for protocol in front.path.protocols:
-                if protocols is not None and protocol not in protocols:
-                    continue
-                base = f"https://localhost:{front.port}" if protocol == "h3" else front.base
-                c = await probes.count_flowing(base, n=n, spki=spki, protocol=protocol)
-                rows.append(
-                    ConnRow(
-                        path,
-                        protocol,
-                        c.opened,
-                        c.flowing,
-                        c.waiting,
-                        c.ws_flowing,
-                        c.protocol,
-                        c.error,
-                    )  # fmt: skip
-                )
+        offered = [p for p in paths.PATHS[path].protocols if protocols is None or p in protocols]
+        try:
+            with paths.start(path, up_port, idle_timeout_s=lab.idle_timeout(path)) as front:
+                spki = front.certs.spki_sha256() if front.certs else None
+                for protocol in offered:
+                    base = f"https://localhost:{front.port}" if protocol == "h3" else front.base
+                    c = await _bounded(
+                        probes.count_flowing(base, n=n, spki=spki, protocol=protocol),
+                        120,
+                        lambda why: probes.Connections(0, 0, 0, 0, "?", why),
+                    )
+                    rows.append(
+                        ConnRow(
+                            path,
+                            protocol,
+                            c.opened,
+                            c.flowing,
+                            c.waiting,
+                            c.ws_flowing,
+                            c.protocol,
+                            c.error,
+                        )  # fmt: skip
+                    )
+        except Exception as e:  # the path did not start: its rows say why
+            why = f"{path} did not start: {probes.error_text(e)}"
+            rows += [ConnRow(path, p, 0, 0, 0, 0, "?", why) for p in offered]
     return rows
 
 
