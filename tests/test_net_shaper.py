@@ -538,7 +538,8 @@ def test_a_browser_page_splits_its_bytes_per_transport(
 
 def test_samples_aggregate_into_medians_spreads_and_totals() -> None:
     rows = [
-        _row("direct", "sse", 10.0, ttft_ms=5.0, reconnects=1, cuts=1, bytes_per_token=150.0),
+        _row("direct", "sse", 10.0, ttft_ms=5.0, reconnects=1, cuts=1, bytes_per_token=150.0,
+             dropped=4),
         _row("direct", "sse", 30.0, ttft_ms=9.0, bytes_per_token=160.0),
         _row("direct", "sse", 20.0, exact=None, delivery="none", tokens=0,
              error="ClosedByServer: close 1006", latency_p50_ms=None, latency_p95_ms=None,
@@ -551,6 +552,7 @@ def test_samples_aggregate_into_medians_spreads_and_totals() -> None:
     assert (a.ttft_ms, a.ttft_min_ms, a.ttft_max_ms) == (7.0, 5.0, 9.0)
     assert (a.bytes_per_token, a.tokens, a.reconnects, a.cuts) == (155.0, 10, 1, 1)
     assert (a.bytes_up, a.bytes_down, a.connections) == (900, 5100, 3)
+    assert a.dropped == 4
     assert verdict(a, short=True) == "FAIL close 1006 2/3 exact"
     assert aggregate(rows[:1]) is rows[0]
     assert aggregate(rows[:2]).exact is True

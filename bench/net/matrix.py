@@ -100,6 +100,8 @@ class Row:
     bytes_per_token: float | None
     protocol_seen: str
     note: str = ""
+    #: Datagrams the shaper's UDP relay dropped (HTTP/3: the cap's queue, a stall, a cut).
+    dropped: int = 0
     #: How many times the cell was read, and how many of those were exact without error
     #: (with several samples the figures above are medians, the counts totals).
     samples: int = 1
@@ -216,6 +218,7 @@ def make_row(cell: Cell, r: Reading, counts: Counts, load: Load) -> Row:
         protocol_seen=r.protocol,
         note=explain(cell.path, cell.transport, r.error),
         ok_samples=int(bool(r.exact) and r.error is None),
+        dropped=counts.dropped,
     )
 
 
@@ -273,7 +276,7 @@ def aggregate(samples: Sequence[Row]) -> Row:
     """One cell's samples in one row: ``exact`` only if every sample was; the delivery most
     samples saw; the first error; latencies, first token and bytes per token the median
     over the samples that have them (``*_min``/``*_max``: the spread); reconnects, cuts,
-    connections and bytes the totals."""
+    connections, bytes and dropped datagrams the totals."""
     first = samples[0]
     if len(samples) == 1:
         return first
@@ -303,6 +306,7 @@ def aggregate(samples: Sequence[Row]) -> Row:
         latency_p99_ms=med("latency_p99_ms"),
         reconnects=sum(r.reconnects for r in samples),
         cuts=sum(r.cuts for r in samples),
+        dropped=sum(r.dropped for r in samples),
         connections=sum(r.connections for r in samples),
         bytes_up=sum(r.bytes_up for r in samples),
         bytes_down=sum(r.bytes_down for r in samples),

@@ -183,6 +183,7 @@ def cell_table(rows: Sequence[Row]) -> list[str]:
             _f(r.latency_p99_ms, ".1f"),
             str(r.reconnects),
             str(r.cuts),
+            str(r.dropped) if r.protocol == "h3" else "–",
             _f(r.bytes_per_token, ".1f"),
             f"{r.ok_samples}/{r.samples}",
             _spread(r.latency_p50_min_ms, r.latency_p50_max_ms),
@@ -193,6 +194,7 @@ def cell_table(rows: Sequence[Row]) -> list[str]:
     ]
     head = ["path", "profile", "client", "transport", "asked", "used", "exact", "arrived"]
     head += ["first token ms", "lat p50", "vs direct", "p95", "p99", "reconn.", "cuts"]
+    head += ["datagrams dropped"]
     head += ["B/token", "exact/samples", "p50 min-max", "first token min-max", "error"]
     return _table(head, body)
 
