@@ -557,6 +557,8 @@ def test_samples_aggregate_into_medians_spreads_and_totals() -> None:
     assert aggregate(rows[:1]) is rows[0]
     assert aggregate(rows[:2]).exact is True
     assert verdict(aggregate(rows[:2])) == "stream"
+    tie = aggregate([rows[0], _row("direct", "sse", 5.0, delivery="lump")])
+    assert (tie.delivery, verdict(tie)) == ("lump", "LUMP")
 
 
 async def test_a_cell_that_hangs_or_raises_becomes_its_rows_error() -> None:

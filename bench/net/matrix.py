@@ -274,9 +274,10 @@ def split_page(before: Counts, marks: Sequence[Counts], end: Counts, n: int) -> 
 
 def aggregate(samples: Sequence[Row]) -> Row:
     """One cell's samples in one row: ``exact`` only if every sample was; the delivery most
-    samples saw; the first error; latencies, first token and bytes per token the median
-    over the samples that have them (``*_min``/``*_max``: the spread); reconnects, cuts,
-    connections, bytes and dropped datagrams the totals."""
+    samples saw (a tie: ``lump``, so that buffering seen once is not hidden); the first
+    error; latencies, first token and bytes per token the median over the samples that
+    have them (``*_min``/``*_max``: the spread); reconnects, cuts, connections, bytes and
+    dropped datagrams the totals."""
     first = samples[0]
     if len(samples) == 1:
         return first
@@ -297,7 +298,7 @@ def aggregate(samples: Sequence[Row]) -> Row:
     return replace(
         first,
         exact=False if False in exacts else (None if None in exacts else True),
-        delivery=max(("stream", "lump", "none"), key=deliveries.count),
+        delivery=max(("lump", "stream", "none"), key=deliveries.count),  # a tie: lump
         tokens=int(statistics.median(r.tokens for r in samples)),
         error=None if not errors else f"{errors[0]} ({len(errors)} of {len(samples)})",
         ttft_ms=med("ttft_ms"),
