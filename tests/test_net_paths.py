@@ -53,7 +53,11 @@ async def test_each_transport_through_each_path(server: Server, path: str) -> No
     rows = await run_cells(plan([path], ["lan"], ["python"]), LAB, server)
     assert {r.transport: verdict(r) for r in rows} == EXPECTED[path]
     for r in rows:
-        assert (r.tokens, r.reconnects, r.cuts) == (12, 0, 0)
+        assert (r.tokens, r.cuts) == (12, 0)
+        # caddy ended the Python client's SSE response early in about 2 of 50 runs under
+        # load (never direct or through haproxy); the client resumed, exact (a finding in
+        # docs/network.md, "Known"). Everywhere else, no reconnect at all.
+        assert r.reconnects <= (1 if path == "caddy" else 0)
         assert r.bytes_per_token is not None
         assert r.bytes_per_token > 0
 
