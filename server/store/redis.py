@@ -74,10 +74,11 @@ def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
 class _Local:
     """What this process holds of one stream: recent events, and the readers waiting."""
 
-    __slots__ = ("cache", "closed", "dropped", "last_seq", "used", "waiters")
+    __slots__ = ("cache", "closed", "dropped", "keep", "last_seq", "used", "waiters")
 
-    def __init__(self, last_seq: int) -> None:
+    def __init__(self, last_seq: int, keep: int) -> None:
         self.cache: list[Event] = []  # contiguous, ending at ``last_seq``
+        self.keep = keep  # never more than the log retains (what it trimmed is gone)
         self.last_seq = last_seq  # the highest seq this process knows exists (-1: none)
         self.closed = False
         self.dropped = False
@@ -91,8 +92,8 @@ class _Local:
         if events[0].seq != self.last_seq + 1:
             self.cache = []  # a jump: what was cached is no longer contiguous with it
         self.cache.extend(events)
-        if len(self.cache) > 2 * CACHE:
-            del self.cache[:-CACHE]
+        if len(self.cache) > self.keep:
+            del self.cache[: -min(self.keep, CACHE)]
         self.last_seq = events[-1].seq
         if events[-1].terminal:
             self.closed = True
@@ -114,13 +115,13 @@ class _Local:
 
 
 class _Writer:
-    """The events of one log waiting to be written, and the task writing them."""
+    """The events of one log waiting to be written (the store's flusher writes them)."""
 
-    __slots__ = ("error", "idle", "pending", "task")
+    __slots__ = ("busy", "error", "idle", "pending")
 
     def __init__(self) -> None:
         self.pending: list[Event] = []
-        self.task: asyncio.Task[None] | None = None
+        self.busy = False  # a batch of this log is in flight (the next waits for it)
         self.error: StoreUnavailable | None = None
         self.idle = asyncio.Event()
         self.idle.set()
@@ -142,6 +143,7 @@ class RedisStore(LogStore):
             raise ValueError("max_events must be >= 1")
         self.url = url
         self.max_events = max_events
+        self._keep = min(2 * CACHE, max_events)  # events a local cache holds at most
         self.retention_ms = max(1000, int(retention_s * 1000))
         self.open_ttl_ms = max(1000, int(open_ttl_s * 1000))
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -160,6 +162,8 @@ class RedisStore(LogStore):
         self._local: dict[str, _Local] = {}
         self._next: dict[str, int] = {}  # the next seq of each log this process writes
         self._writers: dict[str, _Writer] = {}  # each log's queue of events to write
+        self._ready: dict[str, _Writer] = {}  # logs with events to write, none in flight
+        self._flusher: asyncio.Task[None] | None = None
         #: Redis commands sent, by kind (for the benchmarks: reads per event).
         self.commands = {"append": 0, "range": 0, "tail": 0}
 
@@ -204,10 +208,14 @@ class RedisStore(LogStore):
             raise StoreUnavailable(f"Redis: {e}") from None
         self._next[stream_id] = 0
         self._writers[stream_id] = _Writer()
+        # The writer feeds this cache from the first event, so readers here (the one
+        # that created the stream, most often) read from it even while they lag behind.
+        self._local.setdefault(stream_id, _Local(-1, self._keep))
 
     async def append(self, stream_id: str, event: Event) -> None:
-        """Queue the event for the stream's writer, which sends what is queued in one
-        pipeline per round trip. Returns at once while fewer than :data:`WRITE_BATCH`
+        """Queue the event; the store's flusher sends what every log has queued in one
+        pipeline per round trip (one round trip carries the events of all the streams
+        this process writes). Returns at once while fewer than :data:`WRITE_BATCH`
         events wait (a terminal event waits until all is written). Local readers see an
         event once Redis has it, like every other process's readers."""
         expected = self._next.get(stream_id)
@@ -222,9 +230,11 @@ class RedisStore(LogStore):
             raise writer.error
         writer.pending.append(event)
         self._next[stream_id] = event.seq + 1
-        if writer.task is None:
-            writer.idle.clear()
-            writer.task = asyncio.get_running_loop().create_task(self._write(stream_id, writer))
+        writer.idle.clear()
+        if not writer.busy:
+            self._ready[stream_id] = writer
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
         if len(writer.pending) >= WRITE_BATCH or event.terminal:
             await asyncio.shield(writer.idle.wait())  # a cancel never cuts a batch in two
             if writer.error is not None:
@@ -242,45 +252,84 @@ class RedisStore(LogStore):
             raise writer.error
         return self._next[stream_id]
 
-    async def _write(self, stream_id: str, writer: _Writer) -> None:
-        key = self.log_key(stream_id)
-        meta = self.meta_key(stream_id)
+    async def _flush(self) -> None:
+        """Write what the logs have queued, all of them in one pipeline per round trip,
+        until nothing waits. A log's next batch waits for its previous one (order)."""
+        flight: list[tuple[str, _Writer, list[Event]]] = []
         try:
-            while writer.pending:
-                batch, writer.pending = writer.pending, []
-                async with self.redis.pipeline(transaction=False) as p:
-                    for event in batch:
-                        fields: dict[Any, Any] = {"d": event.data}
-                        if event.terminal:
-                            fields["e"] = event.type
-                        p.xadd(
-                            key,
-                            fields,
-                            id=_entry_id(event.seq),
-                            maxlen=self.max_events,
-                            approximate=False,
-                        )
-                    last = batch[-1]
-                    if batch[0].seq == 0 or last.terminal:
-                        ttl = self.retention_ms if last.terminal else self.open_ttl_ms
-                        p.pexpire(key, ttl)
-                        if last.terminal:
-                            p.hset(meta, "state", "closed")
-                            p.pexpire(meta, ttl)
-                    await p.execute()
-                self.commands["append"] += 1
-                local = self._local.get(stream_id)
-                if local is not None:
-                    local.add(batch)
-        except RedisError as e:
-            writer.error = StoreUnavailable(f"Redis: {e}")
-            writer.pending = []
+            while self._ready:
+                ready, self._ready = self._ready, {}
+                flight = []
+                for sid, writer in ready.items():
+                    if writer.pending and writer.error is None:
+                        writer.busy = True
+                        flight.append((sid, writer, writer.pending))
+                        writer.pending = []
+                    else:
+                        writer.idle.set()
+                if not flight:
+                    continue
+                try:
+                    await self._send(flight)
+                except RedisError as e:
+                    error = StoreUnavailable(f"Redis: {e}")
+                    for sid, writer, _ in flight:
+                        writer.error = error
+                        writer.pending = []
+                        self._finish(sid, writer)
+                else:
+                    for sid, writer, batch in flight:
+                        local = self._local.get(sid)
+                        if local is not None:
+                            local.add(batch)
+                        self._finish(sid, writer)
+                flight = []
+        finally:
+            self._flusher = None
+            for sid, writer, _ in flight:  # cancelled in flight (the store closes)
+                if writer.busy:
+                    writer.error = writer.error or StoreUnavailable("Redis: the store closed")
+                    self._finish(sid, writer)
+
+    def _finish(self, stream_id: str, writer: _Writer) -> None:
+        """A log's batch is written (or failed): its next batch, or it is idle."""
+        writer.busy = False
+        if writer.pending and writer.error is None and self._writers.get(stream_id) is writer:
+            self._ready[stream_id] = writer
+            return
+        writer.pending = []
+        writer.idle.set()
+        if writer.error is not None:
             local = self._local.get(stream_id)
             if local is not None:
                 local.wake()
-        finally:
-            writer.task = None
-            writer.idle.set()
+
+    async def _send(self, flight: Sequence[tuple[str, _Writer, list[Event]]]) -> None:
+        """One pipeline: every batch's XADDs, and the TTLs of logs that begin or end."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for sid, _, batch in flight:
+                key = self.log_key(sid)
+                for event in batch:
+                    fields: dict[Any, Any] = {"d": event.data}
+                    if event.terminal:
+                        fields["e"] = event.type
+                    p.xadd(
+                        key,
+                        fields,
+                        id=_entry_id(event.seq),
+                        maxlen=self.max_events,
+                        approximate=False,
+                    )
+                last = batch[-1]
+                if batch[0].seq == 0 or last.terminal:
+                    ttl = self.retention_ms if last.terminal else self.open_ttl_ms
+                    p.pexpire(key, ttl)
+                    if last.terminal:
+                        meta = self.meta_key(sid)
+                        p.hset(meta, "state", "closed")
+                        p.pexpire(meta, ttl)
+            await p.execute()
+        self.commands["append"] += 1
 
     async def _exists(self, stream_id: str) -> bool:
         try:
@@ -351,7 +400,7 @@ class RedisStore(LogStore):
         ``limit_s`` passed, or ``"recheck"`` after :data:`RECHECK_S` with no limit."""
         local = self._local.get(stream_id)
         if local is None:
-            local = self._local[stream_id] = _Local(after)
+            local = self._local[stream_id] = _Local(after, self._keep)
         elif local.last_seq > after:
             return "news"  # arrived meanwhile
         loop = asyncio.get_running_loop()
@@ -455,7 +504,12 @@ class RedisStore(LogStore):
 
     async def drop(self, stream_id: str) -> None:
         self._next.pop(stream_id, None)
-        self._writers.pop(stream_id, None)
+        self._ready.pop(stream_id, None)
+        writer = self._writers.pop(stream_id, None)
+        if writer is not None:
+            writer.pending = []
+            if not writer.busy:
+                writer.idle.set()
         local = self._local.pop(stream_id, None)
         if local is not None:
             local.dropped = True
