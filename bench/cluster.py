@@ -27,7 +27,6 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,10 @@ import aiohttp
 
 from bench.lab import (
     Server,
-    free_port,
     process_usage,
     raise_nofile,
     spawn_server,
+    start_redis,
     stop_server,
     wait_ready,
 )
@@ -49,26 +48,6 @@ from bench.stats import print_table
 #: the rest is per reader (lookup, counting it in and out, its first range read).
 LOG_COMMANDS = ("xadd", "xread", "pexpire")
 STORES = ("memory", "redis")
-
-
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "/usr/bin/redis-server",
-            *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)),
-            *("--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log")),
-        ],
-        stdin=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(200):
-        if subprocess.run(
-            ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
-        ).stdout.startswith(b"PONG"):
-            return proc, url
-        time.sleep(0.05)
-    raise SystemExit("redis-server did not start")
 
 
 def commandstats(port: str) -> dict[str, int]:

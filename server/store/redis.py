@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from server.errors import StoreUnavailable, StreamGone, UnknownStream
 from server.events import Event, EventType
@@ -56,6 +57,33 @@ RECHECK_S = 5.0
 IDLE_S = 10.0
 
 #: The ``e`` field's values: every type but ``token`` (the most common, so left out).
+#: Append a batch of events to a log, atomically: ``KEYS`` the log and its meta hash,
+#: ``ARGV`` the trim length, a TTL in ms to set on the log (0: none), 1 if the batch ends
+#: the log (the meta hash says ``closed`` and gets the TTL too), the first entry id's
+#: number (``seq+1``), then per event its JSON line and its type (empty for a token).
+#: One call per log and round trip instead of one XADD per event; one exact trim per batch.
+APPEND = """
+local id = tonumber(ARGV[4])
+for i = 5, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('XADD', KEYS[1], string.format('%d-0', id), 'd', ARGV[i])
+  else
+    redis.call('XADD', KEYS[1], string.format('%d-0', id), 'd', ARGV[i], 'e', ARGV[i + 1])
+  end
+  id = id + 1
+end
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', ARGV[1])
+if ARGV[2] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if ARGV[3] == '1' then
+    redis.call('HSET', KEYS[2], 'state', 'closed')
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
+end
+return id
+"""
+APPEND_SHA = hashlib.sha1(APPEND.encode()).hexdigest()
+
 _TYPES: dict[bytes, EventType] = {
     t.encode(): t for t in ("reasoning", "tool_call", "done", "error")
 }
@@ -273,19 +301,18 @@ class RedisStore(LogStore):
                 if not flight:
                     continue
                 try:
-                    await self._send(flight)
+                    failed = await self._send(flight)
                 except RedisError as e:
-                    error = StoreUnavailable(f"Redis: {e}")
-                    for sid, writer, _ in flight:
-                        writer.error = error
-                        writer.pending = []
-                        self._finish(sid, writer)
-                else:
-                    for sid, writer, batch in flight:
+                    failed = [e] * len(flight)
+                for (sid, writer, batch), error in zip(flight, failed, strict=True):
+                    if error is None:
                         local = self._local.get(sid)
                         if local is not None:
                             local.add(batch)
-                        self._finish(sid, writer)
+                    else:
+                        writer.error = StoreUnavailable(f"Redis: {error}")
+                        writer.pending = []
+                    self._finish(sid, writer)
                 flight = []
         finally:
             self._flusher = None
@@ -307,32 +334,43 @@ class RedisStore(LogStore):
             if local is not None:
                 local.wake()
 
-    async def _send(self, flight: Sequence[tuple[str, _Writer, list[Event]]]) -> None:
-        """One pipeline: every batch's XADDs, and the TTLs of logs that begin or end."""
-        async with self.redis.pipeline(transaction=False) as p:
-            for sid, _, batch in flight:
-                key = self.log_key(sid)
-                for event in batch:
-                    fields: dict[Any, Any] = {"d": event.data}
-                    if event.type != "token":
-                        fields["e"] = event.type
-                    p.xadd(
-                        key,
-                        fields,
-                        id=_entry_id(event.seq),
-                        maxlen=self.max_events,
-                        approximate=False,
+    async def _send(
+        self, flight: Sequence[tuple[str, _Writer, list[Event]]]
+    ) -> list[RedisError | None]:
+        """One pipeline of one :data:`APPEND` script call per log (what failed, per log).
+        After a Redis restart the script is loaded again and the logs it missed sent
+        again (a ``NOSCRIPT`` reply means the call did nothing)."""
+        todo = list(range(len(flight)))
+        out: list[RedisError | None] = [None] * len(flight)
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as p:
+                for i in todo:
+                    sid, _, batch = flight[i]
+                    last = batch[-1]
+                    ttl = (
+                        self.retention_ms
+                        if last.terminal
+                        else self.open_ttl_ms
+                        if batch[0].seq == 0
+                        else 0
                     )
-                last = batch[-1]
-                if batch[0].seq == 0 or last.terminal:
-                    ttl = self.retention_ms if last.terminal else self.open_ttl_ms
-                    p.pexpire(key, ttl)
-                    if last.terminal:
-                        meta = self.meta_key(sid)
-                        p.hset(meta, "state", "closed")
-                        p.pexpire(meta, ttl)
-            await p.execute()
-        self.commands["append"] += 1
+                    args: list[Any] = [self.max_events, ttl, int(last.terminal), batch[0].seq + 1]
+                    for event in batch:
+                        args += (event.data, b"" if event.type == "token" else event.type)
+                    p.evalsha(APPEND_SHA, 2, self.log_key(sid), self.meta_key(sid), *args)
+                replies = await p.execute(raise_on_error=False)
+            self.commands["append"] += 1
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(reply, RedisError):
+                    out[i] = reply
+            if not missing:
+                break
+            await self.redis.script_load(APPEND)
+            todo = missing
+        return out
 
     async def _exists(self, stream_id: str) -> bool:
         try:
