@@ -44,10 +44,13 @@ from bench.lab import (
 from bench.overhead import CellResult, CellSpec, parse_transports, run_cell
 from bench.stats import print_table
 
-#: What writing and tailing the log costs per event (XADD, its TTL, the tails' XREAD);
-#: the rest is per reader (lookup, counting it in and out, its first range read).
-LOG_COMMANDS = ("xadd", "xread", "pexpire")
+#: What writing and tailing the log costs per event: the append script's calls
+#: (``evalsha``) and the XADDs and TTLs it runs (Redis counts those too), the tails'
+#: XREAD; the rest is per reader (lookup, counting it in and out, its first range read).
+LOG_COMMANDS = ("evalsha", "xadd", "xtrim", "xread", "pexpire")
 STORES = ("memory", "redis")
+#: A cell that takes longer is cut: its unfinished streams count as failures ("cell timeout").
+CELL_TIMEOUT_S = 180.0
 
 
 def commandstats(port: str) -> dict[str, int]:
@@ -81,7 +84,7 @@ async def cell(
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         r0, _ = process_usage(redis_pid)
-        result = await run_cell(session, base, spec, rate, 600.0, server_pid, run)
+        result = await run_cell(session, base, spec, rate, CELL_TIMEOUT_S, server_pid, run)
         r1, _ = process_usage(redis_pid)
     return result, None if r0 is None or r1 is None else r1 - r0
 

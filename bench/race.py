@@ -1155,9 +1155,18 @@ def run_race(ns: argparse.Namespace) -> int:
     if missing_mods:
         raise SystemExit(f"the race needs {', '.join(missing_mods)}: pip install -e '.[bench]'")
     given = [f"--{n.replace('_', '-')}" for n in NOT_FOR_RACE if getattr(ns, n, None)]
-    if given or ns.workers:
+    cluster = [
+        flag
+        for flag, on in (
+            ("--locust-workers", ns.locust_workers),
+            ("--workers", ns.workers > 1),
+            ("--store", ns.store != "memory"),
+        )
+        if on
+    ]
+    if given or cluster:
         raise SystemExit(
-            f"--peers starts its own servers and load: {' '.join(given) or '--workers'} "
+            f"--peers starts its own servers and load: {' '.join(given + cluster)} "
             "apply to the Locust runs only"
         )
     plan = plan_of(ns)

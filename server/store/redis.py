@@ -7,6 +7,12 @@ Keys (one hash tag per stream, so Redis Cluster keeps a stream's keys on one sha
                   ``token``, ``e`` (its type); trimmed exactly at ``max_events`` (``MAXLEN``)
     tw:{ID}:m     a hash: ``state`` = ``open`` | ``closed``
 
+**Writing.** Appends go to per-log queues; one *flusher* task sends what every log has
+queued in one pipeline per round trip, one :data:`APPEND` script call per log (its
+XADDs, one exact trim, the TTLs, the closed state: atomic, so a batch is in the log
+whole or not at all). At a pace, the events of all the streams a process runs share a
+round trip; at full speed each call carries many events.
+
 Both keys expire: ``open_ttl_s`` after creation (a generation that never ends, because
 its process died, cannot keep them forever) and ``retention_s`` after the terminal
 event. ``after=SEQ`` is one ``XRANGE (SEQ+1-0 + COUNT n``; the first id returned says
@@ -61,18 +67,25 @@ IDLE_S = 10.0
 #: ``ARGV`` the trim length, a TTL in ms to set on the log (0: none), 1 if the batch ends
 #: the log (the meta hash says ``closed`` and gets the TTL too), the first entry id's
 #: number (``seq+1``), then per event its JSON line and its type (empty for a token).
-#: One call per log and round trip instead of one XADD per event; one exact trim per batch.
+#: One call per log and round trip instead of one XADD per event; the batch's last XADD
+#: trims the log exactly (the script is atomic: nobody sees it longer meanwhile).
 APPEND = """
 local id = tonumber(ARGV[4])
 for i = 5, #ARGV, 2 do
-  if ARGV[i + 1] == '' then
-    redis.call('XADD', KEYS[1], string.format('%d-0', id), 'd', ARGV[i])
-  else
-    redis.call('XADD', KEYS[1], string.format('%d-0', id), 'd', ARGV[i], 'e', ARGV[i + 1])
+  local add = {'XADD', KEYS[1]}
+  if i + 2 > #ARGV then  -- the last: trim once, after the whole batch is in
+    add[3], add[4], add[5] = 'MAXLEN', '=', ARGV[1]
   end
+  add[#add + 1] = string.format('%d-0', id)
+  add[#add + 1] = 'd'
+  add[#add + 1] = ARGV[i]
+  if ARGV[i + 1] ~= '' then
+    add[#add + 1] = 'e'
+    add[#add + 1] = ARGV[i + 1]
+  end
+  redis.call(unpack(add))
   id = id + 1
 end
-redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', ARGV[1])
 if ARGV[2] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   if ARGV[3] == '1' then
