@@ -7,7 +7,12 @@
 2. **paced**: ``--paced-streams`` SSE streams at ``--pace`` tokens/s at once, per store:
    transport latency p50/p99 (client receive time minus the event's ``t``), server CPU
    (and Redis CPU) per 1,000 tokens.
-3. **fan-out**: two processes on one Redis; one paced stream read by ``--readers``
+3. **store**: the Redis store alone (``RedisStore``, no server): its append path at full
+   speed (``--streams`` logs of ``--tokens`` events at once) and its range reads (the
+   same logs read back in pages of 512 by another store, as a process that does not run
+   the streams reads them), Python CPU per event, with hiredis and with redis-py's own
+   reply parser.
+4. **fan-out**: two processes on one Redis; one paced stream read by ``--readers``
    SSE readers spread over both; Redis commands per event from ``INFO commandstats``
    (all commands, both processes, divided by the events and by the processes).
 
@@ -27,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,9 +193,70 @@ def measure_fanout(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+async def store_costs(url: str, parser: type[Any], streams: int, n: int) -> tuple[float, float]:
+    """The store's CPU per event (us): appending, then range-reading from another store."""
+    from server.events import Event
+    from server.store.redis import RedisStore
+
+    def store() -> RedisStore:
+        st = RedisStore(url, n + 10, retention_s=60, open_ttl_s=600)
+        st.redis.connection_pool.connection_kwargs["parser_class"] = parser
+        return st
+
+    writer, reader = store(), store()
+    await writer.start()
+    await reader.start()
+    line = b'{"type":"token","seq":0,"text":"hello wor","t":1764560000000000000}'
+    ids = [f"store-{time.monotonic_ns()}-{i}" for i in range(streams)]
+    for sid in ids:
+        await writer.open(sid)
+
+    async def generate(sid: str) -> None:
+        for seq in range(n):
+            await writer.append(sid, Event(seq, "token", line))
+            if seq % 16 == 15:
+                await asyncio.sleep(0)  # (a source yields now and then)
+        await writer.append(sid, Event(n, "done", line))
+
+    c0 = time.process_time()
+    await asyncio.gather(*(generate(sid) for sid in ids))
+    c1 = time.process_time()
+    got = 0
+    for sid in ids:
+        after = -1
+        while events := await reader.read(sid, after, limit=512, wait=0):
+            got += len(events)
+            after = events[-1].seq
+    c2 = time.process_time()
+    await writer.aclose()
+    await reader.aclose()
+    assert got == streams * (n + 1), got
+    return 1e6 * (c1 - c0) / (streams * (n + 1)), 1e6 * (c2 - c1) / got
+
+
+def measure_store(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
+    from redis.utils import HIREDIS_AVAILABLE
+
+    parsers: dict[str, type[Any]] = {"python": _AsyncRESP2Parser}
+    if HIREDIS_AVAILABLE:
+        parsers["hiredis"] = _AsyncHiredisParser
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in parsers}
+    for _ in range(args.repeat):
+        for name, parser in parsers.items():
+            runs[name].append(asyncio.run(store_costs(url, parser, args.streams, args.tokens)))
+    out: dict[str, Any] = {}
+    for name, rs in runs.items():
+        out[f"store_append_us_per_event_{name}"] = median([a for a, _ in rs])
+        out[f"store_range_read_us_per_event_{name}"] = median([b for _, b in rs])
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__.split("\n")[0])
-    p.add_argument("--parts", default="throughput,paced,fanout", help="comma-separated (all three)")
+    p.add_argument(
+        "--parts", default="throughput,paced,store,fanout", help="comma-separated (all four)"
+    )
     p.add_argument("--transports", type=parse_transports, default=["sse", "ws", "chunked", "poll"])
     p.add_argument("--streams", type=int, default=100, help="throughput: streams at once (100)")
     p.add_argument("--tokens", type=int, default=2000, help="throughput: tokens each (2000)")
@@ -207,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     parts = set(args.parts.split(","))
-    if not parts <= {"throughput", "paced", "fanout"} or args.repeat < 1:
-        raise SystemExit("--parts: throughput, paced, fanout; --repeat >= 1")
+    if not parts <= {"throughput", "paced", "store", "fanout"} or args.repeat < 1:
+        raise SystemExit("--parts: throughput, paced, store, fanout; --repeat >= 1")
     raise_nofile(max(args.streams, args.paced_streams, args.readers))
     directory = Path(tempfile.mkdtemp(prefix="tokenwire-cluster-"))
     redis_proc, url = start_redis(directory)
@@ -230,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():
                 wait_ready(server, 30)
             figures["cells"] = measure_cells(servers, redis_proc.pid, specs, args.repeat)
+        if "store" in parts:
+            figures.update(measure_store(url, args))
         if "fanout" in parts:
             figures.update(measure_fanout(url, args))
     finally:
