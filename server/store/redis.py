@@ -26,8 +26,10 @@ of that stream, which take their batch from the cache: 1,000 readers of one stre
 process cost one Redis read per new batch, not 1,000. The process that runs a stream's
 generation puts what it appends into the same cache, so its own readers cost no read at
 all. A reader that must wait on a stream the tail is not blocked on yet makes the tail
-start over (``CLIENT UNBLOCK``); a lost wake-up cannot strand a reader, because every
-wait has a timeout after which the reader looks at the log again.
+start over (``CLIENT UNBLOCK``); a stream stays watched for :data:`WATCH_S` after a
+local reader last read it. A lost wake-up cannot strand a reader, because every wait on
+a log another process writes has a timeout after which the reader looks at the log
+again.
 
 Redis errors become :class:`~server.errors.StoreUnavailable` (503 ``store_unavailable``).
 """
@@ -59,6 +61,8 @@ WRITE_BATCH = 256
 TAIL_BLOCK_MS = 5_000
 #: A reader with no time limit still looks at the log again this often (a lost wake-up).
 RECHECK_S = 5.0
+#: The tail keeps watching a stream this long after a local reader last read it (s).
+WATCH_S = 1.0
 #: A stream's local state is dropped this long after its last local reader left.
 IDLE_S = 10.0
 
@@ -203,6 +207,7 @@ class RedisStore(LogStore):
         self._tail_blocked = False
         self._unblocking: asyncio.Task[None] | None = None
         self._keys_changed = asyncio.Event()
+        self._watched: set[str] = set()  # the streams of the tail's current XREAD
         self._local: dict[str, _Local] = {}
         self._next: dict[str, int] = {}  # the next seq of each log this process writes
         self._writers: dict[str, _Writer] = {}  # each log's queue of events to write
@@ -460,10 +465,13 @@ class RedisStore(LogStore):
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         local.waiters.append(fut)
-        if len(local.waiters) == 1 and not local.closed:
+        fed = self._feeds(stream_id)
+        if not fed and not local.closed and stream_id not in self._watched:
             self._watch_changed()
+        # (a log this process writes wakes its readers itself: no wake-up to lose)
+        limit = limit_s if limit_s is not None else None if fed else RECHECK_S
         try:
-            async with asyncio.timeout(RECHECK_S if limit_s is None else limit_s):
+            async with asyncio.timeout(limit):
                 await fut
         except TimeoutError:
             with contextlib.suppress(ValueError):
@@ -506,25 +514,32 @@ class RedisStore(LogStore):
         while True:
             self._keys_changed.clear()
             self._forget_idle()
+            now = time.monotonic()
             watched = {
-                self.log_key(sid): _entry_id(local.last_seq)
+                sid: _entry_id(local.last_seq)
                 for sid, local in self._local.items()
                 # (the logs this process writes feed their readers themselves, unless
-                # the writing failed: then another process may end the log)
-                if local.waiters and not local.closed and self._feeds(sid) is False
+                # the writing failed: then another process may end the log; a log read
+                # a moment ago stays watched, so that its readers, back for the next
+                # batch, do not make the tail start over every time)
+                if (local.waiters or now - local.used < WATCH_S)
+                and not local.closed
+                and self._feeds(sid) is False
             }
+            self._watched = set(watched)
             if not watched:
                 await self._keys_changed.wait()
                 continue
             self._tail_blocked = True
             try:
                 reply = await self._tail_redis.xread(
-                    watched,  # type: ignore[arg-type]
+                    {self.log_key(sid): last for sid, last in watched.items()},
                     count=CACHE,
                     block=TAIL_BLOCK_MS,
                 )
             except (RedisError, OSError) as e:
                 self._tail_blocked = False
+                self._watched = set()
                 log.warning("Redis tail read failed: %s", e)
                 for local in self._local.values():
                     local.wake()  # readers look again (and get store_unavailable)
