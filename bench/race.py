@@ -598,7 +598,7 @@ def paced_once(target: Target, transport: str, plan: PacedPlan, out: Path, run_n
     name = f"paced-{transport}-{target.name}-{run_no + 1}"
     load = plan.load()
     r = run_locust(
-        argparse.Namespace(workers=0),
+        argparse.Namespace(locust_workers=0, workers=1),
         target.server,
         scenario="paced",
         transport=transport,
