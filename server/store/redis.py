@@ -41,7 +41,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -213,6 +213,9 @@ class RedisStore(LogStore):
         self._writers: dict[str, _Writer] = {}  # each log's queue of events to write
         self._ready: dict[str, _Writer] = {}  # logs with events to write, none in flight
         self._flusher: asyncio.Task[None] | None = None
+        #: Called with each batch's pipeline before it is sent (the registry adds a
+        #: running stream's progress to the same round trip).
+        self.on_write: Callable[[Any, str], None] | None = None
         #: Redis commands sent, by kind (for the benchmarks: reads per event).
         self.commands = {"append": 0, "range": 0, "tail": 0}
 
@@ -361,6 +364,7 @@ class RedisStore(LogStore):
         todo = list(range(len(flight)))
         out: list[RedisError | None] = [None] * len(flight)
         for attempt in range(2):
+            at: list[int] = []  # where each log's script reply is among the pipeline's
             async with self.redis.pipeline(transaction=False) as p:
                 for i in todo:
                     sid, _, batch = flight[i]
@@ -375,11 +379,14 @@ class RedisStore(LogStore):
                     args: list[Any] = [self.max_events, ttl, int(last.terminal), batch[0].seq + 1]
                     for event in batch:
                         args += (event.data, b"" if event.type == "token" else event.type)
+                    at.append(len(p))
                     p.evalsha(APPEND_SHA, 2, self.log_key(sid), self.meta_key(sid), *args)
+                    if self.on_write is not None and attempt == 0:
+                        self.on_write(p, sid)
                 replies = await p.execute(raise_on_error=False)
             self.commands["append"] += 1
             missing = []
-            for i, reply in zip(todo, replies, strict=True):
+            for i, reply in zip(todo, [replies[k] for k in at], strict=True):
                 if isinstance(reply, NoScriptError) and attempt == 0:
                     missing.append(i)
                 elif isinstance(reply, RedisError):
