@@ -30,16 +30,39 @@ class Subscription:
         self.after = after
         self.finished = stream.delivered(after)
 
-    async def next_batch(self, wait: float | None) -> list[Event]:
+    async def next_batch(
+        self, wait: float | None, push: Callable[[Event], bool] | None = None
+    ) -> list[Event]:
+        """With ``push``, and a paced stream: while this waits, each new token is offered
+        to ``push(event)``, synchronously in the generation's step; a ``True`` means the
+        reader wrote it (the position moves past it) and this keeps waiting. One task step
+        per token instead of two (see ``LogStore.read_pushing``). ``push`` must not await
+        and must write nothing when it returns ``False``.
+        """
         if self.finished:
             return []
-        events = await self._store.read(self.stream.id, self.after, limit=READ_LIMIT, wait=wait)
+        if push is not None and not self.stream.unpaced:
+            # An unpaced stream appends in bursts: its reader writes them as one batch.
+            events = await self._store.read_pushing(
+                self.stream.id, self.after, limit=READ_LIMIT, wait=wait, push=self._taking(push)
+            )
+        else:
+            events = await self._store.read(self.stream.id, self.after, limit=READ_LIMIT, wait=wait)
         if events:
             self.after = events[-1].seq
             self.finished = events[-1].terminal
         elif self.stream.delivered(self.after):
             self.finished = True
         return events
+
+    def _taking(self, push: Callable[[Event], bool]) -> Callable[[Event], bool]:
+        def take(event: Event) -> bool:
+            if push(event):
+                self.after = event.seq
+                return True
+            return False
+
+        return take
 
     def framed(self, frame: Callable[[Sequence[Event]], bytes], batch: Sequence[Event]) -> bytes:
         """``frame(batch)``, built once for all the readers of the stream that read this
