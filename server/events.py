@@ -1,4 +1,5 @@
-"""The event: one JSON line (``token``, ``done``, ``error``), encoded once, framed per transport.
+"""The event: one JSON line (``token``, ``reasoning``, ``tool_call``, ``done``, ``error``),
+encoded once, framed per transport.
 
 Encoded with msgspec, not orjson (orjson 3.13 gives each small ``bytes`` a ~4 KiB
 allocation); ``Event`` is a NamedTuple so the garbage collector can untrack it.
@@ -12,8 +13,10 @@ from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
-EventType = Literal["token", "done", "error"]
-DoneReason = Literal["stop", "length", "cancelled"]
+EventType = Literal["token", "reasoning", "tool_call", "done", "error"]
+#: The content events (one ``seq`` space): answer text, reasoning text, tool-call pieces.
+CONTENT_TYPES: Final[tuple[EventType, ...]] = ("token", "reasoning", "tool_call")
+DoneReason = Literal["stop", "length", "tool_calls", "cancelled"]
 DONE_REASONS: Final[tuple[DoneReason, ...]] = typing.get_args(DoneReason)
 
 
@@ -31,7 +34,7 @@ class Event(NamedTuple):
     @property
     def terminal(self) -> bool:
         """``done`` and ``error`` are always the last event of a stream."""
-        return self.type != "token"
+        return self.type == "done" or self.type == "error"
 
 
 _new_event = tuple.__new__  # Event(...) without the NamedTuple's Python-level __new__
@@ -61,6 +64,45 @@ class TokenEncoder:
         return _new_event(Event, (seq, "token", data))
 
 
+class PartEncoder(TokenEncoder):
+    """A stream's events of every content type: ``token`` as :class:`TokenEncoder` (the
+    call), and the typed parts (``reasoning``, ``tool_call``) beside it, with the same
+    prefix and field order (``stream``, ``seq``, ``type``, the part's fields, ``t``)."""
+
+    __slots__ = ()
+
+    def reasoning(self, seq: int, text: str) -> Event:
+        data = self._prefix + b'%d,"type":"reasoning","text":%s,"t":%d}' % (
+            seq,
+            _encode(text),
+            time.time_ns(),
+        )
+        return _new_event(Event, (seq, "reasoning", data))
+
+    def tool_call(
+        self, seq: int, index: int, args: str, call_id: str | None = None, name: str | None = None
+    ) -> Event:
+        """A call's first event names it (``id``, ``name``, and its first ``args`` piece,
+        often ``""``); the later ones carry only the next piece of its argument JSON."""
+        opening = (
+            b""
+            if call_id is None
+            else b'"id":%s,"name":%s,'
+            % (
+                _encode(call_id),
+                _encode(name or ""),
+            )
+        )
+        data = self._prefix + b'%d,"type":"tool_call","index":%d,%s"args":%s,"t":%d}' % (
+            seq,
+            index,
+            opening,
+            _encode(args),
+            time.time_ns(),
+        )
+        return _new_event(Event, (seq, "tool_call", data))
+
+
 def token_text_json(event: Event) -> bytes:
     """A token event's ``text`` as its JSON string literal (quotes included), sliced out of
     the encoded line without decoding it: ``text`` follows the id, the seq and the type
@@ -80,22 +122,28 @@ def event_fields(event: Event) -> dict[str, Any]:
     return _decode(event.data)
 
 
-def done_event(stream: str, seq: int, reason: DoneReason, tokens: int, sha256: str) -> Event:
-    return Event(
-        seq,
-        "done",
-        _encode(
-            {
-                "stream": stream,
-                "seq": seq,
-                "type": "done",
-                "finish_reason": reason,
-                "tokens": tokens,
-                "sha256": sha256,
-                "t": time.time_ns(),
-            }
-        ),
-    )
+def done_event(
+    stream: str,
+    seq: int,
+    reason: DoneReason,
+    tokens: int,
+    sha256: str,
+    parts: dict[str, Any] | None = None,
+) -> Event:
+    """``tokens`` and ``sha256`` cover the answer text; ``parts`` (only when the stream had
+    reasoning or tool calls) the digests of the rest (see docs/protocol.md)."""
+    fields: dict[str, Any] = {
+        "stream": stream,
+        "seq": seq,
+        "type": "done",
+        "finish_reason": reason,
+        "tokens": tokens,
+        "sha256": sha256,
+    }
+    if parts:
+        fields["parts"] = parts
+    fields["t"] = time.time_ns()
+    return Event(seq, "done", _encode(fields))
 
 
 def error_event(stream: str, seq: int, code: str, message: str) -> Event:

@@ -60,6 +60,46 @@ TOKEN_EVENT = _object(
         "t": {"type": "integer", "description": "server time.time_ns() when logged"},
     }
 )
+REASONING_EVENT = _object(
+    {
+        "stream": STRING,
+        "seq": {"type": "integer", "minimum": 0},
+        "type": {"const": "reasoning"},
+        "text": {"type": "string", "minLength": 1},
+        "t": INTEGER,
+    }
+)
+TOOL_CALL_EVENT = _object(
+    {
+        "stream": STRING,
+        "seq": {"type": "integer", "minimum": 0},
+        "type": {"const": "tool_call"},
+        "index": {"type": "integer", "minimum": 0},
+        "id": {"type": "string", "description": "only on a call's first event"},
+        "name": {"type": "string", "description": "only on a call's first event"},
+        "args": {"type": "string", "description": "the next piece of the argument JSON"},
+        "t": INTEGER,
+    },
+    optional=("id", "name"),
+)
+SHA256: Schema = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+DONE_PARTS = _object(
+    {
+        "reasoning": _object({"tokens": {"type": "integer", "minimum": 1}, "sha256": SHA256}),
+        "tool_calls": {
+            "type": "array",
+            "items": _object(
+                {
+                    "index": {"type": "integer", "minimum": 0},
+                    "id": STRING,
+                    "name": STRING,
+                    "sha256": SHA256,
+                }
+            ),
+        },
+    },
+    optional=("reasoning", "tool_calls"),
+)
 DONE_EVENT = _object(
     {
         "stream": STRING,
@@ -67,9 +107,11 @@ DONE_EVENT = _object(
         "type": {"const": "done"},
         "finish_reason": {"enum": list(DONE_REASONS)},
         "tokens": {"type": "integer", "minimum": 0},
-        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "sha256": SHA256,
+        "parts": DONE_PARTS,
         "t": INTEGER,
-    }
+    },
+    optional=("parts",),
 )
 ERROR_EVENT = _object(
     {
@@ -83,11 +125,19 @@ ERROR_EVENT = _object(
 )
 #: One event of a stream, as every transport carries it.
 EVENT: Schema = {
-    "oneOf": [ref("TokenEvent"), ref("DoneEvent"), ref("ErrorEvent")],
+    "oneOf": [
+        ref("TokenEvent"),
+        ref("ReasoningEvent"),
+        ref("ToolCallEvent"),
+        ref("DoneEvent"),
+        ref("ErrorEvent"),
+    ],
     "discriminator": {
         "propertyName": "type",
         "mapping": {
             "token": "#/components/schemas/TokenEvent",
+            "reasoning": "#/components/schemas/ReasoningEvent",
+            "tool_call": "#/components/schemas/ToolCallEvent",
             "done": "#/components/schemas/DoneEvent",
             "error": "#/components/schemas/ErrorEvent",
         },
@@ -326,6 +376,8 @@ def _schemas(settings: Settings, sources: Mapping[str, TokenSource]) -> dict[str
     links = _object({name: STRING for name in (*TRANSPORTS, "self")})
     return {
         "TokenEvent": TOKEN_EVENT,
+        "ReasoningEvent": REASONING_EVENT,
+        "ToolCallEvent": TOOL_CALL_EVENT,
         "DoneEvent": DONE_EVENT,
         "ErrorEvent": ERROR_EVENT,
         "Event": EVENT,

@@ -25,8 +25,9 @@ Reader = Literal[Transport, Dialect]
 #: Every kind of reader a stream counts (status ``subscribers``, metrics labels).
 READERS: Final[tuple[Reader, ...]] = (*TRANSPORTS, *DIALECTS)
 
-#: Log event types; ``done`` and ``error`` end a stream.
-EVENT_TYPES: Final = ("token", "done", "error")
+#: Log event types: the content (``token``, and the typed parts ``reasoning`` and
+#: ``tool_call``), then ``done`` or ``error``, which end a stream.
+EVENT_TYPES: Final = ("token", "reasoning", "tool_call", "done", "error")
 TERMINAL: Final = ("done", "error")
 #: Control messages outside the log (no ``seq``): ``created`` names a new stream,
 #: ``end`` (WebSocket) says a subscription has nothing more.

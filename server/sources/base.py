@@ -12,7 +12,10 @@ from typing import Any, Final, Literal
 
 from server.errors import InvalidField
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+#: OpenAI's ``reasoning_effort`` values: how much reasoning a request asks for.
+ReasoningEffort = Literal["low", "medium", "high"]
+REASONING_EFFORTS: Final[tuple[ReasoningEffort, ...]] = typing.get_args(ReasoningEffort)
 
 
 #: The seed range of sources that take any 63-bit seed (``hf``, ``synthetic``).
@@ -140,6 +143,39 @@ class Finish:
     reason: FinishReason
 
 
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A piece of reasoning text, yielded beside the answer's ``str`` pieces."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call. The first piece of an ``index`` opens the call (``id`` and
+    ``name``; the hub makes an id if the source has none); later pieces carry the next
+    characters of its argument JSON (``id``/``name`` on them are ignored)."""
+
+    index: int
+    args: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+#: What a source's ``stream()`` yields: answer text, typed parts, and an optional ``Finish``.
+SourceItem = str | Reasoning | ToolCallDelta | Finish
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tool:
+    """A function the model may call: its name, description and JSON Schema of arguments
+    (each dialect's tool shape is parsed into this)."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
 ChatRole = Literal["system", "developer", "user", "assistant"]
 #: The roles a ``/v1`` chat message may have.
 CHAT_ROLES: Final[tuple[ChatRole, ...]] = typing.get_args(ChatRole)
@@ -166,13 +202,21 @@ class GenerationRequest:
     max_tokens: int
     params: Mapping[str, Any] = field(default_factory=dict)
     messages: tuple[ChatMessage, ...] = ()
+    #: Reasoning asked for (``None``: none; a source streams ``Reasoning`` only if set).
+    reasoning_effort: ReasoningEffort | None = None
+    #: The functions offered; a source streams ``ToolCallDelta`` only if there are some.
+    tools: tuple[Tool, ...] = ()
+    #: The name of the function the request forces (``None``: the source decides).
+    tool_choice: str | None = None
 
 
 class TokenSource(ABC):
     """Base class of every token source.
 
-    ``stream(request)`` is an async generator of non-empty text pieces, optionally ending
-    with one :class:`Finish` (without it the hub infers ``length`` or ``stop``). The hub
+    ``stream(request)`` is an async generator of non-empty text pieces (and, when the
+    request asks for them, :class:`Reasoning` and :class:`ToolCallDelta` pieces), optionally
+    ending with one :class:`Finish` (without it the hub infers ``length``, ``tool_calls``
+    or ``stop``). The hub
     owns seq numbers, the log, fan-out and errors. On cancel the hub cancels the iterating
     task and calls ``aclose()``: stop upstream work promptly, never swallow
     ``CancelledError``. Raise :class:`~server.errors.SourceError` for failures a user
@@ -214,8 +258,8 @@ class TokenSource(ABC):
         return 0.0
 
     @abstractmethod
-    def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
-        """Yield the generation's text pieces, then optionally one ``Finish``."""
+    def stream(self, request: GenerationRequest) -> AsyncIterator[SourceItem]:
+        """Yield the generation's pieces, then optionally one ``Finish``."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook with a default
         """Load what the source needs (a model, an HTTP client). Called once at startup."""

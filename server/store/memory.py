@@ -25,7 +25,7 @@ from array import array
 from collections.abc import Callable, Sequence
 
 from server.errors import StreamGone, UnknownStream
-from server.events import Event
+from server.events import Event, EventType
 from server.store.base import LogStore
 
 #: A reader's time limit may end this much early: a loop's timers fire on the millisecond
@@ -122,10 +122,11 @@ class _Compact:
 
     ``texts`` joins every event's payload and ``offsets[i]:offsets[i+1]`` is event ``i``'s
     part. With a ``head`` (the bytes every token line starts with), a token's part is its
-    ``text`` JSON and ``stamps[i]`` its ``t``; without one, parts are whole lines.
+    ``text`` JSON and ``stamps[i]`` its ``t``; without one, parts are whole lines, and
+    ``kinds`` holds their types when not all are tokens (a stream with typed parts).
     """
 
-    __slots__ = ("first", "head", "last", "offsets", "stamps", "texts")
+    __slots__ = ("first", "head", "kinds", "last", "offsets", "stamps", "texts")
 
     def __init__(self, events: Sequence[Event]) -> None:
         self.first = events[0].seq
@@ -142,9 +143,12 @@ class _Compact:
                     break
                 parts.append(part[0])
                 stamps.append(part[1])
+        self.kinds: tuple[EventType, ...] | None = None
         if head is None:
             parts = [e.data for e in tokens]
             stamps = array("q")
+            if any(e.type != "token" for e in tokens):
+                self.kinds = tuple(e.type for e in tokens)
         offsets = array("I", [0])
         n = 0
         for p in parts:
@@ -167,6 +171,7 @@ class _Compact:
             + sys.getsizeof(self.stamps)
             + sys.getsizeof(self.last.data)
             + (sys.getsizeof(self.head) if self.head is not None else 0)
+            + (sys.getsizeof(self.kinds) if self.kinds is not None else 0)
         )
 
     def slice(self, i: int, limit: int) -> list[Event]:
@@ -176,9 +181,11 @@ class _Compact:
         texts, offsets, first = self.texts, self.offsets, self.first
         out: list[Event] = []
         if self.head is None:
+            kinds = self.kinds
             for k in range(i, end):
                 part = texts[offsets[k] : offsets[k + 1]]
-                out.append(_new_event(Event, (first + k, "token", part)))
+                kind = "token" if kinds is None else kinds[k]
+                out.append(_new_event(Event, (first + k, kind, part)))
         else:
             head, stamps = self.head, self.stamps
             for k in range(i, end):
@@ -348,7 +355,7 @@ class MemoryStore(LogStore):
                 del events[: log.start]
                 log.base += log.start
                 log.start = 0
-        if event.type != "token":  # terminal
+        if event.type != "token" and event.terminal:
             log.close()
             if log.waiters:
                 log.wake()

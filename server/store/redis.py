@@ -3,8 +3,8 @@
 Keys (one hash tag per stream, so Redis Cluster keeps a stream's keys on one shard)::
 
     tw:{ID}:log   a Redis Stream; event ``seq`` is entry id ``seq+1``-0 (ids must be above
-                  0-0), fields ``d`` (the JSON line) and, on the terminal event only,
-                  ``e`` (its type); trimmed exactly at ``max_events`` (``MAXLEN``)
+                  0-0), fields ``d`` (the JSON line) and, on every event but a
+                  ``token``, ``e`` (its type); trimmed exactly at ``max_events`` (``MAXLEN``)
     tw:{ID}:m     a hash: ``state`` = ``open`` | ``closed``
 
 Both keys expire: ``open_ttl_s`` after creation (a generation that never ends, because
@@ -55,7 +55,10 @@ RECHECK_S = 5.0
 #: A stream's local state is dropped this long after its last local reader left.
 IDLE_S = 10.0
 
-_TYPES: dict[bytes, EventType] = {b"done": "done", b"error": "error"}
+#: The ``e`` field's values: every type but ``token`` (the most common, so left out).
+_TYPES: dict[bytes, EventType] = {
+    t.encode(): t for t in ("reasoning", "tool_call", "done", "error")
+}
 
 
 def _entry_id(seq: int) -> str:
@@ -251,7 +254,7 @@ class RedisStore(LogStore):
                 async with self.redis.pipeline(transaction=False) as p:
                     for event in batch:
                         fields: dict[Any, Any] = {"d": event.data}
-                        if event.terminal:
+                        if event.type != "token":
                             fields["e"] = event.type
                         p.xadd(
                             key,
