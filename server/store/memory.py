@@ -368,20 +368,6 @@ class MemoryStore(LogStore):
             raise UnknownStream(stream_id)
         return log.next_seq  # an append here never awaits: it cannot be interrupted
 
-    async def read_pushing(
-        self,
-        stream_id: str,
-        after: int,
-        *,
-        limit: int,
-        wait: float | None,
-        push: Callable[[Event], bool],
-    ) -> list[Event]:
-        """See :meth:`LogStore.read_pushing`: a paced stream's reader then costs no task
-        step per token (the appender writes for it), only one per time limit and per token
-        it declines (a write that could wait)."""
-        return await self.read(stream_id, after, limit=limit, wait=wait, push=push)
-
     async def read(
         self,
         stream_id: str,
@@ -440,6 +426,12 @@ class MemoryStore(LogStore):
                 await asyncio.sleep(0)
             if self._logs.get(stream_id) is not log:
                 raise StreamGone(f"stream {stream_id!r} has expired")
+
+    #: See :meth:`LogStore.read_pushing`: a paced stream's reader then costs no task step
+    #: per token (the appender writes for it), only one per time limit and per token it
+    #: declines (a write that could wait). The same coroutine as ``read`` (no extra frame
+    #: held by every waiting reader).
+    read_pushing = read
 
     async def drop(self, stream_id: str) -> None:
         log = self._logs.pop(stream_id, None)

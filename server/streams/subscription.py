@@ -22,13 +22,14 @@ class Subscription:
     passes with none); ``sub.finished`` turns true once the terminal event was returned.
     """
 
-    __slots__ = ("after", "finished", "stream", "_store")
+    __slots__ = ("after", "finished", "stream", "_push", "_store")
 
     def __init__(self, store: LogStore, stream: StreamRecord, after: int) -> None:
         self._store = store
         self.stream = stream
         self.after = after
         self.finished = stream.delivered(after)
+        self._push: Callable[[Event], bool] | None = None
 
     async def next_batch(
         self, wait: float | None, push: Callable[[Event], bool] | None = None
@@ -43,8 +44,9 @@ class Subscription:
             return []
         if push is not None and not self.stream.unpaced:
             # An unpaced stream appends in bursts: its reader writes them as one batch.
+            self._push = push
             events = await self._store.read_pushing(
-                self.stream.id, self.after, limit=READ_LIMIT, wait=wait, push=self._taking(push)
+                self.stream.id, self.after, limit=READ_LIMIT, wait=wait, push=self._take
             )
         else:
             events = await self._store.read(self.stream.id, self.after, limit=READ_LIMIT, wait=wait)
@@ -55,14 +57,12 @@ class Subscription:
             self.finished = True
         return events
 
-    def _taking(self, push: Callable[[Event], bool]) -> Callable[[Event], bool]:
-        def take(event: Event) -> bool:
-            if push(event):
-                self.after = event.seq
-                return True
-            return False
-
-        return take
+    def _take(self, event: Event) -> bool:
+        push = self._push
+        if push is not None and push(event):
+            self.after = event.seq
+            return True
+        return False
 
     def framed(self, frame: Callable[[Sequence[Event]], bytes], batch: Sequence[Event]) -> bytes:
         """``frame(batch)``, built once for all the readers of the stream that read this
