@@ -174,6 +174,36 @@ async def stream_created(request: web.Request, stream_format: StreamFormat) -> w
         )
 
 
+class _Push:
+    """Writes a paced stream's new token from the generation's step, if that cannot wait
+    (else the reader's task wakes and writes it within the send timeout). An object, not a
+    closure over ``pump``'s locals: what every waiting stream holds, smaller."""
+
+    __slots__ = ("frame", "metrics", "reader", "request", "resp", "sub")
+
+    def __init__(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        sub: Subscription,
+        stream_format: StreamFormat,
+    ) -> None:
+        self.request = request
+        self.resp = resp
+        self.sub = sub
+        self.frame = stream_format.frame
+        self.reader = stream_format.transport
+        self.metrics = request.app[METRICS]
+
+    def push(self, event: Event) -> bool:
+        data = self.sub.framed(self.frame, (event,))
+        if not free_write(self.request.transport, len(data)):
+            return False
+        write_now(self.resp.write(data))
+        self.metrics.sent(self.reader, 1, len(data))
+        return True
+
+
 class _HeadersWithPrefix(web.StreamResponse):
     """A streaming response whose headers go out with its first body write (the prefix,
     at most one loop step after ``prepare()``), as ``web.Response``'s do: one write fewer
@@ -210,19 +240,7 @@ async def pump(
         resp.headers["Connection"] = "close"
     send_timeout = settings.send_timeout_s or None
     heartbeat = settings.heartbeat_s or None
-    frame, reader = stream_format.frame, stream_format.transport
-
-    def push(event: Event) -> bool:
-        """Write a paced stream's new token from the generation's step, if that cannot
-        wait (else this task wakes and writes it within the send timeout)."""
-        data = sub.framed(frame, (event,))
-        if not free_write(request.transport, len(data)):
-            return False
-        write_now(resp.write(data))
-        metrics.sent(reader, 1, len(data))
-        return True
-
-    pushing = push if stream_format.shared else None
+    pushing = _Push(request, resp, sub, stream_format).push if stream_format.shared else None
     try:
         await resp.prepare(request)
         # The prefix goes out with the first events when they come at once: a generation
