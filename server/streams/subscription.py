@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from server.events import Event
 from server.store.base import LogStore
@@ -79,20 +79,37 @@ class Subscription:
         return data
 
 
-@contextlib.asynccontextmanager
-async def subscription(
+def subscription(
     store: LogStore, stream: StreamRecord, after: int, reader: Reader
-) -> AsyncIterator[Subscription]:
+) -> contextlib.AbstractAsyncContextManager[Subscription]:
     """A reader of ``stream`` from ``after``, counted on the stream (as ``reader``) while open.
 
     Fails fast (``StreamGone``, 410) if the asked position is already evicted.
     """
-    await store.read(stream.id, after, limit=1, wait=0)
-    stream.subscribers[reader] += 1
-    try:
-        yield Subscription(store, stream, after)
-    finally:
-        stream.subscribers[reader] -= 1
+    return _Subscribing(store, stream, after, reader)
+
+
+class _Subscribing:
+    """:func:`subscription`'s context: a small object, not a suspended generator held by
+    every open stream for its whole life."""
+
+    __slots__ = ("after", "reader", "store", "stream")
+
+    def __init__(self, store: LogStore, stream: StreamRecord, after: int, reader: Reader) -> None:
+        self.store = store
+        self.stream = stream
+        self.after = after
+        self.reader = reader
+
+    async def __aenter__(self) -> Subscription:
+        stream = self.stream
+        await self.store.read(stream.id, self.after, limit=1, wait=0)
+        stream.subscribers[self.reader] += 1
+        return Subscription(self.store, stream, self.after)
+
+    async def __aexit__(self, *exc: object) -> None:
+        stream = self.stream
+        stream.subscribers[self.reader] -= 1
         stream.last_present = time.monotonic()
         if not stream.total_subscribers:
             stream.framed.clear()  # nobody shares it: a retained stream keeps no frames
