@@ -204,15 +204,6 @@ class _Push:
         return True
 
 
-class _HeadersWithPrefix(web.StreamResponse):
-    """A streaming response whose headers go out with its first body write (the prefix,
-    at most one loop step after ``prepare()``), as ``web.Response``'s do: one write fewer
-    on a new stream's path to its first token. Without a prefix the headers go out at
-    ``prepare()`` (the first event may be seconds away)."""
-
-    _send_headers_immediately = False
-
-
 async def pump(
     request: web.Request,
     sub: Subscription,
@@ -223,7 +214,7 @@ async def pump(
     """Stream a subscription to the client until its terminal event."""
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
-    resp = (_HeadersWithPrefix if prefix else web.StreamResponse)(
+    resp = web.StreamResponse(
         headers={
             "Content-Type": stream_format.content_type,
             "Cache-Control": "no-cache, no-transform",
@@ -243,44 +234,32 @@ async def pump(
     pushing = _Push(request, resp, sub, stream_format).push if stream_format.shared else None
     try:
         await resp.prepare(request)
-        # The prefix goes out with the first events when they come at once: a generation
-        # that starts without a delay (``ttft_ms`` 0) has its first token after one step
-        # of the loop. One write, not two, on a new stream's path to its first token.
-        pending = prefix
-        if pending:
-            await asyncio.sleep(0)
+        if prefix:
+            await resp.write(prefix)
         while not sub.finished:
             try:
-                if pending:
-                    batch = await sub.next_batch(0)
-                else:
-                    batch = await sub.next_batch(heartbeat, pushing)
+                batch = await sub.next_batch(heartbeat, pushing)
             except StreamGone:
                 # Fell behind what the log retains: end without a terminal event, so the
                 # client's resume is answered 410 ``gone`` rather than silently skipping.
                 log.info("subscriber of %s fell out of the retained log", sub.stream.id)
-                if stream_format.gone or pending:
+                if stream_format.gone:
                     async with asyncio.timeout(send_timeout):
-                        await resp.write(pending + stream_format.gone)
-                    pending = b""
+                        await resp.write(stream_format.gone)
                 break
             except StoreUnavailable as e:
                 # The shared store stopped answering: cut, so the client resumes later.
                 log.warning("cutting a subscriber of %s: %s", sub.stream.id, e.message)
                 break
             if not batch:
-                data = pending or stream_format.heartbeat
+                data = stream_format.heartbeat
             elif stream_format.shared:
-                data = pending + sub.framed(stream_format.frame, batch)
+                data = sub.framed(stream_format.frame, batch)
             else:
-                data = pending + stream_format.frame(batch)
+                data = stream_format.frame(batch)
             async with send_deadline(request.transport, len(data), send_timeout):
                 await resp.write(data)
-            if batch or not pending:  # the prefix is not an event nor a heartbeat
-                metrics.sent(stream_format.transport, len(batch), len(data) - len(pending))
-            pending = b""
-        if pending:
-            await resp.write(pending)
+            metrics.sent(stream_format.transport, len(batch), len(data))
         await resp.write_eof()
     except TimeoutError:
         log.info(
