@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -30,36 +29,12 @@ from clients import (
     ToolCallDone,
 )
 from clients.check import IncompleteStream, StreamCheck
-from server.sources.base import GenerationRequest, SourceItem, TokenSource, ToolCallDelta
-from server.sources.base import Reasoning as ReasoningPiece
 from tests.conftest import MakeServer, base_url
-from tests.test_typed_parts import ARGS, SCRIPT, ScriptedParts, expected
+from tests.parts_server import LONG_ARGS, Scripts
+from tests.test_typed_parts import ARGS, expected
 from wire import TRANSPORTS
 
 transports = pytest.mark.parametrize("transport", TRANSPORTS)
-
-#: A long call: reasoning, then 60 argument pieces, then text (a cut lands inside the call).
-LONG_ARGS = ['{"q":"', *("\u00e9\U0001f600x"[i % 3] for i in range(57)), '"', "}"]
-LONG: tuple[SourceItem, ...] = (
-    ReasoningPiece("think "),
-    ReasoningPiece("\u2713"),
-    ToolCallDelta(0, "", id="call_long", name="search"),
-    *(ToolCallDelta(0, a) for a in LONG_ARGS),
-    "done.",
-)
-
-
-class Scripts(TokenSource):
-    """The script the prompt names: ``parts`` (``SCRIPT``) or ``long`` (``LONG``)."""
-
-    name = "parts"
-    typed_parts = True
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[SourceItem]:
-        async for item in ScriptedParts(LONG if request.prompt == "long" else SCRIPT).stream(
-            request
-        ):
-            yield item
 
 
 async def parts_server(make_server: MakeServer) -> TestServer:
@@ -149,6 +124,7 @@ async def test_a_subscriber_from_inside_a_call(make_server: MakeServer) -> None:
     srv = await parts_server(make_server)
     async with Client(base_url(srv)) as c:
         sid = await c.create("parts", source="parts", max_tokens=100)
+        await c.subscribe(sid).collect()  # the whole stream is appended
         stream = c.subscribe(sid, after=3, transport="chunked")
         parts = [p async for p in stream.parts()]
     tail = [a for a in ARGS if a][1:]
