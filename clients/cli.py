@@ -309,6 +309,8 @@ async def _stream(ns: argparse.Namespace) -> int:
     out = sys.stdout
     params = _params(ns.param)
     tools = tools_arg(ns.tool, ns.tool_choice)
+    if ns.parts and not ns.json:
+        raise Fail("--parts goes with --json (the terminal shows the parts anyway)", 2)
     async with Client(base_url(ns.url), token=ns.token) as c:
         await probe(c)
         stream = c.stream(

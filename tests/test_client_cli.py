@@ -402,8 +402,9 @@ async def test_arguments_that_are_not_json_are_one_line(
         (["--tool", "f:[1]"], "tokenwire: --tool f: the schema must be a JSON object"),
         (["--tool", "f", "--tool-choice", "g"],
          "tokenwire: --tool-choice 'g' is not one of the --tool names"),
+        (["--parts"], "tokenwire: --parts goes with --json (the terminal shows the parts anyway)"),
     ],
-    ids=["no-name", "schema-not-object", "choice-not-offered"],
+    ids=["no-name", "schema-not-object", "choice-not-offered", "parts-without-json"],
 )  # fmt: skip
 async def test_bad_typed_part_flags_are_one_line(flags: list[str], line: str) -> None:
     code, out, err = await run_cli(
