@@ -100,7 +100,9 @@ async def test_resume_through_cuts_inside_a_call_keeps_the_parts_exact(
     make_server: MakeServer, transport: Any, cut: int
 ) -> None:
     srv = await parts_server(make_server)
-    async with CutProxy(srv.port or 0, [cut, cut, cut]) as proxy:
+    # mid_char: each cut moves on to the next UTF-8 continuation byte, so it lands inside a
+    # response (inside an argument piece's é or 😀), never between two poll answers.
+    async with CutProxy(srv.port or 0, [cut, cut, cut], mid_char=True) as proxy:
         async with Client(proxy.url, backoff_s=0.01) as c:
             stream = c.stream("long", transport=transport, source="parts", max_tokens=100)
             parts = [p async for p in stream.parts()]
