@@ -32,9 +32,8 @@ from typing import Any, cast
 import aiohttp
 import openai
 
-from bench.cluster import start_redis
 from bench.cutproxy import CutProxy
-from bench.lab import REPO, Server, spawn_server, stop_server, wait_ready
+from bench.lab import REPO, Server, spawn_server, start_redis, stop_server, wait_ready
 from bench.stats import print_table
 from clients import Client
 from server.sources.synthetic import CorpusName, synthetic_text
