@@ -7,6 +7,7 @@ from clients.errors import (
     ClosedByServer,
     ConnectionLost,
     DigestMismatch,
+    InvalidToolCall,
     ProtocolError,
     ServerError,
     StreamFailed,
@@ -14,6 +15,7 @@ from clients.errors import (
     TokenwireError,
     server_error,
 )
+from clients.parts import Part, PartReader, Reasoning, Text, ToolCall, ToolCallDone
 from clients.readers import Frame
 from wire import TRANSPORTS
 
@@ -28,7 +30,11 @@ __all__ = [
     "ConnectionLost",
     "DigestMismatch",
     "Frame",
+    "InvalidToolCall",
+    "Part",
+    "PartReader",
     "ProtocolError",
+    "Reasoning",
     "ServerError",
     "Stream",
     "StreamFailed",
@@ -36,6 +42,9 @@ __all__ = [
     "StreamStats",
     "SyncClient",
     "SyncStream",
+    "Text",
     "TokenwireError",
+    "ToolCall",
+    "ToolCallDone",
     "server_error",
 ]

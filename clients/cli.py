@@ -2,8 +2,10 @@
 
 Every failure is one line on stderr (``tokenwire: ...``) and an exit status, never a
 traceback: 1 when the server said no, is not there, or a stream failed (or stdout's reader
-left); 2 for a bad flag value; 130 for Ctrl-C. Results can be scripted: ``stream --json``
-writes JSON lines only (``--stats`` adds a last line, ``{"type": "stats", ...}``);
+left); 2 for a bad flag value; 130 for Ctrl-C. ``stream`` prints the answer, reasoning
+dimmed and each tool call as ``→ name(arguments)``. Results can be scripted: ``stream
+--json`` writes JSON lines only, the events (``--parts``: the parts instead; ``--stats``
+adds a last line, ``{"type": "stats", ...}``);
 ``compare --json`` writes one JSON document and ``compare --csv`` one row per transport,
 with ``--repeat N`` medians.
 """
@@ -24,6 +26,7 @@ import yarl
 
 from clients.client import Client, Stream
 from clients.errors import TokenwireError
+from clients.parts import Part, Reasoning, Text, ToolCall, ToolCallDone
 from wire import TRANSPORTS, Transport
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -66,10 +69,44 @@ def add_parsers(sub: Any) -> None:
         help="a source param, e.g. --param tokens_per_s=100 or --param corpus=hard-cases "
         "(repeatable)",
     )
-    s = sub.add_parser("stream", parents=[common], help="stream one answer to the terminal")
+    s = sub.add_parser(
+        "stream",
+        parents=[common],
+        help="stream one answer to the terminal",
+        description="Stream one answer: its text, reasoning dimmed, and each tool call as "
+        "→ name(arguments).",
+    )
     s.add_argument("--transport", choices=TRANSPORTS, default="sse")
     s.add_argument(
         "--json", action="store_true", help="print the events as JSON lines (stdout: JSON only)"
+    )
+    s.add_argument(
+        "--parts",
+        action="store_true",
+        help='with --json: print the parts instead of the events ({"type": "text" | '
+        '"reasoning" | "tool_call" | "tool_call_done", ...}; tool_call_done has the whole '
+        "arguments and their parsed JSON)",
+    )
+    s.add_argument(
+        "--reasoning-effort",
+        choices=REASONING_EFFORTS,
+        default=None,
+        help="ask for reasoning (the source streams it before the answer)",
+    )
+    s.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="NAME[:SCHEMA_JSON]",
+        help="offer a tool: its name, and optionally the JSON Schema of its arguments, e.g. "
+        """--tool 'get_weather:{"type":"object","required":["city"],"""
+        """"properties":{"city":{"type":"string"}}}' (repeatable)""",
+    )
+    s.add_argument(
+        "--tool-choice",
+        default=None,
+        metavar="NAME",
+        help="make the model call this tool (one of the --tool names)",
     )
     s.add_argument(
         "--stats",
@@ -94,6 +131,33 @@ def add_parsers(sub: Any) -> None:
     out = c.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON document")
     out.add_argument("--csv", action="store_true", help="print CSV, one row per transport")
+
+
+#: ``--reasoning-effort`` values (OpenAI's ``reasoning_effort``).
+REASONING_EFFORTS = ("low", "medium", "high")
+
+
+def tools_arg(specs: list[str], choice: str | None) -> list[dict[str, Any]] | None:
+    """``--tool NAME[:SCHEMA_JSON]`` as ``[{"name", "parameters"?}]`` (``None``: no tool);
+    ``--tool-choice`` must name one of them."""
+    tools: list[dict[str, Any]] = []
+    for spec in specs:
+        name, sep, raw = spec.partition(":")
+        if not name:
+            raise Fail(f"--tool needs NAME[:SCHEMA_JSON], got {spec!r}", 2)
+        tool: dict[str, Any] = {"name": name}
+        if sep:
+            try:
+                schema = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                raise Fail(f"--tool {name}: the schema is not JSON ({e})", 2) from None
+            if not isinstance(schema, dict):
+                raise Fail(f"--tool {name}: the schema must be a JSON object", 2)
+            tool["parameters"] = schema
+        tools.append(tool)
+    if choice is not None and choice not in [t["name"] for t in tools]:
+        raise Fail(f"--tool-choice {choice!r} is not one of the --tool names", 2)
+    return tools or None
 
 
 def _params(pairs: list[str]) -> dict[str, Any]:
@@ -176,9 +240,77 @@ STAT_ROWS = [
 STAT_KEYS = [key for _, key, _ in STAT_ROWS]
 
 
+class PartPrinter:
+    """Parts to the terminal: the answer as it is, reasoning dimmed (``rich`` decides
+    whether the output takes styles: a terminal, or ``FORCE_COLOR``), each tool call as
+    ``→ name(arguments)`` with its pieces as they come. Model text is written as it is
+    (never parsed as markup, never sanitized: a CR stays a CR)."""
+
+    def __init__(self, file: Any) -> None:
+        from rich.color import ColorSystem
+        from rich.console import Console
+        from rich.style import Style
+
+        self.file = file
+        # Dim is no colour: any colour system renders it, None (no styles) leaves text as is.
+        styled = Console(file=file).color_system is not None
+        self.color_system = ColorSystem.STANDARD if styled else None
+        self.dim = Style(dim=True)
+        self.kind: str | None = None  # what was printed last: text, reasoning, call, line
+        self.call: int | None = None  # the open call's index
+
+    def write(self, text: str, dim: bool = False) -> None:
+        if dim:
+            text = self.dim.render(text, color_system=self.color_system)
+        self.file.write(text)
+
+    def part(self, part: Part) -> None:
+        if isinstance(part, ToolCallDone):
+            self.write(")\n")
+            self.kind, self.call = "line", None
+            return
+        if isinstance(part, ToolCall) and part.index == self.call:
+            self.write(part.arguments)
+            return
+        self._close()
+        if isinstance(part, ToolCall):
+            self._line()
+            self.write(f"→ {part.name or '?'}(" + part.arguments)
+            self.kind, self.call = "call", part.index
+        elif isinstance(part, Reasoning):
+            if self.kind not in (None, "reasoning", "line"):
+                self.write("\n")
+            self.write(part.text, dim=True)
+            self.kind = "reasoning"
+        elif isinstance(part, Text):
+            self._line()
+            self.write(part.text)
+            self.kind = "text"
+
+    def end(self) -> None:
+        self._close()
+        if self.kind != "line":
+            self.write("\n")
+
+    def _line(self) -> None:
+        """A call or the answer after reasoning starts on a line of its own."""
+        if self.kind == "reasoning":
+            self.write("\n")
+            self.kind = "line"
+
+    def _close(self) -> None:
+        """A call that ended without its ``ToolCallDone`` (cut short) still closes."""
+        if self.call is not None:
+            self.write(")\n")
+            self.kind, self.call = "line", None
+
+
 async def _stream(ns: argparse.Namespace) -> int:
     out = sys.stdout
     params = _params(ns.param)
+    tools = tools_arg(ns.tool, ns.tool_choice)
+    if ns.parts and not ns.json:
+        raise Fail("--parts goes with --json (the terminal shows the parts anyway)", 2)
     async with Client(base_url(ns.url), token=ns.token) as c:
         await probe(c)
         stream = c.stream(
@@ -187,15 +319,24 @@ async def _stream(ns: argparse.Namespace) -> int:
             max_tokens=ns.max_tokens,
             source=ns.source,
             params=params,
+            reasoning_effort=ns.reasoning_effort,
+            tools=tools,
+            tool_choice=ns.tool_choice,
         )
-        async for ev in stream:
-            if ns.json:
+        if ns.json and not ns.parts:
+            async for ev in stream:
                 out.write(orjson.dumps(ev).decode() + "\n")
-            elif ev["type"] == "token":
-                out.write(ev["text"])
-            out.flush()
-        if not ns.json:
-            out.write("\n")
+                out.flush()
+        elif ns.json:
+            async for part in stream.parts():
+                out.write(orjson.dumps(part.to_json()).decode() + "\n")
+                out.flush()
+        else:
+            printer = PartPrinter(out)
+            async for part in stream.parts():
+                printer.part(part)
+                out.flush()
+            printer.end()
         if ns.stats:
             summary = stream.stats.summary()
             if ns.json:

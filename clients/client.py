@@ -10,15 +10,22 @@ import asyncio
 import random
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from clients.check import TextDigest, place
-from clients.errors import ConnectionLost, DigestMismatch, ProtocolError, StreamFailed
+from clients.check import CONTENT, PartsDigest, place
+from clients.errors import (
+    ConnectionLost,
+    DigestMismatch,
+    InvalidToolCall,
+    ProtocolError,
+    StreamFailed,
+)
+from clients.parts import Part, PartReader, ToolCall
 from clients.readers import READERS, Event, Sent, Tap, create_stream, raise_for_error
 from wire import TRANSPORTS, Transport
 
@@ -92,7 +99,11 @@ ENDED = "the response ended before the stream's last event"
 
 
 class Stream:
-    """One stream read over one transport; an async iterator of its events."""
+    """One stream read over one transport: an async iterator of its events (the log's
+    events as they are: ``token``, ``reasoning``, ``tool_call``, then ``done``), or, through
+    :meth:`parts`, of its parts (:class:`~clients.parts.Text`, ``Reasoning``, ``ToolCall``,
+    ``ToolCallDone``). Either way it resumes after a cut, drops repeats, refuses gaps and
+    checks ``done``'s digests (the answer text's and ``parts``)."""
 
     def __init__(
         self,
@@ -122,14 +133,44 @@ class Stream:
         self.digest_ok: bool | None = None
         self._body = body
         self._pieces: list[str] = []
-        self._digest = TextDigest()
+        self._digest = PartsDigest()
+        self._parts = PartReader()
+        #: The parts the last event yielded made, and a call's bad arguments, for parts().
+        self._fresh: list[Part] = []
+        self._invalid: InvalidToolCall | None = None
         self._retry_ms: int | None = None
         self._started = False
 
     @property
     def text(self) -> str:
-        """The text of the tokens yielded, concatenated."""
+        """The answer text: the text of the ``token`` events yielded, concatenated."""
         return "".join(self._pieces)
+
+    @property
+    def reasoning(self) -> str:
+        """The text of the ``reasoning`` events yielded, concatenated."""
+        return self._parts.reasoning
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls yielded so far, in index order, each with its argument text so
+        far (whole once the stream is done)."""
+        return self._parts.tool_calls
+
+    async def parts(self) -> AsyncIterator[Part]:
+        """Read the stream as parts: ``Text``, ``Reasoning``, ``ToolCall`` (each piece of a
+        call's arguments) and ``ToolCallDone`` (a call's whole arguments, parsed), in the
+        log's order. Raises :class:`~clients.errors.InvalidToolCall` when a complete call's
+        arguments are not JSON. Like iterating the stream, this reads it once."""
+        if self._started:
+            raise TypeError("a Stream can be iterated only once")
+        self._started = True
+        async with aclosing(self._run()) as events:
+            async for _ in events:
+                if self._invalid is not None:
+                    raise self._invalid
+                for part in self._fresh:
+                    yield part
 
     def __aiter__(self) -> AsyncIterator[Event]:
         if self._started:
@@ -141,7 +182,7 @@ class Stream:
         """Read the whole stream; returns its events."""
         return [ev async for ev in self]
 
-    async def _run(self) -> AsyncIterator[Event]:
+    async def _run(self) -> AsyncGenerator[Event, None]:
         """The resume loop: read, drop repeats, refuse gaps, measure, check the digest."""
         read = READERS[self.transport]
         failures = 0  # failed connections in a row
@@ -178,9 +219,11 @@ class Stream:
                                 )
                             self.last_seq = ev["seq"]
                             failures = 0
-                            if kind == "token":
-                                self._pieces.append(ev["text"])
-                                self._digest.update(ev["text"])
+                            self._take_parts(ev)
+                            if kind in CONTENT:
+                                if kind == "token":
+                                    self._pieces.append(ev["text"])
+                                self._digest.update(ev)
                                 self.stats.token(got.perf_ns, got.wall_ns, ev["t"])
                                 yield ev
                                 continue
@@ -206,13 +249,23 @@ class Stream:
             failures += 1
             self.stats.reconnects += 1
 
+    def _take_parts(self, ev: Event) -> None:
+        """The parts an event makes, kept for :meth:`parts` (a call's bad arguments too:
+        they fail ``parts()``, not a reader of events)."""
+        try:
+            self._fresh = self._parts.feed(ev)
+        except InvalidToolCall as e:
+            self._fresh, self._invalid = [], e
+
     def _check_digest(self, done: Event) -> None:
-        """Before ``done`` is yielded: its sha256 against the text, when every token was seen."""
+        """Before ``done`` is yielded: its ``sha256``, ``tokens`` and ``parts`` against what
+        arrived, when every event was seen."""
         if self.after >= 0:
             return
-        if not self._digest.matches(done):
+        mismatch = self._digest.mismatch(done)
+        if mismatch is not None:
             self.digest_ok = False
-            raise DigestMismatch(done["sha256"], self._digest.sha256)
+            raise DigestMismatch(mismatch[1], mismatch[2], mismatch[0])
         self.digest_ok = True
 
 
@@ -281,9 +334,17 @@ class Client:
         source: str | None = None,
         params: dict[str, Any] | None = None,
         resume: bool = True,
+        reasoning_effort: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
     ) -> Stream:
-        """Start one generation and read it over ``transport``."""
-        body = _create_body(prompt, max_tokens, source, params)
+        """Start one generation and read it over ``transport``. ``reasoning_effort``
+        (``low`` | ``medium`` | ``high``), ``tools`` (``[{"name", "description"?,
+        "parameters"?}]``) and ``tool_choice`` (a tool's name) ask for typed parts; they go
+        as top-level fields of the create body (or WebSocket ``generate``), as given."""
+        body = _create_body(
+            prompt, max_tokens, source, params, reasoning_effort, tools, tool_choice
+        )
         return Stream(self, transport, body=body, resume=resume)
 
     def subscribe(
@@ -303,9 +364,17 @@ class Client:
         max_tokens: int | None = None,
         source: str | None = None,
         params: dict[str, Any] | None = None,
+        *,
+        reasoning_effort: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
     ) -> str:
-        """Create a stream without reading it; returns its id."""
-        return await create_stream(self, _create_body(prompt, max_tokens, source, params))
+        """Create a stream without reading it; returns its id (the typed-part options as
+        :meth:`stream`'s)."""
+        body = _create_body(
+            prompt, max_tokens, source, params, reasoning_effort, tools, tool_choice
+        )
+        return await create_stream(self, body)
 
     async def cancel(self, stream_id: str) -> None:
         """Cancel a stream; it ends with ``done`` / ``cancelled``."""
@@ -323,8 +392,15 @@ class Client:
 
 
 def _create_body(
-    prompt: str, max_tokens: int | None, source: str | None, params: dict[str, Any] | None
+    prompt: str,
+    max_tokens: int | None,
+    source: str | None,
+    params: dict[str, Any] | None,
+    reasoning_effort: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: Any = None,
 ) -> dict[str, Any]:
+    """The create body: only the fields given (``None``: the server's default)."""
     body: dict[str, Any] = {"prompt": prompt}
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
@@ -332,6 +408,12 @@ def _create_body(
         body["source"] = source
     if params:
         body["params"] = params
+    if reasoning_effort is not None:
+        body["reasoning_effort"] = reasoning_effort
+    if tools is not None:
+        body["tools"] = tools
+    if tool_choice is not None:
+        body["tool_choice"] = tool_choice
     return body
 
 
@@ -357,6 +439,14 @@ class SyncStream:
         return self.stream.text
 
     @property
+    def reasoning(self) -> str:
+        return self.stream.reasoning
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return self.stream.tool_calls
+
+    @property
     def done(self) -> Event | None:
         return self.stream.done
 
@@ -365,7 +455,13 @@ class SyncStream:
         return self.stream.digest_ok
 
     def __iter__(self) -> Iterator[Event]:
-        agen = self.stream.__aiter__()
+        return self._sync(self.stream.__aiter__())
+
+    def parts(self) -> Iterator[Part]:
+        """:meth:`Stream.parts`, for code that is not async."""
+        return self._sync(self.stream.parts())
+
+    def _sync(self, agen: AsyncIterator[Any]) -> Iterator[Any]:
         try:
             while True:
                 try:
@@ -413,10 +509,11 @@ class SyncClient:
         max_tokens: int | None = None,
         source: str | None = None,
         params: dict[str, Any] | None = None,
+        **options: Any,
     ) -> str:
         """:meth:`Client.create`: a stream made without reading it; returns its id."""
         return self._loop.run_until_complete(
-            self._client.create(prompt, max_tokens, source, params)
+            self._client.create(prompt, max_tokens, source, params, **options)
         )
 
     def status(self, stream_id: str) -> dict[str, Any]:

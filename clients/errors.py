@@ -7,7 +7,9 @@ Exception tree::
     │   │                        WebSocket error message (.status None): .code, .message
     │   └── StreamGone           code ``gone``: the stream expired, or the position is evicted
     ├── StreamFailed             the stream ended with an ``error`` event: .code, .message
-    ├── DigestMismatch           the text received does not hash to the ``done`` sha256
+    ├── DigestMismatch           what arrived differs from the ``done`` event: the answer text's
+    │                            sha256 or count, or ``parts`` (reasoning, tool calls): .field
+    ├── InvalidToolCall          a complete tool call's arguments are not JSON: .index, .name
     ├── ProtocolError            the server broke the wire contract (gap in seq, bad frame)
     └── ConnectionLost           (also aiohttp.ClientConnectionError) a connection dropped
         └── ClosedByServer       a WebSocket close without the terminal event: .close_code
@@ -18,7 +20,11 @@ or the reconnect budget is spent.
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
+
+from clients.check import describe
 
 
 class TokenwireError(Exception):
@@ -73,12 +79,31 @@ class StreamFailed(TokenwireError):
 
 
 class DigestMismatch(TokenwireError):
-    """The received text does not match the ``done`` event's sha256."""
+    """What arrived differs from the ``done`` event. ``field`` is the path of the first
+    difference in ``done`` (``sha256``: the answer text; ``tokens``; ``parts.reasoning.sha256``,
+    ``parts.tool_calls[0].id``, ...), ``expected`` the server's value, ``actual`` the
+    received one."""
 
-    def __init__(self, expected: str, actual: str) -> None:
-        super().__init__(f"sha256 mismatch: server {expected}, received text {actual}")
+    def __init__(self, expected: Any, actual: Any, field: str = "sha256") -> None:
+        super().__init__(describe((field, expected, actual)))
         self.expected = expected
         self.actual = actual
+        self.field = field
+
+
+class InvalidToolCall(TokenwireError):
+    """A tool call's arguments, complete, are not JSON (the model's fault, not the wire's:
+    ``done.parts`` vouches for the bytes)."""
+
+    def __init__(
+        self, index: int, call_id: str | None, name: str | None, arguments: str, reason: str
+    ) -> None:
+        super().__init__(f"tool call {index} ({name}): arguments are not JSON: {reason}")
+        self.index = index
+        self.id = call_id
+        self.name = name
+        self.arguments = arguments
+        self.reason = reason
 
 
 class ProtocolError(TokenwireError):

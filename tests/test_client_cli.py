@@ -8,6 +8,7 @@ import io
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -16,7 +17,9 @@ from aiohttp.test_utils import TestServer
 
 from clients.cli import STAT_KEYS, median
 from server.sources.synthetic import synthetic_text
-from tests.conftest import base_url
+from tests.conftest import MakeServer, base_url
+from tests.parts_server import Scripts, standin
+from tests.test_typed_parts import ARGS, expected
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:
@@ -288,3 +291,139 @@ async def test_a_reader_that_leaves_stdout_is_no_traceback(server: TestServer) -
     assert orjson.loads(lines[0])["seq"] == 0
     assert lines[1:] == ["status=1"]
     assert err.decode() == ""
+
+
+# -- typed parts: reasoning dimmed, tool calls as → name(arguments), the options -----------
+
+
+async def run_cli_env(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokenwire", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"COLUMNS": "120", "PATH": "/usr/bin:/bin", "PYTHONPATH": ".", **env},
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+WHOLE_ARGS = "".join(ARGS)
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+async def test_stream_prints_reasoning_and_tool_calls(
+    make_server: MakeServer, transport: str
+) -> None:
+    srv = await make_server(sources={"parts": Scripts()})
+    args = ["stream", "parts", "--url", base_url(srv), "--source", "parts"]
+    code, out, err = await run_cli(*args, "--transport", transport)
+    assert (code, err) == (0, "")
+    assert out == (
+        "The user wants the weather ✓.\n"
+        f"→ get_weather({WHOLE_ARGS})\n"
+        '→ second({"x":1})\n'
+        "It is sunny.\n"
+    )
+    code, out, err = await run_cli_env({"FORCE_COLOR": "1"}, *args, "--transport", transport)
+    assert (code, err) == (0, "")
+    assert out == (
+        "\x1b[2mThe user wants\x1b[0m\x1b[2m the weather ✓.\x1b[0m\n"  # dim
+        f"→ get_weather({WHOLE_ARGS})\n"
+        '→ second({"x":1})\n'
+        "It is sunny.\n"
+    )
+
+
+async def test_stream_json_has_the_typed_events_and_parts(make_server: MakeServer) -> None:
+    srv = await make_server(sources={"parts": Scripts()})
+    args = ["stream", "parts", "--url", base_url(srv), "--source", "parts", "--json"]
+    code, out, err = await run_cli(*args)
+    assert (code, err) == (0, "")
+    events = [orjson.loads(line) for line in out.splitlines()]
+    sid = events[0]["stream"]
+    assert [{k: v for k, v in e.items() if k != "t"} for e in events] == expected(sid)
+    code, out, err = await run_cli(*args, "--parts", "--transport", "chunked")
+    assert (code, err) == (0, "")
+    parts = [orjson.loads(line) for line in out.splitlines()]
+    sid = parts[8]["id"].removeprefix("call_").removesuffix("_1")
+    assert parts[:2] == [
+        {"type": "reasoning", "text": "The user wants"},
+        {"type": "reasoning", "text": " the weather ✓."},
+    ]
+    assert parts[2] == {"type": "tool_call", "index": 0, "id": "call_a", "name": "get_weather",
+                        "arguments": ""}  # fmt: skip
+    assert parts[7] == {"type": "tool_call_done", "index": 0, "id": "call_a",
+                        "name": "get_weather", "arguments": WHOLE_ARGS,
+                        "parsed": orjson.loads(WHOLE_ARGS)}  # fmt: skip
+    assert parts[10] == {"type": "tool_call_done", "index": 1, "id": f"call_{sid}_1",
+                         "name": "second", "arguments": '{"x":1}', "parsed": {"x": 1}}  # fmt: skip
+    assert parts[11:] == [{"type": "text", "text": "It is "}, {"type": "text", "text": "sunny."}]
+
+
+@pytest.fixture
+async def standin_server() -> AsyncIterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+    srv = TestServer(standin(seen), host="127.0.0.1", port=0)
+    await srv.start_server()
+    yield base_url(srv), seen
+    await srv.close()
+
+
+async def test_stream_sends_the_typed_part_flags(standin_server: tuple[str, list[str]]) -> None:
+    url, seen = standin_server
+    schema = '{"type":"object","required":["city"],"properties":{"city":{"type":"string"}}}'
+    for transport in ("chunked", "ws"):
+        code, out, err = await run_cli(
+            "stream", "p", "--url", url, "--transport", transport, "--reasoning-effort", "low",
+            "--tool", f"get_weather:{schema}", "--tool", "noop", "--tool-choice", "get_weather",
+        )  # fmt: skip
+        assert (code, out, err) == (0, "\n", "")
+    body = (
+        '"reasoning_effort":"low","tools":[{"name":"get_weather","parameters":' + schema + "},"
+        '{"name":"noop"}],"tool_choice":"get_weather"}'
+    )
+    assert seen == ['{"prompt":"p",' + body, '{"op":"generate","prompt":"p",' + body]
+
+
+async def test_arguments_that_are_not_json_are_one_line(
+    standin_server: tuple[str, list[str]],
+) -> None:
+    code, out, err = await run_cli("stream", "bad", "--url", standin_server[0], "--transport", "ws")
+    assert (code, out) == (1, "→ f({nope")
+    assert err.startswith("tokenwire: tool call 0 (f): arguments are not JSON: ")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--tool", ":{}"], "tokenwire: --tool needs NAME[:SCHEMA_JSON], got ':{}'"),
+        (["--tool", "f:[1]"], "tokenwire: --tool f: the schema must be a JSON object"),
+        (["--tool", "f", "--tool-choice", "g"],
+         "tokenwire: --tool-choice 'g' is not one of the --tool names"),
+        (["--parts"], "tokenwire: --parts goes with --json (the terminal shows the parts anyway)"),
+    ],
+    ids=["no-name", "schema-not-object", "choice-not-offered", "parts-without-json"],
+)  # fmt: skip
+async def test_bad_typed_part_flags_are_one_line(flags: list[str], line: str) -> None:
+    code, out, err = await run_cli(
+        "stream", "p", "--url", f"http://127.0.0.1:{free_port()}", *flags
+    )
+    assert (code, out, err.splitlines()) == (2, "", [line])
+
+
+async def test_bad_tool_schema_json_is_one_line() -> None:
+    code, out, err = await run_cli("stream", "p", "--tool", "f:{nope")
+    assert (code, out) == (2, "")
+    assert err.startswith("tokenwire: --tool f: the schema is not JSON (")
+    assert len(err.splitlines()) == 1
+
+
+async def test_stream_help_tells_the_typed_part_flags() -> None:
+    code, out, _ = await run_cli("stream", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    for text in ("--reasoning-effort {low,medium,high}", "--tool NAME[:SCHEMA_JSON]",
+                 "--tool-choice NAME", "--parts", "→ name(arguments)"):  # fmt: skip
+        assert text in flat, text

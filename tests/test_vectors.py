@@ -15,7 +15,10 @@ from typing import Any
 
 import pytest
 
+from clients.check import PartsDigest, describe
 from clients.decoders import NDJSONDecoder, SSEDecoder
+from clients.errors import InvalidToolCall
+from clients.parts import PartReader
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 
@@ -97,3 +100,60 @@ def test_every_chunk_is_a_byte_string() -> None:
     for case in SSE_CASES + NDJSON_CASES:
         for chunk in case["chunks"]:
             assert all(ord(ch) < 256 for ch in chunk), case["name"]
+    for case in PARTS_CASES:
+        assert all(ord(ch) < 256 for ch in case["sse"] + case["ndjson"]), case["name"]
+
+
+PARTS_CASES = load("parts.json")
+
+
+def read_parts(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The parts a PartReader makes of ``events`` (their JSON form), and the error it raised."""
+    reader, out = PartReader(), []
+    try:
+        for ev in events:
+            out += [p.to_json() for p in reader.feed(ev)]
+    except InvalidToolCall as e:
+        return out, {"type": "InvalidToolCall", "index": e.index, "name": e.name,
+                     "arguments": e.arguments}  # fmt: skip
+    return out, None
+
+
+@pytest.mark.parametrize("case", PARTS_CASES, ids=[c["name"] for c in PARTS_CASES])
+def test_parts_vector_through_both_decoders_at_every_split(case: dict[str, Any]) -> None:
+    """The typed events' wire bytes, however chunked, decode to the case's events (the
+    ``check:`` cases, the first case's bytes with another ``done``, are decoded whole)."""
+    sse, ndjson = case["sse"].encode("latin-1"), case["ndjson"].encode("latin-1")
+    split = not case["name"].startswith("check:")
+    for chunks in rechunkings([sse]) if split else [[sse]]:
+        events, _ = run_sse(chunks)
+        assert [json.loads(e["data"]) for e in events] == case["events"]
+        assert [e["event"] for e in events] == [e["type"] for e in case["events"]]
+    for chunks in rechunkings([ndjson]) if split else [[ndjson]]:
+        assert run_ndjson(chunks) == case["events"]
+
+
+@pytest.mark.parametrize("case", PARTS_CASES, ids=[c["name"] for c in PARTS_CASES])
+def test_parts_vector_parts_and_check(case: dict[str, Any]) -> None:
+    assert read_parts(case["events"]) == (case["parts"], case["error"])
+    if not case["whole"]:
+        return
+    digest = PartsDigest()
+    *content, done = case["events"]
+    for ev in content:
+        digest.update(ev)
+    mismatch = digest.mismatch(done)
+    assert (None if mismatch is None else list(mismatch)) == case["mismatch"]
+
+
+def test_describe_is_the_js_clients_line() -> None:
+    """The same lines as ``clients/js/test/parts.test.mjs``."""
+    assert describe(("sha256", "ab", "cd")) == "sha256 mismatch: server ab, received text cd"
+    assert (
+        describe(("parts.tool_calls[1].name", "other", "s\u00e9cond"))
+        == 'done.parts.tool_calls[1].name mismatch: server "other", received "s\u00e9cond"'
+    )
+    assert (
+        describe(("parts.reasoning.tokens", None, 1))
+        == "done.parts.reasoning.tokens mismatch: server null, received 1"
+    )

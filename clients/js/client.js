@@ -2,9 +2,16 @@
 // one reader per transport (readers.js). The twin of clients/client.py; README.md tells how
 // each transport is read, resumed and measured.
 
-import { TextDigest, place } from "./check.js";
-import { ConnectionLost, DigestMismatch, ProtocolError, StreamFailed } from "./errors.js";
+import { CONTENT, PartsDigest, TextDigest, place } from "./check.js";
+import {
+  ConnectionLost,
+  DigestMismatch,
+  InvalidToolCall,
+  ProtocolError,
+  StreamFailed,
+} from "./errors.js";
 import { TRANSPORTS } from "./names.js";
+import { PartReader } from "./parts.js";
 import { READERS, SENT, createStream, httpError, readEventSource } from "./readers.js";
 
 const ENDED = "the response ended before the stream's last event";
@@ -98,8 +105,12 @@ function sleep(ms, signal) {
 }
 
 /**
- * One stream read over one transport: an async iterable of its events, with measurements.
- * Get one from `Client.stream()` or `Client.subscribe()`; it can be iterated once.
+ * One stream read over one transport: an async iterable of its events (the log's events as
+ * they are: `token`, `reasoning`, `tool_call`, then `done`), or, through `parts()`, of its
+ * parts (`Text`, `Reasoning`, `ToolCall`, `ToolCallDone`), with measurements. Either way it
+ * resumes after a cut, drops repeats, refuses gaps and checks `done`'s digests (the answer
+ * text's and `parts`). Get one from `Client.stream()` or `Client.subscribe()`; it can be
+ * read once.
  */
 export class Stream {
   constructor(
@@ -124,7 +135,11 @@ export class Stream {
     /** true once the `done` sha256 matched; null if not checked (read from `after`). */
     this.digestOk = null;
     this._body = body;
-    this._digest = new TextDigest();
+    this._digest = new PartsDigest();
+    this._parts = new PartReader();
+    /** The parts the last event yielded made, and a call's bad arguments, for parts(). */
+    this._fresh = [];
+    this._invalid = null;
     this._retryMs = null;
     this._started = false;
     this._abort = new AbortController();
@@ -134,9 +149,33 @@ export class Stream {
     }
   }
 
-  /** The text of the tokens yielded, concatenated. */
+  /** The answer text: the text of the `token` events yielded, concatenated. */
   get text() {
-    return this._digest.text;
+    return this._digest.text.text;
+  }
+
+  /** The text of the `reasoning` events yielded, concatenated. */
+  get reasoning() {
+    return this._parts.reasoning;
+  }
+
+  /** The tool calls yielded so far (ToolCall), in index order, each with its argument text
+   * so far (whole once the stream is done). */
+  get toolCalls() {
+    return this._parts.toolCalls;
+  }
+
+  /**
+   * Read the stream as parts: `Text`, `Reasoning`, `ToolCall` (each piece of a call's
+   * arguments) and `ToolCallDone` (a call's whole arguments, parsed), in the log's order.
+   * Throws `InvalidToolCall` when a complete call's arguments are not JSON. Like iterating
+   * the stream, this reads it once.
+   */
+  async *parts() {
+    for await (const _ of this) {
+      if (this._invalid !== null) throw this._invalid;
+      yield* this._fresh;
+    }
   }
 
   /** Stop reading: the iteration ends quietly and the connection is closed. */
@@ -211,8 +250,9 @@ export class Stream {
               }
               this.lastSeq = ev.seq;
               failures = 0;
-              if (ev.type === "token") {
-                this._digest.update(ev.text);
+              this._takeParts(ev);
+              if (CONTENT.includes(ev.type)) {
+                this._digest.update(ev);
                 stats.token(got.perfNs, got.wallNs, ev.t);
                 yield ev;
                 continue;
@@ -245,12 +285,27 @@ export class Stream {
     }
   }
 
-  /** Before `done` is yielded: its sha256 against the text, when every token was seen. */
+  /** The parts an event makes, kept for parts() (a call's bad arguments too: they fail
+   * parts(), not a reader of events). */
+  _takeParts(ev) {
+    try {
+      this._fresh = this._parts.feed(ev);
+    } catch (e) {
+      if (!(e instanceof InvalidToolCall)) throw e;
+      this._fresh = [];
+      this._invalid = e;
+    }
+  }
+
+  /** Before `done` is yielded: its `sha256`, `tokens` and `parts` against what arrived,
+   * when every event was seen. */
   async _checkDigest(done) {
     if (this.after !== -1 || !TextDigest.available) return;
-    if (!(await this._digest.matches(done))) {
+    const mismatch = await this._digest.mismatch(done);
+    if (mismatch !== null) {
       this.digestOk = false;
-      throw new DigestMismatch(done.sha256, await this._digest.sha256(), done);
+      const [field, expected, actual] = mismatch;
+      throw new DigestMismatch(expected, actual, done, field);
     }
     this.digestOk = true;
   }
@@ -333,11 +388,14 @@ export class Client {
    * @param {object} [options.params] source params, e.g. {tokens_per_s: 50}
    * @param {boolean} [options.resume=true] reconnect and resume after a drop
    * @param {AbortSignal} [options.signal] stops reading (the generation goes on)
+   * @param {"low"|"medium"|"high"} [options.reasoning_effort] ask for reasoning
+   * @param {object[]} [options.tools] the tools offered, [{name, description?, parameters?}]
+   * @param {*} [options.tool_choice] the tool the model must call (its name)
    * @returns {Stream}
    */
-  stream(prompt, { transport = "sse", max_tokens, source, params, resume = true, signal } = {}) {
-    const body = createBody(prompt, { max_tokens, source, params });
-    return new Stream(this, { body, transport, resume, signal });
+  stream(prompt, options = {}) {
+    const { transport = "sse", resume = true, signal } = options;
+    return new Stream(this, { body: createBody(prompt, options), transport, resume, signal });
   }
 
   /**
@@ -348,9 +406,9 @@ export class Client {
     return new Stream(this, { id, after, transport, resume, signal });
   }
 
-  /** Create a stream without reading it; returns its id. */
-  async create(prompt, { max_tokens, source, params, signal } = {}) {
-    return createStream(this, createBody(prompt, { max_tokens, source, params }), signal);
+  /** Create a stream without reading it; returns its id (the options as `stream()`'s). */
+  async create(prompt, options = {}) {
+    return createStream(this, createBody(prompt, options), options.signal);
   }
 
   /** GET /api/streams/{id}: state, tokens, finish_reason, subscribers, ... */
@@ -370,10 +428,15 @@ export class Client {
   }
 }
 
-function createBody(prompt, { max_tokens, source, params }) {
+/** The create body: only the fields given (null or absent: the server's default); the
+ * typed-part options (`reasoning_effort`, `tools`, `tool_choice`) as top-level fields. */
+function createBody(prompt, { max_tokens, source, params, reasoning_effort, tools, tool_choice }) {
   const body = { prompt };
   if (max_tokens != null) body.max_tokens = max_tokens;
   if (source != null) body.source = source;
   if (params) body.params = params;
+  if (reasoning_effort != null) body.reasoning_effort = reasoning_effort;
+  if (tools != null) body.tools = tools;
+  if (tool_choice != null) body.tool_choice = tool_choice;
   return body;
 }

@@ -5,13 +5,17 @@
 //   │   │                 (.status) or a WebSocket error message (.status null)
 //   │   └── StreamGone    code "gone": the stream expired, or the position is evicted (410)
 //   ├── StreamFailed      the stream ended with an `error` event: .code, .event
-//   ├── DigestMismatch    the text received does not hash to the `done` sha256
+//   ├── DigestMismatch    what arrived differs from the `done` event: the answer text's
+//   │                     sha256 or count, or `parts` (reasoning, tool calls): .field
+//   ├── InvalidToolCall   a complete tool call's arguments are not JSON: .index, .name
 //   ├── ProtocolError     the server broke the wire contract (a gap in seq, a bad frame)
 //   └── ConnectionLost    a connection dropped before the terminal event
 //       └── ClosedByServer  a WebSocket closed before the terminal event: .closeCode
 //
 // ConnectionLost is what resume handles; it reaches the caller only when resume is off or
 // the reconnect budget is spent (its `cause` is the last failure).
+
+import { describe } from "./check.js";
 
 export class TokenwireError extends Error {
   constructor(message, options) {
@@ -58,15 +62,31 @@ export class StreamFailed extends TokenwireError {
 
 export class DigestMismatch extends TokenwireError {
   /**
-   * @param {string} expected the `sha256` of the `done` event
-   * @param {string} actual the SHA-256 of the UTF-8 text received
+   * @param {*} expected the `done` event's value (its `sha256`, by default)
+   * @param {*} actual the value of what arrived
    * @param {object|null} [event] the `done` event
+   * @param {string} [field] the path of the first difference in `done`: "sha256" (the
+   *   answer text), "tokens", "parts.reasoning.sha256", "parts.tool_calls[0].id", ...
    */
-  constructor(expected, actual, event = null) {
-    super(`sha256 mismatch: server ${expected}, received text ${actual}`);
+  constructor(expected, actual, event = null, field = "sha256") {
+    super(describe([field, expected, actual]));
     this.expected = expected;
     this.actual = actual;
     this.event = event;
+    this.field = field;
+  }
+}
+
+/** A tool call's arguments, complete, are not JSON (the model's fault, not the wire's:
+ * `done.parts` vouches for the bytes). */
+export class InvalidToolCall extends TokenwireError {
+  constructor(index, id, name, args, reason) {
+    super(`tool call ${index} (${name}): arguments are not JSON: ${reason}`);
+    this.index = index;
+    this.id = id;
+    this.name = name;
+    this.arguments = args;
+    this.reason = reason;
   }
 }
 

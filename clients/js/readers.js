@@ -12,7 +12,7 @@
 
 import { NDJSONDecoder, SSEDecoder, wsFrameHeader } from "./decoders.js";
 import { ClosedByServer, ConnectionLost, serverError } from "./errors.js";
-import { TERMINAL } from "./names.js";
+import { EVENT_TYPES, TERMINAL } from "./names.js";
 
 /**
  * @typedef {object} Received What one read brought.
@@ -307,8 +307,8 @@ export async function* readEventSource(client, { streamId, after, body, signal }
     const nbytes = utf8Length(lines.map((line) => `${line}\n`).join(""));
     inbox.push({ data: e.data, nbytes, at });
   };
-  es.addEventListener("token", onEvent);
-  es.addEventListener("done", onEvent);
+  // Every event type of the log but `error`, which shares its name with EventSource's own.
+  for (const type of EVENT_TYPES) if (type !== "error") es.addEventListener(type, onEvent);
   es.addEventListener("error", (e) => {
     if (typeof e.data === "string") return onEvent(e); // the stream's `error` event
     // A connection error (no data). CONNECTING: EventSource reconnects by itself after

@@ -4,5 +4,6 @@
 
 export { Client, Stream, StreamStats } from "./client.js";
 export { NDJSONDecoder, SSEDecoder } from "./decoders.js";
+export { PartReader, Reasoning, Text, ToolCall, ToolCallDone } from "./parts.js";
 export * from "./errors.js";
 export { TRANSPORTS } from "./names.js";

@@ -10,6 +10,10 @@
 // shows the frames its client's `tap` option saw as the client read them (the last
 // MAX_FRAMES). Model output and wire frames go into the page as text, never as HTML.
 //
+// Typed parts: a panel shows, in the order they arrive, reasoning (dimmed), tool calls (the
+// name, then the argument JSON as its pieces come) and the answer. The form's Reasoning and
+// "Call a tool" controls ask for them (`reasoning_effort`, `tools` and `tool_choice`).
+//
 // When /api/info says the server needs a token (--auth-token), a Token field appears; every
 // client the page makes sends it (SSE is then read over fetch: EventSource cannot send it).
 // The token stays in the page: it is not stored anywhere.
@@ -49,6 +53,17 @@ const REBUILT_NOTE =
   "(comments and retry: lines are not seen).";
 
 const $ = (selector, root = document) => root.querySelector(selector);
+
+/** The tool the "Call a tool" control offers and forces. */
+const DEMO_TOOL = {
+  name: "get_weather",
+  description: "The weather in a city",
+  parameters: {
+    type: "object",
+    required: ["city", "days"],
+    properties: { city: { type: "string" }, days: { type: "integer" } },
+  },
+};
 
 // --- formatting ---
 
@@ -117,6 +132,9 @@ class Panel {
     this.finishedAt = null;
     this.textEl.replaceChildren();
     this.textNode = this.textEl.appendChild(document.createTextNode(""));
+    this.lastKind = "token"; // what the text view ends with: token, reasoning, tool_call:N
+    this.reasoningNode = null; // the text node reasoning goes into now
+    this.calls = new Map(); // tool call index -> the text node its arguments go into
     this.digestEl.textContent = "sha256: –";
     this.digestEl.className = "digest";
     delete this.el.dataset.digest;
@@ -216,11 +234,11 @@ class Panel {
         const at = performance.now() - t0;
         this.el.dataset.stream = stream.id;
         this.noteReconnects(at);
-        if (event.type === "token") {
+        if (event.type === "token" || event.type === "reasoning" || event.type === "tool_call") {
           this.arrivals.push(at);
           // `t`: the server's wall clock in ns (as a double: ~256 ns steps), on our timeline.
           this.sentAt.push(Number(event.t) / 1e6 - performance.timeOrigin - t0);
-          this.textNode.appendData(event.text);
+          this.showPart(event);
           if (this.state !== "streaming") this.setState("streaming");
         } else if (event.type === "done") {
           this.finishedAt = at;
@@ -238,6 +256,44 @@ class Panel {
       this.render();
       this.onChange();
     }
+  }
+
+  /** One content event into the text view, as text only: the answer as it is, reasoning
+   * in a dimmed span, a tool call as its name and its argument pieces. */
+  showPart(event) {
+    if (event.type === "token") {
+      if (this.lastKind !== "token") {
+        this.textNode = this.textEl.appendChild(document.createTextNode(""));
+      }
+      this.textNode.appendData(event.text);
+    } else if (event.type === "reasoning") {
+      if (this.lastKind !== "reasoning") {
+        const span = document.createElement("span");
+        span.className = "reasoning";
+        span.title = "reasoning";
+        this.reasoningNode = span.appendChild(document.createTextNode(""));
+        this.textEl.append(span);
+      }
+      this.reasoningNode.appendData(event.text);
+    } else {
+      let args = this.calls.get(event.index);
+      if (args === undefined) {
+        const call = document.createElement("span");
+        call.className = "call";
+        call.dataset.index = String(event.index);
+        const name = document.createElement("span");
+        name.className = "call-name";
+        name.textContent = event.name ?? "…"; // a read from inside a call never saw it
+        const code = document.createElement("code");
+        code.className = "call-args";
+        args = code.appendChild(document.createTextNode(""));
+        call.append(name, "(", code, ")");
+        this.textEl.append(call);
+        this.calls.set(event.index, args);
+      }
+      args.appendData(event.args);
+    }
+    this.lastKind = event.type === "tool_call" ? `tool_call:${event.index}` : event.type;
   }
 
   noteReconnects(at) {
@@ -571,6 +627,12 @@ function request() {
   const data = new FormData(form);
   const source = String(data.get("source"));
   const options = { max_tokens: Number(data.get("max_tokens")), source };
+  const effort = String(data.get("reasoning_effort") ?? "");
+  if (effort) options.reasoning_effort = effort;
+  if (data.has("tool")) {
+    options.tools = [DEMO_TOOL];
+    options.tool_choice = DEMO_TOOL.name;
+  }
   if (source === "synthetic") {
     options.params = {
       tokens_per_s: Number(data.get("tokens_per_s")),

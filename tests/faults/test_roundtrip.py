@@ -1,5 +1,7 @@
 """Property: any text a source can emit arrives byte for byte, token for token, over every
-transport, through both clients.
+transport, through both clients; and typed parts (reasoning and tool-call arguments with
+any Unicode) reassemble exactly to ``done.parts`` through every Python reader, and through
+both decoders however the wire bytes are split.
 
 A test source emits the pieces hypothesis draws: any Unicode scalar value (control
 characters, NUL, lone ``\\r``, U+2028, a BOM, SSE field look-alikes; never a lone
@@ -18,20 +20,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import clients
 from bench import chaos
-from clients import TRANSPORTS, Client
+from clients import TRANSPORTS, Client, Part, PartReader, Reasoning, Text, ToolCallDone
+from clients.check import PartsDigest
+from clients.decoders import NDJSONDecoder, SSEDecoder
 from server.app import create_app
 from server.settings import Settings
-from server.sources.base import Finish, GenerationRequest, TokenSource
+from server.sources.base import Finish, GenerationRequest, SourceItem, TokenSource, ToolCallDelta
+from server.sources.base import Reasoning as ReasoningPiece
 from tests.serving import start_app
 
 PY_EXAMPLES = 150
@@ -195,3 +202,129 @@ def test_js_client_round_trips_any_text(server: ThreadedServer) -> None:
         assert out.seqs == list(range(len(tokens) + 1)), spec.key
         assert out.done is not None
         assert out.done["sha256"] == digest, spec.key
+
+
+# --- typed parts: reasoning and tool-call arguments, any Unicode, split at every byte ---
+
+PARTS_EXAMPLES = 30
+small_piece = st.one_of(st.text(scalar, min_size=1, max_size=12), st.sampled_from(SPECIAL))
+
+
+@st.composite
+def parts_script(draw: st.DrawFn) -> tuple[list[SourceItem], list[str], list[str], list[str]]:
+    """A source's items (reasoning, then 1-3 calls whose argument JSON, any Unicode in its
+    strings, is cut at drawn places, then text); the expected reasoning pieces, the calls'
+    whole arguments and the text pieces."""
+    reasoning = draw(st.lists(small_piece, max_size=6))
+    items: list[SourceItem] = [ReasoningPiece(r) for r in reasoning]
+    calls = []
+    for index in range(draw(st.integers(1, 3))):
+        value = {"q": draw(small_piece), "n": draw(st.lists(small_piece, max_size=3))}
+        args = json.dumps(value, ensure_ascii=draw(st.booleans()))
+        cuts = sorted(draw(st.sets(st.integers(1, max(1, len(args) - 1)), max_size=8)))
+        pieces = [args[a:b] for a, b in itertools.pairwise([0, *cuts, len(args)])]
+        items.append(ToolCallDelta(index, "", id=f"call_{index}", name=f"tool_{index}"))
+        items += [ToolCallDelta(index, p) for p in pieces]
+        calls.append(args)
+    text = draw(st.lists(small_piece, max_size=4))
+    return [*items, *text], reasoning, calls, text
+
+
+class PartsPiecesSource(TokenSource):
+    """Emits the items registered for the request's prompt (the hub infers the ending)."""
+
+    name = "synthetic"
+    typed_parts = True
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, list[SourceItem]] = {}
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[SourceItem]:
+        for item in self.scripts[request.prompt]:
+            await asyncio.sleep(0)
+            yield item
+
+
+@pytest.fixture(scope="module")
+def parts_server() -> Iterator[ThreadedServer]:
+    with ThreadedServer(PartsPiecesSource()) as srv:  # type: ignore[arg-type]
+        yield srv
+
+
+def split_everywhere(data: bytes) -> Iterator[list[bytes]]:
+    """The bytes one at a time, and split in two at every byte boundary."""
+    yield [data[i : i + 1] for i in range(len(data))]
+    for i in range(len(data) + 1):
+        yield [data[:i], data[i:]]
+
+
+def parts_of(events: list[dict[str, Any]]) -> list[Part]:
+    reader = PartReader()
+    return [part for ev in events for part in reader.feed(ev)]
+
+
+async def read_parts_everywhere(
+    url: str, prompt: str, n: int
+) -> tuple[dict[str, list[Part]], dict[str, Any], bytes, bytes]:
+    """The parts over the four transports, the ``done`` event, and the stream's SSE and
+    NDJSON bytes as the server sent them."""
+    async with Client(url) as c:
+        streams = {t: c.stream(prompt, transport=t, max_tokens=n) for t in TRANSPORTS}
+
+        async def one(t: Any) -> list[Part]:
+            return [p async for p in streams[t].parts()]
+
+        async with asyncio.timeout(60):
+            results = await asyncio.gather(*(one(t) for t in TRANSPORTS))
+        sid = streams["chunked"].id
+        async with c.session.get(f"{url}/api/streams/{sid}/sse") as resp:
+            sse = await resp.read()
+        async with c.session.get(f"{url}/api/streams/{sid}/chunked") as resp:
+            ndjson = await resp.read()
+    for t, s in streams.items():
+        assert s.digest_ok is True, t
+    done = streams["chunked"].done
+    assert done is not None
+    return dict(zip(TRANSPORTS, results, strict=True)), done, sse, ndjson
+
+
+@settings(
+    max_examples=PARTS_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    print_blob=True,
+)
+@given(script=parts_script())
+def test_typed_parts_round_trip_through_every_reader_and_any_split(
+    parts_server: ThreadedServer,
+    script: tuple[list[SourceItem], list[str], list[str], list[str]],
+) -> None:
+    items, reasoning, calls, text = script
+    prompt = parts_server.script(items)  # type: ignore[arg-type]
+    results, done, sse, ndjson = asyncio.run(
+        read_parts_everywhere(parts_server.url, prompt, len(items) + 1)
+    )
+    want_reasoning = [r for r in reasoning if r]
+    want_text = [t for t in text if t]
+    for transport, parts in results.items():
+        assert [p.text for p in parts if isinstance(p, Reasoning)] == want_reasoning, transport
+        assert [p.text for p in parts if isinstance(p, Text)] == want_text, transport
+        finished = [p for p in parts if isinstance(p, ToolCallDone)]
+        assert [(p.index, p.name, p.arguments) for p in finished] == [
+            (i, f"tool_{i}", args) for i, args in enumerate(calls)
+        ], transport
+        assert [p.parsed for p in finished] == [json.loads(a) for a in calls], transport
+    want = results["chunked"]
+    digest = PartsDigest()
+    for chunks in split_everywhere(sse):
+        dec = SSEDecoder()
+        events = [orjson.loads(m.data) for c in chunks for m in dec.feed(c)]
+        assert parts_of(events) == want
+        assert events[-1] == done
+    for chunks in split_everywhere(ndjson):
+        dec_nd = NDJSONDecoder()
+        events = [e for c in chunks for e in dec_nd.feed(c)]
+        assert parts_of(events) == want
+    for ev in events[:-1]:
+        digest.update(ev)
+    assert digest.mismatch(done) is None

@@ -12,6 +12,7 @@ format is described in ``README.md`` beside this file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -374,6 +375,236 @@ def ndjson_cases() -> list[Case]:
     return cases
 
 
+# --- typed parts: events, their SSE and NDJSON bytes, the parts and the check ---
+
+SID = "Pt3sVq8LmN0aBcDe"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def log(items: list[dict[str, Any]], start: int = 0) -> list[dict[str, Any]]:
+    """Log events: ``stream``, ``seq`` (from ``start``), the item's fields, ``t``."""
+    return [
+        {"stream": SID, "seq": start + i, **item, "t": 1795243524369295721 + i}
+        for i, item in enumerate(items)
+    ]
+
+
+def done(
+    seq: int, reason: str, text: list[str], parts: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {"type": "done", "finish_reason": reason, "tokens": len(text)}
+    fields["sha256"] = sha("".join(text))
+    if parts is not None:
+        fields["parts"] = parts
+    return {"stream": SID, "seq": seq, **fields, "t": 1795243524406878164}
+
+
+def reasoning_parts(pieces: list[str]) -> dict[str, Any]:
+    return {"tokens": len(pieces), "sha256": sha("".join(pieces))}
+
+
+def call_part(index: int, call_id: str, name: str, args: list[str]) -> dict[str, Any]:
+    return {"index": index, "id": call_id, "name": name, "sha256": sha("".join(args))}
+
+
+def compact(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def wire_sse(events: list[dict[str, Any]]) -> str:
+    frames = [f"id: {e['seq']}\nevent: {e['type']}\ndata: {compact(e)}\n\n" for e in events]
+    return byte_string("retry: 1000\n\n" + "".join(frames))
+
+
+def wire_ndjson(events: list[dict[str, Any]]) -> str:
+    return byte_string("".join(compact(e) + "\n" for e in events))
+
+
+def pc(
+    name: str,
+    events: list[dict[str, Any]],
+    parts: list[dict[str, Any]],
+    *,
+    mismatch: list[Any] | None = None,
+    error: dict[str, Any] | None = None,
+    whole: bool = True,
+) -> Case:
+    """A typed-parts case: the log ``events`` (the wire bytes made from them), the
+    ``parts`` a PartReader makes of them (each part's JSON form), the ``error`` it raises
+    (then ``parts`` are those before it), and, for a stream read ``whole`` from its start,
+    the check's ``mismatch`` with the ``done`` event (null: it matches)."""
+    case: Case = {"name": name, "sse": wire_sse(events), "ndjson": wire_ndjson(events)}
+    case |= {"events": events, "parts": parts, "error": error, "whole": whole}
+    if whole:
+        case["mismatch"] = mismatch
+    return case
+
+
+def text(t: str) -> dict[str, Any]:
+    return {"type": "text", "text": t}
+
+
+def thought(t: str) -> dict[str, Any]:
+    return {"type": "reasoning", "text": t}
+
+
+def piece(index: int, call_id: str | None, name: str | None, args: str) -> dict[str, Any]:
+    return {"type": "tool_call", "index": index, "id": call_id, "name": name, "arguments": args}
+
+
+def call_done(index: int, call_id: str, name: str, args: str) -> dict[str, Any]:
+    return {"type": "tool_call_done", "index": index, "id": call_id, "name": name,
+            "arguments": args, "parsed": json.loads(args)}  # fmt: skip
+
+
+def parts_cases() -> list[Case]:
+    why = ["The user wants", " the weather \u2713 \U0001f600."]
+    args = ['{"city":"Pa', 'ris \u2713 \U0001f600\\"\u2028', '","days":[1,', "2]}"]
+    whole_args = "".join(args)
+    full = [
+        *({"type": "reasoning", "text": w} for w in why),
+        {"type": "tool_call", "index": 0, "id": "call_a", "name": "get_weather", "args": ""},
+        *({"type": "tool_call", "index": 0, "args": a} for a in args),
+        {"type": "tool_call", "index": 1, "id": "call_b", "name": "second", "args": '{"x"'},
+        {"type": "tool_call", "index": 1, "args": ":1}"},
+        {"type": "token", "text": "It is "},
+        {"type": "token", "text": "sunny."},
+    ]
+    full_parts = {
+        "reasoning": reasoning_parts(why),
+        "tool_calls": [
+            call_part(0, "call_a", "get_weather", args),
+            call_part(1, "call_b", "second", ['{"x":1}']),
+        ],
+    }
+    full_events = log(full) + [done(len(full), "tool_calls", ["It is ", "sunny."], full_parts)]
+    full_out = [
+        *(thought(w) for w in why),
+        piece(0, "call_a", "get_weather", ""),
+        *(piece(0, "call_a", "get_weather", a) for a in args),
+        call_done(0, "call_a", "get_weather", whole_args),
+        piece(1, "call_b", "second", '{"x"'),
+        piece(1, "call_b", "second", ":1}"),
+        call_done(1, "call_b", "second", '{"x":1}'),
+        text("It is "),
+        text("sunny."),
+    ]
+
+    def tampered(change: dict[str, Any]) -> list[dict[str, Any]]:
+        *events, last = full_events
+        return [*events, {**last, "parts": {**full_parts, **change}}]
+
+    calls = full_parts["tool_calls"]
+    opened = {"type": "tool_call", "index": 0, "id": "call_c", "name": "f", "args": ""}
+    cut = log([opened, {"type": "tool_call", "index": 0, "args": '{"a":'}])
+    cut_parts = {"tool_calls": [call_part(0, "call_c", "f", ['{"a":'])]}
+    ended = log([opened, {"type": "tool_call", "index": 0, "args": '{"a":1}'}])
+    ended_parts = {"tool_calls": [call_part(0, "call_c", "f", ['{"a":1}'])]}
+    bad = log(
+        [
+            opened,
+            {"type": "tool_call", "index": 0, "args": "{nope}"},
+            {"type": "token", "text": "x"},
+        ]
+    )
+    interleaved = log(
+        [
+            {"type": "tool_call", "index": 0, "id": "c0", "name": "f", "args": "[]"},
+            {"type": "token", "text": "then"},
+            {"type": "tool_call", "index": 1, "id": "c1", "name": "g", "args": "{}"},
+            {"type": "reasoning", "text": "hm"},
+        ]
+    )
+    interleaved_parts = {
+        "reasoning": reasoning_parts(["hm"]),
+        "tool_calls": [call_part(0, "c0", "f", ["[]"]), call_part(1, "c1", "g", ["{}"])],
+    }
+    return [
+        pc("reasoning, two calls, then text", full_events, full_out),
+        pc(
+            "old stream: tokens only, no parts",
+            log([{"type": "token", "text": "42"}]) + [done(1, "length", ["42"])],
+            [text("42")],
+        ),
+        pc(
+            "a call closes when text or reasoning comes, or the next call",
+            interleaved + [done(4, "stop", ["then"], interleaved_parts)],
+            [
+                piece(0, "c0", "f", "[]"),
+                call_done(0, "c0", "f", "[]"),
+                text("then"),
+                piece(1, "c1", "g", "{}"),
+                call_done(1, "c1", "g", "{}"),
+                thought("hm"),
+            ],
+        ),
+        pc(
+            "a call cut by length: no tool_call_done",
+            cut + [done(2, "length", [], cut_parts)],
+            [piece(0, "call_c", "f", ""), piece(0, "call_c", "f", '{"a":')],
+        ),
+        pc(
+            "a call complete at length: tool_call_done",
+            ended + [done(2, "length", [], ended_parts)],
+            [
+                piece(0, "call_c", "f", ""),
+                piece(0, "call_c", "f", '{"a":1}'),
+                call_done(0, "call_c", "f", '{"a":1}'),
+            ],  # fmt: skip
+        ),
+        pc(
+            "arguments that are not JSON: InvalidToolCall",
+            bad
+            + [done(3, "stop", ["x"], {"tool_calls": [call_part(0, "call_c", "f", ["{nope}"])]})],
+            [piece(0, "call_c", "f", ""), piece(0, "call_c", "f", "{nope}")],
+            error={"type": "InvalidToolCall", "index": 0, "name": "f", "arguments": "{nope}"},
+        ),
+        pc(
+            "read from inside a call: no id, no name, no tool_call_done",
+            log(
+                [{"type": "tool_call", "index": 0, "args": "1}"}, {"type": "token", "text": "ok"}],
+                5,
+            )
+            + [done(7, "stop", ["ok"], cut_parts)],
+            [piece(0, None, None, "1}"), text("ok")],
+            whole=False,
+        ),
+        pc(
+            "check: an argument digest differs",
+            tampered({"tool_calls": [{**calls[0], "sha256": sha("{}")}, calls[1]]}),
+            full_out,
+            mismatch=["parts.tool_calls[0].sha256", sha("{}"), calls[0]["sha256"]],
+        ),
+        pc(
+            "check: a tool name differs",
+            tampered({"tool_calls": [calls[0], {**calls[1], "name": "other"}]}),
+            full_out,
+            mismatch=["parts.tool_calls[1].name", "other", "second"],
+        ),
+        pc(
+            "check: the reasoning count differs",
+            tampered({"reasoning": reasoning_parts([*why, "more"])}),
+            full_out,
+            mismatch=["parts.reasoning.tokens", 3, 2],
+        ),
+        pc(
+            "check: a call the done event does not know",
+            tampered({"tool_calls": calls[:1]}),
+            full_out,
+            mismatch=["parts.tool_calls[1].index", None, 1],
+        ),
+        pc(
+            "check: done without parts after reasoning",
+            log([{"type": "reasoning", "text": "r"}]) + [done(1, "stop", [])],
+            [thought("r")],
+            mismatch=["parts.reasoning.tokens", None, 1],
+        ),
+    ]
+
+
 def render(cases: list[Case]) -> str:
     """A JSON array with one case per line: ASCII only, stable, diff-friendly."""
     lines = [json.dumps(c, ensure_ascii=True, separators=(", ", ": ")) for c in cases]
@@ -381,10 +612,14 @@ def render(cases: list[Case]) -> str:
 
 
 def outputs() -> dict[Path, str]:
-    for cases in (sse_cases(), ndjson_cases()):
+    for cases in (sse_cases(), ndjson_cases(), parts_cases()):
         names = [c["name"] for c in cases]
         assert len(names) == len(set(names)), "case names must be unique"
-    return {HERE / "sse.json": render(sse_cases()), HERE / "ndjson.json": render(ndjson_cases())}
+    return {
+        HERE / "sse.json": render(sse_cases()),
+        HERE / "ndjson.json": render(ndjson_cases()),
+        HERE / "parts.json": render(parts_cases()),
+    }
 
 
 def main(argv: list[str]) -> int:
