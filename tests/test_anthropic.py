@@ -203,11 +203,34 @@ async def test_the_token_as_x_api_key_or_bearer(make_server: MakeServer) -> None
                 "max_tokens": 2,
                 "messages": HELLO,
                 "tool_choice": {"type": "tool", "name": "nope"},
+                "tools": [{"name": "f", "input_schema": {"type": "object"}}],
             },
             400,
             {
                 "type": "invalid_request_error",
-                "message": "Unsupported parameter: 'tool_choice' is not supported by tokenwire.",
+                "message": "Invalid value for 'tool_choice': function 'nope' is not in 'tools'.",
+            },
+        ),
+        (
+            {"model": "synthetic", "max_tokens": 2, "messages": HELLO, "tools": [{"name": "f"}]},
+            400,
+            {
+                "type": "invalid_request_error",
+                "message": "Missing required parameter: 'tools[0].input_schema'.",
+            },
+        ),
+        (
+            {
+                "model": "synthetic",
+                "max_tokens": 2000,
+                "messages": HELLO,
+                "thinking": {"type": "enabled", "budget_tokens": 2000},
+            },
+            400,
+            {
+                "type": "invalid_request_error",
+                "message": "Invalid 'thinking.budget_tokens': must be less than max_tokens "
+                "(2000), got 2000.",
             },
         ),
         (
@@ -220,7 +243,16 @@ async def test_the_token_as_x_api_key_or_bearer(make_server: MakeServer) -> None
             },
         ),
     ],
-    ids=["model", "max_tokens", "role", "messages", "tool", "temperature"],
+    ids=[
+        "model",
+        "max_tokens",
+        "role",
+        "messages",
+        "tool",
+        "tool-schema",
+        "thinking-budget",
+        "temperature",
+    ],
 )
 async def test_bad_requests_in_anthropic_shape(
     make_server: MakeServer, body: dict[str, Any], status: int, error: dict[str, Any]

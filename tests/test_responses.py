@@ -301,13 +301,39 @@ async def test_resume_through_cuts_sees_every_sequence_number_once(
             },
         ),
         (
-            {"model": "synthetic", "input": "x", "tools": [{"type": "function", "name": "f"}]},
+            {
+                "model": "synthetic",
+                "input": "x",
+                "tools": [{"type": "function", "name": "f"}],
+                "tool_choice": {"type": "function", "name": "g"},
+            },
             400,
             {
-                "message": "Unsupported parameter: 'tools' is not supported by tokenwire.",
+                "message": "Invalid value for 'tool_choice': function 'g' is not in 'tools'.",
                 "type": "invalid_request_error",
-                "param": "tools",
-                "code": "unsupported_parameter",
+                "param": "tool_choice",
+                "code": "invalid_value",
+            },
+        ),
+        (
+            {"model": "synthetic", "input": "x", "tools": [{"type": "function"}]},
+            400,
+            {
+                "message": "Missing required parameter: 'tools[0].name'.",
+                "type": "invalid_request_error",
+                "param": "tools[0].name",
+                "code": "missing_required_parameter",
+            },
+        ),
+        (
+            {"model": "synthetic", "input": "x", "reasoning": {"effort": "lots"}},
+            400,
+            {
+                "message": "Invalid value: 'lots'. Supported values are: 'none', 'minimal', "
+                "'low', 'medium', 'high', 'xhigh' and 'max'.",
+                "type": "invalid_request_error",
+                "param": "reasoning.effort",
+                "code": "invalid_value",
             },
         ),
         (
@@ -321,7 +347,17 @@ async def test_resume_through_cuts_sees_every_sequence_number_once(
             },
         ),
     ],
-    ids=["model", "no-input", "image", "item-type", "input-type", "tools", "unknown"],
+    ids=[
+        "model",
+        "no-input",
+        "image",
+        "item-type",
+        "input-type",
+        "forced-tool",
+        "tool-name",
+        "effort",
+        "unknown",
+    ],
 )
 async def test_bad_requests_in_openai_shape(
     make_server: MakeServer, body: dict[str, Any], status: int, error: dict[str, Any]

@@ -127,6 +127,10 @@ def _new_meta(req: ResponsesRequest, stream: StreamRecord) -> framing.ResponseMe
         instructions=req.instructions,
         temperature=req.temperature,
         top_p=req.top_p,
+        typed=req.reasoning_effort is not None or bool(req.tools.offered),
+        reasoning_effort=req.reasoning_effort,
+        tools=req.tools.tools,
+        tool_choice=req.tool_choice,
     )
 
 
