@@ -14,7 +14,9 @@ from aiohttp.test_utils import TestServer
 
 from bench.cutproxy import CutProxy
 from server.errors import SourceError
-from server.sources.synthetic import count_pieces, synthetic_text
+from server.responses_request import parse_responses_body
+from server.settings import Settings
+from server.sources.synthetic import SyntheticSource, count_pieces, synthetic_text
 from tests.conftest import MakeServer, base_url
 from tests.readers import native_text
 from tests.scripted_sources import FailingSource, StoppingSource
@@ -469,3 +471,34 @@ async def test_heartbeats_the_sdk_skips(make_server: MakeServer) -> None:
         ]
     assert [e.sequence_number for e in events] == list(range(4 + 3 + 4))
     assert deltas(events) == expected("hello", 3)
+
+
+def test_tools_and_reasoning_reach_the_source_and_the_object() -> None:
+    tools = [
+        {"type": "function", "name": "get_weather", "parameters": {"type": "object"}},
+        {"type": "function", "name": "noop", "strict": False},
+    ]
+    req = parse_responses_body(
+        {
+            "model": "synthetic",
+            "input": "x",
+            "tools": tools,
+            "tool_choice": {"type": "function", "name": "noop"},
+            "reasoning": {"effort": "high", "summary": "auto"},
+        },
+        Settings(),
+        {"synthetic": SyntheticSource()},
+    )
+    generation = req.create.request
+    assert (generation.reasoning_effort, generation.tool_choice) == ("high", "noop")
+    assert [(t.name, dict(t.parameters)) for t in generation.tools] == [
+        ("get_weather", {"type": "object"}),
+        ("noop", {}),
+    ]
+    assert req.tool_choice == {"type": "function", "name": "noop"}
+    required = parse_responses_body(
+        {"model": "synthetic", "input": "x", "tools": tools, "tool_choice": "required"},
+        Settings(),
+        {"synthetic": SyntheticSource()},
+    )
+    assert required.create.request.tool_choice == "get_weather"
