@@ -60,12 +60,14 @@ install-dev: $(VENV)/.installed-dev
 # browser here); the network lab's intermediaries (nginx, haproxy, caddy: bench/net/, started
 # on free ports from the repo's configs, never as services), openssl (the lab's certificates)
 # and curl (a client of the lab); redis-server (the tests start their own on free ports for
-# the Redis store). Each package's name is also the binary it installs.
-SYSTEM_PACKAGES := chromium redis-server nginx haproxy caddy openssl curl
+# the Redis store), iproute2 (`ip` and `tc`: the lab's network namespace with a tbf
+# bandwidth limit). Each entry is a package, or `package:binary` when the binary it installs
+# has another name; the binary is what is checked.
+SYSTEM_PACKAGES := chromium redis-server nginx haproxy caddy openssl curl iproute2:tc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=""; export PATH="$$PATH:/usr/sbin:/sbin"; for p in $(SYSTEM_PACKAGES); do \
-		command -v $$p >/dev/null || missing="$$missing $$p"; \
+		command -v $${p##*:} >/dev/null || missing="$$missing $${p%%:*}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		{ $(SUDO) apt-get update -qq || true; } && \
@@ -152,7 +154,9 @@ bench-peers: install-dev express-deps
 
 # The network lab: every transport through every intermediary (nginx, haproxy, caddy) and
 # link profile, with the Python/JS clients, curl, Chromium and the openai SDK, into
-# bench/results/<time>-net/ (docs/network.md); NET_ARGS=--quick for the small plan.
+# bench/results/<time>-net/ (docs/network.md); NET_ARGS=--quick for the small plan,
+# NET_ARGS="--samples 3" for medians per cell, NET_ARGS="--tbf-kbit 8000" (root, iproute2)
+# for the lab inside a network namespace whose loopback the kernel's tbf caps.
 NET_ARGS ?=
 bench-net: install-dev system-deps node-deps
 	$(BIN)/tokenwire bench --net $(NET_ARGS)

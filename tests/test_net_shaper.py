@@ -4,6 +4,7 @@ the plan) in tables, and the shaper on real loopback sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import time
@@ -12,9 +13,20 @@ from pathlib import Path
 import pytest
 
 from bench.net import paths
-from bench.net.matrix import CLIENTS, ConnRow, IdleRow, Lab, Row, browser_command, plan
-from bench.net.report import short_error, write_report
-from bench.net.shaper import CHUNK, PROFILES, Link, Profile, Shaper, stall_after
+from bench.net.matrix import (
+    CLIENTS,
+    ConnRow,
+    IdleRow,
+    Lab,
+    Row,
+    _bounded,
+    aggregate,
+    browser_command,
+    plan,
+    split_page,
+)
+from bench.net.report import short_error, verdict, write_report
+from bench.net.shaper import CHUNK, PROFILES, Counts, Link, Profile, Shaper, stall_after
 from bench.net.verdict import delivery, latency_ms, per_token
 
 MB = 1_000_000
@@ -121,11 +133,12 @@ def test_every_config_template_is_filled_by_the_lab(name: str, tmp_path: object)
     assert "127.0.0.1:2" in filled  # the upstream
 
 
-def test_the_plan_offers_http3_only_unshaped_and_h2_only_where_the_path_speaks_it() -> None:
+def test_the_plan_offers_h2_and_h3_only_where_the_path_speaks_them() -> None:
     cells = plan(["direct", "nginx-stream", "caddy"], ["lan", "3g"], CLIENTS)
     protocols = {(c.path, c.profile, c.client, c.protocol) for c in cells}
     assert ("caddy", "lan", "chromium", "h3") in protocols
-    assert ("caddy", "3g", "chromium", "h3") not in protocols
+    assert ("caddy", "3g", "chromium", "h3") in protocols  # through the UDP relay
+    assert {p for p, _, _, proto in protocols if proto == "h3"} == {"caddy"}
     assert ("nginx-stream", "3g", "curl", "h2") in protocols
     assert not any(p == "direct" and proto != "http/1.1" for p, _, _, proto in protocols)
     assert {c.protocol for c in cells if c.client in ("python", "js", "openai")} == {"http/1.1"}
@@ -313,3 +326,263 @@ def test_the_connections_view_command_per_protocol(path: str, protocol: str, com
     port = 8000 if path == "direct" else 8443
     front = paths.Front(paths.PATHS[path], "127.0.0.1", port)
     assert browser_command(front, protocol) == f"chromium --user-data-dir=$(mktemp -d) {command}"
+
+
+# ---------------------------------------------------------------------------------------
+# The UDP relay (HTTP/3): the datagram schedule in tables, then real datagrams
+
+DATAGRAM = 1_200  # a QUIC packet's usual size
+
+
+def offer_paced(link: Link, total: int, rate_bytes_per_s: float) -> tuple[int, float]:
+    """Offer ``total`` bytes in DATAGRAM-sized datagrams at ``rate_bytes_per_s``: the bytes
+    the link took and when the last of them leaves."""
+    taken, last = 0, 0.0
+    for i in range(total // DATAGRAM):
+        out = link.offer(i * DATAGRAM / rate_bytes_per_s, DATAGRAM)
+        if out is not None:
+            taken, last = taken + DATAGRAM, out
+    return taken, last
+
+
+@pytest.mark.parametrize(
+    ("offered_x", "latency_ms", "expected_taken", "expected_last_s"),
+    [
+        (1.0, 0, MB, 1.0),  # offered at the cap: nothing dropped, 1 MB in 1 s
+        (1.0, 100, MB, 1.1),  # the latency comes once, after the last byte
+        (2.0, 0, MB // 2 + 250_000, 0.75),  # twice the cap: the rest is tail-dropped
+        (0.5, 0, MB, 2.0),  # under the cap: the sender's pace
+    ],
+)
+def test_a_datagram_cap_is_honoured_within_10_percent_over_1_mb(
+    offered_x: float, latency_ms: float, expected_taken: int, expected_last_s: float
+) -> None:
+    """Offered at twice the cap for 0.5 s, the link delivers the cap's worth plus what its
+    queue (QUEUE_S = 0.25 s) holds: the delivered rate is the cap."""
+    link = Link(Profile(name="u", latency_ms=latency_ms, rate_kbps=8_000), random.Random(0))
+    taken, last = offer_paced(link, MB, 1_000_000 * offered_x)
+    assert taken == pytest.approx(expected_taken, rel=0.10)
+    assert last == pytest.approx(expected_last_s, rel=0.10)
+    assert taken / last == pytest.approx(min(1_000_000 * offered_x, 1_000_000), rel=0.10)
+
+
+def test_a_full_datagram_queue_drops_and_keeps_its_schedule() -> None:
+    link = Link(CAP, random.Random(0))  # 1 MB/s
+    assert link.offer(0.0, 250_000) == pytest.approx(0.25)
+    assert link.offer(0.0, 1_000) == pytest.approx(0.251)  # 0.25 s queued: still taken
+    assert link.offer(0.0, 1_000) is None  # more than QUEUE_S behind the cap: dropped
+    assert link.offer(0.1, 1_000) == pytest.approx(0.252)  # the queue drained a little
+    uncapped = Link(PROFILES["3g"].__class__(name="l", latency_ms=50), random.Random(0))
+    assert [uncapped.offer(0.0, 65_000) for _ in range(3)] == [0.05] * 3  # no cap: no queue
+
+
+async def _udp_echo() -> tuple[asyncio.DatagramTransport, int]:
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    return transport, transport.get_extra_info("sockname")[1]
+
+
+class _Client(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.put_nowait((time.monotonic(), data))
+
+
+async def _udp_client(
+    port: int, host: str = "127.0.0.1"
+) -> tuple[asyncio.DatagramTransport, _Client]:
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_datagram_endpoint(_Client, remote_addr=(host, port))
+    return transport, client
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_datagrams_pass_in_order_both_ways_and_are_counted(host: str) -> None:
+    """Both loopbacks: a browser resolves ``localhost`` to ::1 first."""
+    payloads = [random.Random(i).randbytes(DATAGRAM) for i in range(200)]
+    echo, port = await _udp_echo()
+    try:
+        async with Shaper(port, PROFILES["wifi"], seed=1, udp=True) as shaper:
+            tx, client = await _udp_client(shaper.port, host)
+            got = []
+            for i in range(0, len(payloads), 20):  # under the cap and the socket buffers
+                for p in payloads[i : i + 20]:
+                    tx.sendto(p)
+                for _ in range(20):
+                    got.append((await asyncio.wait_for(client.got.get(), 10))[1])
+            tx.close()
+            assert shaper.open_flows == 1
+    finally:
+        echo.close()
+    assert got == payloads
+    total = DATAGRAM * len(payloads)
+    c = shaper.counts
+    assert (c.up, c.down, c.udp_up, c.udp_down) == (total, total, total, total)
+    assert (c.connections, c.cuts, c.dropped) == (1, 0, 0)
+
+
+async def test_datagram_latency_is_added_in_each_direction() -> None:
+    """The echo's reply crosses the relay twice: the round trip is at least twice the
+    one-way latency (a lower bound: the relay may never be faster than its link)."""
+    echo, port = await _udp_echo()
+    try:
+        async with Shaper(port, Profile(name="t", latency_ms=100), udp=True) as shaper:
+            tx, client = await _udp_client(shaper.port)
+            rtts = []
+            for i in range(3):
+                t0 = time.monotonic()
+                tx.sendto(b"ping %d" % i)
+                at, data = await asyncio.wait_for(client.got.get(), 10)
+                assert data == b"ping %d" % i
+                rtts.append(at - t0)
+            tx.close()
+    finally:
+        echo.close()
+    assert min(rtts) >= 0.2
+
+
+async def test_a_datagram_cap_slows_a_real_transfer() -> None:
+    """1 MB offered as fast as the sender goes through a 4 Mbit/s (500 kB/s) relay: what
+    arrives never arrives faster than the cap, and the excess is dropped, not queued."""
+    echo, port = await _udp_echo()
+    try:
+        profile = Profile(name="c", latency_ms=0, rate_kbps=4_000)
+        async with Shaper(port, profile, udp=True) as shaper:
+            tx, client = await _udp_client(shaper.port)
+            for i in range(MB // DATAGRAM):
+                tx.sendto(bytes(DATAGRAM))
+                if i % 20 == 0:
+                    await asyncio.sleep(0.01)  # ~2.4 MB/s offered, kernel buffers spared
+            arrivals = []
+            with contextlib.suppress(TimeoutError):
+                while len(arrivals) < MB // DATAGRAM:
+                    arrivals.append((await asyncio.wait_for(client.got.get(), 1.0))[0])
+            tx.close()
+    finally:
+        echo.close()
+    c = shaper.counts
+    assert c.dropped > 0
+    assert c.udp_up + c.dropped * DATAGRAM >= MB // DATAGRAM * DATAGRAM * 0.99
+    assert len(arrivals) >= 10
+    rate = (len(arrivals) - 1) * DATAGRAM / (arrivals[-1] - arrivals[0])
+    assert rate <= 500_000 * 1.10  # the echo's way back is capped too
+
+
+async def test_a_datagram_stall_ends_in_a_cut_that_black_holes_the_flow() -> None:
+    """A flow stalls (its datagrams dropped), then is cut: its address gets nothing ever
+    after (no reset exists for UDP), while a new flow (a new source port) passes."""
+    profile = Profile(name="s", latency_ms=0, stall_every_s=0.2, stall_s=0.3)
+    echo, port = await _udp_echo()
+    try:
+        async with Shaper(port, profile, seed=3, udp=True) as shaper:
+            tx, client = await _udp_client(shaper.port)
+            answered = 0
+            async with asyncio.timeout(30):
+                while shaper.counts.cuts == 0:
+                    tx.sendto(b"x")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(client.got.get(), 0.05)
+                        answered += 1
+            for _ in range(5):  # the cut flow: nothing comes back
+                tx.sendto(b"y")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.got.get(), 0.3)
+            tx.close()
+            tx2, client2 = await _udp_client(shaper.port)
+            tx2.sendto(b"new")
+            assert (await asyncio.wait_for(client2.got.get(), 5))[1] == b"new"
+            tx2.close()
+    finally:
+        echo.close()
+    assert shaper.counts.cuts >= 1
+    assert shaper.counts.dropped >= 5
+    assert shaper.counts.connections == 2
+
+
+# ---------------------------------------------------------------------------------------
+# The matrix's accounting: a page's bytes per transport, samples per cell, bounded cells
+
+
+def _c(up: int, down: int, conns: int = 0, cuts: int = 0) -> Counts:
+    return Counts(up, down, conns, cuts)
+
+
+@pytest.mark.parametrize(
+    ("marks", "end", "expected"),
+    [
+        # the page load (100/1000, 1 connection) and its close (10/10) shared, each
+        # transport's own window its own; the page's connection and cut go to the first
+        (
+            [_c(100, 1000, 1), _c(400, 3000, 1, 1), _c(500, 5000, 1, 1), _c(900, 9000, 2, 1)],
+            _c(910, 9010, 2, 1),
+            [_c(336, 2336, 1, 1), _c(136, 2336), _c(436, 4336, 1)],
+        ),
+        # the page broke before its marks: the bytes shared evenly, the rest to the first
+        ([], _c(300, 3000, 3, 2), [_c(100, 1000, 3, 2), _c(100, 1000), _c(100, 1000)]),
+    ],
+)
+def test_a_browser_page_splits_its_bytes_per_transport(
+    marks: list[Counts], end: Counts, expected: list[Counts]
+) -> None:
+    assert split_page(Counts(), marks, end, 3) == expected
+
+
+def test_samples_aggregate_into_medians_spreads_and_totals() -> None:
+    rows = [
+        _row("direct", "sse", 10.0, ttft_ms=5.0, reconnects=1, cuts=1, bytes_per_token=150.0,
+             dropped=4),
+        _row("direct", "sse", 30.0, ttft_ms=9.0, bytes_per_token=160.0),
+        _row("direct", "sse", 20.0, exact=None, delivery="none", tokens=0,
+             error="ClosedByServer: close 1006", latency_p50_ms=None, latency_p95_ms=None,
+             latency_p99_ms=None, ttft_ms=None, bytes_per_token=None, ok_samples=0),
+    ]  # fmt: skip
+    a = aggregate(rows)
+    assert (a.samples, a.ok_samples, a.exact, a.delivery) == (3, 2, None, "stream")
+    assert a.error == "ClosedByServer: close 1006 (1 of 3)"
+    assert (a.latency_p50_ms, a.latency_p50_min_ms, a.latency_p50_max_ms) == (20.0, 10.0, 30.0)
+    assert (a.ttft_ms, a.ttft_min_ms, a.ttft_max_ms) == (7.0, 5.0, 9.0)
+    assert (a.bytes_per_token, a.tokens, a.reconnects, a.cuts) == (155.0, 10, 1, 1)
+    assert (a.bytes_up, a.bytes_down, a.connections) == (900, 5100, 3)
+    assert a.dropped == 4
+    assert verdict(a, short=True) == "FAIL close 1006 2/3 exact"
+    assert aggregate(rows[:1]) is rows[0]
+    assert aggregate(rows[:2]).exact is True
+    assert verdict(aggregate(rows[:2])) == "stream"
+    tie = aggregate([rows[0], _row("direct", "sse", 5.0, delivery="lump")])
+    assert (tie.delivery, verdict(tie)) == ("lump", "LUMP")
+
+
+async def test_a_cell_that_hangs_or_raises_becomes_its_rows_error() -> None:
+    def failed(why: str) -> str:
+        return f"failed: {why}"
+
+    async def hang() -> str:
+        await asyncio.sleep(60)
+        return "never"
+
+    async def boom() -> str:
+        raise ConnectionResetError("reset by peer")
+
+    assert await _bounded(hang(), 0.05, failed) == "failed: the lab's cell timeout (0.05 s)"
+    assert await _bounded(boom(), 5, failed) == "failed: ConnectionResetError: reset by peer"
+
+
+@pytest.mark.parametrize("samples", ["0", "x"])
+def test_bench_net_refuses_a_bad_sample_count(samples: str) -> None:
+    from tokenwire.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--net", "--samples", samples])
+    if samples == "0":
+        assert str(e.value.code) == "tokenwire bench --net: --samples must be at least 1"
+    else:
+        assert e.value.code == 2  # argparse: invalid int value

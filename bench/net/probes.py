@@ -25,7 +25,7 @@ import os
 import shutil
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,8 @@ def _ms(v: float | None) -> int | None:
     return None if v is None else int(v * 1e6)
 
 
-def _error(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
+    """An exception in one line: its type and message."""
     return f"{type(e).__name__}: {e}".strip().rstrip(":")
 
 
@@ -121,7 +122,7 @@ async def read_python(
                 if ev.get("type") == "token":
                     out.text += ev["text"]
         except Exception as e:
-            out.error = _error(e)
+            out.error = error_text(e)
         s = stream.stats
         out.exact = stream.digest_ok
         out.tokens, out.reconnects = s.tokens, s.reconnects
@@ -258,7 +259,7 @@ async def read_openai(base: str, direct: str, load: Load, ca: Path | None) -> Re
                     out.tokens += 1
                     out.text += content
         except Exception as e:
-            out.error = _error(e)
+            out.error = error_text(e)
     if stream_id is not None and out.error is None:
         async with Client(direct) as c:
             again = c.subscribe(stream_id)
@@ -300,11 +301,18 @@ def chromium_args(*, spki: str | None, protocol: str, origin: str) -> list[str]:
 
 
 async def read_chromium(
-    base: str, transports: Sequence[str], load: Load, *, spki: str | None, protocol: str
+    base: str,
+    transports: Sequence[str],
+    load: Load,
+    *,
+    spki: str | None,
+    protocol: str,
+    mark: Callable[[], None] | None = None,
 ) -> dict[str, Reading]:
     """The browser's own API for each transport (sse: EventSource, chunked: fetch, ws:
     WebSocket), one after another in one page of ``base``; one browser per call (its flags
-    pick the protocol)."""
+    pick the protocol). ``mark()`` is called once the page has loaded and after each
+    transport (the lab counts each one's bytes at the shaper)."""
     from playwright.async_api import async_playwright
 
     timeout_ms = int((load.span_s + load.ttft_ms / 1000 + 30) * 1000)
@@ -320,14 +328,18 @@ async def read_chromium(
                 resp = await page.goto(f"{base}/healthz", timeout=15_000)
                 problem = None if resp is not None and resp.status == 200 else "page: no 200"
             except Exception as e:
-                problem = _error(e).splitlines()[0]
+                problem = error_text(e).splitlines()[0]
+            if mark:
+                mark()
             for transport in transports:
                 if problem is not None:
                     out[transport] = Reading(error=problem, protocol="?")
-                    continue
-                arg = {"kind": BROWSER_KINDS[transport], "body": load.body()}
-                r = await page.evaluate(script, {**arg, "timeoutMs": timeout_ms})
-                out[transport] = _browser_reading(r)
+                else:
+                    arg = {"kind": BROWSER_KINDS[transport], "body": load.body()}
+                    r = await page.evaluate(script, {**arg, "timeoutMs": timeout_ms})
+                    out[transport] = _browser_reading(r)
+                if mark:
+                    mark()
         finally:
             await browser.close()
     return out
@@ -381,7 +393,7 @@ async def count_flowing(
                 await page.goto(f"{base}{CONNECTIONS_PAGE}", timeout=15_000)
                 await page.wait_for_selector('body[data-run="idle"]', timeout=15_000)
             except PlaywrightError as e:
-                return Connections(0, 0, 0, 0, "?", _error(e).splitlines()[0])
+                return Connections(0, 0, 0, 0, "?", error_text(e).splitlines()[0])
             await page.fill("#count", str(n))
             await page.fill("#tps", "5")
             await page.fill("#max-tokens", "400")

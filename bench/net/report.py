@@ -33,11 +33,14 @@ def short_error(error: str) -> str:
 
 
 def verdict(row: Row, short: bool = False) -> str:
-    """One cell in a word or two: ``stream`` / ``LUMP`` when exact, else why it failed."""
+    """One cell in a word or two: ``stream`` / ``LUMP`` when exact, else why it failed;
+    with several samples of which only some were exact, how many (``FAIL close 1006 2/3
+    exact``)."""
+    mixed = f" {row.ok_samples}/{row.samples} exact" if 0 < row.ok_samples < row.samples else ""
     if row.ok:
         return "stream" if row.delivery == "stream" else "LUMP"
     err = row.error or ("text differs" if row.exact is False else "no digest")
-    return f"FAIL {short_error(err)}" if short else f"FAIL: {err[:60]}"
+    return (f"FAIL {short_error(err)}" if short else f"FAIL: {err[:60]}") + mixed
 
 
 def _table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -142,6 +145,10 @@ def connections_table(conns: Sequence[ConnRow]) -> list[str]:
     return _table([*head, "one WebSocket: flowing", "error"], body)
 
 
+def _spread(lo: float | None, hi: float | None) -> str:
+    return "–" if lo is None or hi is None else f"{lo:.1f}-{hi:.1f}"
+
+
 def added_p50(rows: Sequence[Row]) -> dict[int, float | None]:
     """Per row (by index): its latency p50 minus the ``direct`` path's on the same client,
     transport and profile (what the path adds), where both are known."""
@@ -176,14 +183,19 @@ def cell_table(rows: Sequence[Row]) -> list[str]:
             _f(r.latency_p99_ms, ".1f"),
             str(r.reconnects),
             str(r.cuts),
+            str(r.dropped) if r.protocol == "h3" else "–",
             _f(r.bytes_per_token, ".1f"),
+            f"{r.ok_samples}/{r.samples}",
+            _spread(r.latency_p50_min_ms, r.latency_p50_max_ms),
+            _spread(r.ttft_min_ms, r.ttft_max_ms),
             (r.error or "") + (f" ({r.note})" if r.note else ""),
         ]
         for i, r in enumerate(rows)
     ]
     head = ["path", "profile", "client", "transport", "asked", "used", "exact", "arrived"]
     head += ["first token ms", "lat p50", "vs direct", "p95", "p99", "reconn.", "cuts"]
-    head += ["B/token", "error"]
+    head += ["datagrams dropped"]
+    head += ["B/token", "exact/samples", "p50 min-max", "first token min-max", "error"]
     return _table(head, body)
 
 
@@ -247,7 +259,14 @@ def write_report(
         "# tokenwire network lab",
         "",
         f"Each cell reads one stream of {lab.load.max_tokens} tokens at "
-        f"{lab.load.tokens_per_s:g} tokens/s. Timeouts scaled by {lab.time_scale:g} "
+        f"{lab.load.tokens_per_s:g} tokens/s"
+        + (
+            f", {lab.samples} times (latencies, first token and bytes per token: the median "
+            "over the samples, with their spread; reconnects and cuts: the totals)"
+            if lab.samples > 1
+            else ""
+        )
+        + f". Timeouts scaled by {lab.time_scale:g} "
         "(docs/network.md). `stream`: exact text, arrived over time; `LUMP`: exact text, all at "
         "the end (a buffering intermediary); `FAIL`: why.",
         "",

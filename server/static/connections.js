@@ -15,9 +15,18 @@
 // none. A WebSocket has no entry: it is an HTTP/1.1 Upgrade (no path of the lab offers
 // WebSocket over HTTP/2, RFC 8441).
 //
+// On a server started with --auth-token (/api/info says "auth": true) a Token field
+// appears and the page sends it: as `Authorization: Bearer` on every HTTP request, so each
+// stream is read with fetch (text/event-stream, decoded by the JS client's SSEDecoder)
+// instead of an EventSource, which cannot send a header (the connection limit is the
+// same: one request per stream); and as {"op":"auth"} first on the WebSocket. The token
+// stays in the page.
+//
 // Every URL is relative to the page, so the page works through any proxy in front of the
 // server. Model output goes into the page as text, never as HTML. Each panel and group
 // carries its state in data-* attributes (tests/test_net_paths.py reads them).
+
+import { SSEDecoder } from "/js/tokenwire.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const TAIL_CHARS = 48;
@@ -151,11 +160,20 @@ new PerformanceObserver((list) => {
   }
 }).observe({ type: "resource", buffered: true });
 
-async function createStreams(n, body) {
+/** The token the page sends (null: none asked for, or the field left empty). */
+function authToken() {
+  return $("#token-field").hidden ? null : $("#token").value.trim() || null;
+}
+
+function authHeaders(token) {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function createStreams(n, body, token) {
   const create = async () => {
     const r = await fetch("/api/streams", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...authHeaders(token) },
       body: JSON.stringify(body),
     });
     const answer = await r.json().catch(() => null);
@@ -165,11 +183,57 @@ async function createStreams(n, body) {
   return Promise.all(Array.from({ length: n }, create));
 }
 
-function readSSE(current, ids) {
+/** One stream's SSE over fetch, with the token in the header (the same request an
+ * EventSource makes, plus Authorization). */
+async function fetchSSE(current, conn, path, token) {
+  const abort = new AbortController();
+  current.closers.push(() => abort.abort());
+  let resp;
+  try {
+    resp = await fetch(path, {
+      headers: { Accept: "text/event-stream", ...authHeaders(token) },
+      signal: abort.signal,
+    });
+  } catch (error) {
+    if (!abort.signal.aborted) conn.fail("network error");
+    return;
+  }
+  if (!resp.ok) {
+    const answer = await resp.json().catch(() => null);
+    conn.fail(`HTTP ${resp.status} ${answer?.error?.code ?? ""}`.trim());
+    return;
+  }
+  if (conn.state === "waiting") conn.setState("connected", "connected, no token");
+  const decoder = new SSEDecoder();
+  const reader = resp.body.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      for (const m of decoder.feed(value)) {
+        const ev = JSON.parse(m.data);
+        if (ev.type === "token") conn.token(ev.text);
+        else if (ev.type === "done") await conn.done(ev);
+        else if (ev.type === "error") conn.fail(ev.code ?? "error");
+      }
+    }
+    conn.fail("ended before");
+  } catch (error) {
+    if (!abort.signal.aborted) conn.fail("network error");
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+function readSSE(current, ids, token) {
   ids.forEach((id, i) => {
     const conn = new Conn(groups.sse, i, id);
     const path = `/api/streams/${id}/sse`;
     bySSEPath.set(path, conn);
+    if (token) {
+      fetchSSE(current, conn, path, token);
+      return;
+    }
     const es = new EventSource(path);
     current.closers.push(() => es.close());
     // The response began (it has a connection) but no token came yet: a buffering proxy.
@@ -193,7 +257,7 @@ function readSSE(current, ids) {
   });
 }
 
-function readWS(current, ids) {
+function readWS(current, ids, token) {
   const byId = new Map(ids.map((id, i) => [id, new Conn(groups.ws, i, id)]));
   const url = new URL("/api/ws", location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
@@ -204,6 +268,8 @@ function readWS(current, ids) {
   ws.onopen = () => {
     groups.ws.connections = `1 WebSocket connection (${url.protocol.slice(0, -1)}, HTTP/1.1 Upgrade)`;
     for (const conn of byId.values()) conn.setProtocol("websocket");
+    // A browser cannot set headers on a WebSocket: the token is the first message.
+    if (token) ws.send(JSON.stringify({ op: "auth", token }));
     for (const id of ids) ws.send(JSON.stringify({ op: "subscribe", stream: id }));
   };
   ws.onmessage = (m) => {
@@ -232,6 +298,7 @@ async function start() {
     max_tokens: Number($("#max-tokens").value),
     params: { tokens_per_s: Number($("#tps").value), jitter: 0 },
   };
+  const token = authToken();
   const current = { closers: [] };
   run = current;
   for (const g of Object.values(groups)) {
@@ -244,15 +311,18 @@ async function start() {
   setStatus(`Creating ${n} streams…`);
   let ids;
   try {
-    ids = await createStreams(n, body);
+    ids = await createStreams(n, body, token);
   } catch (error) {
     setStatus(String(error.message || error), { error: true });
     document.body.dataset.run = "error";
     return;
   }
   if (run !== current) return;
-  if ($("#use-sse").checked) readSSE(current, ids);
-  if ($("#use-ws").checked) readWS(current, ids);
+  for (const el of document.querySelectorAll('[data-role="sse-api"]')) {
+    el.textContent = token ? "fetch (text/event-stream)" : "EventSource";
+  }
+  if ($("#use-sse").checked) readSSE(current, ids, token);
+  if ($("#use-ws").checked) readWS(current, ids, token);
   document.body.dataset.run = "running";
   setStatus(`Reading ${n} streams.`);
 }
@@ -292,9 +362,8 @@ $("#origin").textContent = location.origin;
 document.body.dataset.pageProtocol = nav?.nextHopProtocol ?? "";
 try {
   const info = await (await fetch("/api/info")).json();
-  if (info.auth) {
-    setStatus("This server needs a token (--auth-token); this page sends none.", { error: true });
-  }
+  $("#token-field").hidden = !info.auth;
+  if (info.auth) setStatus("This server needs its token (--auth-token): enter it, then Start.");
   $("#max-tokens").max = String(info.limits.max_tokens);
 } catch (error) {
   setStatus(`Could not read /api/info: ${error.message}`, { error: true });
