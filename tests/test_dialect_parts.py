@@ -341,3 +341,61 @@ async def test_anthropic_async_stream_and_whole_message(make_server: MakeServer)
     ]
     assert whole.content[1].id == f"call_{whole.id.removeprefix('msg_')}_1"  # type: ignore[union-attr]
     assert (whole.stop_reason, streamed.stop_reason) == ("tool_use", "tool_use")
+
+
+async def test_responses_create_stream_async_carries_the_native_parts(
+    make_server: MakeServer,
+) -> None:
+    srv = await parts_server(make_server)
+    async with openai.AsyncOpenAI(
+        base_url=f"{base_url(srv)}/v1", api_key="x", max_retries=0
+    ) as client:
+        stream = await client.responses.create(
+            model="parts",
+            input="x",
+            tools=RESPONSES_TOOLS,
+            reasoning={"effort": "low"},
+            stream=True,
+        )
+        events = [e async for e in stream]
+    sid = events[0].response.id.removeprefix("resp_")
+    want = await native(srv, sid)
+
+    def joined(kind: str) -> str:
+        return "".join(getattr(e, "delta", "") for e in events if e.type == kind)
+
+    assert joined("response.reasoning_text.delta") == want.reasoning
+    assert joined("response.output_text.delta") == want.text
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert [e.arguments for e in done] == want.args()
+
+
+async def test_anthropic_create_stream_sync_raw_events(make_server: MakeServer) -> None:
+    srv = await parts_server(make_server)
+
+    def run() -> list[Any]:
+        with anthropic_client(srv) as client:
+            return list(
+                client.messages.create(
+                    model="parts",
+                    max_tokens=2048,
+                    messages=HELLO,
+                    thinking={"type": "enabled", "budget_tokens": 1024},
+                    tools=ANTHROPIC_TOOLS,
+                    stream=True,
+                )
+            )
+
+    events = await asyncio.to_thread(run)
+    sid = events[0].message.id.removeprefix("msg_")
+    want = await native(srv, sid)
+    deltas = [e.delta for e in events if e.type == "content_block_delta"]
+    assert "".join(d.thinking for d in deltas if d.type == "thinking_delta") == want.reasoning
+    assert "".join(d.text for d in deltas if d.type == "text_delta") == want.text
+    assert [e.content_block.type for e in events if e.type == "content_block_start"] == [
+        "thinking",
+        "tool_use",
+        "tool_use",
+        "text",
+    ]
+    assert events[-2].delta.stop_reason == "tool_use"
