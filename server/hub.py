@@ -64,12 +64,15 @@ def build_registry(settings: Settings, store: LogStore) -> StreamRegistry:
     if isinstance(store, RedisStore):
         from server.streams.redis_registry import RedisRegistry
 
-        return RedisRegistry(
+        registry = RedisRegistry(
             store.redis,
             settings.node,
             ttl_s=store.open_ttl_ms / 1000,
             retention_s=settings.retention_s,
+            max_events=store.max_events,
         )
+        store.on_write = registry.progress  # a running stream's tokens, with its batches
+        return registry
     return MemoryRegistry()
 
 
@@ -209,6 +212,10 @@ class Hub:
     async def status(self, stream_id: str) -> dict[str, Any]:
         """``GET /api/streams/{id}``: the same answer on every process."""
         return await self.registry.status(stream_id)
+
+    async def note(self, stream: StreamRecord, name: str, value: bytes) -> None:
+        """Keep what a dialect knows about a stream with its record, on every process."""
+        await self.registry.note(stream, name, value)
 
     async def cancel(self, stream_id: str, reason: CancelReason = "cancelled") -> StreamRecord:
         """Stop a running stream's source (in whichever process runs it); it ends with

@@ -7,6 +7,7 @@ and the session's real ``redis-server``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,9 +19,12 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from server.streams.redis_admission import TOTAL
 from tests.readers import read
 from tests.redis_server import RedisServer, free_port
+from wire import READERS
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW = {"ttft_ms": 0, "tokens_per_s": 40, "jitter": 0}
@@ -45,7 +49,7 @@ class Node:
         )
 
     async def ready(self, session: aiohttp.ClientSession) -> None:
-        for _ in range(300):
+        for _ in range(600):  # (generous: the machine may be busy)
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node exited: {self.output()}")
             try:
@@ -352,3 +356,197 @@ async def test_a_redis_restart_mid_stream_loses_and_duplicates_nothing(
     finally:
         node.stop()
         redis.stop()
+
+
+# ----- correctness across processes (issue 16's review) -----
+
+
+@contextlib.asynccontextmanager
+async def started(
+    redis_url: str, session: aiohttp.ClientSession, *extra: str
+) -> AsyncIterator[list[Node]]:
+    """Processes a, b, c with ``extra`` flags, answering."""
+    started = [Node(redis_url, name, *extra) for name in ("a", "b", "c")]
+    try:
+        for node in started:
+            await node.ready(session)
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+async def race_creates(
+    session: aiohttp.ClientSession, bases: list[str], n: int, params: dict[str, object]
+) -> tuple[list[str], list[tuple[int, object]]]:
+    """``n`` creates at once, spread over ``bases``: the ids made, and the refusals."""
+
+    async def one(base: str) -> tuple[int, object]:
+        body = {"prompt": "race", "max_tokens": 2000, "params": params}
+        async with session.post(f"{base}/api/streams", data=orjson.dumps(body)) as resp:
+            return resp.status, await resp.json()
+
+    answers = await asyncio.gather(*(one(bases[i % len(bases)]) for i in range(n)))
+    made = [str(body["id"]) for status, body in answers if status == 201]  # type: ignore[index]
+    return made, [(status, body) for status, body in answers if status != 201]
+
+
+async def test_racing_creates_at_the_live_cap_admit_exactly_k(
+    redis_url: str, session: aiohttp.ClientSession
+) -> None:
+    async with started(redis_url, session, "--max-live-streams", "4", "--grace-s", "60") as ns:
+        made, refused = await race_creates(session, [n.base for n in ns], 30, SLOW)
+        assert len(made) == 4
+        assert (
+            refused
+            == [
+                (
+                    503,
+                    {
+                        "error": {
+                            "code": "too_many_streams",
+                            "message": "4 streams are live; the server limit is 4",
+                        }
+                    },
+                )
+            ]
+            * 26
+        )
+
+
+async def test_racing_creates_at_the_client_cap_and_the_pace_budget(
+    redis_url: str, session: aiohttp.ClientSession
+) -> None:
+    caps = ("--max-streams-per-client", "3", "--max-total-tokens-per-s", "100")
+    async with started(redis_url, session, *caps, "--grace-s", "60") as ns:
+        bases = [n.base for n in ns]
+        made, refused = await race_creates(session, bases, 30, {**SLOW, "tokens_per_s": 10})
+        assert len(made) == 3
+        message = "this client has 3 live streams; the limit per client is 3"
+        assert refused == [(429, {"error": {"code": "too_many_streams", "message": message}})] * 27
+        for i, sid in enumerate(made):  # they end, and stop counting
+            async with session.delete(f"{bases[i % 3]}/api/streams/{sid}") as resp:
+                assert resp.status == 204
+        for sid in made:
+            await read(session, bases[0], "sse", sid)
+        redis = aioredis.Redis.from_url(redis_url)
+        try:  # (the owner uncounts a stream just after its last event)
+            for _ in range(200):
+                if await redis.hget(TOTAL, "live") == b"0":
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await redis.aclose()
+        made, refused = await race_creates(session, bases, 30, SLOW)  # 40 tokens/s each
+        assert len(made) == 2
+        message = (
+            "the live streams ask for 80 tokens/s; 40 more would pass the server's limit of 100"
+        )
+        assert (
+            refused == [(503, {"error": {"code": "pace_budget_exceeded", "message": message}})] * 28
+        )
+
+
+async def gone_everywhere(session: aiohttp.ClientSession, bases: list[str], sid: str) -> None:
+    gone = {"error": {"code": "gone", "message": f"stream '{sid}' has expired"}}
+    for base in bases:
+        for path in ("", "/sse", "/poll"):
+            async with session.get(f"{base}/api/streams/{sid}{path}") as resp:
+                assert (resp.status, await resp.json()) == (410, gone), path
+
+
+async def test_a_dead_owners_streams_answer_410_everywhere_after_retention(
+    redis_url: str, session: aiohttp.ClientSession
+) -> None:
+    async with started(redis_url, session, "--retention-s", "1") as ns:
+        a, b, c = (n.base for n in ns)
+        finished = await create_on(session, a, prompt="short", max_tokens=5, params=SLOW)
+        assert [e["seq"] for e in await read(session, b, "sse", finished)] == list(range(6))
+        running = await create_on(session, a, prompt="long", max_tokens=2000, params=SLOW)
+        await read(session, b, "sse", running, limit=3)
+        ns[0].stop(signal.SIGKILL)
+        events = await read(session, c, "sse", running)
+        assert (events[-1]["type"], events[-1]["code"]) == ("error", "producer_lost")
+        for _ in range(100):  # retention (1 s) after each end: then 410, not 404
+            async with session.get(f"{b}/api/streams/{running}") as resp:
+                if resp.status != 200:
+                    break
+            await asyncio.sleep(0.05)
+        await gone_everywhere(session, [b, c], finished)
+        await gone_everywhere(session, [b, c], running)
+
+
+async def test_tokens_of_a_running_stream_are_current_on_every_process(
+    cluster: list[str], session: aiohttp.ClientSession
+) -> None:
+    a, b, c = cluster
+    sid = await create_on(session, a, prompt="progress", max_tokens=2000, params=SLOW)
+    await read(session, b, "sse", sid, limit=20)  # seq 0 ... 19 are in the log
+    for base in (b, c):
+        st = await status(session, base, sid)
+        assert st["state"] == "running"
+        assert 20 <= int(st["tokens"]) <= 2000  # type: ignore[call-overload]
+
+
+async def test_a_killed_readers_process_does_not_keep_a_stream_alive(
+    nodes: list[Node], cluster: list[str], session: aiohttp.ClientSession
+) -> None:
+    a, b, c = cluster
+    sid = await create_on(session, a, prompt="orphan", max_tokens=2000, params=SLOW)
+    async with session.get(f"{b}/api/streams/{sid}/sse") as resp:
+        assert resp.status == 200
+        await resp.content.readline()  # (the reader is counted on b)
+        nodes[1].stop(signal.SIGKILL)
+    # b's lease lapses (3 s), then a's grace (1 s): abandoned, not kept for 50 s.
+    for _ in range(300):
+        st = await status(session, c, sid)
+        if st["state"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert (st["state"], st["finish_reason"]) == ("done", "cancelled")
+    assert st["subscribers"] == {t: 0 for t in READERS}  # (b's reader no longer counted)
+
+
+async def test_a_restarted_node_id_does_not_hide_a_lost_producer(
+    nodes: list[Node], cluster: list[str], session: aiohttp.ClientSession, redis_url: str
+) -> None:
+    a, b, _ = cluster
+    sid = await create_on(session, a, prompt="reborn", max_tokens=2000, params=SLOW)
+    await read(session, b, "sse", sid, limit=3)
+    nodes[0].stop(signal.SIGKILL)
+    reborn = Node(redis_url, "a")  # the same --node-id, another process
+    try:
+        await reborn.ready(session)
+        for base in (reborn.base, b):  # (the reborn one must not take it for its own)
+            events = await read(session, base, "sse", sid)
+            assert [e["seq"] for e in events] == list(range(len(events)))
+            assert (events[-1]["type"], events[-1]["code"]) == ("error", "producer_lost")
+    finally:
+        reborn.stop()
+
+
+async def test_a_response_reads_the_same_on_every_process(
+    cluster: list[str], session: aiohttp.ClientSession
+) -> None:
+    a, b, c = cluster
+    body = {
+        "model": "synthetic",
+        "input": "hello",
+        "instructions": "answer in one word",
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "max_output_tokens": 8,
+        "params": {"ttft_ms": 0, "tokens_per_s": 0},
+    }
+    async with session.post(f"{a}/v1/responses", data=orjson.dumps(body)) as resp:
+        assert resp.status == 200, await resp.text()
+        made = await resp.json()
+    assert (made["instructions"], made["temperature"], made["top_p"]) == (
+        "answer in one word",
+        0.5,
+        0.9,
+    )
+    for base in (a, b, c):
+        async with session.get(f"{base}/v1/responses/{made['id']}") as resp:
+            assert resp.status == 200, await resp.text()
+            assert await resp.json() == made

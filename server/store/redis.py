@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -163,6 +163,9 @@ class RedisStore(LogStore):
         self._local: dict[str, _Local] = {}
         self._next: dict[str, int] = {}  # the next seq of each log this process writes
         self._writers: dict[str, _Writer] = {}  # each log's queue of events to write
+        #: Called with each batch's pipeline before it is sent (the registry adds a
+        #: running stream's progress to the same round trip).
+        self.on_write: Callable[[Any, str], None] | None = None
         #: Redis commands sent, by kind (for the benchmarks: reads per event).
         self.commands = {"append": 0, "range": 0, "tail": 0}
 
@@ -270,6 +273,8 @@ class RedisStore(LogStore):
                         if last.terminal:
                             p.hset(meta, "state", "closed")
                             p.pexpire(meta, ttl)
+                    if self.on_write is not None:
+                        self.on_write(p, stream_id)
                     await p.execute()
                 self.commands["append"] += 1
                 local = self._local.get(stream_id)

@@ -41,6 +41,9 @@ class StreamRecord:
     last_present: float = field(default_factory=time.monotonic)
     cancel_reason: CancelReason | None = None
     task: asyncio.Task[None] | None = None
+    #: What a dialect noted about the stream (the Responses request's metadata, ...), by
+    #: name: shared with every process with the record (:meth:`StreamRegistry.note`).
+    notes: dict[str, bytes] = field(default_factory=dict)
     #: Per framing function, the last batch it framed: ``((first seq, last seq), bytes)``.
     framed: dict[Callable[[Sequence[Event]], bytes], tuple[tuple[int, int], bytes]] = field(
         default_factory=dict

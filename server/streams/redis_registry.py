@@ -3,14 +3,18 @@
 Per stream (hash tag ``{ID}``, like the log's keys)::
 
     tw:{ID}:s     a hash: the record's fields (source, client, max_tokens, created_at,
-                  state, tokens, final_seq, finish_reason, finished_at, node) and the
-                  open readers of every process by transport (``r:sse``, ...), and
-                  ``seen``: when a reader anywhere last left or polled (Unix time)
-    tw:{ID}:gone  a tombstone: why the stream was forgotten (410), kept a day
+                  state, tokens, final_seq, finish_reason, finished_at, node, and ``lease``:
+                  the owner's instance), what dialects noted (``x:NAME``), the open readers
+                  of every process by transport (``r:sse``, ...), by process
+                  (``n:NODE|INSTANCE``) and both (``t:sse:NODE|INSTANCE``: a dead
+                  process's are taken out), and ``seen``: when a reader anywhere last left or
+                  polled (Unix time); expires with the log (``retention_s`` after the end)
+    tw:{ID}:gone  a tombstone: why the stream is gone (410); written with the record, it
+                  outlives it by a day (so a stream whose owner died answers 410 too)
 
 The process that made a stream keeps its record (and its generation task); the others
 build a view of it from the hash when asked. A cancel from another process is a message
-on ``tw:cancel`` that the owner acts on.
+on ``tw:cancel`` that the owner acts on. Every script names every key it touches in KEYS.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -31,31 +36,101 @@ from server.streams.record import StreamRecord
 from server.streams.registry import EXPIRED, MemoryRegistry
 from wire import READERS
 
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
 log = logging.getLogger("tokenwire.registry")
 
 CANCEL_CHANNEL = "tw:cancel"
+#: How long a tombstone outlives its stream's record.
 TOMBSTONE_S = 86_400
 #: A process renews its lease every LEASE_S / 3; a stream whose owner's lease lapsed ends
 #: with ``producer_lost``.
 LEASE_S = 3.0
+#: The highest entry id: once a log has its lost-producer event, no id is free above it.
+LAST_ID = "18446744073709551615-18446744073709551615"
 
 #: Append an ``error``/``producer_lost`` event to a log that is still open, and close it,
 #: atomically (so exactly once, whichever processes notice the loss, and never after the
-#: owner's own final event). KEYS: log, meta, status. ARGV: the event's JSON before and
-#: after its seq, the retention (ms), now (s). Returns the seq, or -1 if already closed.
-PRODUCER_LOST = """
+#: owner's own final event, even one whose ``closed`` has not reached the meta hash yet).
+#: Then no entry id is left above it, so an owner that was only slow cannot append after
+#: it. KEYS: log, meta, status. ARGV: the event's JSON before and after its seq, the
+#: retention (ms), now (s), max_log_events. Returns the seq, or -1 if already closed.
+PRODUCER_LOST = (
+    """
 if redis.call('HGET', KEYS[2], 'state') ~= 'open' then return -1 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local seq = 0
-if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
-redis.call('XADD', KEYS[1], seq + 1 .. '-0', 'd', ARGV[1] .. seq .. ARGV[2], 'e', 'error')
+if #last > 0 then
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'e' and (fields[i + 1] == 'done' or fields[i + 1] == 'error') then
+      return -1
+    end
+  end
+  seq = tonumber(string.match(last[1][1], '^(%d+)'))
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], seq + 1 .. '-0',
+           'd', ARGV[1] .. seq .. ARGV[2], 'e', 'error')
+redis.call('XSETID', KEYS[1], '"""
+    + LAST_ID
+    + """')
 redis.call('HSET', KEYS[2], 'state', 'closed')
-redis.call('HSET', KEYS[3], 'state', 'error', 'tokens', seq, 'final_seq', seq,
-           'finished_at', ARGV[4])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HSET', KEYS[3], 'state', 'error', 'tokens', seq, 'final_seq', seq,
+             'finished_at', ARGV[4])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return seq
+"""
+)
+
+#: Count a reader in or out, only while the record exists (a reader leaving after the
+#: record expired must not leave a hash without expiry behind): by transport (``r:T``),
+#: by process (``n:PROCESS``) and both (``t:T:PROCESS``, to take a dead process's out).
+#: KEYS: status. ARGV: the transport, the process, +1/-1, now (s).
+READER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
+for _, f in ipairs({'n:' .. ARGV[2], 't:' .. ARGV[1] .. ':' .. ARGV[2]}) do
+  if redis.call('HINCRBY', KEYS[1], f, ARGV[3]) <= 0 then redis.call('HDEL', KEYS[1], f) end
+end
+redis.call('HSET', KEYS[1], 'seen', ARGV[4])
+return 1
+"""
+
+#: Record a stream's end, unless another process ended its log first (``producer_lost``
+#: while this owner was paused past its lease): that end stands, and is returned for the
+#: owner to adopt. KEYS: status, tombstone. ARGV: the record's expiry (ms), the
+#: tombstone's, its text, then the record's fields and values.
+FINISHED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'running' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return redis.call('HMGET', KEYS[1], 'state', 'final_seq', 'finished_at')
+end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+return false
+"""
+
+#: Take the readers of a dead process out of a stream's counts (once, whichever
+#: processes notice). KEYS: status. ARGV: the process, then every transport's name.
+DROP_READERS = """
+for i = 2, #ARGV do
+  local f = 't:' .. ARGV[i] .. ':' .. ARGV[1]
+  local n = tonumber(redis.call('HGET', KEYS[1], f))
+  if n then
+    redis.call('HINCRBY', KEYS[1], 'r:' .. ARGV[i], -n)
+    redis.call('HDEL', KEYS[1], f)
+  end
+end
+return redis.call('HDEL', KEYS[1], 'n:' .. ARGV[1])
 """
 
 
@@ -77,18 +152,42 @@ def _text(raw: dict[bytes, bytes], name: str) -> str | None:
 
 
 class RedisRegistry(MemoryRegistry):
-    """Records of this process's streams in memory, every stream's state in Redis."""
+    """Records of this process's streams in memory, every stream's state in Redis.
 
-    def __init__(self, redis: aioredis.Redis, node: str, ttl_s: float, retention_s: float) -> None:
+    ``ttl_s`` is how long a running stream's keys may live (the log's open expiry);
+    ``max_events`` the log's trim (``max_log_events``).
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        node: str,
+        ttl_s: float,
+        retention_s: float,
+        max_events: int = 10_000,
+    ) -> None:
         super().__init__()
         self.redis = redis
         self.node = node
+        #: This process among the processes that ever used the name ``node`` (a restarted
+        #: process with the same ``--node-id`` does not renew its predecessor's lease).
+        self.instance = secrets.token_hex(6)
         self.ttl_ms = max(1000, int(ttl_s * 1000))
         self.retention_ms = max(1000, int(retention_s * 1000))
+        self.max_events = max_events
         self._lost = redis.register_script(PRODUCER_LOST)
+        self._reader = redis.register_script(READER)
+        self._drop_readers = redis.register_script(DROP_READERS)
+        self._finished = redis.register_script(FINISHED)
         self._lease: asyncio.Task[None] | None = None
         self.views: dict[str, StreamRecord] = {}  # other processes' streams read here
         self._listener: asyncio.Task[None] | None = None
+        #: When each running stream's keys last had their expiry pushed back (monotonic).
+        self._renewed: dict[str, float] = {}
+
+    @property
+    def _me(self) -> str:
+        return f"{self.node}|{self.instance}"
 
     async def start(self, on_cancel: Callable[[str], None]) -> None:
         await self._renew()
@@ -97,7 +196,7 @@ class RedisRegistry(MemoryRegistry):
 
     async def _renew(self) -> None:
         try:
-            await self.redis.set(lease_key(self.node), b"1", px=int(LEASE_S * 1000))
+            await self.redis.set(lease_key(self.node), self.instance, px=int(LEASE_S * 1000))
         except RedisError as e:
             raise StoreUnavailable(f"Redis: {e}") from None
 
@@ -115,9 +214,14 @@ class RedisRegistry(MemoryRegistry):
         for view in running:
             await self._refresh(view.id)
 
-    async def _owner_lost(self, stream_id: str, node: str) -> bool:
+    async def _alive(self, node: str, instance: str | None) -> bool:
+        """Whether the process ``node`` (that very instance, if known) holds its lease."""
+        holder = cast(bytes | None, await self.redis.get(lease_key(node)))
+        return holder is not None and (instance is None or holder == instance.encode())
+
+    async def _owner_lost(self, stream_id: str, node: str, instance: str | None) -> bool:
         """If ``node`` lost its lease, end the stream with ``producer_lost``; True if so."""
-        if await self.redis.exists(lease_key(node)):
+        if await self._alive(node, instance):
             return False
         message = f"the process that generated this stream ({node}) was lost"
         seq = await self._end(stream_id, "producer_lost", message)
@@ -145,8 +249,11 @@ class RedisRegistry(MemoryRegistry):
         keys = [RedisStore.log_key(stream_id), RedisStore.meta_key(stream_id)]
         seq = await self._lost(
             keys=[*keys, status_key(stream_id)],
-            args=[head, tail, self.retention_ms, repr(time.time())],
+            args=[head, tail, self.retention_ms, repr(time.time()), self.max_events],
         )
+        own = self.records.get(stream_id)
+        if own is not None and int(seq) >= 0:  # (its generation had given up on the store)
+            own.state, own.final_seq, own.tokens = "error", int(seq), int(seq)
         return int(seq)
 
     async def _listen(self, on_cancel: Callable[[str], None]) -> None:
@@ -170,7 +277,8 @@ class RedisRegistry(MemoryRegistry):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         with contextlib.suppress(RedisError):
-            await self.redis.delete(lease_key(self.node))
+            if await self._alive(self.node, self.instance):
+                await self.redis.delete(lease_key(self.node))
 
     def _fields(self, stream: StreamRecord) -> Mapping[str | bytes, str | bytes | int | float]:
         return {
@@ -184,15 +292,69 @@ class RedisRegistry(MemoryRegistry):
             "finish_reason": stream.finish_reason or "",
             "finished_at": "" if stream.finished_at is None else repr(stream.finished_at),
             "node": self.node,
+            "lease": self.instance,
+            **{f"x:{name}": value for name, value in stream.notes.items()},
         }
 
     async def published(self, stream: StreamRecord) -> None:
-        key = status_key(stream.id)
+        # A finished stream's record expires with its log (retention_s); the tombstone
+        # outlives both, so that every process answers 410 afterwards, owner dead or not.
+        if stream.state != "running":
+            await self._publish_end(stream)
+            return
+        ttl = self.ttl_ms
+        self._renewed[stream.id] = time.monotonic()
         try:
             async with self.redis.pipeline(transaction=False) as p:
-                p.hset(key, mapping=self._fields(stream))  # type: ignore[arg-type]
-                p.pexpire(key, self.ttl_ms)
+                p.hset(status_key(stream.id), mapping=self._fields(stream))  # type: ignore[arg-type]
+                p.pexpire(status_key(stream.id), ttl)
+                p.set(gone_key(stream.id), EXPIRED, px=ttl + TOMBSTONE_S * 1000)
                 await p.execute()
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+
+    async def _publish_end(self, stream: StreamRecord) -> None:
+        self._renewed.pop(stream.id, None)
+        fields = [x for kv in self._fields(stream).items() for x in kv]
+        try:
+            ended = await self._finished(
+                keys=[status_key(stream.id), gone_key(stream.id)],
+                args=[self.retention_ms, self.retention_ms + TOMBSTONE_S * 1000, EXPIRED, *fields],
+            )
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis: {e}") from None
+        if ended:  # another process ended the log first: adopt its end
+            state, final_seq, finished_at = (v.decode() if v else None for v in ended)
+            stream.state = "error" if state == "error" else "done"
+            if final_seq is not None:
+                stream.final_seq = stream.tokens = int(final_seq)
+            if finished_at is not None:
+                stream.finished_at = float(finished_at)
+
+    def progress(self, p: Pipeline, stream_id: str) -> None:
+        """Add a running stream's ``tokens`` to the round trip that writes its batch (the
+        store's hook): other processes' status is as current as the log, at no cost in
+        round trips."""
+        stream = self.records.get(stream_id)
+        if stream is None or stream.state != "running":
+            return
+        p.hset(status_key(stream_id), "tokens", stream.tokens)
+        # A generation may run longer than its keys' first expiry (no generation_timeout_s):
+        # push it back, in the same round trip, once half of it has passed.
+        now = time.monotonic()
+        if now - self._renewed.setdefault(stream_id, now) >= self.ttl_ms / 2000:
+            from server.store.redis import RedisStore
+
+            self._renewed[stream_id] = now
+            for key in (RedisStore.log_key(stream_id), RedisStore.meta_key(stream_id)):
+                p.pexpire(key, self.ttl_ms)
+            p.pexpire(status_key(stream_id), self.ttl_ms)
+            p.pexpire(gone_key(stream_id), self.ttl_ms + TOMBSTONE_S * 1000)
+
+    async def note(self, stream: StreamRecord, name: str, value: bytes) -> None:
+        await super().note(stream, name, value)
+        try:
+            await self.redis.hset(status_key(stream.id), f"x:{name}", value)
         except RedisError as e:
             raise StoreUnavailable(f"Redis: {e}") from None
 
@@ -220,9 +382,11 @@ class RedisRegistry(MemoryRegistry):
     async def _refresh(self, stream_id: str) -> StreamRecord:
         raw = await self._load(stream_id)
         node = _text(raw, "node")
-        if _text(raw, "state") == "running" and node is not None and node != self.node:
+        # (never this process's own stream: lookup answers those from memory; the stream
+        # of a predecessor with the same node id is another process's)
+        if _text(raw, "state") == "running" and node is not None:
             try:
-                if await self._owner_lost(stream_id, node):
+                if await self._owner_lost(stream_id, node, _text(raw, "lease")):
                     raw = await self._load(stream_id)
             except RedisError as e:
                 raise StoreUnavailable(f"Redis: {e}") from None
@@ -244,17 +408,38 @@ class RedisRegistry(MemoryRegistry):
         view.finish_reason = _text(raw, "finish_reason")
         finished_at = _text(raw, "finished_at")
         view.finished_at = None if finished_at is None else float(finished_at)
+        view.notes = {k[2:].decode(): v for k, v in raw.items() if k.startswith(b"x:")}
         return view
 
     async def status(self, stream_id: str) -> dict[str, Any]:
         stream = await self.lookup(stream_id)
         body = stream.status()
         try:
-            counts = await self.redis.hmget(status_key(stream_id), [f"r:{t}" for t in READERS])
+            raw = cast(dict[bytes, bytes], await self.redis.hgetall(status_key(stream_id)))
+            if await self._drop_dead_readers(stream_id, raw):
+                raw = cast(dict[bytes, bytes], await self.redis.hgetall(status_key(stream_id)))
         except RedisError as e:
             raise StoreUnavailable(f"Redis: {e}") from None
-        body["subscribers"] = {t: max(0, int(n or 0)) for t, n in zip(READERS, counts, strict=True)}
+        body["subscribers"] = {t: max(0, int(raw.get(f"r:{t}".encode(), 0))) for t in READERS}
         return body
+
+    async def _others_reading(self, raw: dict[bytes, bytes]) -> list[tuple[str, bool]]:
+        """The other processes counted as reading in a record, and whether each is alive."""
+        others = []
+        for field, count in raw.items():
+            if field.startswith(b"n:") and int(count) > 0:
+                process = field[2:].decode()
+                node, _, instance = process.rpartition("|")
+                if instance != self.instance:
+                    others.append((process, await self._alive(node, instance)))
+        return others
+
+    async def _drop_dead_readers(self, stream_id: str, raw: dict[bytes, bytes]) -> bool:
+        """Take the readers of processes that lost their lease out of the counts."""
+        dead = [p for p, alive in await self._others_reading(raw) if not alive]
+        for process in dead:
+            await self._drop_readers(keys=[status_key(stream_id)], args=[process, *READERS])
+        return bool(dead)
 
     async def request_cancel(self, stream_id: str) -> None:
         try:
@@ -268,26 +453,31 @@ class RedisRegistry(MemoryRegistry):
                 self.views[stream.id] = stream
             elif not stream.total_subscribers:
                 self.views.pop(stream.id, None)
-        key = status_key(stream.id)
         try:
-            async with self.redis.pipeline(transaction=False) as p:
-                p.hincrby(key, f"r:{reader}", delta)
-                p.hset(key, "seen", repr(time.time()))
-                await p.execute()
+            await self._reader(
+                keys=[status_key(stream.id)], args=[reader, self._me, delta, repr(time.time())]
+            )
         except RedisError as e:
             log.warning("Redis: counting a reader of %s: %s", stream.id, e)
 
     async def present_elsewhere(self, stream: StreamRecord, grace_s: float) -> bool:
+        """A reader in another process whose process still holds its lease (a killed
+        process's readers do not keep a stream alive), or one that left within grace."""
         try:
             raw = cast(dict[bytes, bytes], await self.redis.hgetall(status_key(stream.id)))
+            if time.time() - float(raw.get(b"seen", b"0")) < grace_s:
+                return True
+            others = await self._others_reading(raw)
+            if any(alive for _, alive in others):
+                return True
+            await self._drop_dead_readers(stream.id, raw)
         except RedisError:
             return True  # do not cancel what cannot be checked
-        readers = sum(int(v) for k, v in raw.items() if k.startswith(b"r:"))
-        seen = float(raw.get(b"seen", b"0"))
-        return readers - stream.total_subscribers > 0 or time.time() - seen < grace_s
+        return False
 
     def forget(self, stream_id: str, why: str = EXPIRED) -> None:
         super().forget(stream_id, why)
+        self._renewed.pop(stream_id, None)
         task = asyncio.get_running_loop().create_task(self._bury(stream_id, why))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 

@@ -61,6 +61,11 @@ class StreamRegistry(ABC):
     async def published(self, stream: StreamRecord) -> None:  # noqa: B027
         """The stream was created, made progress or finished here: tell the others."""
 
+    async def note(self, stream: StreamRecord, name: str, value: bytes) -> None:
+        """Keep ``value`` with the stream's record as ``name``, for every process to read
+        (``stream.notes``), for as long as the record lives."""
+        stream.notes[name] = value
+
     async def request_cancel(self, stream_id: str) -> None:  # noqa: B027
         """Cancel a stream that runs in another process."""
 

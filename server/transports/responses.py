@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import Final
 
+import orjson
 from aiohttp import web
 
 from server.appkeys import HUB, METRICS, SETTINGS
@@ -38,11 +38,10 @@ TRANSPORT: Dialect = "responses"
 
 log = logging.getLogger("tokenwire.transport")
 
-#: What each response's request said (model, instructions, ...), by stream id: its object
-#: says it on every read. Bounded; a stream created elsewhere (``POST /api/streams``) or
-#: forgotten here is described from its record.
-_METAS: OrderedDict[str, framing.ResponseMeta] = OrderedDict()
-_METAS_MAX: Final = 10_000
+#: The note on a response's record that keeps what its request said (model, instructions,
+#: ...), so that its object says it on every read, on every process; a stream created
+#: with ``POST /api/streams`` has none and is described from its record.
+NOTE: Final = "responses"
 
 #: Ends the stream of a reader that fell behind what the log retains (never silently).
 GONE = framing.error_frame("gone", "the reader fell behind what the stream's log retains", None)
@@ -52,16 +51,10 @@ GONE = framing.error_frame("gone", "the reader fell behind what the stream's log
 _KEEPERS: set[asyncio.Task[None]] = set()
 
 
-def _remember(meta: framing.ResponseMeta) -> None:
-    _METAS[meta.stream_id] = meta
-    while len(_METAS) > _METAS_MAX:
-        _METAS.popitem(last=False)
-
-
 def _meta(stream: StreamRecord) -> framing.ResponseMeta:
-    meta = _METAS.get(stream.id)
-    if meta is not None:
-        return meta
+    noted = stream.notes.get(NOTE)
+    if noted is not None:
+        return framing.ResponseMeta(**orjson.loads(noted))
     return framing.ResponseMeta(
         stream_id=stream.id,
         created_at=int(stream.created_at),
@@ -97,7 +90,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     req = parse_responses_body(await read_json(request), request.app[SETTINGS], hub.sources)
     stream = await hub.start(req.create, client_address(request))
     meta = _new_meta(req, stream)
-    _remember(meta)
+    await hub.note(stream, NOTE, orjson.dumps(meta))
     if req.background:
         _keep_in_background(request, stream.id)
     framer = framing.ResponseFramer(meta)
