@@ -14,6 +14,7 @@ import anthropic
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
+from openai.types.shared import Reasoning
 
 from tests.conftest import MakeServer, base_url
 from tests.readers import read
@@ -268,6 +269,12 @@ async def test_responses_resume_with_parts(make_server: MakeServer) -> None:
             assert [e.model_dump() for e in tail] == [e.model_dump() for e in whole[after + 1 :]]
         got = await client.responses.retrieve(created.id)
     assert got.status == "completed"
+    # what the request said, kept in the record's note: tools, choice, effort
+    assert [(t.type, t.name) for t in got.tools] == [  # type: ignore[union-attr]
+        ("function", "get_weather"),
+        ("function", "second"),
+    ]
+    assert (got.tool_choice, got.reasoning) == ("auto", Reasoning(effort="low", summary=None))
     assert [i.type for i in got.output] == [
         "reasoning",
         "function_call",

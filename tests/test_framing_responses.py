@@ -22,6 +22,7 @@ from server.framing.responses import (
     response_id,
     sequence_number,
     stream_of,
+    tool_object,
 )
 from server.sources.base import Tool
 
@@ -216,7 +217,7 @@ TYPED = replace(
     META,
     typed=True,
     reasoning_effort="low",
-    tools=(Tool(name="f", parameters={"type": "object"}),),
+    tools=(tool_object(Tool(name="f", parameters={"type": "object"})),),
     tool_choice={"type": "function", "name": "f"},
 )
 

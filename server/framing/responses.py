@@ -105,7 +105,9 @@ class ResponseMeta:
     #: The request asked for typed parts (reasoning or tools): items open at their parts.
     typed: bool = False
     reasoning_effort: str | None = None
-    tools: tuple[Tool, ...] = ()
+    #: The request's tools as the object lists them (:func:`tool_object`): plain JSON, so
+    #: the meta survives its round trip through a record's note.
+    tools: tuple[dict[str, Any], ...] = ()
     #: ``tool_choice`` as the request gave it (echoed in the object).
     tool_choice: Any = "auto"
 
@@ -269,7 +271,7 @@ class ResponseFramer:
                 "temperature": meta.temperature,
                 "text": {"format": {"type": "text"}},
                 "tool_choice": meta.tool_choice,
-                "tools": [tool_object(t) for t in meta.tools],
+                "tools": list(meta.tools),
                 "top_p": meta.top_p,
                 "truncation": "disabled",
                 "usage": usage,
