@@ -8,7 +8,7 @@ the benchmark, three routes that switch a probe on and off and read it:
 
 While it is on, the writes that hand events to a socket are wrapped (SSE and chunked:
 ``StreamResponse.write``; long polling: ``Response.write_eof``, which writes the body;
-WebSocket: ``SocketSession._send_frames``, one transport write per batch), and after such a
+WebSocket: ``SocketSession._write_frames``, one transport write per batch), and after such a
 write returns (the bytes are in the kernel's socket buffer, or in the transport's buffer
 when the socket is full) it records:
 
@@ -112,9 +112,20 @@ class Probe:
             setattr(owner, name, wrapped)
             self._undo.append(lambda: setattr(owner, name, original))
 
+        def wrap_sync(owner: Any, name: str) -> None:
+            original = owner.__dict__[name]
+
+            def wrapped(self: Any, data: bytes) -> Any:
+                result = original(self, data)
+                probe.after_write(bytes(data))
+                return result
+
+            setattr(owner, name, wrapped)
+            self._undo.append(lambda: setattr(owner, name, original))
+
         wrap(web.StreamResponse, "write", lambda _self, args: args[0] if args else None)
         wrap(web.Response, "write_eof", lambda self, _args: self.body)
-        wrap(SocketSession, "_send_frames", lambda _self, args: args[0] if args else None)
+        wrap_sync(SocketSession, "_write_frames")
         self.on = True
 
     def switch_off(self) -> None:

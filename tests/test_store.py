@@ -157,6 +157,64 @@ async def test_wait_limits_share_one_timer_and_end_in_order() -> None:
     assert store._deadlines._groups == {}
 
 
+async def test_a_pushing_reader_takes_tokens_without_waking(make_store: MakeStore) -> None:
+    """``read_pushing``: the memory store offers each new token to ``push`` in the
+    appender's step; taken tokens do not end the read, a declined one does (returned as a
+    read returns it), and so does the terminal event (never pushed). Other stores read."""
+    store = await fill(await make_store(100), "s", 1, close=False)
+    took: list[int] = []
+    decline = {3}
+
+    def push(event: Event) -> bool:
+        if event.seq in decline:
+            return False
+        took.append(event.seq)
+        return True
+
+    def read() -> asyncio.Task[list[Event]]:
+        after = took[-1] if took else 0
+        return asyncio.create_task(store.read_pushing("s", after, limit=10, wait=5, push=push))
+
+    pushing = isinstance(store, MemoryStore)
+    reader = read()
+    await asyncio.sleep(0.05)
+    await store.append("s", token_event("s", 1, "a"))
+    if not pushing:  # a plain read: the news ends it
+        assert [e.seq for e in await reader] == [1]
+        return
+    await store.append("s", token_event("s", 2, "b"))
+    assert took == [1, 2]
+    assert not reader.done()
+    await store.append("s", token_event("s", 3, "c"))
+    assert [e.seq for e in await reader] == [3]
+    took.append(3)
+    reader = read()
+    await asyncio.sleep(0.05)
+    await store.append("s", done_event("s", 4, "stop", 4, ""))
+    assert [e.type for e in await reader] == ["done"]
+    assert took == [1, 2, 3]
+    assert store._logs["s"].waiters == []  # type: ignore[attr-defined]
+
+
+async def test_a_pushing_readers_time_limit_counts_from_its_last_token() -> None:
+    """A heartbeat is for silence: a wait that took a token 0.15 s in ends ``wait`` after
+    that token, not after the wait began."""
+    store = await filled(1, close=False)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.create_task(
+        store.read_pushing("s", 0, limit=10, wait=0.2, push=lambda e: True)
+    )
+    start = loop.time()
+    await asyncio.sleep(0.15)
+    await store.append("s", token_event("s", 1, "a"))
+    pushed = loop.time()
+    assert await reader == []
+    assert loop.time() - pushed >= 0.2 - 0.002
+    assert loop.time() - start >= 0.35 - 0.002
+    assert store._deadlines._groups == {}
+    assert store._logs["s"].waiters == []
+
+
 async def test_append_rules_and_unknown_and_drop(make_store: MakeStore) -> None:
     store = await fill(await make_store(100), "s", 3)
     with pytest.raises(RuntimeError, match="is closed"):

@@ -184,3 +184,31 @@ async def test_create_and_stream_in_one_request(
     assert created == {"type": "created", "stream": created["stream"]}
     check_complete(events, str(created["stream"]), 12)
     assert text_of(events) == "".join(synthetic_text("one shot", 0, 12))
+
+
+async def test_a_paced_sse_stream_gets_pings_in_its_silences_and_arrives_whole(
+    make_server: MakeServer, session: aiohttp.ClientSession
+) -> None:
+    """A paced stream's reader takes its tokens in the generation's step (pushed, its own
+    task asleep): its heartbeat still comes after ``heartbeat_s`` of silence (here gaps
+    of 0.4 s, heartbeats of 0.1 s: pings between the tokens), and the stream is exact."""
+    srv = await make_server(heartbeat_s=0.1)
+    params = {"ttft_ms": 0, "tokens_per_s": 2.5, "jitter": 0}
+    sid = await create(session, srv, prompt="pings", max_tokens=3, params=params)
+    async with session.get(f"{base_url(srv)}/api/streams/{sid}/sse") as resp:
+        assert resp.status == 200
+        body = (await resp.read()).decode()
+    blocks = [b for b in body.split("\n\n") if b]
+    kinds = ["ping" if b.startswith(":") else b.split("\n")[1] for b in blocks[1:]]
+    tokens = [i for i, k in enumerate(kinds) if k == "event: token"]
+    assert len(tokens) == 3
+    assert kinds[-1] == "event: done"
+    between = kinds[tokens[0] + 1 : tokens[-1]]
+    # At least one ping in the 0.8 s of silences (none only if a stall of the whole
+    # schedule let every token come within 0.1 s of the one before); nothing else.
+    assert between.count("ping") >= 1
+    assert set(between) == {"ping", "event: token"}
+    text = "".join(
+        orjson.loads(b.split("data: ", 1)[1])["text"] for b in blocks if "event: token" in b
+    )
+    assert text == "".join(synthetic_text("pings", 0, 3))

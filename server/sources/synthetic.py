@@ -256,8 +256,11 @@ class SyntheticSource(TokenSource):
         for i, piece in enumerate(pieces):
             if i and rate > 0:
                 # Schedule against an absolute clock so pacing does not drift with load.
-                pacing, spread = _jitter(pacing)
-                deadline += (1.0 / rate) * (1.0 + jitter * spread)
+                if jitter:
+                    pacing, spread = _jitter(pacing)
+                    deadline += (1.0 / rate) * (1.0 + jitter * spread)
+                else:
+                    deadline += 1.0 / rate  # no spread: no generator step per piece
                 due = clock.until(deadline)
                 if due is None:
                     await asyncio.sleep(0)  # behind: still yield

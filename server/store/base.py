@@ -13,6 +13,7 @@ the number of readers grow memory: readers hold only their own position.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from server.events import Event
 
@@ -50,6 +51,23 @@ class LogStore(ABC):
         Raises ``StreamGone`` if ``after + 1`` is older than what is retained and
         ``UnknownStream`` if there is no such log.
         """
+
+    async def read_pushing(
+        self,
+        stream_id: str,
+        after: int,
+        *,
+        limit: int,
+        wait: float | None,
+        push: Callable[[Event], bool],
+    ) -> list[Event]:
+        """``read()``; while it waits, a store may offer each new token to ``push`` first,
+        synchronously in the appender's step. If ``push(event)`` returns ``True`` the
+        reader has taken it (written it) and keeps waiting from there, without a wake-up;
+        otherwise the read returns it as ``read()`` would. Terminal events are never pushed.
+        A ``wait`` limit counts from the last pushed token. By default: a plain ``read()``.
+        """
+        return await self.read(stream_id, after, limit=limit, wait=wait)
 
     @abstractmethod
     async def drop(self, stream_id: str) -> None:

@@ -22,7 +22,7 @@ import contextlib
 import math
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from server.errors import StreamGone, UnknownStream
 from server.events import Event, EventType
@@ -54,13 +54,24 @@ class _Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._at = math.inf
 
-    def add(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[bool], wait: float) -> None:
-        """``fut`` gets ``True`` (timed out) ``wait`` seconds from now, unless done before."""
+    def add(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[bool],
+        wait: float,
+        at: float | None = None,
+    ) -> None:
+        """``fut`` gets ``True`` (timed out) ``wait`` seconds from now (or at loop time
+        ``at``, which must not be later), unless done before.
+
+        An ``at`` earlier than the group's newer entries fires when they do: at most
+        ``wait`` late (a pushed reader's heartbeat, see :meth:`MemoryStore.read`).
+        """
         if loop is not self._loop:  # a store used from another loop (tests): start afresh
             if self._timer is not None:
                 self._timer.cancel()
             self._loop, self._groups, self._timer, self._at = loop, {}, None, math.inf
-        deadline = loop.time() + wait
+        deadline = loop.time() + wait if at is None else at
         group = self._groups.get(wait)
         if group is None:
             group = self._groups[wait] = {}
@@ -223,6 +234,22 @@ def _split_token(head: bytes, event: Event) -> tuple[bytes, int] | None:
     return text, stamp
 
 
+class _Pusher:
+    """A waiting reader that takes new tokens itself (:meth:`MemoryStore.read_pushing`):
+    the appender offers each one to ``push``; the reader's task wakes (``fut``) only when it
+    declines one, at the terminal event, or at its time limit."""
+
+    __slots__ = ("after", "fut", "last", "push")
+
+    def __init__(
+        self, fut: asyncio.Future[bool], after: int, push: Callable[[Event], bool]
+    ) -> None:
+        self.fut = fut
+        self.after = after
+        self.push = push
+        self.last: float | None = None  # loop time of the last token it took
+
+
 class _Log:
     __slots__ = ("base", "closed", "compact", "events", "start", "waiters")
 
@@ -234,7 +261,7 @@ class _Log:
         #: The closed log's events (then ``events`` is empty and ``base`` the first seq).
         self.compact: _Compact | None = None
         #: Readers waiting for news; each future's result says whether its wait timed out.
-        self.waiters: list[asyncio.Future[bool]] = []
+        self.waiters: list[asyncio.Future[bool] | _Pusher] = []
 
     @property
     def first_seq(self) -> int:
@@ -261,17 +288,42 @@ class _Log:
             return self.compact.slice(i, limit)
         return self.events[i : i + limit]
 
-    def forget(self, fut: asyncio.Future[bool]) -> None:
+    def forget(self, waiter: asyncio.Future[bool] | _Pusher) -> None:
         """Drop a reader that stopped waiting (timed out or cancelled) before any news."""
         with contextlib.suppress(ValueError):
-            self.waiters.remove(fut)
+            self.waiters.remove(waiter)
 
     def wake(self) -> None:
         if self.waiters:
             waiters, self.waiters = self.waiters, []
-            for fut in waiters:
+            for w in waiters:
+                fut = w.fut if isinstance(w, _Pusher) else w
                 if not fut.done():
                     fut.set_result(False)
+
+    def offer(self, event: Event) -> None:
+        """A new token: the pushers that take it keep waiting; every other reader wakes."""
+        waiters, self.waiters = self.waiters, []
+        kept = self.waiters
+        for w in waiters:
+            if isinstance(w, _Pusher):
+                fut = w.fut
+                if fut.done():
+                    continue  # cancelled: its task forgets it
+                if w.after + 1 == event.seq:
+                    try:
+                        taken = w.push(event)
+                    except Exception:  # the reader's own write will meet it, in its task
+                        taken = False
+                    if taken:
+                        w.after = event.seq
+                        w.last = fut.get_loop().time()
+                        kept.append(w)
+                        continue
+            else:
+                fut = w
+            if not fut.done():
+                fut.set_result(False)
 
 
 class MemoryStore(LogStore):
@@ -305,8 +357,10 @@ class MemoryStore(LogStore):
                 log.start = 0
         if event.type != "token" and event.terminal:
             log.close()
-        if log.waiters:
-            log.wake()
+            if log.waiters:
+                log.wake()
+        elif log.waiters:
+            log.offer(event)
 
     async def settle(self, stream_id: str) -> int:
         log = self._logs.get(stream_id)
@@ -315,11 +369,18 @@ class MemoryStore(LogStore):
         return log.next_seq  # an append here never awaits: it cannot be interrupted
 
     async def read(
-        self, stream_id: str, after: int, *, limit: int, wait: float | None
+        self,
+        stream_id: str,
+        after: int,
+        *,
+        limit: int,
+        wait: float | None,
+        push: Callable[[Event], bool] | None = None,
     ) -> list[Event]:
         log = self._logs.get(stream_id)
         if log is None:
             raise UnknownStream(stream_id)
+        at: float | None = None  # a pushed reader's time limit, from its last token
         while True:
             if after + 1 < log.first_seq:
                 raise StreamGone(
@@ -332,19 +393,29 @@ class MemoryStore(LogStore):
                 return []
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[bool] = loop.create_future()
-            log.waiters.append(fut)
+            waiter = fut if push is None else _Pusher(fut, after, push)
+            log.waiters.append(waiter)
             if wait is not None:
-                self._deadlines.add(loop, fut, wait)
+                self._deadlines.add(loop, fut, wait, at)
             try:
                 timed_out = await fut
             except asyncio.CancelledError:
-                log.forget(fut)
+                log.forget(waiter)
                 raise
             finally:
                 if wait is not None:
                     self._deadlines.remove(fut, wait)
+            if isinstance(waiter, _Pusher):
+                after = waiter.after  # the tokens it took
+                last = waiter.last
+                if timed_out and wait is not None and last is not None:
+                    if last + wait > loop.time() + _SLACK:
+                        log.forget(waiter)
+                        at = last + wait
+                        continue  # not silent for ``wait`` yet: wait the rest
+            at = None
             if timed_out:
-                log.forget(fut)
+                log.forget(waiter)
                 return []
             # Woken by an append. A writer that appends in bursts (unpaced: many events
             # this round) may append more in the tasks ready this round: let them run first,
@@ -355,6 +426,12 @@ class MemoryStore(LogStore):
                 await asyncio.sleep(0)
             if self._logs.get(stream_id) is not log:
                 raise StreamGone(f"stream {stream_id!r} has expired")
+
+    #: See :meth:`LogStore.read_pushing`: a paced stream's reader then costs no task step
+    #: per token (the appender writes for it), only one per time limit and per token it
+    #: declines (a write that could wait). The same coroutine as ``read`` (no extra frame
+    #: held by every waiting reader).
+    read_pushing = read
 
     async def drop(self, stream_id: str) -> None:
         log = self._logs.pop(stream_id, None)

@@ -94,7 +94,7 @@ async def generate(
     finish reason (meaningful when the event is ``done``)."""
     digest = hashlib.sha256()
     token_event = PartEncoder(stream.id)
-    parts = TypedParts(stream.id, token_event)
+    parts: TypedParts | None = None  # made at the first typed piece (most streams have none)
     append = store.append
     seq = 0
     tokens = 0  # the answer's token events (``seq`` also counts the typed parts)
@@ -115,6 +115,8 @@ async def generate(
                         reason = item.reason
                         break
                     else:
+                        if parts is None:
+                            parts = TypedParts(stream.id, token_event)
                         event = parts.event(seq, item)
                         if event is None:
                             continue
@@ -127,8 +129,10 @@ async def generate(
             finally:
                 await agen.aclose()  # type: ignore[attr-defined]
         if reason is None:
-            reason = "tool_calls" if parts.calls else "stop"
-        final = done_event(stream.id, seq, reason, tokens, digest.hexdigest(), parts.summary())
+            reason = "tool_calls" if parts is not None and parts.calls else "stop"
+        final = done_event(
+            stream.id, seq, reason, tokens, digest.hexdigest(), parts.summary() if parts else None
+        )
     except asyncio.CancelledError:
         if stream.cancel_reason is None:
             raise
@@ -140,7 +144,14 @@ async def generate(
             final = error_event(stream.id, seq, "shutdown", "the server is shutting down")
         else:
             reason = "cancelled"
-            final = done_event(stream.id, seq, reason, tokens, digest.hexdigest(), parts.summary())
+            final = done_event(
+                stream.id,
+                seq,
+                reason,
+                tokens,
+                digest.hexdigest(),
+                parts.summary() if parts else None,
+            )
     except TimeoutError:
         seq = stream.tokens = await store.settle(stream.id)
         final = error_event(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from server.events import Event
 from server.store.base import LogStore
@@ -22,24 +22,47 @@ class Subscription:
     passes with none); ``sub.finished`` turns true once the terminal event was returned.
     """
 
-    __slots__ = ("after", "finished", "stream", "_store")
+    __slots__ = ("after", "finished", "stream", "_push", "_store")
 
     def __init__(self, store: LogStore, stream: StreamRecord, after: int) -> None:
         self._store = store
         self.stream = stream
         self.after = after
         self.finished = stream.delivered(after)
+        self._push: Callable[[Event], bool] | None = None
 
-    async def next_batch(self, wait: float | None) -> list[Event]:
+    async def next_batch(
+        self, wait: float | None, push: Callable[[Event], bool] | None = None
+    ) -> list[Event]:
+        """With ``push``, and a paced stream: while this waits, each new token is offered
+        to ``push(event)``, synchronously in the generation's step; a ``True`` means the
+        reader wrote it (the position moves past it) and this keeps waiting. One task step
+        per token instead of two (see ``LogStore.read_pushing``). ``push`` must not await
+        and must write nothing when it returns ``False``.
+        """
         if self.finished:
             return []
-        events = await self._store.read(self.stream.id, self.after, limit=READ_LIMIT, wait=wait)
+        if push is not None and not self.stream.unpaced:
+            # An unpaced stream appends in bursts: its reader writes them as one batch.
+            self._push = push
+            events = await self._store.read_pushing(
+                self.stream.id, self.after, limit=READ_LIMIT, wait=wait, push=self._take
+            )
+        else:
+            events = await self._store.read(self.stream.id, self.after, limit=READ_LIMIT, wait=wait)
         if events:
             self.after = events[-1].seq
             self.finished = events[-1].terminal
         elif self.stream.delivered(self.after):
             self.finished = True
         return events
+
+    def _take(self, event: Event) -> bool:
+        push = self._push
+        if push is not None and push(event):
+            self.after = event.seq
+            return True
+        return False
 
     def framed(self, frame: Callable[[Sequence[Event]], bytes], batch: Sequence[Event]) -> bytes:
         """``frame(batch)``, built once for all the readers of the stream that read this
@@ -56,20 +79,37 @@ class Subscription:
         return data
 
 
-@contextlib.asynccontextmanager
-async def subscription(
+def subscription(
     store: LogStore, stream: StreamRecord, after: int, reader: Reader
-) -> AsyncIterator[Subscription]:
+) -> contextlib.AbstractAsyncContextManager[Subscription]:
     """A reader of ``stream`` from ``after``, counted on the stream (as ``reader``) while open.
 
     Fails fast (``StreamGone``, 410) if the asked position is already evicted.
     """
-    await store.read(stream.id, after, limit=1, wait=0)
-    stream.subscribers[reader] += 1
-    try:
-        yield Subscription(store, stream, after)
-    finally:
-        stream.subscribers[reader] -= 1
+    return _Subscribing(store, stream, after, reader)
+
+
+class _Subscribing:
+    """:func:`subscription`'s context: a small object, not a suspended generator held by
+    every open stream for its whole life."""
+
+    __slots__ = ("after", "reader", "store", "stream")
+
+    def __init__(self, store: LogStore, stream: StreamRecord, after: int, reader: Reader) -> None:
+        self.store = store
+        self.stream = stream
+        self.after = after
+        self.reader = reader
+
+    async def __aenter__(self) -> Subscription:
+        stream = self.stream
+        await self.store.read(stream.id, self.after, limit=1, wait=0)
+        stream.subscribers[self.reader] += 1
+        return Subscription(self.store, stream, self.after)
+
+    async def __aexit__(self, *exc: object) -> None:
+        stream = self.stream
+        stream.subscribers[self.reader] -= 1
         stream.last_present = time.monotonic()
         if not stream.total_subscribers:
             stream.framed.clear()  # nobody shares it: a retained stream keeps no frames

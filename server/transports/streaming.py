@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,11 +68,30 @@ def send_deadline(
     that cannot happen, so the send timeout (a timer per write, on every token's path) is
     needed only for the other writes: those are the ones a stuck reader would hold up.
     """
+    return _NO_DEADLINE if free_write(transport, size) else asyncio.timeout(timeout)
+
+
+def free_write(transport: asyncio.BaseTransport | None, size: int) -> bool:
+    """A write of ``size`` bytes cannot wait for the peer: nothing is buffered and it is
+    small (see :func:`send_deadline`)."""
     # Duck-typed: uvloop's transports do not subclass asyncio.WriteTransport.
     buffered = getattr(transport, "get_write_buffer_size", None)
-    if buffered is not None and size < FREE_WRITE_MAX and buffered() == 0:
-        return _NO_DEADLINE
-    return asyncio.timeout(timeout)
+    return buffered is not None and size < FREE_WRITE_MAX and buffered() == 0
+
+
+def write_now(write: Coroutine[Any, Any, None]) -> None:
+    """Run a write coroutine of a free write (:func:`free_write`) to its end, here, without
+    a task: aiohttp's writers hand the bytes to the transport, then wait only while the
+    protocol is paused, which a free write cannot cause (it leaves the buffer under its
+    high-water mark). Were it to wait all the same, its bytes are already written: the wait
+    is dropped, and the next write is not free (something is buffered), so it waits within
+    the send timeout.
+    """
+    try:
+        write.send(None)
+    except StopIteration:
+        return
+    write.close()
 
 
 def client_address(request: web.Request) -> str:
@@ -155,6 +174,36 @@ async def stream_created(request: web.Request, stream_format: StreamFormat) -> w
         )
 
 
+class _Push:
+    """Writes a paced stream's new token from the generation's step, if that cannot wait
+    (else the reader's task wakes and writes it within the send timeout). An object, not a
+    closure over ``pump``'s locals: what every waiting stream holds, smaller."""
+
+    __slots__ = ("frame", "metrics", "reader", "request", "resp", "sub")
+
+    def __init__(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        sub: Subscription,
+        stream_format: StreamFormat,
+    ) -> None:
+        self.request = request
+        self.resp = resp
+        self.sub = sub
+        self.frame = stream_format.frame
+        self.reader = stream_format.transport
+        self.metrics = request.app[METRICS]
+
+    def push(self, event: Event) -> bool:
+        data = self.sub.framed(self.frame, (event,))
+        if not free_write(self.request.transport, len(data)):
+            return False
+        write_now(self.resp.write(data))
+        self.metrics.sent(self.reader, 1, len(data))
+        return True
+
+
 async def pump(
     request: web.Request,
     sub: Subscription,
@@ -182,13 +231,14 @@ async def pump(
         resp.headers["Connection"] = "close"
     send_timeout = settings.send_timeout_s or None
     heartbeat = settings.heartbeat_s or None
+    pushing = _Push(request, resp, sub, stream_format).push if stream_format.shared else None
     try:
         await resp.prepare(request)
         if prefix:
             await resp.write(prefix)
         while not sub.finished:
             try:
-                batch = await sub.next_batch(heartbeat)
+                batch = await sub.next_batch(heartbeat, pushing)
             except StreamGone:
                 # Fell behind what the log retains: end without a terminal event, so the
                 # client's resume is answered 410 ``gone`` rather than silently skipping.

@@ -18,13 +18,13 @@ from aiohttp.abc import AbstractStreamWriter
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS
 from server.connections import CONNECTIONS
 from server.errors import ApiError, BadRequest, StreamGone, Unauthorized, UpgradeRequired
-from server.events import created_message, end_message
+from server.events import Event, created_message, end_message
 from server.framing.ws import ws_error, ws_text_frames
 from server.hub import Hub
 from server.metrics import Metrics
 from server.security import POLICY, bearer_token, token_matches
 from server.settings import Settings
-from server.transports.streaming import client_address, send_deadline
+from server.transports.streaming import client_address, free_write, send_deadline
 from server.validation import parse_create_body
 from server.ws_commands import (
     Auth,
@@ -121,8 +121,22 @@ class SocketSession:
                 if sub.finished:  # like HTTP's 204: ended, and nothing after ``after``
                     await ws.send_frame(end_message(stream_id), WSMsgType.TEXT)
                     return
+
+                def push(event: Event) -> bool:
+                    """Write a paced stream's new token from the generation's step, if
+                    that cannot wait (else this task wakes and sends it)."""
+                    transport = self.transport
+                    if ws.closed or transport is None or transport.is_closing():
+                        return False
+                    data = sub.framed(ws_text_frames, (event,))
+                    if not free_write(transport, len(data)):
+                        return False
+                    self._write_frames(data)
+                    self.metrics.sent("ws", 1, len(data))
+                    return True
+
                 while not sub.finished and not ws.closed:
-                    batch = await sub.next_batch(None)
+                    batch = await sub.next_batch(None, push)
                     if not batch:
                         continue
                     data = sub.framed(ws_text_frames, batch)
@@ -150,9 +164,13 @@ class SocketSession:
         if self.ws.closed or transport is None or transport.is_closing():
             raise ConnectionResetError("the WebSocket is closing")
         async with send_deadline(transport, len(data), self.send_timeout):
-            # uvloop's transports are not asyncio.WriteTransport subclasses: no isinstance.
-            typing.cast(asyncio.WriteTransport, transport).write(data)
+            self._write_frames(data)
             await self.writer.drain()  # waits only while the buffer is past its high water
+
+    def _write_frames(self, data: bytes) -> None:
+        """Hand whole frames to the transport (checked open by the caller)."""
+        # uvloop's transports are not asyncio.WriteTransport subclasses: no isinstance.
+        typing.cast(asyncio.WriteTransport, self.transport).write(data)
 
     @property
     def authenticated(self) -> bool:
