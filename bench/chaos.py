@@ -37,9 +37,8 @@ import aiohttp
 import httpx
 import openai
 
-from bench.cluster import start_redis
 from bench.cutproxy import CutProxy
-from bench.lab import REPO, Server, spawn_server, stop_server, wait_ready
+from bench.lab import REPO, Server, spawn_server, start_redis, stop_server, wait_ready
 from bench.stats import print_table
 from clients import Client
 from server.sources.synthetic import CorpusName, synthetic_text

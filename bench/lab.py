@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,6 +80,32 @@ def spawn_server(
             cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
     return Server(f"http://127.0.0.1:{port}", proc.pid, proc, Path(name), retention_s)
+
+
+def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``redis-server`` on a free loopback port, no persistence, its files in
+    ``directory``; the process and its URL (``redis://127.0.0.1:PORT/0``) once it answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "/usr/bin/redis-server",
+            *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)),
+            *("--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log")),
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(200):
+        if subprocess.run(
+            ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
+        ).stdout.startswith(b"PONG"):
+            return proc, url
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise SystemExit(f"redis-server did not start; see {directory / 'redis.log'}")
 
 
 def stop_server(server: Server) -> int | None:
@@ -233,3 +260,13 @@ class TreeCPU:
             except psutil.Error:
                 pass
         return sum(self.seen.values())
+
+    def rss(self) -> int | None:
+        """Resident bytes of the process and its children now (None if it is gone)."""
+        import psutil
+
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+            return sum(p.memory_info().rss for p in procs)
+        except psutil.Error:
+            return None

@@ -598,7 +598,7 @@ def paced_once(target: Target, transport: str, plan: PacedPlan, out: Path, run_n
     name = f"paced-{transport}-{target.name}-{run_no + 1}"
     load = plan.load()
     r = run_locust(
-        argparse.Namespace(workers=0),
+        argparse.Namespace(locust_workers=0, workers=1),
         target.server,
         scenario="paced",
         transport=transport,
@@ -1155,9 +1155,18 @@ def run_race(ns: argparse.Namespace) -> int:
     if missing_mods:
         raise SystemExit(f"the race needs {', '.join(missing_mods)}: pip install -e '.[bench]'")
     given = [f"--{n.replace('_', '-')}" for n in NOT_FOR_RACE if getattr(ns, n, None)]
-    if given or ns.workers:
+    cluster = [
+        flag
+        for flag, on in (
+            ("--locust-workers", ns.locust_workers),
+            ("--workers", ns.workers > 1),
+            ("--store", ns.store != "memory"),
+        )
+        if on
+    ]
+    if given or cluster:
         raise SystemExit(
-            f"--peers starts its own servers and load: {' '.join(given) or '--workers'} "
+            f"--peers starts its own servers and load: {' '.join(given + cluster)} "
             "apply to the Locust runs only"
         )
     plan = plan_of(ns)

@@ -518,7 +518,8 @@ def plot_timeline(path: Path, results: Sequence[RunResult], title: str) -> Path 
     open_ax.set_xlabel("s")
     for ax in (cpu_ax, open_ax):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:  # (no live streams curve when the server is several processes)
+            ax.legend()
     fig.suptitle(title)
     return _save(fig, path)
 

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +40,7 @@ from bench.lab import (
     process_usage,
     raise_nofile,
     spawn_server,
+    start_redis,
     stop_server,
     wait_idle,
     wait_ready,
@@ -151,10 +153,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stress steps, comma-separated (e.g. 100,200,400)",
     )
     p.add_argument(
-        "--workers",
+        "--locust-workers",
         type=int,
         default=0,
-        help="Locust in distributed mode: a master and this many worker processes",
+        metavar="N",
+        help="Locust in distributed mode: a master and N worker processes on this machine",
+    )
+    p.add_argument(
+        "--store",
+        default="memory",
+        help="the spawned server's store: memory (default), redis (a redis-server the bench "
+        "starts on a free loopback port) or redis://HOST:PORT/DB",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the spawned server as N processes on one port (needs a Redis --store)",
     )
     p.add_argument("--out", type=Path, help="results folder (default: bench/results/<time>)")
     race = p.add_argument_group(
@@ -234,7 +250,9 @@ def server_for(
     cap = max(5000, 2 * users)
     # Retention 5 s: finished streams' logs leave memory soon (the memory per open stream
     # stays about open streams), and /v1's check still finds the stream's done event.
-    server = spawn_server(cap, max(4096, tokens), 5.0, [])
+    store = ["--store", ns.store_url] if ns.store_url != "memory" else []
+    workers = ["--workers", str(ns.workers)] if ns.workers > 1 else []
+    server = spawn_server(cap, max(4096, tokens), 5.0, [*store, *workers])
     try:
         wait_ready(server, 30.0)
         yield server
@@ -304,7 +322,7 @@ def locust_command(
         str(prefix),
         "--html",
         f"{prefix}.html",
-        *(["--processes", str(ns.workers)] if ns.workers else []),
+        *(["--processes", str(ns.locust_workers)] if ns.locust_workers else []),
         user_class,
     ]
     return cmd, limit + 20
@@ -336,7 +354,14 @@ def run_locust(
     prefix = raw / name
     cmd, hard_limit = locust_command(ns, server.base, load, user_class, prefix)
     metric_key = f"tokenwire_subscribers{{{transport}}}" if fanout else "tokenwire_live_streams"
-    before = scrape(server.base)
+    # Several server processes on one port: /metrics answers for whichever one the kernel
+    # picks, so the server's counts are not read; CPU and memory are the process tree's.
+    one_process = ns.workers <= 1 or server.proc is None
+    tree = TreeCPU(server.pid) if not one_process and server.pid is not None else None
+    if tree is not None:
+        server_cpu = tree.seconds
+    measure = scrape if one_process else lambda _base: {}
+    before = measure(server.base)
     samples: list[Sample] = []
     task = progress.add_task(f"{name}: starting", total=load.run_s)
     start = time.monotonic()
@@ -360,7 +385,9 @@ def run_locust(
                 cpu, rss = process_usage(server.pid)
                 if server_cpu is not None:
                     cpu = server_cpu()
-                opened = scrape(server.base).get(metric_key)
+                if tree is not None:
+                    rss = tree.rss()
+                opened = measure(server.base).get(metric_key)
                 samples.append(
                     Sample(
                         t=elapsed,
@@ -385,7 +412,7 @@ def run_locust(
                 proc.wait()
             raise
     progress.update(task, completed=load.run_s, description=f"{name}: done")
-    after = scrape(server.base)
+    after = measure(server.base)
     generated = None
     if before and after:
         key = "tokenwire_tokens_generated_total"
@@ -490,10 +517,18 @@ def notes(
 ) -> list[str]:
     cpus = os.cpu_count() or 0
     where = ns.host or "a fresh server per transport (python -m tokenwire serve, synthetic source)"
+    if not ns.host and (ns.store != "memory" or ns.workers > 1):
+        where += f", store {ns.store}, {ns.workers} process(es)"
+        if ns.workers > 1:
+            where += " (server CPU and memory: all of them; tokens generated: not read)"
     lines = [
         f"preset {preset}; server: {where}",
         f"Locust {importlib.metadata.version('locust')}"
-        + (f", distributed: master + {ns.workers} workers" if ns.workers else ", one process")
+        + (
+            f", distributed: master + {ns.locust_workers} workers"
+            if ns.locust_workers
+            else ", one process"
+        )
         + f"; Python {platform.python_version()}; {cpus} CPU cores shared by Locust and "
         "the server: client CPU near 100% means the load generator, not the server, set "
         "the limit; other CPU = the machine's busy time minus both (other work on the "
@@ -538,12 +573,55 @@ def run(ns: argparse.Namespace) -> int:
     missing = [m for m in ("locust", "matplotlib", "psutil") if importlib.util.find_spec(m) is None]
     if missing:
         raise SystemExit(f"tokenwire bench needs {', '.join(missing)}: pip install -e '.[bench]'")
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     preset_name = "quick" if ns.quick else "stress" if ns.stress else "default"
     preset = PRESETS[preset_name]
     if ns.host and not ns.allow_remote:
         check_loopback(ns.host)
+    check_cluster(ns)
+    with redis_for(ns):
+        return run_locust_scenarios(ns, preset_name, preset)
+
+
+def check_cluster(ns: argparse.Namespace) -> None:
+    """``--store``, ``--workers`` and ``--locust-workers``: one line and exit 2 if wrong."""
+    if ns.workers < 1 or ns.locust_workers < 0:
+        raise SystemExit("tokenwire bench: --workers must be >= 1 and --locust-workers >= 0")
+    if ns.store != "memory" and ns.store != "redis" and not ns.store.startswith("redis://"):
+        raise SystemExit(
+            f"tokenwire bench: --store is memory, redis or redis://HOST:PORT/DB; got {ns.store!r}"
+        )
+    if ns.host and (ns.store != "memory" or ns.workers > 1):
+        raise SystemExit(
+            "tokenwire bench: --store and --workers apply to a spawned server, not --host"
+        )
+    if ns.workers > 1 and ns.store == "memory":
+        raise SystemExit(
+            "tokenwire bench: --workers > 1 needs a shared store (--store redis or redis://...)"
+        )
+
+
+@contextmanager
+def redis_for(ns: argparse.Namespace) -> Iterator[None]:
+    """Sets ``ns.store_url``: ``--store redis`` starts a redis-server for the whole run."""
+    if ns.store != "redis":
+        ns.store_url = ns.store
+        yield
+        return
+    directory = Path(tempfile.mkdtemp(prefix="tokenwire-bench-redis-"))
+    proc, ns.store_url = start_redis(directory)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_locust_scenarios(ns: argparse.Namespace, preset_name: str, preset: Preset) -> int:
+    """The Locust scenarios of ``tokenwire bench`` (not the peer race)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     out: Path = ns.out or REPO / "bench" / "results" / time.strftime(f"%Y%m%d-%H%M%S-{preset_name}")
     out.mkdir(parents=True, exist_ok=True)
     streams_load = load_of(preset.streams, ns)
@@ -575,7 +653,9 @@ def run(ns: argparse.Namespace) -> int:
         "notes": notes(ns, preset_name, loads, steps),
         "loads": {k: dataclasses.asdict(v) for k, v in loads.items()},
         "host": ns.host,
+        "store": ns.store,
         "workers": ns.workers,
+        "locust_workers": ns.locust_workers,
         "cpu_count": os.cpu_count(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -169,3 +169,56 @@ def test_bench_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (tmp_path / "servers" / "streams-sse.server.log").exists()
     assert "tokenwire bench: streams" in out
     assert "tokenwire bench: fan-out" in out
+
+
+def test_bench_against_a_cluster_with_distributed_locust(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--store redis --workers 2``: the server under test is two processes on one port
+    and a redis-server the bench starts; ``--locust-workers 2``: Locust's master and two
+    workers. Streams and the fan-out (subscribers spread over both processes) are whole."""
+    argv = ["bench", "--quick", "--transports", "sse", "--run-time", "2", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--store", "redis", "--workers", "2", "--locust-workers", "2"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0, out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    meta = summary["meta"]
+    assert (meta["store"], meta["workers"], meta["locust_workers"]) == ("redis", 2, 2)
+    [streams] = summary["streams"]
+    assert streams["failed_streams"] == 0, streams["failures"]
+    assert streams["exit_code"] == 0
+    assert streams["streams"] >= 6
+    assert streams["tokens"] > 0
+    assert streams["tokens_generated"] is None  # /metrics is one process's of two
+    assert streams["server_cpu_s"] > 0  # the process tree's
+    [fanout] = summary["fanout"]
+    assert (fanout["failed_streams"], fanout["streams"], fanout["tokens"]) == (0, 6, 120)
+    for name in ("streams-sse", "fanout-sse"):
+        log = (tmp_path / "servers" / f"{name}.server.log").read_text()
+        nodes = re.findall(r"tokenwire serving on \S+ \(node (\S+), store redis\)", log)
+        assert len(set(nodes)) == 2, log
+        locust_log = (tmp_path / "locust" / f"{name}.log").read_text()
+        assert "2 workers connected" in locust_log
+    assert "store redis, 2 process(es)" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "2"], "--workers > 1 needs a shared store (--store redis or redis://...)"),
+        (
+            ["--store", "mysql://x"],
+            "--store is memory, redis or redis://HOST:PORT/DB; got 'mysql://x'",
+        ),
+        (
+            ["--store", "redis", "--host", "http://127.0.0.1:1"],
+            "--store and --workers apply to a spawned server, not --host",
+        ),
+        (["--workers", "0"], "--workers must be >= 1 and --locust-workers >= 0"),
+    ],
+)
+def test_bench_cluster_flags_are_checked(flags: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--quick", *flags])
+    assert exit_info.value.code == f"tokenwire bench: {message}"

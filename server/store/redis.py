@@ -7,6 +7,12 @@ Keys (one hash tag per stream, so Redis Cluster keeps a stream's keys on one sha
                   ``token``, ``e`` (its type); trimmed exactly at ``max_events`` (``MAXLEN``)
     tw:{ID}:m     a hash: ``state`` = ``open`` | ``closed``
 
+**Writing.** Appends go to per-log queues; one *flusher* task sends what every log has
+queued in one pipeline per round trip, one :data:`APPEND` script call per log (its
+XADDs, one exact trim, the TTLs, the closed state: atomic, so a batch is in the log
+whole or not at all). At a pace, the events of all the streams a process runs share a
+round trip; at full speed each call carries many events.
+
 Both keys expire: ``open_ttl_s`` after creation (a generation that never ends, because
 its process died, cannot keep them forever) and ``retention_s`` after the terminal
 event. ``after=SEQ`` is one ``XRANGE (SEQ+1-0 + COUNT n``; the first id returned says
@@ -20,8 +26,10 @@ of that stream, which take their batch from the cache: 1,000 readers of one stre
 process cost one Redis read per new batch, not 1,000. The process that runs a stream's
 generation puts what it appends into the same cache, so its own readers cost no read at
 all. A reader that must wait on a stream the tail is not blocked on yet makes the tail
-start over (``CLIENT UNBLOCK``); a lost wake-up cannot strand a reader, because every
-wait has a timeout after which the reader looks at the log again.
+start over (``CLIENT UNBLOCK``); a stream stays watched for :data:`WATCH_S` after a
+local reader last read it. A lost wake-up cannot strand a reader, because every wait on
+a log another process writes has a timeout after which the reader looks at the log
+again.
 
 Redis errors become :class:`~server.errors.StoreUnavailable` (503 ``store_unavailable``).
 """
@@ -30,13 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from server.errors import StoreUnavailable, StreamGone, UnknownStream
 from server.events import Event, EventType
@@ -52,10 +61,46 @@ WRITE_BATCH = 256
 TAIL_BLOCK_MS = 5_000
 #: A reader with no time limit still looks at the log again this often (a lost wake-up).
 RECHECK_S = 5.0
+#: The tail keeps watching a stream this long after a local reader last read it (s).
+WATCH_S = 1.0
 #: A stream's local state is dropped this long after its last local reader left.
 IDLE_S = 10.0
 
 #: The ``e`` field's values: every type but ``token`` (the most common, so left out).
+#: Append a batch of events to a log, atomically: ``KEYS`` the log and its meta hash,
+#: ``ARGV`` the trim length, a TTL in ms to set on the log (0: none), 1 if the batch ends
+#: the log (the meta hash says ``closed`` and gets the TTL too), the first entry id's
+#: number (``seq+1``), then per event its JSON line and its type (empty for a token).
+#: One call per log and round trip instead of one XADD per event; the batch's last XADD
+#: trims the log exactly (the script is atomic: nobody sees it longer meanwhile).
+APPEND = """
+local id = tonumber(ARGV[4])
+for i = 5, #ARGV, 2 do
+  local add = {'XADD', KEYS[1]}
+  if i + 2 > #ARGV then  -- the last: trim once, after the whole batch is in
+    add[3], add[4], add[5] = 'MAXLEN', '=', ARGV[1]
+  end
+  add[#add + 1] = string.format('%d-0', id)
+  add[#add + 1] = 'd'
+  add[#add + 1] = ARGV[i]
+  if ARGV[i + 1] ~= '' then
+    add[#add + 1] = 'e'
+    add[#add + 1] = ARGV[i + 1]
+  end
+  redis.call(unpack(add))
+  id = id + 1
+end
+if ARGV[2] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if ARGV[3] == '1' then
+    redis.call('HSET', KEYS[2], 'state', 'closed')
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
+end
+return id
+"""
+APPEND_SHA = hashlib.sha1(APPEND.encode()).hexdigest()
+
 _TYPES: dict[bytes, EventType] = {
     t.encode(): t for t in ("reasoning", "tool_call", "done", "error")
 }
@@ -77,10 +122,11 @@ def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
 class _Local:
     """What this process holds of one stream: recent events, and the readers waiting."""
 
-    __slots__ = ("cache", "closed", "dropped", "last_seq", "used", "waiters")
+    __slots__ = ("cache", "closed", "dropped", "keep", "last_seq", "used", "waiters")
 
-    def __init__(self, last_seq: int) -> None:
+    def __init__(self, last_seq: int, keep: int) -> None:
         self.cache: list[Event] = []  # contiguous, ending at ``last_seq``
+        self.keep = keep  # never more than the log retains (what it trimmed is gone)
         self.last_seq = last_seq  # the highest seq this process knows exists (-1: none)
         self.closed = False
         self.dropped = False
@@ -94,8 +140,8 @@ class _Local:
         if events[0].seq != self.last_seq + 1:
             self.cache = []  # a jump: what was cached is no longer contiguous with it
         self.cache.extend(events)
-        if len(self.cache) > 2 * CACHE:
-            del self.cache[:-CACHE]
+        if len(self.cache) > self.keep:
+            del self.cache[: -min(self.keep, CACHE)]
         self.last_seq = events[-1].seq
         if events[-1].terminal:
             self.closed = True
@@ -117,13 +163,13 @@ class _Local:
 
 
 class _Writer:
-    """The events of one log waiting to be written, and the task writing them."""
+    """The events of one log waiting to be written (the store's flusher writes them)."""
 
-    __slots__ = ("error", "idle", "pending", "task")
+    __slots__ = ("busy", "error", "idle", "pending")
 
     def __init__(self) -> None:
         self.pending: list[Event] = []
-        self.task: asyncio.Task[None] | None = None
+        self.busy = False  # a batch of this log is in flight (the next waits for it)
         self.error: StoreUnavailable | None = None
         self.idle = asyncio.Event()
         self.idle.set()
@@ -145,6 +191,7 @@ class RedisStore(LogStore):
             raise ValueError("max_events must be >= 1")
         self.url = url
         self.max_events = max_events
+        self._keep = min(2 * CACHE, max_events)  # events a local cache holds at most
         self.retention_ms = max(1000, int(retention_s * 1000))
         self.open_ttl_ms = max(1000, int(open_ttl_s * 1000))
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -160,9 +207,12 @@ class RedisStore(LogStore):
         self._tail_blocked = False
         self._unblocking: asyncio.Task[None] | None = None
         self._keys_changed = asyncio.Event()
+        self._watched: set[str] = set()  # the streams of the tail's current XREAD
         self._local: dict[str, _Local] = {}
         self._next: dict[str, int] = {}  # the next seq of each log this process writes
         self._writers: dict[str, _Writer] = {}  # each log's queue of events to write
+        self._ready: dict[str, _Writer] = {}  # logs with events to write, none in flight
+        self._flusher: asyncio.Task[None] | None = None
         #: Called with each batch's pipeline before it is sent (the registry adds a
         #: running stream's progress to the same round trip).
         self.on_write: Callable[[Any, str], None] | None = None
@@ -210,10 +260,14 @@ class RedisStore(LogStore):
             raise StoreUnavailable(f"Redis: {e}") from None
         self._next[stream_id] = 0
         self._writers[stream_id] = _Writer()
+        # The writer feeds this cache from the first event, so readers here (the one
+        # that created the stream, most often) read from it even while they lag behind.
+        self._local.setdefault(stream_id, _Local(-1, self._keep))
 
     async def append(self, stream_id: str, event: Event) -> None:
-        """Queue the event for the stream's writer, which sends what is queued in one
-        pipeline per round trip. Returns at once while fewer than :data:`WRITE_BATCH`
+        """Queue the event; the store's flusher sends what every log has queued in one
+        pipeline per round trip (one round trip carries the events of all the streams
+        this process writes). Returns at once while fewer than :data:`WRITE_BATCH`
         events wait (a terminal event waits until all is written). Local readers see an
         event once Redis has it, like every other process's readers."""
         expected = self._next.get(stream_id)
@@ -228,9 +282,11 @@ class RedisStore(LogStore):
             raise writer.error
         writer.pending.append(event)
         self._next[stream_id] = event.seq + 1
-        if writer.task is None:
-            writer.idle.clear()
-            writer.task = asyncio.get_running_loop().create_task(self._write(stream_id, writer))
+        writer.idle.clear()
+        if not writer.busy:
+            self._ready[stream_id] = writer
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
         if len(writer.pending) >= WRITE_BATCH or event.terminal:
             await asyncio.shield(writer.idle.wait())  # a cancel never cuts a batch in two
             if writer.error is not None:
@@ -248,47 +304,98 @@ class RedisStore(LogStore):
             raise writer.error
         return self._next[stream_id]
 
-    async def _write(self, stream_id: str, writer: _Writer) -> None:
-        key = self.log_key(stream_id)
-        meta = self.meta_key(stream_id)
+    async def _flush(self) -> None:
+        """Write what the logs have queued, all of them in one pipeline per round trip,
+        until nothing waits. A log's next batch waits for its previous one (order)."""
+        flight: list[tuple[str, _Writer, list[Event]]] = []
         try:
-            while writer.pending:
-                batch, writer.pending = writer.pending, []
-                async with self.redis.pipeline(transaction=False) as p:
-                    for event in batch:
-                        fields: dict[Any, Any] = {"d": event.data}
-                        if event.type != "token":
-                            fields["e"] = event.type
-                        p.xadd(
-                            key,
-                            fields,
-                            id=_entry_id(event.seq),
-                            maxlen=self.max_events,
-                            approximate=False,
-                        )
-                    last = batch[-1]
-                    if batch[0].seq == 0 or last.terminal:
-                        ttl = self.retention_ms if last.terminal else self.open_ttl_ms
-                        p.pexpire(key, ttl)
-                        if last.terminal:
-                            p.hset(meta, "state", "closed")
-                            p.pexpire(meta, ttl)
-                    if self.on_write is not None:
-                        self.on_write(p, stream_id)
-                    await p.execute()
-                self.commands["append"] += 1
-                local = self._local.get(stream_id)
-                if local is not None:
-                    local.add(batch)
-        except RedisError as e:
-            writer.error = StoreUnavailable(f"Redis: {e}")
-            writer.pending = []
+            while self._ready:
+                ready, self._ready = self._ready, {}
+                flight = []
+                for sid, writer in ready.items():
+                    if writer.pending and writer.error is None:
+                        writer.busy = True
+                        flight.append((sid, writer, writer.pending))
+                        writer.pending = []
+                    else:
+                        writer.idle.set()
+                if not flight:
+                    continue
+                try:
+                    failed = await self._send(flight)
+                except RedisError as e:
+                    failed = [e] * len(flight)
+                for (sid, writer, batch), error in zip(flight, failed, strict=True):
+                    if error is None:
+                        local = self._local.get(sid)
+                        if local is not None:
+                            local.add(batch)
+                    else:
+                        writer.error = StoreUnavailable(f"Redis: {error}")
+                        writer.pending = []
+                    self._finish(sid, writer)
+                flight = []
+        finally:
+            self._flusher = None
+            for sid, writer, _ in flight:  # cancelled in flight (the store closes)
+                if writer.busy:
+                    writer.error = writer.error or StoreUnavailable("Redis: the store closed")
+                    self._finish(sid, writer)
+
+    def _finish(self, stream_id: str, writer: _Writer) -> None:
+        """A log's batch is written (or failed): its next batch, or it is idle."""
+        writer.busy = False
+        if writer.pending and writer.error is None and self._writers.get(stream_id) is writer:
+            self._ready[stream_id] = writer
+            return
+        writer.pending = []
+        writer.idle.set()
+        if writer.error is not None:
             local = self._local.get(stream_id)
             if local is not None:
                 local.wake()
-        finally:
-            writer.task = None
-            writer.idle.set()
+
+    async def _send(
+        self, flight: Sequence[tuple[str, _Writer, list[Event]]]
+    ) -> list[RedisError | None]:
+        """One pipeline of one :data:`APPEND` script call per log (what failed, per log).
+        After a Redis restart the script is loaded again and the logs it missed sent
+        again (a ``NOSCRIPT`` reply means the call did nothing)."""
+        todo = list(range(len(flight)))
+        out: list[RedisError | None] = [None] * len(flight)
+        for attempt in range(2):
+            at: list[int] = []  # where each log's script reply is among the pipeline's
+            async with self.redis.pipeline(transaction=False) as p:
+                for i in todo:
+                    sid, _, batch = flight[i]
+                    last = batch[-1]
+                    ttl = (
+                        self.retention_ms
+                        if last.terminal
+                        else self.open_ttl_ms
+                        if batch[0].seq == 0
+                        else 0
+                    )
+                    args: list[Any] = [self.max_events, ttl, int(last.terminal), batch[0].seq + 1]
+                    for event in batch:
+                        args += (event.data, b"" if event.type == "token" else event.type)
+                    at.append(len(p))
+                    p.evalsha(APPEND_SHA, 2, self.log_key(sid), self.meta_key(sid), *args)
+                    if self.on_write is not None and attempt == 0:
+                        self.on_write(p, sid)
+                replies = await p.execute(raise_on_error=False)
+            self.commands["append"] += 1
+            missing = []
+            for i, reply in zip(todo, [replies[k] for k in at], strict=True):
+                if isinstance(reply, NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(reply, RedisError):
+                    out[i] = reply
+            if not missing:
+                break
+            await self.redis.script_load(APPEND)
+            todo = missing
+        return out
 
     async def _exists(self, stream_id: str) -> bool:
         try:
@@ -359,16 +466,19 @@ class RedisStore(LogStore):
         ``limit_s`` passed, or ``"recheck"`` after :data:`RECHECK_S` with no limit."""
         local = self._local.get(stream_id)
         if local is None:
-            local = self._local[stream_id] = _Local(after)
+            local = self._local[stream_id] = _Local(after, self._keep)
         elif local.last_seq > after:
             return "news"  # arrived meanwhile
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         local.waiters.append(fut)
-        if len(local.waiters) == 1 and not local.closed:
+        fed = self._feeds(stream_id)
+        if not fed and not local.closed and stream_id not in self._watched:
             self._watch_changed()
+        # (a log this process writes wakes its readers itself: no wake-up to lose)
+        limit = limit_s if limit_s is not None else None if fed else RECHECK_S
         try:
-            async with asyncio.timeout(RECHECK_S if limit_s is None else limit_s):
+            async with asyncio.timeout(limit):
                 await fut
         except TimeoutError:
             with contextlib.suppress(ValueError):
@@ -411,25 +521,32 @@ class RedisStore(LogStore):
         while True:
             self._keys_changed.clear()
             self._forget_idle()
+            now = time.monotonic()
             watched = {
-                self.log_key(sid): _entry_id(local.last_seq)
+                sid: _entry_id(local.last_seq)
                 for sid, local in self._local.items()
                 # (the logs this process writes feed their readers themselves, unless
-                # the writing failed: then another process may end the log)
-                if local.waiters and not local.closed and self._feeds(sid) is False
+                # the writing failed: then another process may end the log; a log read
+                # a moment ago stays watched, so that its readers, back for the next
+                # batch, do not make the tail start over every time)
+                if (local.waiters or now - local.used < WATCH_S)
+                and not local.closed
+                and self._feeds(sid) is False
             }
+            self._watched = set(watched)
             if not watched:
                 await self._keys_changed.wait()
                 continue
             self._tail_blocked = True
             try:
                 reply = await self._tail_redis.xread(
-                    watched,  # type: ignore[arg-type]
+                    {self.log_key(sid): last for sid, last in watched.items()},
                     count=CACHE,
                     block=TAIL_BLOCK_MS,
                 )
             except (RedisError, OSError) as e:
                 self._tail_blocked = False
+                self._watched = set()
                 log.warning("Redis tail read failed: %s", e)
                 for local in self._local.values():
                     local.wake()  # readers look again (and get store_unavailable)
@@ -463,7 +580,12 @@ class RedisStore(LogStore):
 
     async def drop(self, stream_id: str) -> None:
         self._next.pop(stream_id, None)
-        self._writers.pop(stream_id, None)
+        self._ready.pop(stream_id, None)
+        writer = self._writers.pop(stream_id, None)
+        if writer is not None:
+            writer.pending = []
+            if not writer.busy:
+                writer.idle.set()
         local = self._local.pop(stream_id, None)
         if local is not None:
             local.dropped = True
