@@ -1,14 +1,18 @@
-"""Chaos: many concurrent streams on every transport and ``/v1``, cut at random points.
+"""Chaos: many concurrent streams on every transport, ``/v1`` and the Responses dialect,
+cut at random points.
 
 Python and JS clients and the openai SDK read streams through one cutting proxy each
 (``bench.cutproxy``), which cuts connections mid-frame and mid-character; callers also
-stop and resume. Every stream must end with exactly the server's text and every ``seq``
-once. Method and counts: docs/bench.md ("Chaos"). ``python -m bench.chaos --help``.
+stop and resume (a Responses reader by ``responses.retrieve(id, stream=True,
+starting_after=N)``, and every ``sequence_number`` must arrive once). Every stream must
+end with exactly the server's text and every ``seq`` once. Method and counts: docs/bench.md
+("Chaos"). ``python -m bench.chaos --help``.
 
 ``--cluster N`` runs N tokenwire processes on one ``redis-server`` (issue 16; both started
 here on free loopback ports): each stream is created on one process, read through cuts on
 another, and resumed after each caller's stop on a third (the ``/v1`` streams: created
-through cuts on one, the rest read on another), all chosen at random by the seed.
+through cuts on one, the rest read on another; the Responses streams: created and resumed
+through cuts on one), all chosen at random by the seed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+import httpx
 import openai
 
 from bench.cutproxy import CutProxy
@@ -39,7 +44,11 @@ from clients import Client
 from server.sources.synthetic import CorpusName, synthetic_text
 from wire import TRANSPORTS, Transport
 
-PY_KINDS = ("py-sse", "py-ws", "py-poll", "py-chunked", "py-openai")
+PY_KINDS = ("py-sse", "py-ws", "py-poll", "py-chunked", "py-openai", "py-responses")
+#: The kinds that create their stream on a dialect route (the cuts land there).
+DIALECT_KINDS = ("py-openai", "py-responses")
+#: A text-only response's first token delta: ``sequence_number`` = seq + this.
+RESPONSES_OPENING = 4
 JS_KINDS = ("js-sse-es", "js-sse-fetch", "js-ws", "js-poll", "js-chunked")
 KINDS = PY_KINDS + JS_KINDS
 CHAOS_MJS = Path(__file__).resolve().parent / "chaos.mjs"
@@ -93,6 +102,8 @@ class Outcome:
     server_cuts: int = 0
     mid_char_cuts: int = 0
     openai_recreated: int = 0
+    #: Every Responses ``sequence_number`` received, across the resumed reads.
+    sequences: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -352,6 +363,78 @@ def js_route(route: Route | None) -> dict[str, Any]:
 # The checks
 
 
+async def read_responses(spec: Spec, url: str, params: dict[str, Any]) -> Outcome:
+    """The openai SDK on ``/v1/responses`` (``background``, streamed); after a cut or a
+    caller's stop, ``responses.retrieve(id, stream=True, starting_after=<the last
+    sequence_number>)`` on the same route, until ``response.completed``/``incomplete``."""
+    out = Outcome(spec.key, spec.kind)
+    cuts = list(spec.client_cuts)
+    async with openai.AsyncOpenAI(
+        base_url=f"{url}/v1", api_key="chaos", max_retries=0, timeout=30
+    ) as oa:
+        try:
+            for _ in range(20):
+                try:
+                    stream = await oa.responses.create(
+                        model="synthetic",
+                        input=spec.prompt,
+                        max_output_tokens=spec.tokens,
+                        stream=True,
+                        background=True,
+                        extra_body={"params": params},
+                    )
+                except openai.APIConnectionError:
+                    out.openai_recreated += 1  # cut before the headers: no id to resume by
+                    continue
+                out.id = stream.response.headers["Tokenwire-Stream"]
+                break
+            else:
+                raise RuntimeError("no /v1/responses answer in 20 attempts")
+            resumed: Any = stream
+            for _ in range(4 * len(spec.cuts) + len(cuts) + 20):
+                if resumed is None:
+                    after = out.sequences[-1] if out.sequences else -1
+                    try:
+                        resumed = await oa.responses.retrieve(
+                            f"resp_{out.id}", stream=True, starting_after=after
+                        )
+                    except openai.APIConnectionError:
+                        out.reconnects += 1  # cut before the headers: try again
+                        continue
+                stream, resumed = resumed, None
+                ended = stop = False
+                try:
+                    async for ev in stream:
+                        out.sequences.append(ev.sequence_number)
+                        if ev.type == "response.output_text.delta":
+                            out.seqs.append(ev.sequence_number - RESPONSES_OPENING)
+                            out.text += ev.delta
+                            out.texts.append(ev.delta)
+                            if cuts and out.seqs[-1] == cuts[0]:
+                                cuts.pop(0)
+                                stop = True
+                                break  # the caller closes its connection mid-stream
+                        elif ev.type == "response.output_text.done":  # the log's done seq
+                            out.seqs.append(ev.sequence_number - RESPONSES_OPENING)
+                            out.done = {"type": "done"}
+                        elif ev.type in ("response.completed", "response.incomplete"):
+                            ended = True
+                        elif ev.type in ("response.failed", "error"):
+                            raise RuntimeError(f"the response ended with {ev.type}")
+                except (openai.APIConnectionError, httpx.HTTPError):
+                    out.reconnects += 1  # a cut: resume after the last number received
+                finally:
+                    await stream.close()
+                if ended:
+                    break
+                out.client_cuts += stop
+            else:
+                raise RuntimeError("the response did not end within the resumes planned")
+        except Exception as e:
+            out.error = f"{type(e).__name__}: {e}"
+    return out
+
+
 async def server_log(session: aiohttp.ClientSession, base: str, sid: str) -> list[dict[str, Any]]:
     """The stream's whole log, read directly (no proxy) once it has ended."""
     async with Client(base, session=session) as c:
@@ -389,6 +472,8 @@ def check(out: Outcome, spec: Spec, log: list[dict[str, Any]] | None, row: Row) 
             problems.append("text differs from the synthetic source's")
     else:
         problems.append("no stream id")
+    if spec.kind == "py-responses" and out.sequences != list(range(len(out.sequences))):
+        problems.append("sequence_number not each once and in order")
     if problems:
         row.failed += 1
         row.failures.append(f"{spec.key} ({out.id}): {'; '.join(problems)}")
@@ -444,13 +529,13 @@ async def chaos(args: argparse.Namespace, bases: Sequence[str]) -> list[Row]:
         # The cuts land where the stream is read (the /v1 streams: where they are created),
         # and, across processes, again where it is resumed.
         proxies = {
-            s.key: await proxy(s, s.create_node if s.kind == "py-openai" else s.read_node)
+            s.key: await proxy(s, s.create_node if s.kind in DIALECT_KINDS else s.read_node)
             for s in specs
         }
         resumes = {s.key: await proxy(s, s.resume_node) for s in specs} if cluster else {}
         routes = {
             s.key: Route(
-                create_url=bases[s.create_node] if s.kind != "py-openai" else None,
+                create_url=bases[s.create_node] if s.kind not in DIALECT_KINDS else None,
                 resume_url=resumes[s.key].url,
             )
             for s in specs
@@ -466,6 +551,8 @@ async def chaos(args: argparse.Namespace, bases: Sequence[str]) -> list[Row]:
             if s.kind == "py-openai":
                 resume_url = route.resume_url if route else None
                 tasks.append(asyncio.ensure_future(read_openai(s, url, resume_url)))
+            elif s.kind == "py-responses":  # resumed where it was created, even in a cluster
+                tasks.append(asyncio.ensure_future(read_responses(s, url, params)))
             elif s.kind in PY_KINDS:
                 tasks.append(asyncio.ensure_future(read_py(s, url, params, route)))
         async with asyncio.timeout(args.timeout + 30):

@@ -1,9 +1,10 @@
-"""Locust users for tokenwire: one per transport and for ``/v1`` (OpenAI's dialect), and
-fan-out subscribers of one shared stream.
+"""Locust users for tokenwire: one per transport and per dialect (``/v1`` Chat Completions,
+Responses, Anthropic Messages), and fan-out subscribers of one shared stream.
 
 Every user reads whole streams with the clients' decoders, checks each one with
 :class:`clients.check.StreamCheck` and reports through Locust's request event (request
-type: the transport's label, ``SSE`` ... ``OPENAI``, ``SSE-FANOUT`` ...; name: the metric).
+type: the transport's label, ``SSE`` ... ``OPENAI``, ``RESPONSES``, ``ANTHROPIC``,
+``SSE-FANOUT`` ...; name: the metric).
 Locust runs on gevent: the users read with ``FastHttpUser`` (geventhttpclient) and
 ``websocket-client``, never asyncio. What each row means and how to run it: docs/bench.md.
 """
@@ -26,6 +27,7 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import STATE_RUNNING, WorkerRunner
 
+from bench.dialects import ROUTES, DialectReader, request_body
 from bench.stats import response_head_bytes
 from clients.check import IncompleteStream, StreamCheck
 from clients.decoders import NDJSONDecoder, SSEDecoder, ws_frame_header
@@ -133,7 +135,8 @@ class TokenwireUser(FastHttpUser):
     wait_time = constant(0)
     connection_timeout = 30.0
     transport: ClassVar[Reader]
-    """``sse``, ``ws``, ``poll``, ``chunked`` or ``openai``: reads with ``read_<transport>``."""
+    """``sse``, ``ws``, ``poll``, ``chunked``, ``openai``, ``responses`` or ``anthropic``:
+    reads with ``read_<transport>``."""
     scenario: ClassVar[str]
     """``streams`` or ``fanout``."""
     label: ClassVar[str]
@@ -344,17 +347,46 @@ class TokenwireUser(FastHttpUser):
                     check.openai_done()
                 else:
                     check.openai_chunk(orjson.loads(msg.data), now)
-        if check.finished:  # OpenAI's dialect has no digest: compare the stream's own done
-            url = f"/api/streams/{check.stream_id}/poll?after={check.tokens - 1}&timeout=5"
-            resp = self.client.get(url, name="/api/streams/[id]/poll (openai check)")
-            if resp.status_code == 410:
-                raise IncompleteStream(
-                    "/v1 check: the stream was already forgotten (410): this client ran more "
-                    "than the server's --retention-s behind"
-                )
-            if resp.status_code != 200:
-                raise http_failure(resp, "/v1 check")
-            check.done(orjson.loads(resp.content or b"")["events"][-1])
+        self.check_native_done(check)
+
+    def check_native_done(self, check: StreamCheck) -> None:
+        """A dialect carries no digest: compare the stream's own ``done`` (fetched once
+        the dialect's stream ended) with what arrived."""
+        if not check.finished:
+            return
+        url = f"/api/streams/{check.stream_id}/poll?after={check.tokens - 1}&timeout=5"
+        resp = self.client.get(url, name=f"/api/streams/[id]/poll ({self.transport} check)")
+        if resp.status_code == 410:
+            raise IncompleteStream(
+                f"{self.label} check: the stream was already forgotten (410): this client ran "
+                "more than the server's --retention-s behind"
+            )
+        if resp.status_code != 200:
+            raise http_failure(resp, f"{self.label} check")
+        check.done(orjson.loads(resp.content or b"")["events"][-1])
+
+    def read_dialect(self, check: StreamCheck, body: dict[str, Any] | None) -> None:
+        """Responses or Anthropic Messages: the dialect's events fed to the check as Chat
+        Completions chunks would be (:class:`bench.dialects.DialectReader`)."""
+        assert body is not None, "a dialect starts its own stream"
+        data = request_body(self.transport, body["prompt"], body["max_tokens"], body["params"])
+        route = ROUTES[self.transport]
+        resp = self.client.post(route, data=data.decode(), headers=JSON, stream=True)
+        if resp.status_code != 200:
+            raise http_failure(resp, route)
+        stream_id = resp.headers.get("Tokenwire-Stream") if resp.headers else None
+        check.stream_id = stream_id if isinstance(stream_id, str) else None
+        reader = DialectReader(self.transport, check)
+        decoder = SSEDecoder()
+        for block in body_as_it_arrives(resp):
+            now = time.time_ns()
+            check.received(len(block))
+            for msg in decoder.feed(block):
+                reader.feed(msg.event, msg.data, now)
+        self.check_native_done(check)
+
+    read_responses = read_dialect
+    read_anthropic = read_dialect
 
 
 class StreamsUser(TokenwireUser):
@@ -403,6 +435,14 @@ class ChunkedUser(StreamsUser):
 
 class OpenAIUser(StreamsUser):
     transport = "openai"
+
+
+class ResponsesUser(StreamsUser):
+    transport = "responses"
+
+
+class AnthropicUser(StreamsUser):
+    transport = "anthropic"
 
 
 class SSEFanout(FanoutUser):

@@ -1,6 +1,7 @@
 """Transport overhead: delivered tokens/s, transport-added latency, bytes and CPU per token.
 
-Each transport and ``/v1`` (OpenAI's dialect) against an unpaced synthetic source, at each
+Each transport and each dialect (``/v1`` Chat Completions, Responses, Anthropic Messages)
+against an unpaced synthetic source, at each
 concurrency level, read over raw aiohttp sockets with the clients' decoders and checked
 with :class:`clients.check.StreamCheck`. Method, columns and options: docs/bench.md
 ("Transport overhead"). ``python -m bench.overhead --help``.
@@ -25,10 +26,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
 
+from bench.dialects import ROUTES, DialectReader, request_body
 from bench.lab import (
     MIB,
     Server,
@@ -265,9 +268,7 @@ async def read_openai(
             for msg in decoder.feed(chunk):
                 if msg.data == "[DONE]":
                     check.openai_done()
-                    text = "".join(synthetic_text(create["prompt"], 0, create["max_tokens"]))
-                    if check.sha256 != hashlib.sha256(text.encode()).hexdigest():
-                        raise IncompleteStream("the text differs from the synthetic source's")
+                    synthetic_check(check, create)
                     return
                 chunk_obj = orjson.loads(msg.data)
                 before = check.tokens
@@ -276,14 +277,69 @@ async def read_openai(
                     tally.payload_bytes += len(chunk_obj["choices"][0]["delta"]["content"].encode())
 
 
+def synthetic_check(check: StreamCheck, create: dict[str, Any]) -> None:
+    """A dialect carries no digest: its text must be the synthetic source's own."""
+    text = "".join(synthetic_text(create["prompt"], 0, create["max_tokens"]))
+    if check.sha256 != hashlib.sha256(text.encode()).hexdigest():
+        raise IncompleteStream("the text differs from the synthetic source's")
+
+
+async def read_dialect(
+    dialect: str,
+    session: aiohttp.ClientSession,
+    base: str,
+    body: bytes,
+    check: StreamCheck,
+    tally: CellTally,
+) -> None:
+    """Responses or Anthropic Messages: the dialect's events, checked as Chat Completions
+    chunks (:class:`bench.dialects.DialectReader`)."""
+    create = orjson.loads(body)
+    request = request_body(dialect, create["prompt"], create["max_tokens"], create["params"])
+    async with session.post(f"{base}{ROUTES[dialect]}", data=request, headers=JSON_HEADERS) as resp:
+        if resp.status != 200:
+            raise await http_failure(resp)
+        check.stream_id = resp.headers.get("Tokenwire-Stream")
+        reader = DialectReader(dialect, check)
+        decoder = SSEDecoder()
+        async for chunk in resp.content.iter_any():
+            now = time.time_ns()
+            tally.reads += 1
+            tally.bytes += len(chunk)
+            for msg in decoder.feed(chunk):
+                text = reader.feed(msg.event, msg.data, now)
+                if text:  # a text delta: its text is the payload
+                    tally.payload_bytes += len(text.encode())
+                if reader.done:
+                    synthetic_check(check, create)
+                    return
+
+
+def _dialect_reader(dialect: str) -> ReadStream:
+    """:func:`read_dialect` for one dialect."""
+
+    async def read(
+        session: aiohttp.ClientSession,
+        base: str,
+        body: bytes,
+        check: StreamCheck,
+        tally: CellTally,
+    ) -> None:
+        await read_dialect(dialect, session, base, body, check, tally)
+
+    return read
+
+
 STREAM_READERS: dict[str, ReadStream] = {
     "sse": read_sse,
     "ws": read_ws,
     "poll": read_poll,
     "chunked": read_chunked,
     "openai": read_openai,
+    "responses": _dialect_reader("responses"),
+    "anthropic": _dialect_reader("anthropic"),
 }
-#: The readers measured (the Responses and Anthropic dialects: not yet).
+#: The readers measured: every transport and dialect.
 MEASURED = tuple(r for r in READERS if r in STREAM_READERS)
 
 

@@ -11,6 +11,16 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from server.errors import BadRequest, InvalidField, InvalidRequest, ModelNotFound
+from server.request_fields import (
+    boolean_field,
+    integer_field,
+    missing_param,
+    number_field,
+    object_field,
+    unknown_param,
+    unsupported_param,
+    wrong_type,
+)
 from server.settings import Settings
 from server.sources.base import (
     CHAT_ROLES,
@@ -20,9 +30,11 @@ from server.sources.base import (
     ChatRole,
     GenerationRequest,
     Param,
+    ReasoningEffort,
     TokenSource,
 )
 from server.sources.synthetic import count_pieces
+from server.tool_request import NO_TOOLS, ToolUse, reasoning_effort, tool_use
 from server.validation import CreateRequest
 
 #: OpenAI's sampling fields, with the ranges OpenAI accepts. Each goes to the sources that
@@ -33,7 +45,8 @@ SAMPLING_FIELDS: Final = (
     Param(name="seed", type="integer", minimum=INT64_MIN, maximum=MAX_SEED),
 )
 
-#: Fields that change nothing here (metadata, storage, tool settings without tools).
+#: Fields that change nothing here (metadata, storage, ``parallel_tool_calls``: a source
+#: calls tools one after another in the one stream anyway).
 IGNORED_FIELDS: Final = frozenset(
     {
         "user",
@@ -58,9 +71,7 @@ _DEFAULT_ONLY: Final[Mapping[str, Callable[[Any], bool]]] = {
     "logprobs": lambda v: v is False,
     "top_logprobs": _is_zero,
     "logit_bias": lambda v: v == {},
-    "tools": lambda v: v == [],
     "functions": lambda v: v == [],
-    "tool_choice": lambda v: v in ("none", "auto"),
     "function_call": lambda v: v in ("none", "auto"),
     "stop": lambda v: v == [],
     "response_format": lambda v: v == {"type": "text"},
@@ -68,9 +79,7 @@ _DEFAULT_ONLY: Final[Mapping[str, Callable[[Any], bool]]] = {
 }
 
 #: OpenAI fields tokenwire has no way to honour, whatever their value.
-_UNSUPPORTED: Final = frozenset(
-    {"audio", "prediction", "reasoning_effort", "verbosity", "web_search_options"}
-)
+_UNSUPPORTED: Final = frozenset({"audio", "prediction", "verbosity", "web_search_options"})
 
 _USED: Final = frozenset(
     {
@@ -85,6 +94,9 @@ _USED: Final = frozenset(
         "stream",
         "stream_options",
         "params",
+        "tools",
+        "tool_choice",
+        "reasoning_effort",
     }
 )
 
@@ -138,105 +150,13 @@ def resolve_model(model: str, sources: Mapping[str, TokenSource]) -> tuple[Token
 # ----- body checks ---------------------------------------------------------------------
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
-
-
-def missing_param(param: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
-    )
-
-
-def integer_field(param: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise wrong_type(param, "an integer", value)
-    if value < lo:
-        raise InvalidRequest(
-            f"Invalid '{param}': integer below minimum value. Expected a value >= {lo}, "
-            f"but got {value} instead.",
-            param=param,
-            code="integer_below_min_value",
-        )
-    if hi is not None and value > hi:
-        raise InvalidRequest(
-            f"Invalid '{param}': integer above maximum value. Expected a value <= {hi}, "
-            f"but got {value} instead.",
-            param=param,
-            code="integer_above_max_value",
-        )
-    return value
-
-
-def _number(param: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise wrong_type(param, "a number", value)
-    if not value >= lo:
-        raise InvalidRequest(
-            f"Invalid '{param}': decimal below minimum value. Expected a value >= {lo:g}, "
-            f"but got {value:g} instead.",
-            param=param,
-            code="decimal_below_min_value",
-        )
-    if value > hi:
-        raise InvalidRequest(
-            f"Invalid '{param}': decimal above maximum value. Expected a value <= {hi:g}, "
-            f"but got {value:g} instead.",
-            param=param,
-            code="decimal_above_max_value",
-        )
-    return float(value)
-
-
 def sampling_field(field: Param, value: Any) -> float | int:
     """An OpenAI sampling field checked against OpenAI's range (a number as ``float``)."""
     assert field.minimum is not None
     assert field.maximum is not None
     if field.type == "number":
-        return _number(field.name, value, field.minimum, field.maximum)
+        return number_field(field.name, value, field.minimum, field.maximum)
     return integer_field(field.name, value, int(field.minimum), int(field.maximum))
-
-
-def boolean_field(param: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise wrong_type(param, "a boolean", value)
-    return value
-
-
-def object_field(param: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise wrong_type(param, "an object", value)
-    return value
-
-
-def unknown_param(param: str) -> InvalidRequest:
-    return InvalidRequest(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
-
-
-def unsupported_param(param: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Unsupported parameter: '{param}' is not supported by tokenwire.",
-        param=param,
-        code="unsupported_parameter",
-    )
 
 
 def content_text(param: str, value: Any, part_types: tuple[str, ...] = ("text",)) -> str:
@@ -440,10 +360,13 @@ def generation(
     sources: Mapping[str, TokenSource],
     *,
     prompt_param: str,
+    reasoning_effort: ReasoningEffort | None = None,
+    tools: ToolUse = NO_TOOLS,
 ) -> tuple[CreateRequest, int]:
     """What every dialect starts: the source ``model`` names, its params (``params`` and the
     sampling fields of ``body``), the prompt the messages make; and the prompt's pieces
-    (the ``prompt_tokens``/``input_tokens`` of usage).
+    (the ``prompt_tokens``/``input_tokens`` of usage). ``reasoning_effort`` and ``tools``
+    (the dialect's, checked by :mod:`server.tool_request`) go to the source as they are.
 
     Raises:
         ModelNotFound: ``model`` names nothing this server serves.
@@ -461,7 +384,13 @@ def generation(
             code="context_length_exceeded",
         )
     request = GenerationRequest(
-        prompt=prompt, max_tokens=max_tokens, params=params, messages=tuple(messages)
+        prompt=prompt,
+        max_tokens=max_tokens,
+        params=params,
+        messages=tuple(messages),
+        reasoning_effort=reasoning_effort,
+        tools=tools.offered,
+        tool_choice=tools.forced,
     )
     return CreateRequest(source, request), count_pieces(prompt)
 
@@ -474,7 +403,8 @@ def parse_chat_body(
     Raises:
         BadRequest: The body is not a JSON object (``bad_json``).
         InvalidRequest: A field is missing, unknown, of the wrong type, out of range, or
-            asks for something tokenwire does not do (``n`` > 1, tools, logprobs, ...).
+            asks for something tokenwire does not do (``n`` > 1, logprobs, ...); a
+            malformed tool, or a forced one not in ``tools``.
         ModelNotFound: ``model`` names nothing this server serves.
     """
     body = checked_fields(body, _USED | IGNORED_FIELDS, _DEFAULT_ONLY, _UNSUPPORTED)
@@ -519,8 +449,22 @@ def parse_chat_body(
                 boolean_field(f"stream_options.{key}", options[key])
         include_usage = options.get("include_usage") is True
 
+    tools = tool_use(body, "chat")
+    effort = (
+        reasoning_effort("reasoning_effort", body["reasoning_effort"])
+        if "reasoning_effort" in body
+        else None
+    )
     create, prompt_tokens = generation(
-        model, messages, max_tokens, body, settings, sources, prompt_param="messages"
+        model,
+        messages,
+        max_tokens,
+        body,
+        settings,
+        sources,
+        prompt_param="messages",
+        reasoning_effort=effort,
+        tools=tools,
     )
     return ChatRequest(
         model=model,

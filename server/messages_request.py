@@ -11,18 +11,17 @@ from typing import Any, Final
 
 from server.chat_request import (
     MessageShape,
-    boolean_field,
     chat_messages,
     checked_fields,
     content_text,
     generation,
-    integer_field,
-    missing_param,
     model_field,
     sampling_field,
 )
+from server.request_fields import boolean_field, integer_field, missing_param
 from server.settings import Settings
 from server.sources.base import ChatMessage, Param, TokenSource
+from server.tool_request import anthropic_thinking, tool_use
 from server.validation import CreateRequest
 
 #: Anthropic's sampling fields, with the ranges Anthropic accepts.
@@ -37,16 +36,25 @@ _IGNORED: Final = frozenset({"metadata", "service_tier"})
 #: Fields tokenwire accepts only with the value that asks for nothing.
 _DEFAULT_ONLY: Final[Mapping[str, Callable[[Any], bool]]] = {
     "stop_sequences": lambda v: v == [],
-    "tools": lambda v: v == [],
-    "tool_choice": lambda v: v in ({"type": "auto"}, {"type": "none"}),
-    "thinking": lambda v: v == {"type": "disabled"},
 }
 
 #: Fields tokenwire has no way to honour, whatever their value.
 _UNSUPPORTED: Final = frozenset({"top_k", "container", "mcp_servers", "context_management"})
 
 _USED: Final = frozenset(
-    {"model", "messages", "max_tokens", "system", "temperature", "top_p", "stream", "params"}
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "temperature",
+        "top_p",
+        "stream",
+        "params",
+        "tools",
+        "tool_choice",
+        "thinking",
+    }
 )
 
 #: A message: ``user`` or ``assistant``, text blocks only.
@@ -63,6 +71,10 @@ class MessagesRequest:
     create: CreateRequest
     stream: bool
     input_tokens: int
+    #: The request asked for typed parts (thinking or tools): blocks open at their parts.
+    typed: bool = False
+    #: Thinking was enabled: reasoning is sent as thinking blocks.
+    thinking: bool = False
 
 
 def parse_messages_body(
@@ -77,7 +89,8 @@ def parse_messages_body(
     Raises:
         BadRequest: The body is not a JSON object (``bad_json``).
         InvalidRequest: A field is missing, unknown, of the wrong type, out of range, or
-            asks for something tokenwire does not do (tools, thinking, ...).
+            asks for something tokenwire does not do; a malformed tool or ``thinking``, or
+            a forced tool not in ``tools``.
         ModelNotFound: ``model`` names nothing this server serves.
     """
     body = checked_fields(body, _USED | _IGNORED, _DEFAULT_ONLY, _UNSUPPORTED)
@@ -95,7 +108,24 @@ def parse_messages_body(
         if field.name in body:
             body[field.name] = sampling_field(field, body[field.name])
     stream = boolean_field("stream", body["stream"]) if "stream" in body else False
+    tools = tool_use(body, "anthropic")
+    effort = anthropic_thinking(body["thinking"], max_tokens) if "thinking" in body else None
     create, input_tokens = generation(
-        model, messages, max_tokens, body, settings, sources, prompt_param="messages"
+        model,
+        messages,
+        max_tokens,
+        body,
+        settings,
+        sources,
+        prompt_param="messages",
+        reasoning_effort=effort,
+        tools=tools,
     )
-    return MessagesRequest(model=model, create=create, stream=stream, input_tokens=input_tokens)
+    return MessagesRequest(
+        model=model,
+        create=create,
+        stream=stream,
+        input_tokens=input_tokens,
+        typed=effort is not None or bool(tools.offered),
+        thinking=effort is not None,
+    )

@@ -287,11 +287,41 @@ def _chat_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema
             )
         ),
         "params": nullable(_source_params(sources)),
+        "tools": nullable(
+            {
+                "type": "array",
+                "items": _object(
+                    {
+                        "type": {"const": "function"},
+                        "function": _object(
+                            {
+                                "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                                "description": nullable(STRING),
+                                "parameters": nullable({"type": "object"}),
+                                "strict": flag,
+                            },
+                            optional=("description", "parameters", "strict"),
+                        ),
+                    }
+                ),
+            }
+        ),
+        "tool_choice": nullable(
+            {
+                "anyOf": [
+                    {"enum": ["none", "auto", "required"]},
+                    _object({"type": {"const": "function"}, "function": _object({"name": STRING})}),
+                ]
+            }
+        ),
+        "reasoning_effort": nullable(
+            {"enum": ["none", "minimal", "low", "medium", "high", "xhigh", "max"]}
+        ),
         **{name: {"description": "accepted and ignored"} for name in sorted(IGNORED_FIELDS)},
     }
     return {
         "description": "OpenAI's Chat Completions body; `null` means absent. The fields "
-        "accepted only with the value that asks for nothing (`tools: []`, ...) are listed in "
+        "accepted only with the value that asks for nothing (`stop: []`, ...) are listed in "
         "docs/protocol.md; any other field is 400.",
         **_object(fields, optional=tuple(k for k in fields if k not in ("model", "messages"))),
         "not": {"required": ["max_tokens", "max_completion_tokens"]},
@@ -305,6 +335,23 @@ def _chat_body(settings: Settings, sources: Mapping[str, TokenSource]) -> Schema
 
 
 _USAGE = _object({"prompt_tokens": INTEGER, "completion_tokens": INTEGER, "total_tokens": INTEGER})
+#: A tool call as a whole message and as a chunk's delta (``server/framing/openai.py``).
+_TOOL_CALL = _object(
+    {
+        "id": STRING,
+        "type": {"const": "function"},
+        "function": _object({"name": STRING, "arguments": STRING}),
+    }
+)
+_TOOL_CALL_DELTA = _object(
+    {
+        "index": INTEGER,
+        "id": STRING,
+        "type": {"const": "function"},
+        "function": _object({"name": STRING, "arguments": STRING}, optional=("name",)),
+    },
+    optional=("id", "type"),
+)
 
 
 def _chat_object(kind: str, choice: Mapping[str, Schema], usage: Schema, *, chunk: bool) -> Schema:
@@ -330,7 +377,15 @@ def _chat_object(kind: str, choice: Mapping[str, Schema], usage: Schema, *, chun
 CHAT_COMPLETION = _chat_object(
     "chat.completion",
     {
-        "message": _object({"role": {"const": "assistant"}, "content": STRING}),
+        "message": _object(
+            {
+                "role": {"const": "assistant"},
+                "content": {"type": ["string", "null"]},
+                "reasoning_content": STRING,
+                "tool_calls": {"type": "array", "items": _TOOL_CALL},
+            },
+            optional=("reasoning_content", "tool_calls"),
+        ),
         "finish_reason": {"enum": list(FINISH_REASONS.values())},
     },
     _USAGE,
@@ -340,7 +395,13 @@ CHAT_CHUNK = _chat_object(
     "chat.completion.chunk",
     {
         "delta": _object(
-            {"role": {"const": "assistant"}, "content": STRING}, optional=("role", "content")
+            {
+                "role": {"const": "assistant"},
+                "content": STRING,
+                "reasoning_content": STRING,
+                "tool_calls": {"type": "array", "items": _TOOL_CALL_DELTA, "maxItems": 1},
+            },
+            optional=("role", "content", "reasoning_content", "tool_calls"),
         ),
         "finish_reason": {"enum": [*FINISH_REASONS.values(), None]},
     },
@@ -392,7 +453,7 @@ MESSAGE = {
         "type": {"const": "message"},
         "role": {"const": "assistant"},
         "content": {"type": "array"},
-        "stop_reason": {"enum": ["end_turn", "max_tokens"]},
+        "stop_reason": {"enum": ["end_turn", "max_tokens", "tool_use"]},
     },
 }
 #: One SSE event of a dialect that names its events: ``event:`` and one JSON ``data:``

@@ -13,39 +13,41 @@ from server.chat_request import (
     IGNORED_FIELDS,
     SAMPLING_FIELDS,
     MessageShape,
-    boolean_field,
     chat_message,
     checked_fields,
     generation,
+    model_field,
+    sampling_field,
+)
+from server.errors import InvalidRequest
+from server.request_fields import (
+    boolean_field,
     integer_field,
     missing_param,
-    model_field,
     object_field,
-    sampling_field,
     unknown_param,
     wrong_type,
 )
-from server.errors import InvalidRequest
 from server.settings import Settings
-from server.sources.base import ChatMessage, TokenSource
+from server.sources.base import ChatMessage, ReasoningEffort, TokenSource
+from server.tool_request import NO_TOOLS, ToolUse, responses_reasoning, tool_use
 from server.validation import CreateRequest
 
 #: Responses fields tokenwire accepts only with the value that asks for nothing.
 _DEFAULT_ONLY: Final[Mapping[str, Callable[[Any], bool]]] = {
-    "tools": lambda v: v == [],
-    "tool_choice": lambda v: v in ("none", "auto"),
     "include": lambda v: v == [],
     "top_logprobs": lambda v: v == 0,
     "text": lambda v: v in ({"format": {"type": "text"}}, {}),
     "truncation": lambda v: v in ("disabled", "auto"),
 }
 
-#: Fields that change nothing here (Chat Completions' and ``max_tool_calls``: no tools).
+#: Fields that change nothing here (Chat Completions' and ``max_tool_calls``: a source
+#: makes at most the calls it is asked for).
 _IGNORED: Final = IGNORED_FIELDS | {"max_tool_calls"}
 
 #: Responses fields tokenwire has no way to honour, whatever their value.
 _UNSUPPORTED: Final = frozenset(
-    {"previous_response_id", "conversation", "prompt", "reasoning", "context_management"}
+    {"previous_response_id", "conversation", "prompt", "context_management"}
 )
 
 _USED: Final = frozenset(
@@ -60,6 +62,9 @@ _USED: Final = frozenset(
         "stream_options",
         "background",
         "params",
+        "tools",
+        "tool_choice",
+        "reasoning",
     }
 )
 
@@ -83,6 +88,10 @@ class ResponsesRequest:
     input_tokens: int
     temperature: float | None
     top_p: float | None
+    reasoning_effort: ReasoningEffort | None = None
+    tools: ToolUse = NO_TOOLS
+    #: ``tool_choice`` as given (the response object echoes it).
+    tool_choice: Any = "auto"
 
 
 def _input(value: Any) -> list[ChatMessage]:
@@ -124,7 +133,8 @@ def parse_responses_body(
     Raises:
         BadRequest: The body is not a JSON object (``bad_json``).
         InvalidRequest: A field is missing, unknown, of the wrong type, out of range, or
-            asks for something tokenwire does not do (tools, reasoning, ...).
+            asks for something tokenwire does not do; a malformed tool, or a forced one
+            not in ``tools``.
         ModelNotFound: ``model`` names nothing this server serves.
     """
     body = checked_fields(body, _USED | _IGNORED, _DEFAULT_ONLY, _UNSUPPORTED)
@@ -162,8 +172,18 @@ def parse_responses_body(
                 raise unknown_param(f"stream_options.{key}")
             if options[key] is not None:
                 boolean_field(f"stream_options.{key}", options[key])
+    tools = tool_use(body, "responses")
+    effort = responses_reasoning(body["reasoning"]) if "reasoning" in body else None
     create, input_tokens = generation(
-        model, messages, max_tokens, body, settings, sources, prompt_param="input"
+        model,
+        messages,
+        max_tokens,
+        body,
+        settings,
+        sources,
+        prompt_param="input",
+        reasoning_effort=effort,
+        tools=tools,
     )
     return ResponsesRequest(
         model=model,
@@ -174,4 +194,7 @@ def parse_responses_body(
         input_tokens=input_tokens,
         temperature=sampling.get("temperature"),
         top_p=sampling.get("top_p"),
+        reasoning_effort=effort,
+        tools=tools,
+        tool_choice=body.get("tool_choice", "auto"),
     )

@@ -11,7 +11,9 @@ import anthropic
 import pytest
 
 from server.errors import SourceError
-from server.sources.synthetic import count_pieces, synthetic_text
+from server.messages_request import parse_messages_body
+from server.settings import Settings
+from server.sources.synthetic import SyntheticSource, count_pieces, synthetic_text
 from tests.conftest import MakeServer, base_url
 from tests.readers import native_text
 from tests.scripted_sources import FailingSource
@@ -203,11 +205,34 @@ async def test_the_token_as_x_api_key_or_bearer(make_server: MakeServer) -> None
                 "max_tokens": 2,
                 "messages": HELLO,
                 "tool_choice": {"type": "tool", "name": "nope"},
+                "tools": [{"name": "f", "input_schema": {"type": "object"}}],
             },
             400,
             {
                 "type": "invalid_request_error",
-                "message": "Unsupported parameter: 'tool_choice' is not supported by tokenwire.",
+                "message": "Invalid value for 'tool_choice': function 'nope' is not in 'tools'.",
+            },
+        ),
+        (
+            {"model": "synthetic", "max_tokens": 2, "messages": HELLO, "tools": [{"name": "f"}]},
+            400,
+            {
+                "type": "invalid_request_error",
+                "message": "Missing required parameter: 'tools[0].input_schema'.",
+            },
+        ),
+        (
+            {
+                "model": "synthetic",
+                "max_tokens": 2000,
+                "messages": HELLO,
+                "thinking": {"type": "enabled", "budget_tokens": 2000},
+            },
+            400,
+            {
+                "type": "invalid_request_error",
+                "message": "Invalid 'thinking.budget_tokens': must be less than max_tokens "
+                "(2000), got 2000.",
             },
         ),
         (
@@ -220,7 +245,16 @@ async def test_the_token_as_x_api_key_or_bearer(make_server: MakeServer) -> None
             },
         ),
     ],
-    ids=["model", "max_tokens", "role", "messages", "tool", "temperature"],
+    ids=[
+        "model",
+        "max_tokens",
+        "role",
+        "messages",
+        "tool",
+        "tool-schema",
+        "thinking-budget",
+        "temperature",
+    ],
 )
 async def test_bad_requests_in_anthropic_shape(
     make_server: MakeServer, body: dict[str, Any], status: int, error: dict[str, Any]
@@ -302,3 +336,42 @@ async def test_ping_events_the_sdk_skips(make_server: MakeServer) -> None:
             final = await stream.get_final_message()
     assert final.content[0].type == "text"
     assert final.content[0].text == expected("hello", 3)
+
+
+TOOLS: list[dict[str, Any]] = [
+    {"name": "get_weather", "input_schema": {"type": "object", "required": ["city"]}},
+    {"name": "noop", "description": "d", "input_schema": {"type": "object"}},
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "effort", "forced", "offered"),
+    [
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "low", None, 0),
+        ({"thinking": {"type": "enabled", "budget_tokens": 4096}}, "medium", None, 0),
+        ({"thinking": {"type": "enabled", "budget_tokens": 16384}}, "high", None, 0),
+        ({"thinking": {"type": "disabled"}}, None, None, 0),
+        ({"tools": TOOLS, "tool_choice": {"type": "any"}}, None, "get_weather", 2),
+        ({"tools": TOOLS, "tool_choice": {"type": "tool", "name": "noop"}}, None, "noop", 2),
+        ({"tools": TOOLS, "tool_choice": {"type": "none"}}, None, None, 0),
+        ({"tools": TOOLS}, None, None, 2),
+    ],
+    ids=["low", "medium", "high", "disabled", "any", "tool", "none", "auto"],
+)
+def test_thinking_and_tools_reach_the_source(
+    fields: dict[str, Any], effort: str | None, forced: str | None, offered: int
+) -> None:
+    body = {"model": "synthetic", "max_tokens": 20000, "messages": HELLO, **fields}
+    req = parse_messages_body(
+        body, Settings(max_tokens_cap=20000), {"synthetic": SyntheticSource()}
+    )
+    generation = req.create.request
+    assert (generation.reasoning_effort, generation.tool_choice, len(generation.tools)) == (
+        effort,
+        forced,
+        offered,
+    )
+    assert req.thinking == (effort is not None)
+    assert req.typed == (effort is not None or offered > 0)
+    if offered:
+        assert generation.tools[0].parameters == TOOLS[0]["input_schema"]

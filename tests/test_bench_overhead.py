@@ -19,7 +19,7 @@ def test_overhead_runs_every_transport(tmp_path: Path, capsys: pytest.CaptureFix
     argv = ["--concurrency", "1,4", "--tokens", "30", "--cell-tokens", "120", "--no-warmup"]
     assert overhead.main([*argv, "--plain", "--json", str(out)]) == 0
     cells = json.loads(out.read_text())["cells"]
-    transports = ["sse", "ws", "poll", "chunked", "openai"]
+    transports = ["sse", "ws", "poll", "chunked", "openai", "responses", "anthropic"]
     assert [(c["transport"], c["concurrency"]) for c in cells] == [
         (t, c) for c in (1, 4) for t in transports
     ]
@@ -29,8 +29,10 @@ def test_overhead_runs_every_transport(tmp_path: Path, capsys: pytest.CaptureFix
         assert cell["tokens_per_stream"] == 30
         assert cell["bytes_per_token"] > cell["overhead_bytes_per_token"] > 0
         assert cell["server_cpu_s"] is not None
-        # OpenAI's chunks carry no server timestamp: no transport latency for them.
-        assert (cell["p50_ms"] is None) == (cell["transport"] == "openai")
+        # The dialects carry no server timestamp: no transport latency for them.
+        assert (cell["p50_ms"] is None) == (
+            cell["transport"] in ("openai", "responses", "anthropic")
+        )
     table = capsys.readouterr().out
     assert "tokenwire transport overhead" in table
     assert "openai" in table

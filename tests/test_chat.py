@@ -24,6 +24,10 @@ def body(**fields: Any) -> dict[str, Any]:
     return {"model": "synthetic", "messages": HI, **fields}
 
 
+def FORCE(name: str) -> dict[str, Any]:  # noqa: N802 - reads as a constant's shape
+    return {"type": "function", "function": {"name": name}}
+
+
 def refusal(body: Any) -> ApiError:
     with pytest.raises(ApiError) as info:
         parse_chat_body(body, SETTINGS, SOURCES)
@@ -505,12 +509,97 @@ REFUSALS = [
         ),
     ),
     (
-        body(tools=[{"type": "function", "function": {"name": "f"}}]),
+        body(tools={"type": "function"}),
         invalid(
             "tools",
-            "unsupported_parameter",
-            "Unsupported parameter: 'tools' is not supported by tokenwire.",
+            "invalid_type",
+            "Invalid type for 'tools': expected an array, but got an object instead.",
         ),
+    ),
+    (
+        body(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice=FORCE("g")),
+        invalid(
+            "tool_choice",
+            "invalid_value",
+            "Invalid value for 'tool_choice': function 'g' is not in 'tools'.",
+        ),
+    ),
+    (
+        body(tool_choice=FORCE("g")),
+        invalid(
+            "tool_choice",
+            "invalid_value",
+            "Invalid value for 'tool_choice': a tool choice other than 'none' or 'auto' "
+            "needs 'tools'.",
+        ),
+    ),
+    (
+        body(tools=[{"type": "function", "function": {"description": "d"}}]),
+        invalid(
+            "tools[0].function.name",
+            "missing_required_parameter",
+            "Missing required parameter: 'tools[0].function.name'.",
+        ),
+    ),
+    (
+        body(tools=[{"type": "function", "function": {"name": "a b"}}]),
+        invalid(
+            "tools[0].function.name",
+            "invalid_value",
+            "Invalid 'tools[0].function.name': 'a b' is not a function name (1 to 64 of a-z, "
+            "A-Z, 0-9, '_' and '-').",
+        ),
+    ),
+    (
+        body(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]),
+        invalid(
+            "tools[0].function.parameters",
+            "invalid_type",
+            "Invalid type for 'tools[0].function.parameters': expected an object, but got an "
+            "array instead.",
+        ),
+    ),
+    (
+        body(tools=[{"type": "function", "function": {"name": "f", "strict": "yes"}}]),
+        invalid(
+            "tools[0].function.strict",
+            "invalid_type",
+            "Invalid type for 'tools[0].function.strict': expected a boolean, but got a string "
+            "instead.",
+        ),
+    ),
+    (
+        body(tools=[{"type": "function", "name": "f"}]),
+        invalid("tools[0].name", "unknown_parameter", "Unknown parameter: 'tools[0].name'."),
+    ),
+    (
+        body(tools=[{"type": "custom", "custom": {"name": "f"}}]),
+        invalid(
+            "tools[0].type",
+            "unsupported_value",
+            "Unsupported value: 'tools[0].type' does not support 'custom' on tokenwire "
+            "(function tools only).",
+        ),
+    ),
+    (
+        body(tools=[{"type": "function", "function": {"name": "f"}}] * 2),
+        invalid(
+            "tools[1].name",
+            "invalid_value",
+            "Invalid 'tools[1].name': the function name 'f' is listed twice.",
+        ),
+    ),
+    (
+        body(tool_choice="always"),
+        invalid(
+            "tool_choice",
+            "invalid_value",
+            "Invalid value: 'always'. Supported values are: 'none', 'auto' and 'required'.",
+        ),
+    ),
+    (
+        body(tool_choice={"type": "function", "name": "f"}),
+        invalid("tool_choice.name", "unknown_parameter", "Unknown parameter: 'tool_choice.name'."),
     ),
     (
         body(logprobs=True),
@@ -545,11 +634,20 @@ REFUSALS = [
         ),
     ),
     (
-        body(reasoning_effort="low"),
+        body(reasoning_effort="huge"),
         invalid(
             "reasoning_effort",
-            "unsupported_parameter",
-            "Unsupported parameter: 'reasoning_effort' is not supported by tokenwire.",
+            "invalid_value",
+            "Invalid value: 'huge'. Supported values are: 'none', 'minimal', 'low', 'medium', "
+            "'high', 'xhigh' and 'max'.",
+        ),
+    ),
+    (
+        body(reasoning_effort=2),
+        invalid(
+            "reasoning_effort",
+            "invalid_type",
+            "Invalid type for 'reasoning_effort': expected a string, but got an integer instead.",
         ),
     ),
     (
@@ -619,3 +717,47 @@ def test_first_problem_in_field_order_wins() -> None:
     # Unknown and unsupported fields are named in sorted order, before any value check.
     err = refusal(body(zeta=1, alpha=2, n=5))
     assert (err.param, err.code) == ("alpha", "unknown_parameter")
+
+
+# -- tools and reasoning -----------------------------------------------------------------------
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "noop", "description": "d", "strict": True}},
+]
+
+
+@pytest.mark.parametrize(
+    ("choice", "forced", "offered"),
+    [
+        (None, None, 2),
+        ("auto", None, 2),
+        ("none", None, 0),
+        ("required", "get_weather", 2),  # the first tool
+        (FORCE("noop"), "noop", 2),
+    ],
+    ids=["absent", "auto", "none", "required", "forced"],
+)
+def test_tools_and_choice_reach_the_source(choice: Any, forced: str | None, offered: int) -> None:
+    req = parse_chat_body(
+        body(tools=TOOLS, tool_choice=choice, reasoning_effort="medium"), SETTINGS, SOURCES
+    ).create.request
+    assert (req.tool_choice, len(req.tools), req.reasoning_effort) == (forced, offered, "medium")
+    if offered:
+        assert req.tools[0].name == "get_weather"
+        assert req.tools[0].parameters == WEATHER
+        assert (req.tools[1].name, req.tools[1].description, req.tools[1].parameters) == (
+            "noop",
+            "d",
+            {},
+        )
+
+
+@pytest.mark.parametrize(
+    ("effort", "given"),
+    [("none", None), ("minimal", "low"), ("low", "low"), ("high", "high"), ("max", "high")],
+)
+def test_reasoning_efforts(effort: str, given: str | None) -> None:
+    req = parse_chat_body(body(reasoning_effort=effort), SETTINGS, SOURCES).create.request
+    assert req.reasoning_effort == given

@@ -3,6 +3,7 @@ by the official SDK's own SSE parser."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from anthropic._streaming import SSEDecoder
 
 from server.errors import GenerationError, InvalidRequest, ModelNotFound, ServerBusy
-from server.events import Event
+from server.events import Event, PartEncoder, done_event
 from server.framing.anthropic import PING, MessageFramer, error_frame, message_id
 
 TOK = Event(0, "token", b'{"stream":"s1","seq":0,"type":"token","text":"a\\"b","t":1}')
@@ -143,3 +144,112 @@ def test_error_shape(err: Any, kind: str) -> None:
     assert sdk_events(error_frame(err)) == [
         ("error", {"type": "error", "error": {"type": kind, "message": err.message}})
     ]
+
+
+# -- typed parts -------------------------------------------------------------------------------
+
+ENC = PartEncoder("s1")
+PARTS = [
+    ENC.reasoning(0, "think ✓"),
+    ENC.reasoning(1, ' "more"'),
+    ENC.tool_call(2, 0, "", "call_0", "f"),
+    ENC.tool_call(3, 0, '{"a":'),
+    ENC.tool_call(4, 0, "1}"),
+    ENC.tool_call(5, 1, "{}", "call_1", "g"),
+    ENC(6, "ok"),
+    done_event("s1", 7, "tool_calls", 1, "x"),
+]
+SIGNATURE = hashlib.sha256('think ✓ "more"'.encode()).hexdigest()
+
+
+def typed(thinking: bool = True) -> MessageFramer:
+    return MessageFramer(stream_id="s1", model="m", input_tokens=3, typed=True, thinking=thinking)
+
+
+def block_start(index: int, block: dict[str, Any]) -> tuple[str, Any]:
+    return (
+        "content_block_start",
+        {"type": "content_block_start", "index": index, "content_block": block},
+    )
+
+
+def delta(index: int, body: dict[str, Any]) -> tuple[str, Any]:
+    return ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": body})
+
+
+def stop(index: int) -> tuple[str, Any]:
+    return ("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def test_typed_parts_as_blocks() -> None:
+    f = typed()
+    got = sdk_events(f.start() + f.frames(PARTS))
+    assert got[0][0] == "message_start"
+    assert got[1:] == [
+        block_start(0, {"type": "thinking", "thinking": "", "signature": ""}),
+        ("ping", {"type": "ping"}),
+        delta(0, {"type": "thinking_delta", "thinking": "think ✓"}),
+        delta(0, {"type": "thinking_delta", "thinking": ' "more"'}),
+        delta(0, {"type": "signature_delta", "signature": SIGNATURE}),
+        stop(0),
+        block_start(1, {"type": "tool_use", "id": "call_0", "name": "f", "input": {}}),
+        delta(1, {"type": "input_json_delta", "partial_json": '{"a":'}),
+        delta(1, {"type": "input_json_delta", "partial_json": "1}"}),
+        stop(1),
+        block_start(2, {"type": "tool_use", "id": "call_1", "name": "g", "input": {}}),
+        delta(2, {"type": "input_json_delta", "partial_json": "{}"}),
+        stop(2),
+        block_start(3, {"type": "text", "text": ""}),
+        delta(3, {"type": "text_delta", "text": "ok"}),
+        stop(3),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": 7},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+
+
+def test_without_thinking_reasoning_is_not_sent() -> None:
+    f = typed(thinking=False)
+    got = sdk_events(f.frames(PARTS))
+    assert got[:2] == [
+        block_start(0, {"type": "tool_use", "id": "call_0", "name": "f", "input": {}}),
+        ("ping", {"type": "ping"}),
+    ]
+    assert not any("thinking" in json.dumps(d) for _, d in got)
+
+
+def test_an_empty_typed_answer_is_an_empty_text_block() -> None:
+    got = sdk_events(typed().frames([STOP]))
+    assert got[:4] == [
+        block_start(0, {"type": "text", "text": ""}),
+        ("ping", {"type": "ping"}),
+        stop(0),
+        got[3],
+    ]
+    assert got[3][1]["delta"]["stop_reason"] == "end_turn"
+
+
+def test_the_whole_message_with_parts() -> None:
+    body = json.loads(typed().message_of(PARTS, "tool_calls"))
+    assert body["content"] == [
+        {"type": "thinking", "thinking": 'think ✓ "more"', "signature": SIGNATURE},
+        {"type": "tool_use", "id": "call_0", "name": "f", "input": {"a": 1}},
+        {"type": "tool_use", "id": "call_1", "name": "g", "input": {}},
+        {"type": "text", "text": "ok"},
+    ]
+    assert (body["stop_reason"], body["usage"]) == (
+        "tool_use",
+        {"input_tokens": 3, "output_tokens": 7},
+    )
+    assert (
+        json.loads(typed(thinking=False).message_of(PARTS, "tool_calls"))["content"]
+        == (body["content"][1:])
+    )
+    broken = [ENC.tool_call(0, 0, '{"a', "call_0", "f"), done_event("s1", 1, "tool_calls", 0, "x")]
+    assert json.loads(typed().message_of(broken, "tool_calls"))["content"][0]["input"] == '{"a'

@@ -9,11 +9,19 @@ import pytest
 from openai._streaming import SSEDecoder
 
 from server.errors import ApiError, GenerationError, InvalidRequest, ModelNotFound, TooManyStreams
-from server.events import Event, done_event, error_event, token_event, token_text_json
+from server.events import (
+    Event,
+    PartEncoder,
+    done_event,
+    error_event,
+    token_event,
+    token_text_json,
+)
 from server.framing.openai import (
     DONE,
     ChunkFramer,
     completion,
+    completion_of,
     error_frame,
     model_body,
     model_list,
@@ -293,3 +301,105 @@ def test_models() -> None:
     assert model_body("synthetic", 9) == (
         b'{"id":"synthetic","object":"model","created":9,"owned_by":"tokenwire"}'
     )
+
+
+# -- typed parts -------------------------------------------------------------------------------
+
+ENC = PartEncoder("s1")
+PARTS = [
+    ENC.reasoning(0, "think ✓"),
+    ENC.reasoning(1, ' "more"'),
+    ENC.tool_call(2, 0, "", "call_0", "f"),
+    ENC.tool_call(3, 0, '{"a":'),
+    ENC.tool_call(4, 0, "1}"),
+    ENC.tool_call(5, 1, "{}", "call_1", "g"),
+    ENC(6, "ok"),
+    done_event("s1", 7, "tool_calls", 1, "x"),
+]
+
+
+def test_typed_parts_as_chunks() -> None:
+    got = [json.loads(d) for d in sdk_events(framer(include_usage=True).frames(PARTS))[:-1]]
+    assert [c["choices"][0]["delta"] if c["choices"] else c["usage"] for c in got] == [
+        {"reasoning_content": "think ✓"},
+        {"reasoning_content": ' "more"'},
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": ""},
+                }
+            ]
+        },
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]},
+        {
+            "tool_calls": [
+                {
+                    "index": 1,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "g", "arguments": ""},
+                }
+            ]
+        },
+        {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]},
+        {"content": "ok"},
+        {},
+        {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10},
+    ]
+    assert [c["choices"][0]["finish_reason"] for c in got if c["choices"]] == [None] * 8 + [
+        "tool_calls"
+    ]
+    assert sdk_events(framer().frames(PARTS))[-1] == "[DONE]"
+
+
+def test_a_reasoning_chunk_splices_the_text() -> None:
+    assert framer().frames([PARTS[1]]) == (
+        HEAD + b',"choices":[{"index":0,"delta":{"reasoning_content":" \\"more\\""},'
+        b'"logprobs":null,"finish_reason":null}]}\n\n'
+    )
+
+
+def test_the_whole_completion_with_parts() -> None:
+    body = json.loads(
+        completion_of(
+            PARTS,
+            stream_id="s1",
+            created=1700000000,
+            model="m",
+            finish_reason="tool_calls",
+            prompt_tokens=3,
+        )
+    )
+    assert body["choices"][0] == {
+        "index": 0,
+        "message": {
+            "role": "assistant",
+            "content": "ok",
+            "reasoning_content": 'think ✓ "more"',
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"a":1}'},
+                },
+                {"id": "call_1", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+            ],
+        },
+        "logprobs": None,
+        "finish_reason": "tool_calls",
+    }
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}
+    # tool calls and no text: content is null
+    only_calls = completion_of(
+        [*PARTS[2:5], done_event("s1", 3, "tool_calls", 0, "x")],
+        stream_id="s1",
+        created=1,
+        model="m",
+        finish_reason="tool_calls",
+        prompt_tokens=0,
+    )
+    assert json.loads(only_calls)["choices"][0]["message"]["content"] is None

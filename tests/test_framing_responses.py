@@ -4,6 +4,7 @@ official SDK's own SSE parser and event types."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from openai._models import construct_type_unchecked
 from openai._streaming import SSEDecoder
 from openai.types.responses import ResponseStreamEvent
 
-from server.events import Event
+from server.events import Event, PartEncoder, done_event
 from server.framing.responses import (
     OPENING,
     ResponseFramer,
@@ -21,7 +22,9 @@ from server.framing.responses import (
     response_id,
     sequence_number,
     stream_of,
+    tool_object,
 )
+from server.sources.base import Tool
 
 META = ResponseMeta(
     stream_id="s1", created_at=1700000000, model="m", max_output_tokens=2, input_tokens=3
@@ -196,3 +199,176 @@ def test_error_frame() -> None:
         b'event: error\ndata: {"type":"error","sequence_number":null,"code":"gone",'
         b'"message":"fell behind","param":null}\n\n'
     )
+
+
+# -- typed parts -------------------------------------------------------------------------------
+
+ENC = PartEncoder("s1")
+PARTS = [
+    ENC.reasoning(0, "think ✓"),
+    ENC.reasoning(1, ' "more"'),
+    ENC.tool_call(2, 0, "", "call_0", "f"),
+    ENC.tool_call(3, 0, '{"a":'),
+    ENC.tool_call(4, 0, "1}"),
+    ENC.tool_call(5, 1, "{}", "call_1", "g"),
+    ENC(6, "ok"),
+]
+TYPED = replace(
+    META,
+    typed=True,
+    reasoning_effort="low",
+    tools=(tool_object(Tool(name="f", parameters={"type": "object"})),),
+    tool_choice={"type": "function", "name": "f"},
+)
+
+
+def run_typed(events: list[Event], starting_after: int = -1) -> list[dict[str, Any]]:
+    framer = ResponseFramer(TYPED, starting_after)
+    return sdk_events(framer.opening() + framer.frames(events))
+
+
+def brief(e: dict[str, Any]) -> tuple[Any, ...]:
+    """An event's type, output index and what it carries."""
+    carried = e.get("delta", e.get("text", e.get("arguments", e.get("item", {}).get("type"))))
+    return (e["sequence_number"], e["type"], e.get("output_index"), carried)
+
+
+def test_typed_parts_as_items() -> None:
+    got = run_typed([*PARTS, done_event("s1", 7, "tool_calls", 1, "x")])
+    assert [brief(e) for e in got] == [
+        (0, "response.created", None, None),
+        (1, "response.in_progress", None, None),
+        (2, "response.output_item.added", 0, "reasoning"),
+        (3, "response.reasoning_text.delta", 0, "think ✓"),
+        (4, "response.reasoning_text.delta", 0, ' "more"'),
+        (5, "response.reasoning_text.done", 0, 'think ✓ "more"'),
+        (6, "response.output_item.done", 0, "reasoning"),
+        (7, "response.output_item.added", 1, "function_call"),
+        (8, "response.function_call_arguments.delta", 1, '{"a":'),  # no delta for ""
+        (9, "response.function_call_arguments.delta", 1, "1}"),
+        (10, "response.function_call_arguments.done", 1, '{"a":1}'),
+        (11, "response.output_item.done", 1, "function_call"),
+        (12, "response.output_item.added", 2, "function_call"),
+        (13, "response.function_call_arguments.delta", 2, "{}"),
+        (14, "response.function_call_arguments.done", 2, "{}"),
+        (15, "response.output_item.done", 2, "function_call"),
+        (16, "response.output_item.added", 3, "message"),
+        (17, "response.content_part.added", 3, None),
+        (18, "response.output_text.delta", 3, "ok"),
+        (19, "response.output_text.done", 3, "ok"),
+        (20, "response.content_part.done", 3, None),
+        (21, "response.output_item.done", 3, "message"),
+        (22, "response.completed", None, None),
+    ]
+    for e in got:  # every event is one the SDK's own union knows
+        parsed = construct_type_unchecked(value=e, type_=ResponseStreamEvent)  # type: ignore[arg-type]
+        assert parsed.type == e["type"]
+    assert got[2]["item"] == {
+        "id": "rs_s1_0",
+        "type": "reasoning",
+        "summary": [],
+        "content": [],
+        "status": "in_progress",
+    }
+    assert got[7]["item"] == {
+        "id": "fc_s1_1",
+        "type": "function_call",
+        "status": "in_progress",
+        "arguments": "",
+        "call_id": "call_0",
+        "name": "f",
+    }
+    final = got[-1]["response"]
+    assert final["output"] == [
+        {
+            "id": "rs_s1_0",
+            "type": "reasoning",
+            "summary": [],
+            "content": [{"type": "reasoning_text", "text": 'think ✓ "more"'}],
+            "status": "completed",
+        },
+        {**got[7]["item"], "status": "completed", "arguments": '{"a":1}'},
+        {
+            "id": "fc_s1_2",
+            "type": "function_call",
+            "status": "completed",
+            "arguments": "{}",
+            "call_id": "call_1",
+            "name": "g",
+        },
+        {
+            "id": "msg_s1_3",
+            "type": "message",
+            "status": "completed",
+            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": "ok"}],
+            "role": "assistant",
+        },
+    ]
+    assert [e["item"] for e in got if e["type"] == "response.output_item.done"] == final["output"]
+    assert (final["status"], final["usage"]["output_tokens"]) == ("completed", 7)
+    assert final["usage"]["output_tokens_details"] == {"reasoning_tokens": 2}
+    assert final["reasoning"] == {"effort": "low", "summary": None}
+    assert final["tool_choice"] == {"type": "function", "name": "f"}
+    assert final["tools"] == [
+        {
+            "type": "function",
+            "name": "f",
+            "description": None,
+            "parameters": {"type": "object"},
+            "strict": None,
+        }
+    ]
+
+
+@pytest.mark.parametrize("starting_after", [-1, 1, 2, 6, 9, 15, 17, 21, 22])
+def test_a_resumed_typed_read_is_the_tail_of_the_first(starting_after: int) -> None:
+    events = [*PARTS, done_event("s1", 7, "tool_calls", 1, "x")]
+    assert run_typed(events, starting_after) == [
+        e for e in run_typed(events) if e["sequence_number"] > starting_after
+    ]
+
+
+def test_typed_batches_make_the_same_bytes_as_one() -> None:
+    events = [*PARTS, done_event("s1", 7, "length", 1, "x")]
+    one, split = ResponseFramer(TYPED), ResponseFramer(TYPED)
+    assert one.frames(events) == b"".join(split.frames([e]) for e in events)
+
+
+@pytest.mark.parametrize(
+    ("events", "outputs"),
+    [
+        ([done_event("s1", 0, "stop", 0, "x")], [("message", "completed", "")]),
+        ([PARTS[0], done_event("s1", 1, "length", 0, "x")], [("reasoning", "incomplete", None)]),
+        (
+            [PARTS[0], PARTS[6], FAILED._replace(seq=2)],
+            [("reasoning", "completed", None), ("message", "incomplete", "ok")],
+        ),
+    ],
+    ids=["empty-answer", "length-in-reasoning", "failed-in-text"],
+)
+def test_typed_endings(events: list[Event], outputs: list[tuple[str, str, str | None]]) -> None:
+    framer = ResponseFramer(TYPED)
+    framer.frames(events)
+    output = json.loads(framer.response())["output"]
+    assert [
+        (i["type"], i["status"], i["content"][0]["text"] if i["type"] == "message" else None)
+        for i in output
+    ] == outputs
+
+
+def test_a_text_only_response_meeting_parts_closes_its_message() -> None:
+    """A stream read without typed parts asked for (one created on /api/streams): the
+    message opened before the first token closes when a part comes."""
+    got = run([TOK0, ENC.reasoning(1, "r"), done_event("s1", 2, "stop", 1, "x")])
+    assert [(e["type"], e.get("output_index")) for e in got[4:]] == [
+        ("response.output_text.delta", 0),
+        ("response.output_text.done", 0),
+        ("response.content_part.done", 0),
+        ("response.output_item.done", 0),
+        ("response.output_item.added", 1),
+        ("response.reasoning_text.delta", 1),
+        ("response.reasoning_text.done", 1),
+        ("response.output_item.done", 1),
+        ("response.completed", None),
+    ]
+    assert [e["sequence_number"] for e in got] == list(range(len(got)))

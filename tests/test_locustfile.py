@@ -11,13 +11,19 @@ import asyncio
 import csv
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.dialects import DialectReader
 from bench.runner import LOCUST_HEADLESS
 from clients.check import IncompleteStream, StreamCheck
+from clients.decoders import SSEDecoder
+from server.events import done_event, token_event
+from server.framing.anthropic import MessageFramer
+from server.framing.responses import ResponseFramer, ResponseMeta
 from tests.conftest import MakeServer, base_url
 
 SID = "StWNx7bsU3jQNt7N"
@@ -202,11 +208,79 @@ def test_openai_stream_failures(chunks: list[dict[str, Any]], message: str) -> N
         feed_openai(check, chunks)
 
 
+def dialect_bytes(dialect: str, pieces: list[str], reason: str) -> bytes:
+    """A whole stream of ``dialect`` as the server frames it."""
+    events = [token_event(SID, i, p) for i, p in enumerate(pieces)]
+    events.append(done_event(SID, len(pieces), reason, len(pieces), "x"))  # type: ignore[arg-type]
+    if dialect == "responses":
+        meta = ResponseMeta(
+            stream_id=SID, created_at=0, model="m", max_output_tokens=9, input_tokens=1
+        )
+        framer = ResponseFramer(meta)
+        return framer.opening() + framer.frames(events)
+    messages = MessageFramer(stream_id=SID, model="m", input_tokens=1)
+    return messages.start() + messages.frames(events)
+
+
+def feed_dialect(dialect: str, raw: bytes, check: StreamCheck) -> DialectReader:
+    reader = DialectReader(dialect, check)
+    for msg in SSEDecoder().feed(raw):
+        reader.feed(msg.event, msg.data, 1)
+    return reader
+
+
+@pytest.mark.parametrize("dialect", ["responses", "anthropic"])
+@pytest.mark.parametrize("reason", ["stop", "length"])
+def test_a_dialect_stream_checked_as_chunks(dialect: str, reason: str) -> None:
+    check, _ = checker(max_tokens=2)
+    reader = feed_dialect(dialect, dialect_bytes(dialect, ["a", "b"], reason), check)
+    assert reader.done
+    assert (check.finished, check.tokens, check.finish_reason) == (True, 2, reason)
+    check.done(done_of(["a", "b"], reason))
+    check.end()
+
+
+@pytest.mark.parametrize(
+    ("dialect", "mangle", "message"),
+    [
+        (
+            "responses",
+            lambda raw: raw.replace(b'"sequence_number":5', b'"sequence_number":6'),
+            "sequence_number 6 after 4",
+        ),
+        (
+            "responses",
+            lambda raw: raw + b'event: x\ndata: {"type":"x","sequence_number":99}\n\n',
+            "an event after the end",
+        ),
+        (
+            "anthropic",
+            lambda raw: raw.replace(b'"output_tokens":2', b'"output_tokens":3'),
+            "usage says 3 completion tokens, 2 content chunks arrived",
+        ),
+        (
+            "anthropic",
+            lambda raw: raw.replace(b"event: message_delta", b"event: ping"),
+            "event 'ping' carries type 'message_delta'",
+        ),
+    ],
+    ids=["responses-gap", "responses-after-end", "anthropic-usage", "anthropic-names"],
+)
+def test_a_broken_dialect_stream_fails(
+    dialect: str, mangle: Callable[[bytes], bytes], message: str
+) -> None:
+    check, _ = checker(max_tokens=2)
+    with pytest.raises(IncompleteStream, match=message):
+        feed_dialect(dialect, mangle(dialect_bytes(dialect, ["a", "b"], "stop")), check)
+
+
 # ---------------------------------------------------------------------------------------
 # The users under Locust's headless runner
 
 
-STREAM_LABELS = ("SSE", "WS", "POLL", "CHUNKED", "OPENAI")
+STREAM_LABELS = ("SSE", "WS", "POLL", "CHUNKED", "OPENAI", "RESPONSES", "ANTHROPIC")
+#: The dialects' events carry no server timestamp: no transport latency.
+DIALECT_LABELS = ("OPENAI", "RESPONSES", "ANTHROPIC")
 FANOUT_LABELS = ("SSE-FANOUT", "WS-FANOUT", "POLL-FANOUT", "CHUNKED-FANOUT")
 
 
@@ -243,18 +317,19 @@ async def test_every_user_class_under_locust(make_server: MakeServer, tmp_path: 
     # A server with a bearer token: every route the users take needs it.
     srv = await make_server(max_streams_per_client=1000, retention_s=10.0, auth_token="b-tok")
     classes = ["SSEUser", "WSUser", "PollUser", "ChunkedUser", "OpenAIUser"]
+    classes += ["ResponsesUser", "AnthropicUser"]
     classes += ["SSEFanout", "WSFanout", "PollFanout", "ChunkedFanout"]
     rows, output = await run_locust(
         base_url(srv),
         tmp_path,
-        *("-u", "9", "-r", "50", "--tw-run-time", "1.5", "--tw-tokens", "10"),
+        *("-u", "11", "-r", "50", "--tw-run-time", "1.5", "--tw-tokens", "10"),
         *("--tw-pace", "50", "--tw-ttft-ms", "20", "--tw-token", "b-tok", *classes),
     )
     ours = {
         (label, name)
         for label in STREAM_LABELS + FANOUT_LABELS
         for name in ("ttft", "itl", "stream_total", "transport_latency")
-        if (label, name) != ("OPENAI", "transport_latency")  # OpenAI's chunks carry no t
+        if label not in DIALECT_LABELS or name != "transport_latency"
     }
     http = {
         ("POST", "/api/sse"),
@@ -263,6 +338,10 @@ async def test_every_user_class_under_locust(make_server: MakeServer, tmp_path: 
         ("GET", "/api/streams/[id]/poll"),
         ("POST", "/v1/chat/completions"),
         ("GET", "/api/streams/[id]/poll (openai check)"),
+        ("POST", "/v1/responses"),
+        ("GET", "/api/streams/[id]/poll (responses check)"),
+        ("POST", "/v1/messages"),
+        ("GET", "/api/streams/[id]/poll (anthropic check)"),
         ("GET", "/api/streams/[id]/sse"),
         ("GET", "/api/streams/[id]/chunked"),
         ("WS", "connect"),
@@ -276,7 +355,7 @@ async def test_every_user_class_under_locust(make_server: MakeServer, tmp_path: 
         assert streams >= 2, (label, output)  # 1.5 s of streams of 0.2 s
         assert count(rows, label, "ttft") == streams
         assert count(rows, label, "itl") == 9 * streams
-        if label != "OPENAI":
+        if label not in DIALECT_LABELS:
             assert count(rows, label, "transport_latency") == 10 * streams
     for label in FANOUT_LABELS:  # one subscriber each, one shared stream, read once
         assert count(rows, label, "stream_total") == 1

@@ -14,7 +14,9 @@ from aiohttp.test_utils import TestServer
 
 from bench.cutproxy import CutProxy
 from server.errors import SourceError
-from server.sources.synthetic import count_pieces, synthetic_text
+from server.responses_request import parse_responses_body
+from server.settings import Settings
+from server.sources.synthetic import SyntheticSource, count_pieces, synthetic_text
 from tests.conftest import MakeServer, base_url
 from tests.readers import native_text
 from tests.scripted_sources import FailingSource, StoppingSource
@@ -301,13 +303,39 @@ async def test_resume_through_cuts_sees_every_sequence_number_once(
             },
         ),
         (
-            {"model": "synthetic", "input": "x", "tools": [{"type": "function", "name": "f"}]},
+            {
+                "model": "synthetic",
+                "input": "x",
+                "tools": [{"type": "function", "name": "f"}],
+                "tool_choice": {"type": "function", "name": "g"},
+            },
             400,
             {
-                "message": "Unsupported parameter: 'tools' is not supported by tokenwire.",
+                "message": "Invalid value for 'tool_choice': function 'g' is not in 'tools'.",
                 "type": "invalid_request_error",
-                "param": "tools",
-                "code": "unsupported_parameter",
+                "param": "tool_choice",
+                "code": "invalid_value",
+            },
+        ),
+        (
+            {"model": "synthetic", "input": "x", "tools": [{"type": "function"}]},
+            400,
+            {
+                "message": "Missing required parameter: 'tools[0].name'.",
+                "type": "invalid_request_error",
+                "param": "tools[0].name",
+                "code": "missing_required_parameter",
+            },
+        ),
+        (
+            {"model": "synthetic", "input": "x", "reasoning": {"effort": "lots"}},
+            400,
+            {
+                "message": "Invalid value: 'lots'. Supported values are: 'none', 'minimal', "
+                "'low', 'medium', 'high', 'xhigh' and 'max'.",
+                "type": "invalid_request_error",
+                "param": "reasoning.effort",
+                "code": "invalid_value",
             },
         ),
         (
@@ -321,7 +349,17 @@ async def test_resume_through_cuts_sees_every_sequence_number_once(
             },
         ),
     ],
-    ids=["model", "no-input", "image", "item-type", "input-type", "tools", "unknown"],
+    ids=[
+        "model",
+        "no-input",
+        "image",
+        "item-type",
+        "input-type",
+        "forced-tool",
+        "tool-name",
+        "effort",
+        "unknown",
+    ],
 )
 async def test_bad_requests_in_openai_shape(
     make_server: MakeServer, body: dict[str, Any], status: int, error: dict[str, Any]
@@ -433,3 +471,34 @@ async def test_heartbeats_the_sdk_skips(make_server: MakeServer) -> None:
         ]
     assert [e.sequence_number for e in events] == list(range(4 + 3 + 4))
     assert deltas(events) == expected("hello", 3)
+
+
+def test_tools_and_reasoning_reach_the_source_and_the_object() -> None:
+    tools = [
+        {"type": "function", "name": "get_weather", "parameters": {"type": "object"}},
+        {"type": "function", "name": "noop", "strict": False},
+    ]
+    req = parse_responses_body(
+        {
+            "model": "synthetic",
+            "input": "x",
+            "tools": tools,
+            "tool_choice": {"type": "function", "name": "noop"},
+            "reasoning": {"effort": "high", "summary": "auto"},
+        },
+        Settings(),
+        {"synthetic": SyntheticSource()},
+    )
+    generation = req.create.request
+    assert (generation.reasoning_effort, generation.tool_choice) == ("high", "noop")
+    assert [(t.name, dict(t.parameters)) for t in generation.tools] == [
+        ("get_weather", {"type": "object"}),
+        ("noop", {}),
+    ]
+    assert req.tool_choice == {"type": "function", "name": "noop"}
+    required = parse_responses_body(
+        {"model": "synthetic", "input": "x", "tools": tools, "tool_choice": "required"},
+        Settings(),
+        {"synthetic": SyntheticSource()},
+    )
+    assert required.create.request.tool_choice == "get_weather"

@@ -14,13 +14,14 @@ import msgspec
 
 from server.errors import ApiError, GenerationError
 from server.events import Event, event_fields, token_text_json
+from server.framing.parts import Block, fold, joined, piece
 from server.framing.sse import sse_data
 
 #: The last event of a stream that ended with an answer.
 DONE = sse_data(b"[DONE]")
 
 #: OpenAI's finish reasons for tokenwire's ``done`` reasons (``cancelled`` is an error).
-FINISH_REASONS: dict[str, str] = {"stop": "stop", "length": "length"}
+FINISH_REASONS: dict[str, str] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 _encode = msgspec.json.Encoder().encode
 
@@ -104,6 +105,28 @@ class ChunkFramer:
         """A content delta; ``text_json`` is a JSON string literal, quotes included."""
         return self._choice(b'{"content":%s}' % text_json)
 
+    def reasoning(self, text_json: bytes) -> bytes:
+        """A reasoning delta; ``text_json`` is a JSON string literal, quotes included."""
+        return self._choice(b'{"reasoning_content":%s}' % text_json)
+
+    def tool_call(self, event: Event) -> bytes:
+        """A tool call's event: its opening (id, name, ``arguments: ""``) on its first
+        event, then its argument piece (none for an empty piece)."""
+        p = piece(event)
+        out = b""
+        if p.id is not None:
+            opening = {
+                "index": p.index,
+                "id": p.id,
+                "type": "function",
+                "function": {"name": p.name or "", "arguments": ""},
+            }
+            out = self._choice(b'{"tool_calls":[%s]}' % _encode(opening))
+        if p.text:
+            args = {"index": p.index, "function": {"arguments": p.text}}
+            out += self._choice(b'{"tool_calls":[%s]}' % _encode(args))
+        return out
+
     def finish(self, reason: str) -> bytes:
         """The chunk that ends the answer: an empty delta and the finish reason."""
         return self._choice(b"{}", _encode(reason))
@@ -122,6 +145,12 @@ class ChunkFramer:
             if event.type == "token":
                 out.append(self.content(token_text_json(event)))
                 continue
+            if event.type == "reasoning":
+                out.append(self.reasoning(token_text_json(event)))
+                continue
+            if event.type == "tool_call":
+                out.append(self.tool_call(event))
+                continue
             end = outcome(self.stream_id, event)
             if isinstance(end, GenerationError):
                 out.append(error_frame(end))
@@ -138,6 +167,44 @@ def token_texts(events: Iterable[Event]) -> list[str]:
     return [str(event_fields(e)["text"]) for e in events if e.type == "token"]
 
 
+def message(blocks: list[Block]) -> dict[str, Any]:
+    """The non-streamed answer's ``message``: its text, and ``reasoning_content`` and
+    ``tool_calls`` when it had them (``content`` is then ``null`` if there is no text)."""
+    text = joined(blocks, "text")
+    calls = [b for b in blocks if b.kind == "tool_call"]
+    out: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if any(b.kind == "reasoning" for b in blocks):
+        out["reasoning_content"] = joined(blocks, "reasoning")
+    if calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.text}}
+            for c in calls
+        ]
+    return out
+
+
+def completion_of(
+    events: list[Event],
+    *,
+    stream_id: str,
+    created: int,
+    model: str,
+    finish_reason: str,
+    prompt_tokens: int,
+) -> bytes:
+    """The non-streamed answer of a whole stream's events (the last one its ``done``)."""
+    return completion(
+        stream_id=stream_id,
+        created=created,
+        model=model,
+        text="",
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=events[-1].seq,
+        message_=message(fold(events)),
+    )
+
+
 def completion(
     *,
     stream_id: str,
@@ -147,8 +214,10 @@ def completion(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
+    message_: dict[str, Any] | None = None,
 ) -> bytes:
-    """The non-streamed answer: one ``chat.completion`` object."""
+    """The non-streamed answer: one ``chat.completion`` object (``message_``: the message
+    with its typed parts, else one of ``text``)."""
     return _encode(
         {
             "id": completion_id(stream_id),
@@ -158,7 +227,7 @@ def completion(
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message_ or {"role": "assistant", "content": text},
                     "logprobs": None,
                     "finish_reason": finish_reason,
                 }

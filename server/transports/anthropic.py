@@ -11,7 +11,6 @@ from aiohttp import web
 from server.appkeys import HUB, METRICS, SETTINGS
 from server.errors import GenerationError
 from server.framing import anthropic as framing
-from server.framing.openai import token_texts
 from server.messages_request import parse_messages_body
 from server.transports.dialect import (
     CLIENT_LEFT,
@@ -36,7 +35,11 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     req = parse_messages_body(await read_json(request), request.app[SETTINGS], hub.sources)
     stream = await hub.start(req.create, client_address(request))
     framer = framing.MessageFramer(
-        stream_id=stream.id, model=req.model, input_tokens=req.input_tokens
+        stream_id=stream.id,
+        model=req.model,
+        input_tokens=req.input_tokens,
+        typed=req.typed,
+        thinking=req.thinking,
     )
     async with (
         request.app[METRICS].reading(TRANSPORT),
@@ -49,6 +52,6 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     if answer is None:
         return web.Response(status=CLIENT_LEFT)
     events, end = answer
-    body = framer.message("".join(token_texts(events)), end, events[-1].seq)
+    body = framer.message_of(events, end)
     request.app[METRICS].sent(TRANSPORT, len(events), len(body))
     return json_answer(body, stream)

@@ -69,14 +69,13 @@ async def _complete(
     if answer is None:
         return web.Response(status=CLIENT_LEFT)
     events, end = answer
-    body = framing.completion(
+    body = framing.completion_of(
+        events,
         stream_id=stream.id,
         created=int(stream.created_at),
         model=chat.model,
-        text="".join(framing.token_texts(events)),
         finish_reason=end,
         prompt_tokens=chat.prompt_tokens,
-        completion_tokens=events[-1].seq,
     )
     request.app[METRICS].sent(TRANSPORT, len(events), len(body))
     return json_answer(body, stream)
