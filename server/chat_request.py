@@ -361,12 +361,15 @@ def generation(
     *,
     prompt_param: str,
     reasoning_effort: ReasoningEffort | None = None,
+    reasoning_param: str = "reasoning_effort",
     tools: ToolUse = NO_TOOLS,
 ) -> tuple[CreateRequest, int]:
     """What every dialect starts: the source ``model`` names, its params (``params`` and the
     sampling fields of ``body``), the prompt the messages make; and the prompt's pieces
     (the ``prompt_tokens``/``input_tokens`` of usage). ``reasoning_effort`` and ``tools``
-    (the dialect's, checked by :mod:`server.tool_request`) go to the source as they are.
+    (the dialect's, checked by :mod:`server.tool_request`) go to the source as they are;
+    a source that streams text only (``hf``) refuses them (naming ``tools`` or
+    ``reasoning_param``, the dialect's reasoning field).
 
     Raises:
         ModelNotFound: ``model`` names nothing this server serves.
@@ -392,6 +395,13 @@ def generation(
         tools=tools.offered,
         tool_choice=tools.forced,
     )
+    if not source.typed_parts and (request.reasoning_effort is not None or request.tools):
+        param = "tools" if request.tools else reasoning_param
+        raise InvalidRequest(
+            f"Invalid '{param}': model {model!r} streams text only (no reasoning, no tool calls).",
+            param=param,
+            code="invalid_value",
+        )
     return CreateRequest(source, request), count_pieces(prompt)
 
 

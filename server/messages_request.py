@@ -119,6 +119,7 @@ def parse_messages_body(
         sources,
         prompt_param="messages",
         reasoning_effort=effort,
+        reasoning_param="thinking",
         tools=tools,
     )
     return MessagesRequest(

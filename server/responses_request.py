@@ -183,6 +183,7 @@ def parse_responses_body(
         sources,
         prompt_param="input",
         reasoning_effort=effort,
+        reasoning_param="reasoning.effort",
         tools=tools,
     )
     return ResponsesRequest(

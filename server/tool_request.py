@@ -23,6 +23,7 @@ from server.request_fields import (
     wrong_type,
 )
 from server.sources.base import ReasoningEffort, Tool
+from server.validation import MAX_SCHEMA_DEPTH, MAX_TOOLS, schema_depth
 
 ToolDialect = Literal["chat", "responses", "anthropic"]
 
@@ -135,6 +136,13 @@ def _tool(where: str, value: Any, dialect: ToolDialect) -> Tool:
     if schema_key not in fields and dialect == "anthropic":
         raise missing_param(f"{where}.{schema_key}")
     schema = object_field(f"{where}.{schema_key}", fields.get(schema_key, {}))
+    # The native API's rules for a schema (server/validation.py), in OpenAI's words.
+    if schema.get("type", "object") != "object":
+        raise _invalid(f"{where}.{schema_key}", "must be a JSON Schema of type 'object'.")
+    if schema_depth(schema) > MAX_SCHEMA_DEPTH:
+        raise _invalid(
+            f"{where}.{schema_key}", f"must nest at most {MAX_SCHEMA_DEPTH} levels deep."
+        )
     if "strict" in fields:
         boolean_field(f"{where}.strict", fields["strict"])
     return Tool(name=name, description=description, parameters=schema)
@@ -144,6 +152,8 @@ def parse_tools(value: Any, dialect: ToolDialect) -> tuple[Tool, ...]:
     """``tools``: an array of the dialect's function tools, names unique."""
     if not isinstance(value, list):
         raise wrong_type("tools", "an array", value)
+    if len(value) > MAX_TOOLS:
+        raise _invalid("tools", f"array too long. Expected at most {MAX_TOOLS} tools.")
     tools = tuple(_tool(f"tools[{i}]", t, dialect) for i, t in enumerate(value))
     seen: set[str] = set()
     for i, t in enumerate(tools):

@@ -156,19 +156,20 @@ def check_tool(name: Any, description: Any, parameters: Any, where: str) -> Tool
         raise InvalidField(
             f"{where}.parameters", 'must be a JSON Schema object (its type "object")'
         )
-    if _depth(parameters, MAX_SCHEMA_DEPTH + 1) > MAX_SCHEMA_DEPTH:
+    if schema_depth(parameters) > MAX_SCHEMA_DEPTH:
         raise InvalidField(
             f"{where}.parameters", f"must nest at most {MAX_SCHEMA_DEPTH} levels deep"
         )
     return Tool(name=name, description=description, parameters=parameters)
 
 
-def _depth(value: Any, limit: int) -> int:
-    """How deep ``value`` nests objects and arrays (a scalar: 0), counted up to ``limit``."""
+def schema_depth(value: Any, limit: int = MAX_SCHEMA_DEPTH + 1) -> int:
+    """How deep ``value`` nests objects and arrays (a scalar: 0), counted up to ``limit``
+    (by default one past :data:`MAX_SCHEMA_DEPTH`: enough to refuse, never a deep walk)."""
     if limit <= 0 or not isinstance(value, dict | list):
         return 0
     children = value.values() if isinstance(value, dict) else value
-    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
+    return 1 + max((schema_depth(child, limit - 1) for child in children), default=0)
 
 
 def parse_tool_choice(value: Any, tools: tuple[Tool, ...]) -> str | None:

@@ -20,6 +20,12 @@ SOURCES: dict[str, TokenSource] = {"synthetic": SYNTHETIC, "openai": UPSTREAM}
 HI = [{"role": "user", "content": "hi"}]
 
 
+#: A schema 33 levels deep (an object holding 32 nested arrays): one past the limit.
+DEEP: dict[str, Any] = {"x": 0}
+for _ in range(32):
+    DEEP = {"x": [DEEP["x"]]}
+
+
 def body(**fields: Any) -> dict[str, Any]:
     return {"model": "synthetic", "messages": HI, **fields}
 
@@ -587,6 +593,30 @@ REFUSALS = [
             "tools[1].name",
             "invalid_value",
             "Invalid 'tools[1].name': the function name 'f' is listed twice.",
+        ),
+    ),
+    (
+        body(
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]
+        ),
+        invalid(
+            "tools[0].function.parameters",
+            "invalid_value",
+            "Invalid 'tools[0].function.parameters': must be a JSON Schema of type 'object'.",
+        ),
+    ),
+    (
+        body(tools=[{"type": "function", "function": {"name": "f", "parameters": DEEP}}]),
+        invalid(
+            "tools[0].function.parameters",
+            "invalid_value",
+            "Invalid 'tools[0].function.parameters': must nest at most 32 levels deep.",
+        ),
+    ),
+    (
+        body(tools=[{"type": "function", "function": {"name": f"f{i}"}} for i in range(129)]),
+        invalid(
+            "tools", "invalid_value", "Invalid 'tools': array too long. Expected at most 128 tools."
         ),
     ),
     (

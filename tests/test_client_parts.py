@@ -29,6 +29,9 @@ from clients import (
     ToolCallDone,
 )
 from clients.check import IncompleteStream, StreamCheck
+from server.sources.base import GenerationRequest, Tool
+from server.sources.base import Reasoning as SourceReasoning
+from server.sources.synthetic import synthetic_arguments, synthetic_items
 from tests.conftest import MakeServer, base_url
 from tests.parts_server import LONG_ARGS, Scripts
 from tests.test_typed_parts import ARGS, expected
@@ -311,3 +314,44 @@ def test_stream_check_takes_typed_parts() -> None:
     check.event(bad[0], 1)
     with pytest.raises(IncompleteStream, match=r"done\.parts\.tool_calls\[0\]\.sha256 mismatch"):
         check.event(bad[1], 1)
+
+
+@transports
+async def test_the_synthetic_sources_parts_through_the_client(
+    make_server: MakeServer, transport: Any
+) -> None:
+    """End to end with the real synthetic source: reasoning asked for and a forced call,
+    read as parts on every transport, equal to what the source's pure function predicts."""
+    srv = await make_server()
+    async with Client(base_url(srv)) as c:
+        stream = c.stream(
+            "what is the weather?",
+            transport=transport,
+            max_tokens=200,
+            params={"seed": 7, "tokens_per_s": 0, "ttft_ms": 0},
+            **OPTIONS,  # type: ignore[arg-type]
+        )
+        parts = [p async for p in stream.parts()]
+    assert stream.id is not None
+    schema = TOOLS[0]["parameters"]
+    request = GenerationRequest(
+        prompt="what is the weather?",
+        max_tokens=200,
+        reasoning_effort="high",
+        tools=(Tool(name="get_weather", parameters=schema),),
+        tool_choice="get_weather",
+    )
+    items, reason = synthetic_items(request, 7)
+    assert reason == "tool_calls"
+    reasoning = [i.text for i in items if isinstance(i, SourceReasoning)]
+    args = synthetic_arguments(schema, "what is the weather?", 7)
+    call_id = f"call_{stream.id}_0"
+    assert parts[: len(reasoning)] == [Reasoning(t) for t in reasoning]
+    assert len(reasoning) == 128  # high
+    calls = parts[len(reasoning) :]
+    assert calls[0] == ToolCall(0, call_id, "get_weather", "")
+    assert "".join(p.arguments for p in calls[1:-1]) == args  # type: ignore[union-attr]
+    assert calls[-1] == ToolCallDone(0, call_id, "get_weather", args, json.loads(args))
+    assert (stream.text, stream.digest_ok) == ("", True)
+    assert stream.done is not None
+    assert stream.done["finish_reason"] == "tool_calls"

@@ -406,3 +406,111 @@ async def test_anthropic_create_stream_sync_raw_events(make_server: MakeServer) 
         "text",
     ]
     assert events[-2].delta.stop_reason == "tool_use"
+
+
+# -- The synthetic source ----------------------------------------------------------------------
+
+#: A schema with every kind of value the synthetic source builds (docs/protocol.md).
+FORECAST = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "days": {"type": "integer"},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+        "hourly": {"type": "boolean"},
+        "where": {"type": "object", "properties": {"lat": {"type": "number"}}},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["city", "days", "unit", "hourly", "where", "tags"],
+}
+
+
+def synthetic_calls_sync(srv: TestServer) -> list[tuple[str, str, Any]]:
+    """Each SDK forces ``forecast`` on the synthetic source with reasoning: ``(stream id,
+    the reasoning it read, the parsed arguments it read)`` per SDK."""
+    out: list[tuple[str, str, Any]] = []
+    with openai_client(srv) as client:
+        with client.chat.completions.stream(
+            model="synthetic",
+            messages=HELLO,
+            tools=[
+                {
+                    "type": "function",
+                    "function": {"name": "forecast", "parameters": FORECAST, "strict": True},
+                }
+            ],
+            tool_choice={"type": "function", "function": {"name": "forecast"}},
+            reasoning_effort="low",
+        ) as stream:
+            final = stream.get_final_completion()
+        message = final.choices[0].message
+        assert message.tool_calls is not None
+        reasoning = (message.model_extra or {}).get("reasoning_content") or ""
+        out.append(
+            (
+                final.id.removeprefix("chatcmpl-"),
+                reasoning,
+                message.tool_calls[0].function.parsed_arguments,  # type: ignore[union-attr]
+            )
+        )
+        with client.responses.stream(
+            model="synthetic",
+            input="weather?",
+            tools=[
+                {"type": "function", "name": "forecast", "parameters": FORECAST, "strict": True}
+            ],
+            tool_choice={"type": "function", "name": "forecast"},
+            reasoning={"effort": "low"},
+        ) as rstream:
+            response = rstream.get_final_response()
+        (reasoning_item, call) = response.output
+        assert (reasoning_item.type, call.type) == ("reasoning", "function_call")
+        out.append(
+            (
+                response.id.removeprefix("resp_"),
+                "".join(c.text for c in reasoning_item.content or []),  # type: ignore[union-attr]
+                json.loads(call.arguments),  # type: ignore[union-attr]
+            )
+        )
+    with (
+        anthropic_client(srv) as claude,
+        claude.messages.stream(
+            model="synthetic",
+            max_tokens=2048,
+            messages=HELLO,
+            thinking={"type": "enabled", "budget_tokens": 1024},
+            tools=[{"name": "forecast", "input_schema": FORECAST}],  # type: ignore[list-item,typeddict-item]
+            tool_choice={"type": "tool", "name": "forecast"},
+        ) as astream,
+    ):
+        message_a = astream.get_final_message()
+    thinking, use = message_a.content
+    assert (thinking.type, use.type, message_a.stop_reason) == ("thinking", "tool_use", "tool_use")
+    out.append((message_a.id.removeprefix("msg_"), thinking.thinking, use.input))  # type: ignore[union-attr]
+    return out
+
+
+async def test_every_sdk_reads_the_synthetic_sources_forced_call_and_reasoning(
+    make_server: MakeServer,
+) -> None:
+    """The synthetic source's call of a forced tool (arguments from its schema) and its
+    reasoning, read by the three SDKs: each equals the native stream of its id, and the
+    arguments hold every required key with its schema's type."""
+    srv = await make_server()
+    calls = await asyncio.to_thread(synthetic_calls_sync, srv)
+    for sid, reasoning, arguments in calls:
+        want = await native(srv, sid)
+        assert want.done["finish_reason"] == "tool_calls"
+        assert want.text == ""  # no answer text after a forced call
+        assert reasoning == want.reasoning != ""
+        assert want.done["parts"]["reasoning"]["tokens"] == 8  # low
+        (args,) = want.args()
+        assert arguments == json.loads(args)
+        assert list(arguments) == FORECAST["required"]
+        assert isinstance(arguments["city"], str)
+        assert isinstance(arguments["days"], int)
+        assert arguments["unit"] == "celsius"
+        assert isinstance(arguments["hourly"], bool)
+        assert isinstance(arguments["where"]["lat"], float)
+        assert len(arguments["tags"]) == 1
+        assert isinstance(arguments["tags"][0], str)

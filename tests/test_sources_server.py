@@ -188,3 +188,70 @@ async def test_hf_refuses_typed_parts(
     events = await read(session, base_url(srv), "poll", sid)
     assert [e["type"] for e in events] == [*(["token"] * (len(events) - 1)), "done"]
     assert "parts" not in events[-1]
+
+
+async def test_hf_refuses_typed_parts_in_every_dialect(
+    make_server: MakeServer, session: aiohttp.ClientSession, tiny_model: Path
+) -> None:
+    """The dialects refuse reasoning and tools for hf in their own error shapes, naming
+    their own field."""
+    srv = await make_server(source="hf", model=str(tiny_model))
+    base = base_url(srv)
+    async with session.get(f"{base}/v1/models") as resp:
+        models = [m["id"] for m in (await resp.json())["data"]]
+    (model,) = [m for m in models if m != "synthetic"]  # the tiny model's id
+    text_only = f"model {model!r} streams text only (no reasoning, no tool calls)."
+    hello = [{"role": "user", "content": "hi"}]
+    cases = [
+        (
+            "/v1/chat/completions",
+            {"model": model, "messages": hello, "reasoning_effort": "low"},
+            {"param": "reasoning_effort"},
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": model,
+                "messages": hello,
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
+            {"param": "tools"},
+        ),
+        (
+            "/v1/responses",
+            {"model": model, "input": "hi", "reasoning": {"effort": "high"}},
+            {"param": "reasoning.effort"},
+        ),
+        (
+            "/v1/messages",
+            {
+                "model": model,
+                "max_tokens": 2048,
+                "messages": hello,
+                "thinking": {"type": "enabled", "budget_tokens": 1024},
+            },
+            {"anthropic": "thinking"},
+        ),
+    ]
+    for route, body, where in cases:
+        async with session.post(f"{base}{route}", data=orjson.dumps(body)) as resp:
+            assert resp.status == 400, (route, await resp.text())
+            got = await resp.json()
+        if "anthropic" in where:
+            assert got == {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": f"Invalid 'thinking': {text_only}",
+                },
+            }
+        else:
+            param = where["param"]
+            assert got == {
+                "error": {
+                    "message": f"Invalid '{param}': {text_only}",
+                    "type": "invalid_request_error",
+                    "param": param,
+                    "code": "invalid_value",
+                }
+            }
