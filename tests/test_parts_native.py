@@ -22,21 +22,14 @@ from server.sources.synthetic import synthetic_items
 from tests.conftest import MakeServer, base_url, create
 from tests.openai_standin import Behavior, OpenAIStandIn, tool_call_deltas
 from tests.readers import TRANSPORTS, read
+from tests.test_synthetic import WEATHER as WEATHER_TOOL
 
 QUICK = {"tokens_per_s": 0, "ttft_ms": 0, "seed": 7}
+#: test_synthetic's tool, as the create body lists it.
 WEATHER: dict[str, Any] = {
-    "name": "get_weather",
+    "name": WEATHER_TOOL.name,
     "description": "today's weather",
-    "parameters": {
-        "type": "object",
-        "properties": {
-            "city": {"type": "string"},
-            "days": {"type": "integer"},
-            "metric": {"type": "boolean"},
-            "unit": {"enum": ["c", "f"]},
-        },
-        "required": ["city", "days", "metric", "unit"],
-    },
+    "parameters": dict(WEATHER_TOOL.parameters),
 }
 #: Reasoning, then a forced call (the synthetic source's answer to it: no text).
 CALL_BODY: dict[str, Any] = {

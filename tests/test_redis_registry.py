@@ -32,7 +32,16 @@ def registry(store: RedisStore) -> RedisRegistry:
 
 
 async def log_of(store: RedisStore, sid: str, after: int = -1) -> list[tuple[int, str]]:
-    return [(e.seq, e.type) for e in await store.read(sid, after, limit=100, wait=0)]
+    """Every event after ``after``, as reads show it: a read may answer from the owner's
+    cache first (what it wrote), the next one from Redis (what another process added)."""
+    out: list[tuple[int, str]] = []
+    for _ in range(10):
+        events = await store.read(sid, after, limit=100, wait=0)
+        if not events:
+            return out
+        out += [(e.seq, e.type) for e in events]
+        after = events[-1].seq
+    raise AssertionError(f"more than 10 reads of {sid}")
 
 
 async def written(store: RedisStore, sid: str, n: int) -> None:

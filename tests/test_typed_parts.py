@@ -40,6 +40,7 @@ class ScriptedParts(TokenSource):
     """Yields ``script`` as it is (then nothing): a test predicts every event."""
 
     name = "parts"
+    typed_parts = True
 
     def __init__(self, script: Sequence[SourceItem]) -> None:
         self.script = script

@@ -11,12 +11,12 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import net from "node:net";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 
 import { Client, InvalidToolCall } from "../tokenwire.js";
+import { startProxy } from "./proxy.mjs";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const FLAGS = ["--experimental-websocket", "--experimental-eventsource"];
@@ -46,41 +46,6 @@ async function startPartsServer() {
       clearTimeout(kill);
     },
   };
-}
-
-/** A loopback TCP proxy that drops the connection carrying the server's bytes once
- * `cutNext()` was called (the same proxy as client.test.mjs's). */
-async function startProxy(targetUrl) {
-  const target = new URL(targetUrl);
-  const sockets = new Set();
-  let armed = false;
-  const proxy = { cuts: 0, cutNext: () => (armed = true) };
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port), target.hostname);
-    sockets.add(client).add(upstream);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    upstream.on("data", (data) => {
-      if (!armed) return client.write(data);
-      armed = false;
-      proxy.cuts += 1;
-      drop();
-    });
-    client.on("data", (data) => upstream.write(data));
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  proxy.url = `http://127.0.0.1:${server.address().port}`;
-  proxy.close = async () => {
-    for (const s of sockets) s.destroy();
-    server.close();
-    await once(server, "close");
-  };
-  return proxy;
 }
 
 const VARIANTS = [
