@@ -11,8 +11,9 @@ import pytest
 from anthropic._streaming import SSEDecoder
 
 from server.errors import GenerationError, InvalidRequest, ModelNotFound, ServerBusy
-from server.events import Event, PartEncoder, done_event
+from server.events import Event, done_event
 from server.framing.anthropic import PING, MessageFramer, error_frame, message_id
+from tests.typed_events import CONTENT, ENC
 
 TOK = Event(0, "token", b'{"stream":"s1","seq":0,"type":"token","text":"a\\"b","t":1}')
 STOP = Event(1, "done", b'{"stream":"s1","seq":1,"type":"done","finish_reason":"stop"}')
@@ -148,17 +149,7 @@ def test_error_shape(err: Any, kind: str) -> None:
 
 # -- typed parts -------------------------------------------------------------------------------
 
-ENC = PartEncoder("s1")
-PARTS = [
-    ENC.reasoning(0, "think ✓"),
-    ENC.reasoning(1, ' "more"'),
-    ENC.tool_call(2, 0, "", "call_0", "f"),
-    ENC.tool_call(3, 0, '{"a":'),
-    ENC.tool_call(4, 0, "1}"),
-    ENC.tool_call(5, 1, "{}", "call_1", "g"),
-    ENC(6, "ok"),
-    done_event("s1", 7, "tool_calls", 1, "x"),
-]
+PARTS = [*CONTENT, done_event("s1", 7, "tool_calls", 1, "x")]
 SIGNATURE = hashlib.sha256('think ✓ "more"'.encode()).hexdigest()
 
 

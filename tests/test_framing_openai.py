@@ -11,7 +11,6 @@ from openai._streaming import SSEDecoder
 from server.errors import ApiError, GenerationError, InvalidRequest, ModelNotFound, TooManyStreams
 from server.events import (
     Event,
-    PartEncoder,
     done_event,
     error_event,
     token_event,
@@ -29,6 +28,7 @@ from server.framing.openai import (
     token_texts,
 )
 from server.framing.sse import PING
+from tests.typed_events import CONTENT
 
 HEAD = (
     b'data: {"id":"chatcmpl-s1","object":"chat.completion.chunk","created":1700000000,"model":"m"'
@@ -305,17 +305,7 @@ def test_models() -> None:
 
 # -- typed parts -------------------------------------------------------------------------------
 
-ENC = PartEncoder("s1")
-PARTS = [
-    ENC.reasoning(0, "think ✓"),
-    ENC.reasoning(1, ' "more"'),
-    ENC.tool_call(2, 0, "", "call_0", "f"),
-    ENC.tool_call(3, 0, '{"a":'),
-    ENC.tool_call(4, 0, "1}"),
-    ENC.tool_call(5, 1, "{}", "call_1", "g"),
-    ENC(6, "ok"),
-    done_event("s1", 7, "tool_calls", 1, "x"),
-]
+PARTS = [*CONTENT, done_event("s1", 7, "tool_calls", 1, "x")]
 
 
 def test_typed_parts_as_chunks() -> None:

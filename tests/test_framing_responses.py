@@ -12,7 +12,7 @@ from openai._models import construct_type_unchecked
 from openai._streaming import SSEDecoder
 from openai.types.responses import ResponseStreamEvent
 
-from server.events import Event, PartEncoder, done_event
+from server.events import Event, done_event
 from server.framing.responses import (
     OPENING,
     ResponseFramer,
@@ -25,6 +25,7 @@ from server.framing.responses import (
     tool_object,
 )
 from server.sources.base import Tool
+from tests.typed_events import CONTENT, ENC
 
 META = ResponseMeta(
     stream_id="s1", created_at=1700000000, model="m", max_output_tokens=2, input_tokens=3
@@ -203,16 +204,7 @@ def test_error_frame() -> None:
 
 # -- typed parts -------------------------------------------------------------------------------
 
-ENC = PartEncoder("s1")
-PARTS = [
-    ENC.reasoning(0, "think ✓"),
-    ENC.reasoning(1, ' "more"'),
-    ENC.tool_call(2, 0, "", "call_0", "f"),
-    ENC.tool_call(3, 0, '{"a":'),
-    ENC.tool_call(4, 0, "1}"),
-    ENC.tool_call(5, 1, "{}", "call_1", "g"),
-    ENC(6, "ok"),
-]
+PARTS = CONTENT
 TYPED = replace(
     META,
     typed=True,
