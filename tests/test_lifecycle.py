@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aiohttp
 import orjson
@@ -45,6 +46,25 @@ async def ended(session: aiohttp.ClientSession, base: str, sid: str) -> dict[str
             return st
         await asyncio.sleep(0.02)
     raise AssertionError(f"stream {sid} still running after 10 s")
+
+
+async def wait_gone(
+    session: aiohttp.ClientSession, base: str, sid: str, gone: dict[str, Any]
+) -> None:
+    """Look at the stream until it answers 410 (200 meanwhile, 10 s at most), then check
+    that every read route answers the same 410."""
+    async with asyncio.timeout(10):
+        while True:
+            async with session.get(f"{base}/api/streams/{sid}") as resp:
+                if resp.status == 410:
+                    assert await resp.json() == gone
+                    break
+                assert resp.status == 200
+            await asyncio.sleep(0.02)
+    for path in ("sse", "chunked", "poll"):
+        async with session.get(f"{base}/api/streams/{sid}/{path}") as resp:
+            assert resp.status == 410
+            assert await resp.json() == gone
 
 
 async def test_cancel_by_delete_stops_the_source(
@@ -161,18 +181,7 @@ async def test_finished_stream_expires_after_retention(
     sid = await create(session, srv, max_tokens=3, params={"tokens_per_s": 0, "ttft_ms": 0})
     await read(session, base, "poll", sid)
     gone = {"error": {"code": "gone", "message": f"stream {sid!r} has expired"}}
-    async with asyncio.timeout(10):
-        while True:
-            async with session.get(f"{base}/api/streams/{sid}") as resp:
-                if resp.status == 410:
-                    assert await resp.json() == gone
-                    break
-                assert resp.status == 200
-            await asyncio.sleep(0.05)
-    for path in ("sse", "chunked", "poll"):
-        async with session.get(f"{base}/api/streams/{sid}/{path}") as resp:
-            assert resp.status == 410
-            assert await resp.json() == gone
+    await wait_gone(session, base, sid, gone)
 
 
 async def test_retained_memory_bound_forgets_the_oldest_finished_stream(
@@ -195,18 +204,8 @@ async def test_retained_memory_bound_forgets_the_oldest_finished_stream(
             "for finished streams was reached",
         }
     }
-    async with asyncio.timeout(10):
-        while True:  # the third stream is counted once its generation task has ended
-            async with session.get(f"{base}/api/streams/{first}") as resp:
-                if resp.status == 410:
-                    assert await resp.json() == gone
-                    break
-                assert resp.status == 200
-            await asyncio.sleep(0.02)
-    for path in ("sse", "chunked", "poll"):
-        async with session.get(f"{base}/api/streams/{first}/{path}") as resp:
-            assert resp.status == 410
-            assert await resp.json() == gone
+    # (the third stream is counted once its generation task has ended)
+    await wait_gone(session, base, first, gone)
     for sid in sids[1:]:
         assert len(await read(session, base, "sse", sid)) == 11
     async with session.get(f"{base}/metrics") as resp:
