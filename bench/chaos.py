@@ -28,10 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import httpx
@@ -236,6 +236,22 @@ async def read_py(
     return out
 
 
+_S = TypeVar("_S")
+
+
+async def created(out: Outcome, route: str, create: Callable[[], Awaitable[_S]]) -> tuple[_S, str]:
+    """An SDK's streamed create, tried again (20 times at most) while a cut comes before
+    the answer's headers (no id yet to resume by): the stream, and its id."""
+    for _ in range(20):
+        try:
+            stream = await create()
+        except openai.APIConnectionError:
+            out.openai_recreated += 1
+            continue
+        return stream, stream.response.headers["Tokenwire-Stream"]  # type: ignore[attr-defined]
+    raise RuntimeError(f"no {route} answer in 20 attempts")
+
+
 async def read_openai(spec: Spec, url: str, resume_url: str | None = None) -> Outcome:
     """The openai SDK on /v1; after a cut, the rest over ``resume_transport`` by the id
     (on ``resume_url`` if given)."""
@@ -244,21 +260,16 @@ async def read_openai(spec: Spec, url: str, resume_url: str | None = None) -> Ou
         base_url=f"{url}/v1", api_key="chaos", max_retries=0, timeout=30
     ) as oa:
         try:
-            for _ in range(20):
-                try:
-                    stream = await oa.chat.completions.create(
-                        model="synthetic",
-                        messages=[{"role": "user", "content": spec.prompt}],
-                        max_tokens=spec.tokens,
-                        stream=True,
-                    )
-                except openai.APIConnectionError:
-                    out.openai_recreated += 1  # cut before the headers: no id to resume by
-                    continue
-                out.id = stream.response.headers["Tokenwire-Stream"]
-                break
-            else:
-                raise RuntimeError("no /v1 answer in 20 attempts")
+            stream, out.id = await created(
+                out,
+                "/v1",
+                lambda: oa.chat.completions.create(
+                    model="synthetic",
+                    messages=[{"role": "user", "content": spec.prompt}],
+                    max_tokens=spec.tokens,
+                    stream=True,
+                ),
+            )
             cut = False
             try:
                 async for chunk in stream:
@@ -373,23 +384,18 @@ async def read_responses(spec: Spec, url: str, params: dict[str, Any]) -> Outcom
         base_url=f"{url}/v1", api_key="chaos", max_retries=0, timeout=30
     ) as oa:
         try:
-            for _ in range(20):
-                try:
-                    stream = await oa.responses.create(
-                        model="synthetic",
-                        input=spec.prompt,
-                        max_output_tokens=spec.tokens,
-                        stream=True,
-                        background=True,
-                        extra_body={"params": params},
-                    )
-                except openai.APIConnectionError:
-                    out.openai_recreated += 1  # cut before the headers: no id to resume by
-                    continue
-                out.id = stream.response.headers["Tokenwire-Stream"]
-                break
-            else:
-                raise RuntimeError("no /v1/responses answer in 20 attempts")
+            stream, out.id = await created(
+                out,
+                "/v1/responses",
+                lambda: oa.responses.create(
+                    model="synthetic",
+                    input=spec.prompt,
+                    max_output_tokens=spec.tokens,
+                    stream=True,
+                    background=True,
+                    extra_body={"params": params},
+                ),
+            )
             resumed: Any = stream
             for _ in range(4 * len(spec.cuts) + len(cuts) + 20):
                 if resumed is None:
