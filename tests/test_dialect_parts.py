@@ -78,6 +78,14 @@ def anthropic_client(srv: TestServer) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=base_url(srv), api_key="x", max_retries=0)
 
 
+def async_openai_client(srv: TestServer) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{base_url(srv)}/v1", api_key="x", max_retries=0)
+
+
+def async_anthropic_client(srv: TestServer) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=base_url(srv), api_key="x", max_retries=0)
+
+
 # -- Chat Completions ------------------------------------------------------------------------
 
 
@@ -132,9 +140,7 @@ async def test_chat_stream_helper_accumulates_the_native_arguments(
     make_server: MakeServer,
 ) -> None:
     srv = await parts_server(make_server)
-    async with openai.AsyncOpenAI(
-        base_url=f"{base_url(srv)}/v1", api_key="x", max_retries=0
-    ) as client:
+    async with async_openai_client(srv) as client:
         async with client.chat.completions.stream(
             model="parts", messages=HELLO, tools=CHAT_TOOLS, reasoning_effort="high"
         ) as stream:
@@ -154,9 +160,7 @@ async def test_chat_stream_helper_accumulates_the_native_arguments(
 
 async def test_chat_completion_whole(make_server: MakeServer) -> None:
     srv = await parts_server(make_server)
-    async with openai.AsyncOpenAI(
-        base_url=f"{base_url(srv)}/v1", api_key="x", max_retries=0
-    ) as client:
+    async with async_openai_client(srv) as client:
         done = await client.chat.completions.create(
             model="parts", messages=HELLO, tools=CHAT_TOOLS, reasoning_effort="medium"
         )
@@ -247,9 +251,7 @@ async def test_responses_stream_helper_ends_with_the_completed_output(
 
 async def test_responses_resume_with_parts(make_server: MakeServer) -> None:
     srv = await parts_server(make_server)
-    async with openai.AsyncOpenAI(
-        base_url=f"{base_url(srv)}/v1", api_key="x", max_retries=0
-    ) as client:
+    async with async_openai_client(srv) as client:
         created = await client.responses.create(
             model="parts",
             input="x",
@@ -330,9 +332,7 @@ async def test_anthropic_stream_with_thinking_and_a_forced_tool(make_server: Mak
 
 async def test_anthropic_async_stream_and_whole_message(make_server: MakeServer) -> None:
     srv = await parts_server(make_server)
-    async with anthropic.AsyncAnthropic(
-        base_url=base_url(srv), api_key="x", max_retries=0
-    ) as client:
+    async with async_anthropic_client(srv) as client:
         async with client.messages.stream(
             model="parts", max_tokens=50, messages=HELLO, tools=ANTHROPIC_TOOLS
         ) as stream:
@@ -354,9 +354,7 @@ async def test_responses_create_stream_async_carries_the_native_parts(
     make_server: MakeServer,
 ) -> None:
     srv = await parts_server(make_server)
-    async with openai.AsyncOpenAI(
-        base_url=f"{base_url(srv)}/v1", api_key="x", max_retries=0
-    ) as client:
+    async with async_openai_client(srv) as client:
         stream = await client.responses.create(
             model="parts",
             input="x",
