@@ -35,7 +35,7 @@ from server.sources.base import (
 )
 from server.sources.synthetic import count_pieces
 from server.tool_request import NO_TOOLS, ToolUse, reasoning_effort, tool_use
-from server.validation import CreateRequest
+from server.validation import CreateRequest, typed_parts_refused
 
 #: OpenAI's sampling fields, with the ranges OpenAI accepts. Each goes to the sources that
 #: declare a param of the same name; the others accept and ignore it.
@@ -395,8 +395,9 @@ def generation(
         tools=tools.offered,
         tool_choice=tools.forced,
     )
-    if not source.typed_parts and (request.reasoning_effort is not None or request.tools):
-        param = "tools" if request.tools else reasoning_param
+    refused = typed_parts_refused(source, request)
+    if refused is not None:
+        param = reasoning_param if refused == "reasoning_effort" else refused
         raise InvalidRequest(
             f"Invalid '{param}': model {model!r} streams text only (no reasoning, no tool calls).",
             param=param,

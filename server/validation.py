@@ -183,16 +183,27 @@ def parse_tool_choice(value: Any, tools: tuple[Tool, ...]) -> str | None:
     return value
 
 
-def check_typed_parts(source: TokenSource, request: GenerationRequest) -> None:
-    """Refuse reasoning or tools asked of a source that streams text only (``hf``); the
-    error names the field (the dialects call this too, with their own field names)."""
+def typed_parts_refused(source: TokenSource, request: GenerationRequest) -> str | None:
+    """The field of ``request`` that asks a text-only source (``hf``) for typed parts:
+    ``reasoning_effort`` or ``tools`` (in that order), or None if there is none. The one
+    rule; each entry raises it in its own shape (:func:`check_typed_parts` natively)."""
     if source.typed_parts:
-        return
-    rule = f"source {source.name!r} streams text only (no reasoning, no tool calls)"
+        return None
     if request.reasoning_effort is not None:
-        raise InvalidField("reasoning_effort", rule)
+        return "reasoning_effort"
     if request.tools:
-        raise InvalidField("tools", rule)
+        return "tools"
+    return None
+
+
+def check_typed_parts(source: TokenSource, request: GenerationRequest) -> None:
+    """Refuse reasoning or tools asked of a source that streams text only, naming the
+    field."""
+    field = typed_parts_refused(source, request)
+    if field is not None:
+        raise InvalidField(
+            field, f"source {source.name!r} streams text only (no reasoning, no tool calls)"
+        )
 
 
 #: A position as a JSON integer writes it (no sign but for -1, no leading zeros); Python's
