@@ -116,7 +116,7 @@ def _normalised(body: bytes, stream_ids: set[str]) -> bytes:
     times) replaced."""
     for sid in stream_ids:
         body = body.replace(sid.encode(), b"ID")
-    return re.sub(rb'"(t|created)":\d+', rb'"\1":0', body)
+    return re.sub(rb'"(t|created|created_at)":\d+', rb'"\1":0', body)
 
 
 def _stream_id(ans: Answer, sid: str) -> str:
