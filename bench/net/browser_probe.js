@@ -89,10 +89,15 @@ async ({ kind, body, timeoutMs }) => {
   }
   // The protocol each request really used (Resource Timing). A WebSocket has no entry: it
   // opens its own HTTP/1.1 connection (no intermediary here offers WebSocket over HTTP/2).
-  const seen = new Set();
-  for (const e of performance.getEntriesByType("resource")) {
-    if (e.name.includes("/api/")) seen.add(e.nextHopProtocol);
+  // Chromium lists a request when its response has ended, which may come a moment after
+  // the `done` event this read stopped at: look again for up to 2 s (every 20 ms).
+  const apiEntries = () =>
+    performance.getEntriesByType("resource").filter((e) => e.name.includes("/api/"));
+  for (let i = 0; i < 100 && kind !== "websocket" && apiEntries().length === 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
+  const seen = new Set();
+  for (const e of apiEntries()) seen.add(e.nextHopProtocol);
   if (kind === "websocket") seen.add("http/1.1");
   out.protocols = [...seen];
   return out;
