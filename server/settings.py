@@ -230,6 +230,13 @@ class Settings:
         return self.node_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
+    def log_open_ttl_s(self) -> float:
+        """How long a shared store keeps a log that never ends (its process died, or the
+        store failed under it and never answered again): a generation's time limit
+        (an hour without one), then ``retention_s``, and a minute to spare."""
+        return (self.generation_timeout_s or 3600.0) + self.retention_s + 60
+
+    @property
     def hf_model(self) -> str:
         """The ``hf`` model (``__post_init__`` refuses ``source="hf"`` without one)."""
         return self.model or ""
