@@ -55,7 +55,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
@@ -65,6 +65,41 @@ from server.settings import cluster_url
 from server.store.base import LogStore
 
 log = logging.getLogger("tokenwire.store")
+
+
+class WaitingCluster(RedisCluster):
+    """A Redis Cluster client whose commands wait for a connection, like the one-Redis
+    client's ``BlockingConnectionPool``: redis-py's cluster pool has no waiting, and past
+    ``max_connections`` per node its commands fail (200 concurrent pipelines on 16
+    connections: ``AttributeError`` inside redis-py 8.1). At most ``limit`` commands and
+    pipelines run at once; each node's pool is sized above that, so it never runs out
+    (a command or a pipeline holds at most one connection per node)."""
+
+    def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "max_connections": limit + PUBSUB_HEADROOM})
+        self.limit = asyncio.Semaphore(limit)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.limit:
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if transaction or shard_hint:
+            return super().pipeline(transaction, shard_hint)
+        return _WaitingPipeline(self)  # type: ignore[abstract]
+
+
+class _WaitingPipeline(ClusterPipeline):
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        assert isinstance(self.cluster_client, WaitingCluster)
+        async with self.cluster_client.limit:
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+#: Connections per cluster node beyond ``limit``: the registry's cancel listener (pub/sub).
+PUBSUB_HEADROOM = 4
 
 #: A client of one Redis, or of a Redis Cluster (the same commands, routed by key slot).
 RedisClient = aioredis.Redis | RedisCluster
@@ -217,8 +252,8 @@ class RedisStore(LogStore):
         self._tail_redis: aioredis.Redis | None = None
         if cluster is not None:
             # ``max_connections`` per cluster node (the client finds the other nodes).
-            self.redis = RedisCluster.from_url(
-                cluster, max_connections=max_connections, socket_connect_timeout=2
+            self.redis = WaitingCluster.from_url(
+                cluster, limit=max_connections, socket_connect_timeout=2
             )
         else:
             pool = aioredis.BlockingConnectionPool.from_url(
