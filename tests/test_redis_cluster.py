@@ -27,7 +27,7 @@ import pytest
 from server.events import done_event, token_event
 from server.store.redis import RedisStore
 from tests.readers import TRANSPORTS, read
-from tests.redis_cluster import RedisCluster
+from tests.redis_cluster import RedisCluster, command
 from tests.redis_server import free_port
 from tests.test_cluster import REPO, SLOW, Node, create_on, status
 
@@ -143,6 +143,54 @@ async def test_owner_killed_on_a_cluster_ends_with_producer_lost_on_every_transp
         assert all(events == results[0] for events in results)
         st = await status(session, b.base, sid)
         assert (st["state"], st["tokens"]) == ("error", results[0][-1]["seq"])
+
+
+async def test_delete_on_b_stops_the_generation_on_a_on_a_cluster(
+    cluster_url: str, session: aiohttp.ClientSession
+) -> None:
+    async with nodes_on(cluster_url, session, "ab", "--grace-s", "30") as (a, b):
+        sid = await create_on(session, a.base, prompt="cancel", max_tokens=2000, params=SLOW)
+        head = await read(session, b.base, "ws", sid, limit=3)
+        async with session.delete(f"{b.base}/api/streams/{sid}") as resp:
+            assert resp.status == 204
+        events = await read(session, b.base, "sse", sid)
+        assert events[:3] == head[:3]
+        assert [e["seq"] for e in events] == list(range(len(events)))
+        assert (events[-1]["type"], events[-1]["finish_reason"]) == ("done", "cancelled")
+        assert len(events) < 200
+
+
+async def test_readers_go_on_whole_when_the_news_connections_are_killed(
+    redis_cluster: RedisCluster, cluster_url: str, session: aiohttp.ClientSession
+) -> None:
+    """Every master kills its pub/sub clients mid-stream (``CLIENT KILL TYPE pubsub``):
+    B's tail subscribes again (a re-subscription is news: what came meanwhile is read),
+    and its readers get every seq once."""
+    async with nodes_on(cluster_url, session, "ab", "--grace-s", "30") as (a, b):
+        body = {"prompt": "killed news", "max_tokens": 120, "params": SLOW}
+        streams = await one_stream_per_master(session, redis_cluster, a.base, **body)
+        readers = [
+            asyncio.create_task(read(session, b.base, t, sid))
+            for sid in streams.values()
+            for t in ("sse", "ws")
+        ]
+        await asyncio.sleep(0.5)
+        for port in redis_cluster.ports:
+            assert command(port, "CLIENT", "KILL", "TYPE", "pubsub").startswith(b":")
+        channels = {port: RedisStore.news_channel(sid) for port, sid in streams.items()}
+        for _ in range(200):  # until b subscribed again on every master (the streams run 3 s)
+            again = [
+                command(port, "PUBSUB", "SHARDNUMSUB", chan).endswith(b":1\r\n")
+                for port, chan in channels.items()
+            ]
+            if all(again):
+                break
+            await asyncio.sleep(0.01)
+        assert all(again), again
+        results = await asyncio.gather(*readers)
+        for events in results:
+            assert [e["seq"] for e in events] == list(range(121))
+            assert (events[-1]["type"], events[-1]["finish_reason"]) == ("done", "length")
 
 
 async def test_caps_hold_across_processes_on_a_cluster(

@@ -167,6 +167,11 @@ def _seq(entry_id: bytes) -> int:
     return int(entry_id.partition(b"-")[0]) - 1
 
 
+def _slot(stream_id: str) -> int:
+    """The Cluster slot of a stream's keys and news channel (their hash tag)."""
+    return key_slot(RedisStore.news_channel(stream_id).encode())
+
+
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     kind = fields.get(b"e")
     return Event(_seq(entry_id), "token" if kind is None else _TYPES[kind], fields[b"d"])
@@ -687,21 +692,31 @@ class RedisStore(LogStore):
             if node is None:
                 raise RedisClusterException(f"no cluster node serves stream {sid}'s slot")
             self._subscribed[sid] = node.name
-            plan.setdefault((node.name, True, key_slot(sid.encode())), []).append(sid)
+            plan.setdefault((node.name, True, _slot(sid)), []).append(sid)
         for sid in self._subscribed.keys() - watched.keys():
             name = self._subscribed.pop(sid)
             if name in self._news:
-                plan.setdefault((name, False, key_slot(sid.encode())), []).append(sid)
+                plan.setdefault((name, False, _slot(sid)), []).append(sid)
         for (name, on, _), sids in plan.items():
             channels = [self.news_channel(sid) for sid in sids]
             if on:
                 pubsub = self._news_pubsub(name)
                 await pubsub.ssubscribe(*channels)
-                entry = self._news[name]
-                if entry[2].done():  # (its first subscription: start listening)
+                entry = self._news.get(name)
+                if entry is None or entry[1] is not pubsub:
+                    self._lost_news(name)  # (its listener failed meanwhile: again)
+                elif entry[2].done():  # (its first subscription: start listening)
                     self._news[name] = (entry[0], pubsub, self._listen_task(name, pubsub))
-            else:
-                await self._news[name][1].sunsubscribe(*channels)
+            elif (entry := self._news.get(name)) is not None:
+                await entry[1].sunsubscribe(*channels)
+
+    def _lost_news(self, name: str, stream_id: str | None = None) -> None:
+        """The news of the streams subscribed on node ``name`` (or of one of them) no
+        longer come: the tail subscribes to them again."""
+        for sid in [s for s, n in self._subscribed.items() if n == name]:
+            if stream_id is None or sid == stream_id:
+                del self._subscribed[sid]
+        self._keys_changed.set()
 
     def _news_pubsub(self, name: str) -> PubSub:
         entry = self._news.get(name)
@@ -728,24 +743,28 @@ class RedisStore(LogStore):
         try:
             while True:
                 message = await pubsub.get_message(timeout=None)
-                if message is None or message["type"] not in ("smessage", "ssubscribe"):
+                if message is None or message.get("channel") is None:
                     continue
+                kind = message["type"]
                 channel = bytes(message["channel"]).decode()
-                self._newsworthy.add(channel.split("{", 1)[1].rsplit("}", 1)[0])
-                self._keys_changed.set()
+                sid = channel.split("{", 1)[1].rsplit("}", 1)[0]
+                if kind in ("smessage", "ssubscribe"):
+                    self._newsworthy.add(sid)
+                    self._keys_changed.set()
+                elif kind == "sunsubscribe" and self._subscribed.get(sid) == name:
+                    # (not asked for: the slot moved to another master)
+                    self._lost_news(name, sid)
         except (*REDIS_ERRORS, OSError) as e:
-            # (a lost connection or a moved slot: subscribe again, from scratch)
+            # (a lost connection, or a slot that moved: subscribe again, from scratch)
             log.warning("Redis news from %s: %s", name, e)
-            for sid in [s for s, n in self._subscribed.items() if n == name]:
-                del self._subscribed[sid]
             entry = self._news.pop(name, None)
+            self._lost_news(name)
             if entry is not None:
                 with contextlib.suppress(*REDIS_ERRORS, OSError):
                     await entry[1].aclose()  # type: ignore[no-untyped-call]
                     await entry[0].aclose()
             for local in self._local.values():
                 local.wake()
-            self._keys_changed.set()
 
     async def _read_news(self, sids: Sequence[str]) -> None:
         """What is new in each stream past what this process knows, in one pipeline."""
