@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,7 @@ async def generate_ws(ws: aiohttp.ClientWebSocketResponse, req: dict[str, Any], 
             return
 
 
-Read = Callable[[aiohttp.ClientSession, str, dict[str, Any], Counter], Awaitable[None]]
+Read = Callable[[aiohttp.ClientSession, str, dict[str, Any], Counter], Coroutine[Any, Any, None]]
 #: One stream read to its end, per transport.
 READERS: dict[str, Read] = {
     "sse": read_sse,

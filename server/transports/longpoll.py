@@ -28,7 +28,7 @@ async def poll(request: web.Request) -> web.Response:
     stream = await hub.lookup(request.match_info["id"])
     hub.touch(stream)
     metrics = request.app[METRICS]
-    async with metrics.reading("poll"), hub.subscribe(stream.id, after, "poll") as sub:
+    async with metrics.reading("poll"), hub.subscribe(stream, after, "poll") as sub:
         events = await sub.next_batch(timeout)
         done = sub.finished
     body = poll_body(events, after, done)

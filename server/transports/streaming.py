@@ -115,8 +115,11 @@ async def read_json(request: web.Request) -> Any:
             accepted=", ".join((*BODY_CODINGS, "identity")),
         )
     timeout = request.app[SETTINGS].body_timeout_s or None
+    # A body already received whole (the usual small JSON body, in the headers' packet or
+    # right behind them) is read without waiting: no timer for it.
+    wait = asyncio.timeout(timeout) if not request.content.is_eof() else _NO_DEADLINE
     try:
-        async with asyncio.timeout(timeout):
+        async with wait:
             raw = await request.read()  # aiohttp answers 413 past client_max_size
     except TimeoutError:
         request.content.feed_eof()  # the answer closes the connection: read no more
@@ -163,7 +166,7 @@ async def stream_created(request: web.Request, stream_format: StreamFormat) -> w
     parsed = parse_create_body(await read_json(request), request.app[SETTINGS], hub.sources)
     stream = await hub.start(parsed, client_address(request))
     reading = request.app[METRICS].reading(stream_format.transport)
-    async with reading, hub.subscribe(stream.id, -1, stream_format.transport) as sub:
+    async with reading, hub.subscribe(stream, -1, stream_format.transport) as sub:
         return await pump(
             request,
             sub,
@@ -258,7 +261,10 @@ async def pump(
             else:
                 data = stream_format.frame(batch)
             async with send_deadline(request.transport, len(data), send_timeout):
-                await resp.write(data)
+                if sub.finished:  # the terminal event and the body's end: one write
+                    await resp.write_eof(data)
+                else:
+                    await resp.write(data)
             metrics.sent(stream_format.transport, len(batch), len(data))
         await resp.write_eof()
     except TimeoutError:
