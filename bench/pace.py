@@ -210,7 +210,10 @@ READERS: dict[str, Read] = {
 
 async def paced(ns: argparse.Namespace, base: str, proc: psutil.Process) -> dict[str, Any]:
     n = Counter()
-    tokens = int(ns.pace * (ns.warmup + ns.window + 10))
+    # Long enough to outlast the window even when starting every stream takes a while (a
+    # loaded machine, a poll client's create and first poll per stream): a stream that
+    # ended inside the window would lower the token rate, not the work per token.
+    tokens = int(ns.pace * (ns.warmup + ns.window + 60))
     read = READERS[ns.transport]
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
