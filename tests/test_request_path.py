@@ -13,6 +13,9 @@ import pytest
 
 from clients.decoders import SSEDecoder
 from server.appkeys import HUB
+from server.events import TokenEncoder, done_event
+from server.framing.longpoll import poll_body
+from server.transports.longpoll import poll_batch
 from tests.faults.hostile import eventually, exchange, request_bytes, served
 
 
@@ -144,3 +147,16 @@ async def test_open_readers_and_created_streams_are_counted() -> None:
     assert metric(after, 'tokenwire_subscribers{transport="sse"}') == "0.0"
     assert metric(during, 'tokenwire_streams_created_total{source="synthetic"}') == "1.0"
     assert metric(after, 'tokenwire_streams_created_total{source="synthetic"}') == "2.0"
+
+
+def test_a_poll_batch_is_the_poll_body_of_its_events() -> None:
+    """``poll_batch`` (shared by the pollers one append woke) answers what ``poll_body``
+    answers a poll from just before the events, ``done`` when the last is terminal."""
+    token = TokenEncoder("s")
+    running = [token(4, "a"), token(5, "b")]
+    assert poll_batch(running) == poll_body(running, 3, False)
+    assert poll_batch(running).startswith(b'{"events":[{"stream":"s","seq":4,')
+    assert poll_batch(running).endswith(b'],"next":5,"done":false}')
+    ended = [token(6, "c"), done_event("s", 7, "stop", 7, "0" * 64, None)]
+    assert poll_batch(ended) == poll_body(ended, 5, True)
+    assert poll_batch(ended).endswith(b'],"next":7,"done":true}')
