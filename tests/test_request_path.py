@@ -16,6 +16,7 @@ from server.appkeys import HUB
 from server.events import TokenEncoder, done_event
 from server.framing.longpoll import poll_body
 from server.transports.longpoll import poll_batch
+from server.transports.ws import SocketSession
 from tests.faults.hostile import eventually, exchange, request_bytes, served
 
 
@@ -160,3 +161,56 @@ def test_a_poll_batch_is_the_poll_body_of_its_events() -> None:
     ended = [token(6, "c"), done_event("s", 7, "stop", 7, "0" * 64, None)]
     assert poll_batch(ended) == poll_body(ended, 5, True)
     assert poll_batch(ended).endswith(b'],"next":7,"done":true}')
+
+
+def text_frames(data: bytes) -> list[dict[str, Any]]:
+    """The JSON messages of whole server text frames (unmasked, RFC 6455 §5.2)."""
+    out = []
+    while data:
+        assert data[0] == 0x81  # FIN, text
+        size, at = data[1] & 0x7F, 2
+        if size == 126:
+            size, at = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, at = int.from_bytes(data[2:10], "big"), 10
+        out.append(orjson.loads(data[at : at + size]))
+        data = data[at + size :]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("params", "first"),
+    [
+        ({"tokens_per_s": 0, "ttft_ms": 0}, [("created", None), ("token", 0), ("done", 1)]),
+        ({"tokens_per_s": 50, "ttft_ms": 300}, [("created", None)]),
+    ],
+    ids=["whole-at-once", "later-first-token"],
+)
+async def test_a_websocket_generate_writes_created_with_the_logged_events(
+    monkeypatch: pytest.MonkeyPatch, params: dict[str, Any], first: list[Any]
+) -> None:
+    """``created`` goes out in the pump's first write, with the events the generation's
+    first step logged (none when the first token is later: ``created`` is not held)."""
+    writes: list[bytes] = []
+    write_frames = SocketSession._write_frames
+
+    def recording(self: SocketSession, data: bytes) -> None:
+        writes.append(bytes(data))
+        write_frames(self, data)
+
+    monkeypatch.setattr(SocketSession, "_write_frames", recording)
+    async with served() as s, aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{s.base}/api/ws") as ws:
+            body = orjson.loads(create(params, 1))
+            await ws.send_str(orjson.dumps({"op": "generate", **body}).decode())
+            got = []
+            async for msg in ws:
+                got.append(orjson.loads(msg.data))
+                if got[-1]["type"] == "done":
+                    break
+    assert [(m["type"], m.get("seq")) for m in got] == [
+        ("created", None),
+        ("token", 0),
+        ("done", 1),
+    ]
+    assert [(m["type"], m.get("seq")) for m in text_frames(writes[0])] == first
