@@ -1,7 +1,7 @@
 """The paced CPU driver: what tokenwire's server spends per token and per stream at a
 realistic pace, without Locust (a lean asyncio client beside the server).
 
-``python -m bench.pace [--repo DIR] [--transport sse|ws] [--streams 200] [--pace 50]``
+``python -m bench.pace [--repo DIR] [--transport sse|chunked|ws|poll] [--streams 200] [--pace 50]``
 
 It spawns ``python -m bench.probe serve`` from ``--repo`` (default: this checkout; another
 checkout of the code, e.g. ``git archive main | tar -x -C /tmp/base``, gives the A of an
@@ -10,14 +10,21 @@ A/B), then measures three things, each from psutil's user + system time of the s
 - **paced**: ``--streams`` streams at ``--pace`` tokens/s (no jitter, ``ttft_ms`` 0), long
   enough to outlast the window; after ``--warmup`` s, the server's CPU over ``--window`` s
   divided by the tokens the clients received in it (the clients' decoders: SSE through
-  ``clients.decoders.SSEDecoder``, WebSocket text messages): **ms of CPU per 1,000 tokens**
-  and **% of one core**. Stream setup is outside the window.
+  ``clients.decoders.SSEDecoder``, chunked through ``NDJSONDecoder``, WebSocket text
+  messages, long-poll answers): **ms of CPU per 1,000 tokens** and **% of one core**; long
+  polling also **polls per second** and **µs of CPU per poll**. Stream setup is outside
+  the window.
 - **setup**: ``--setups`` create-and-stream requests of one unpaced token each, 8 at a
-  time (WebSocket: ``generate`` on 8 open sockets): the server's CPU per stream (request,
-  admission, registry, task, headers, first and terminal events, teardown).
+  time (WebSocket: ``generate`` on 8 open sockets; long polling: ``POST /api/streams``
+  then polls until ``done``): the server's CPU per stream (request, admission, registry,
+  task, headers, first and terminal events, teardown).
 - **light**: the probe on, ``--light`` streams one after another (20 tokens each at
-  ``--pace``): first token (request arrival to the write of seq 0) and server latency
-  (append to write) p50/p99 in microseconds.
+  ``--pace``): first token (request arrival to the write of seq 0; long polling: the
+  arrival of the poll that gets seq 0 to its answer) and server latency (append to write)
+  p50/p99 in microseconds.
+
+A long-poll client polls as ``clients/python`` does: ``GET .../poll?after=N&timeout=25``
+with ``N`` the ``next`` of the previous answer, until an answer says ``done``.
 
 It prints one JSON line. docs/bench.md, "The paced CPU driver".
 """
@@ -32,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +49,7 @@ import psutil
 
 from bench.lab import REPO, free_port
 from bench.stats import percentile
-from clients.decoders import SSEDecoder
+from clients.decoders import NDJSONDecoder, SSEDecoder
 
 PROBE = "/bench/probe"
 
@@ -74,6 +81,7 @@ class Counter:
     tokens = 0
     failures = 0
     started = 0  # streams that received their first token
+    polls = 0  # long-poll answers
 
 
 def body(tokens: int, pace: float) -> dict[str, Any]:
@@ -106,6 +114,64 @@ async def read_sse(
                     return
 
 
+async def read_chunked(
+    session: aiohttp.ClientSession, base: str, req: dict[str, Any], n: Counter
+) -> None:
+    async with session.post(f"{base}/api/chunked", json=req) as resp:
+        if resp.status != 200:
+            n.failures += 1
+            return
+        decoder = NDJSONDecoder()
+        first = True
+        async for chunk in resp.content.iter_any():
+            for msg in decoder.feed(chunk):
+                kind = msg.get("type")
+                if kind == "token":
+                    n.tokens += 1
+                    n.started += first
+                    first = False
+                elif kind in ("done", "error"):
+                    if kind == "error":
+                        n.failures += 1
+                    return
+
+
+#: The long-poll ``timeout`` the clients send (``clients.Client``'s default).
+POLL_TIMEOUT_S = 25
+
+
+async def read_poll(
+    session: aiohttp.ClientSession, base: str, req: dict[str, Any], n: Counter
+) -> None:
+    """``POST /api/streams``, then polls with ``after`` the previous answer's ``next``."""
+    async with session.post(f"{base}/api/streams", json=req) as resp:
+        if resp.status != 201:
+            n.failures += 1
+            return
+        stream_id = (await resp.json())["id"]
+    after, first = -1, True
+    while True:
+        url = f"{base}/api/streams/{stream_id}/poll?after={after}&timeout={POLL_TIMEOUT_S}"
+        async with session.get(url) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                n.failures += 1
+                return
+        answer = orjson.loads(raw)
+        n.polls += 1
+        for event in answer["events"]:
+            kind = event["type"]
+            if kind == "token":
+                n.tokens += 1
+                n.started += first
+                first = False
+            elif kind == "error":
+                n.failures += 1
+        if answer["done"]:
+            return
+        after = answer["next"]
+
+
 async def read_ws(
     session: aiohttp.ClientSession, base: str, req: dict[str, Any], n: Counter
 ) -> None:
@@ -132,10 +198,23 @@ async def generate_ws(ws: aiohttp.ClientWebSocketResponse, req: dict[str, Any], 
             return
 
 
+Read = Callable[[aiohttp.ClientSession, str, dict[str, Any], Counter], Coroutine[Any, Any, None]]
+#: One stream read to its end, per transport.
+READERS: dict[str, Read] = {
+    "sse": read_sse,
+    "chunked": read_chunked,
+    "ws": read_ws,
+    "poll": read_poll,
+}
+
+
 async def paced(ns: argparse.Namespace, base: str, proc: psutil.Process) -> dict[str, Any]:
     n = Counter()
-    tokens = int(ns.pace * (ns.warmup + ns.window + 10))
-    read = read_sse if ns.transport == "sse" else read_ws
+    # Long enough to outlast the window even when starting every stream takes a while (a
+    # loaded machine, a poll client's create and first poll per stream): a stream that
+    # ended inside the window would lower the token rate, not the work per token.
+    tokens = int(ns.pace * (ns.warmup + ns.window + 60))
+    read = READERS[ns.transport]
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
         tasks = []
@@ -147,20 +226,25 @@ async def paced(ns: argparse.Namespace, base: str, proc: psutil.Process) -> dict
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(ns.warmup)
-        c0, t0, w0 = cpu_s(proc), n.tokens, time.monotonic()
+        c0, t0, p0, w0 = cpu_s(proc), n.tokens, n.polls, time.monotonic()
         await asyncio.sleep(ns.window)
-        c1, t1, w1 = cpu_s(proc), n.tokens, time.monotonic()
+        c1, t1, p1, w1 = cpu_s(proc), n.tokens, n.polls, time.monotonic()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     got = t1 - t0
-    return {
+    out = {
         "tokens_per_s": round(got / (w1 - w0)),
         "cpu_ms_per_1k": round(1e6 * (c1 - c0) / got, 2) if got else None,
         "cpu_pct": round(100 * (c1 - c0) / (w1 - w0), 1),
         "started": n.started,
         "failures": n.failures,
     }
+    if ns.transport == "poll":
+        polls = p1 - p0
+        out["polls_per_s"] = round(polls / (w1 - w0))
+        out["cpu_us_per_poll"] = round(1e6 * (c1 - c0) / polls, 1) if polls else None
+    return out
 
 
 async def setup(ns: argparse.Namespace, base: str, proc: psutil.Process) -> dict[str, Any]:
@@ -170,11 +254,12 @@ async def setup(ns: argparse.Namespace, base: str, proc: psutil.Process) -> dict
         sockets = []
         if ns.transport == "ws":
             sockets = [await session.ws_connect(f"{base}/api/ws") for _ in range(8)]
+        read = READERS[ns.transport]
         for _ in range(20):  # warm
             if sockets:
                 await generate_ws(sockets[0], body(1, 0), n)
             else:
-                await read_sse(session, base, body(1, 0), n)
+                await read(session, base, body(1, 0), n)
         c0 = cpu_s(proc)
         left = ns.setups
 
@@ -185,7 +270,7 @@ async def setup(ns: argparse.Namespace, base: str, proc: psutil.Process) -> dict
                 if sockets:
                     await generate_ws(sockets[i], body(1, 0), n)
                 else:
-                    await read_sse(session, base, body(1, 0), n)
+                    await read(session, base, body(1, 0), n)
 
         await asyncio.gather(*(worker(i) for i in range(8)))
         c1 = cpu_s(proc)
@@ -196,7 +281,7 @@ async def setup(ns: argparse.Namespace, base: str, proc: psutil.Process) -> dict
 
 async def light(ns: argparse.Namespace, base: str) -> dict[str, Any]:
     n = Counter()
-    read = read_sse if ns.transport == "sse" else read_ws
+    read = READERS[ns.transport]
     async with aiohttp.ClientSession() as session:
         await read(session, base, body(5, 0), n)  # warm
         async with session.post(base + PROBE) as r:
@@ -239,7 +324,7 @@ async def measure(ns: argparse.Namespace, base: str, proc: psutil.Process) -> di
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pace", description=__doc__.split("\n")[0])
     p.add_argument("--repo", type=Path, default=REPO, help="the checkout whose server runs")
-    p.add_argument("--transport", choices=("sse", "ws"), default="sse")
+    p.add_argument("--transport", choices=tuple(READERS), default="sse")
     p.add_argument("--streams", type=int, default=200)
     p.add_argument("--pace", type=float, default=50.0)
     p.add_argument("--warmup", type=float, default=2.0)

@@ -7,7 +7,8 @@ the benchmark, three routes that switch a probe on and off and read it:
   (``{"latency_ns": [...], "first_token_ns": [...], "writes": N, "sampled": N}``).
 
 While it is on, the writes that hand events to a socket are wrapped (SSE and chunked:
-``StreamResponse.write``; long polling: ``Response.write_eof``, which writes the body;
+``StreamResponse.write``, and ``StreamResponse.write_eof`` with a stream's last bytes;
+long polling: ``Response.write_eof``, which writes the body through it;
 WebSocket: ``SocketSession._write_frames``, one transport write per batch), and after such a
 write returns (the bytes are in the kernel's socket buffer, or in the transport's buffer
 when the socket is full) it records:
@@ -124,7 +125,8 @@ class Probe:
             self._undo.append(lambda: setattr(owner, name, original))
 
         wrap(web.StreamResponse, "write", lambda _self, args: args[0] if args else None)
-        wrap(web.Response, "write_eof", lambda self, _args: self.body)
+        # (A stream's last bytes, and a Response's body: Response.write_eof passes it on.)
+        wrap(web.StreamResponse, "write_eof", lambda _self, args: args[0] if args else None)
         wrap_sync(SocketSession, "_write_frames")
         self.on = True
 

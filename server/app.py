@@ -31,7 +31,7 @@ from server.errors import (
 from server.hub import Hub
 from server.metrics import Metrics
 from server.routes import ROUTES, error_body
-from server.security import POLICY, Policy, add_response_headers, security_middleware
+from server.security import POLICY, Policy, add_response_headers, check_request
 from server.settings import Settings
 from server.sources import build_sources
 from server.sources.base import TokenSource
@@ -108,8 +108,7 @@ class Router(web.UrlDispatcher):
         return match
 
 
-@web.middleware
-async def http_version_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def check_version(request: web.Request) -> None:
     """Refuse a request line of another version (``HTTP/0.9``, ``HTTP/2.0``: aiohttp's
     parser takes them) with 505, before any route runs, so nothing is created for it."""
     if request.version not in HTTP_VERSIONS:
@@ -117,7 +116,6 @@ async def http_version_middleware(request: web.Request, handler: Handler) -> web
         raise VersionNotSupported(
             f"HTTP/{major}.{minor} is not supported here: send HTTP/1.1 (or HTTP/1.0)"
         )
-    return await handler(request)
 
 
 async def expect_handler(request: web.Request) -> web.StreamResponse | None:
@@ -149,10 +147,18 @@ async def expect_handler(request: web.Request) -> web.StreamResponse | None:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as ``{"error": {"code", "message"}}`` with a fitting status
-    (under ``/v1/``: ``{"error": {"message", "type", "param", "code"}}``)."""
+async def app_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What every request meets before its route, in one coroutine (a middleware each
+    cost a coroutine and a call per request): the HTTP version (505,
+    :func:`check_version`), then who may talk (Host, Origin, CORS preflight, token:
+    :func:`server.security.check_request`); and every error, theirs and the route's,
+    leaves as ``{"error": {"code", "message"}}`` with a fitting status (under ``/v1/``:
+    ``{"error": {"message", "type", "param", "code"}}``)."""
     try:
+        check_version(request)
+        preflight = check_request(request)
+        if preflight is not None:
+            return preflight
         return await handler(request)
     except ApiError as e:
         return _error_response(e, request)
@@ -214,19 +220,14 @@ def create_app(
     ``js_dir``, when given, is served at ``/js/`` (the JS client, for the demo page and
     anyone's page)."""
     settings = settings or Settings()
-    # The error middleware is outermost but for the connection marks (which keep the
-    # header and idle timers off while a request is in the app), so the security checks'
-    # refusals are JSON too.
+    # The connection marks (which keep the header and idle timers off while a request is in
+    # the app), then the one middleware: the version and security checks inside its error
+    # handling, so their refusals are JSON too.
     with warnings.catch_warnings():  # ("router argument is deprecated": it is still the way)
         warnings.simplefilter("ignore", DeprecationWarning)
         app = web.Application(
             router=Router(),
-            middlewares=[
-                connection_middleware,
-                error_middleware,
-                http_version_middleware,
-                security_middleware,
-            ],
+            middlewares=[connection_middleware, app_middleware],
             client_max_size=settings.max_body_bytes,
         )
     app[CONNECTIONS] = ConnectionGuard(settings)

@@ -145,7 +145,7 @@ class Hub:
         except BaseException:
             await self.admission.leave(stream)
             raise
-        self.metrics.streams_created.labels(stream.source).inc()
+        self.metrics.created(stream.source)
         stream.task = asyncio.create_task(self._run(stream, parsed), name=f"generate-{stream.id}")
         log.debug("> created %s source=%s client=%s", stream.id, stream.source, client)
         return stream
@@ -173,7 +173,7 @@ class Hub:
             await self.admission.leave(stream)
         with contextlib.suppress(StoreUnavailable):
             await self.registry.published(stream)
-        self.metrics.streams_finished.labels(stream.state).inc()
+        self.metrics.finished(stream.state)
         log.debug("> finished %s state=%s tokens=%d", stream.id, stream.state, stream.tokens)
         try:
             events, nbytes = await self.store.retained(stream.id)
@@ -255,10 +255,14 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def subscribe(
-        self, stream_id: str, after: int, reader: Reader
+        self, stream: str | StreamRecord, after: int, reader: Reader
     ) -> AsyncIterator[Subscription]:
-        """A reader of the stream from ``after``, shown as ``reader`` in its status."""
-        stream = await self.registry.lookup(stream_id)
+        """A reader of the stream from ``after``, shown as ``reader`` in its status.
+        ``stream``: its id, or the record :meth:`start` or :meth:`lookup` just returned
+        (a request that has it looks it up once)."""
+        if isinstance(stream, str):
+            stream = await self.registry.lookup(stream)
+        stream_id = stream.id
         if after >= 0:
             await self._check_appended(stream_id, after)
         counted = False

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from wire import READERS, Reader
@@ -20,12 +20,10 @@ class Metrics:
         self.live_streams = Gauge(
             "tokenwire_live_streams", "Streams still generating", registry=self.registry
         )
-        self.subscribers = Gauge(
-            "tokenwire_subscribers",
-            "Open subscriptions by transport",
-            ["transport"],
-            registry=self.registry,
-        )
+        #: Open readers by transport: plain integers on every request's path (a
+        #: prometheus_client Gauge takes a lock per ``inc``/``dec``), read at scrape time
+        #: (``tokenwire_subscribers``).
+        self._readers: dict[Reader, list[int]] = {t: [0] for t in READERS}
         self.streams_created = Counter(
             "tokenwire_streams_created",
             "Streams created, by source",
@@ -45,7 +43,7 @@ class Metrics:
         #: (a prometheus_client Counter takes a lock per ``inc``, twice per write), read at
         #: scrape time by :class:`_SentCollector`.
         self._sent: dict[Reader, list[int]] = {t: [0, 0] for t in READERS}
-        self.registry.register(_SentCollector(self._sent))
+        self.registry.register(_TallyCollector(self._readers, self._sent))
         self.retained_streams = Gauge(
             "tokenwire_retained_streams",
             "Finished streams whose logs are kept for late readers",
@@ -74,7 +72,9 @@ class Metrics:
             ["node"],
             registry=self.registry,
         )
-        self._readers = {t: self.subscribers.labels(t) for t in READERS}
+        # The labelled children met on every stream's path, looked up once each.
+        self._created: dict[str, Counter] = {}
+        self._finished: dict[str, Counter] = {}
 
     def bind_live(self, live: Callable[[], int]) -> None:
         """Read the live count from the hub at scrape time instead of updating it."""
@@ -93,6 +93,20 @@ class Metrics:
         (each transport counts its own)."""
         return _Reading(self._readers[transport])
 
+    def created(self, source: str) -> None:
+        """A stream of ``source`` was created (``tokenwire_streams_created``)."""
+        child = self._created.get(source)
+        if child is None:
+            child = self._created[source] = self.streams_created.labels(source)
+        child.inc()
+
+    def finished(self, state: str) -> None:
+        """A stream ended in ``state`` (``tokenwire_streams_finished``)."""
+        child = self._finished.get(state)
+        if child is None:
+            child = self._finished[state] = self.streams_finished.labels(state)
+        child.inc()
+
     def sent(self, transport: Reader, events: int, nbytes: int) -> None:
         tally = self._sent[transport]
         tally[0] += events
@@ -102,14 +116,22 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _SentCollector(Collector):
-    """``tokenwire_events_sent_total`` and ``tokenwire_bytes_sent_total`` by transport, from
-    the tallies :meth:`Metrics.sent` keeps (one event loop thread writes them)."""
+class _TallyCollector(Collector):
+    """``tokenwire_subscribers`` (open readers), ``tokenwire_events_sent_total`` and
+    ``tokenwire_bytes_sent_total``, by transport, from the tallies :meth:`Metrics.reading`
+    and :meth:`Metrics.sent` keep (one event loop thread writes them)."""
 
-    def __init__(self, sent: dict[Reader, list[int]]) -> None:
+    def __init__(self, readers: dict[Reader, list[int]], sent: dict[Reader, list[int]]) -> None:
+        self._readers = readers
         self._sent = sent
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        readers = GaugeMetricFamily(
+            "tokenwire_subscribers", "Open subscriptions by transport", labels=["transport"]
+        )
+        for transport, (n_open,) in self._readers.items():
+            readers.add_metric([transport], n_open)
+        yield readers
         events = CounterMetricFamily(
             "tokenwire_events_sent", "Events written to clients, by transport", labels=["transport"]
         )
@@ -126,15 +148,15 @@ class _SentCollector(Collector):
 
 
 class _Reading:
-    """Counts one open reader on a gauge while entered."""
+    """Counts one open reader on a tally while entered."""
 
-    __slots__ = ("_gauge",)
+    __slots__ = ("_tally",)
 
-    def __init__(self, gauge: Gauge) -> None:
-        self._gauge = gauge
+    def __init__(self, tally: list[int]) -> None:
+        self._tally = tally
 
     async def __aenter__(self) -> None:
-        self._gauge.inc()
+        self._tally[0] += 1
 
     async def __aexit__(
         self,
@@ -142,4 +164,4 @@ class _Reading:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._gauge.dec()
+        self._tally[0] -= 1

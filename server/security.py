@@ -1,14 +1,15 @@
 """Who may talk to the server: the Host check, the Origin check, CORS and the bearer token.
 
 Pure decisions over header values (table-tested), applied to every request by
-:func:`security_middleware`: Host (403), Origin (403), CORS preflight (204), token (401).
+:func:`check_request` (from the app's one middleware): Host (403), Origin (403), CORS
+preflight (204), token (401).
 """
 
 from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -181,12 +182,11 @@ POLICY = web.AppKey("security_policy", Policy)
 #: The ``Origin`` of an allowed cross-origin request: its answer gets the CORS headers.
 CROSS_ORIGIN = web.RequestKey("cross_origin", str)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-
-@web.middleware
-async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Host, Origin, CORS preflight and token checks, before any handler runs."""
+def check_request(request: web.Request) -> web.StreamResponse | None:
+    """Host, Origin, CORS preflight and token checks, before any handler runs: raise the
+    refusal (403, 401), return the answer to an allowed preflight (204), or ``None`` to let
+    the request through. (The app's one middleware calls it: ``server.app``.)"""
     policy = request.app[POLICY]
     host = request_authority(request)
     if not policy.hosts.allows(host):
@@ -195,29 +195,30 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
             code="host_not_allowed",
         )
     origin = request.headers.get(hdrs.ORIGIN)
-    own = own_origin(request.scheme, host)
     websocket = request.path == WEBSOCKET_PATH
-    if websocket:
-        if not websocket_origin_allowed(origin, own, policy.ws_origins):
-            raise Forbidden(
-                f"a page of {origin} may not open a WebSocket here (ws_allowed_origins)",
-                code="origin_not_allowed",
-            )
-    else:
-        verdict = http_origin_verdict(origin, own, policy.cors)
-        if verdict == "refused":
-            raise Forbidden(
-                f"requests from pages of {origin} are not allowed (cors_origins)",
-                code="origin_not_allowed",
-            )
-        if verdict == "cross" and origin is not None:
-            # Echoed as browsers write it (lower case, no default port), never as sent;
-            # an origin only ``*`` allows is never echoed (the answer says ``*``).
-            origin = normalize_origin(origin) or "null"
-            request[CROSS_ORIGIN] = origin
-            preflight = _preflight(request, origin, policy.cors)
-            if preflight is not None:
-                return preflight
+    if origin is not None:  # (no Origin: allowed on both, and no own origin to work out)
+        own = own_origin(request.scheme, host)
+        if websocket:
+            if not websocket_origin_allowed(origin, own, policy.ws_origins):
+                raise Forbidden(
+                    f"a page of {origin} may not open a WebSocket here (ws_allowed_origins)",
+                    code="origin_not_allowed",
+                )
+        else:
+            verdict = http_origin_verdict(origin, own, policy.cors)
+            if verdict == "refused":
+                raise Forbidden(
+                    f"requests from pages of {origin} are not allowed (cors_origins)",
+                    code="origin_not_allowed",
+                )
+            if verdict == "cross":
+                # Echoed as browsers write it (lower case, no default port), never as sent;
+                # an origin only ``*`` allows is never echoed (the answer says ``*``).
+                origin = normalize_origin(origin) or "null"
+                request[CROSS_ORIGIN] = origin
+                preflight = _preflight(request, origin, policy.cors)
+                if preflight is not None:
+                    return preflight
     if policy.token is not None and needs_token(request.path):
         authorization = request.headers.get(hdrs.AUTHORIZATION)
         if authorization is None and (api_key := request.headers.get("x-api-key")):
@@ -225,7 +226,7 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
         # A browser's WebSocket cannot send the header: it authenticates in its first message.
         if not (websocket and authorization is None):
             check_token(authorization, policy.token)
-    return await handler(request)
+    return None
 
 
 def _preflight(request: web.Request, origin: str, cors: OriginList) -> web.Response | None:

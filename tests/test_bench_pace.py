@@ -11,7 +11,7 @@ import pytest
 from bench.lab import REPO
 
 
-@pytest.mark.parametrize("transport", ["sse", "ws"])
+@pytest.mark.parametrize("transport", ["sse", "chunked", "ws", "poll"])
 def test_pace_driver_reports_every_part(transport: str) -> None:
     argv = [
         *(sys.executable, "-m", "bench.pace", "--transport", transport),
@@ -29,3 +29,8 @@ def test_pace_driver_reports_every_part(transport: str) -> None:
     assert doc["light"]["failures"] == 0
     assert doc["light"]["first_token_p50_us"] is not None
     assert doc["light"]["samples"] > 0
+    if transport == "poll":
+        assert doc["paced"]["polls_per_s"] > 0
+        assert doc["paced"]["cpu_us_per_poll"] is not None
+    else:
+        assert "polls_per_s" not in doc["paced"]

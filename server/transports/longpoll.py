@@ -7,15 +7,23 @@ Answers as soon as an event after ``after`` exists (all that exist, batched), or
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 
 from server.appkeys import HUB, METRICS, SETTINGS
+from server.events import Event
 from server.framing.longpoll import poll_body
 from server.transports.streaming import send_deadline
 from server.validation import parse_after, parse_timeout
 
 log = logging.getLogger("tokenwire.transport")
+
+
+def poll_batch(events: Sequence[Event]) -> bytes:
+    """The answer to a poll that got ``events``: it depends on them only (they follow the
+    poll's ``after``; ``done`` is whether the last is terminal), so it can be shared."""
+    return poll_body(events, events[0].seq - 1, events[-1].terminal)
 
 
 async def poll(request: web.Request) -> web.Response:
@@ -28,10 +36,10 @@ async def poll(request: web.Request) -> web.Response:
     stream = await hub.lookup(request.match_info["id"])
     hub.touch(stream)
     metrics = request.app[METRICS]
-    async with metrics.reading("poll"), hub.subscribe(stream.id, after, "poll") as sub:
+    async with metrics.reading("poll"), hub.subscribe(stream, after, "poll") as sub:
         events = await sub.next_batch(timeout)
-        done = sub.finished
-    body = poll_body(events, after, done)
+        # Pollers of a stream woken by the same append share one body (fan-out).
+        body = sub.framed(poll_batch, events) if events else poll_body(events, after, sub.finished)
     metrics.sent("poll", len(events), len(body))
     resp = web.Response(
         body=body,

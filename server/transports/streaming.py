@@ -115,8 +115,11 @@ async def read_json(request: web.Request) -> Any:
             accepted=", ".join((*BODY_CODINGS, "identity")),
         )
     timeout = request.app[SETTINGS].body_timeout_s or None
+    # A body already received whole (the usual small JSON body, in the headers' packet or
+    # right behind them) is read without waiting: no timer for it.
+    wait = asyncio.timeout(timeout) if not request.content.is_eof() else _NO_DEADLINE
     try:
-        async with asyncio.timeout(timeout):
+        async with wait:
             raw = await request.read()  # aiohttp answers 413 past client_max_size
     except TimeoutError:
         request.content.feed_eof()  # the answer closes the connection: read no more
@@ -162,8 +165,11 @@ async def stream_created(request: web.Request, stream_format: StreamFormat) -> w
     hub = request.app[HUB]
     parsed = parse_create_body(await read_json(request), request.app[SETTINGS], hub.sources)
     stream = await hub.start(parsed, client_address(request))
+    # Let the generation take its first step before the answer starts: a first token it
+    # appends at once then goes out with the prefix, in one write (``_write_prefix``).
+    await asyncio.sleep(0)
     reading = request.app[METRICS].reading(stream_format.transport)
-    async with reading, hub.subscribe(stream.id, -1, stream_format.transport) as sub:
+    async with reading, hub.subscribe(stream, -1, stream_format.transport) as sub:
         return await pump(
             request,
             sub,
@@ -172,6 +178,40 @@ async def stream_created(request: web.Request, stream_format: StreamFormat) -> w
             + stream_format.created(created_message(stream.id)),
             headers={"Tokenwire-Stream": stream.id, "Location": f"/api/streams/{stream.id}"},
         )
+
+
+async def _write_prefix(
+    request: web.Request,
+    resp: web.StreamResponse,
+    sub: Subscription,
+    stream_format: StreamFormat,
+    prefix: bytes,
+    send_timeout: float | None,
+) -> None:
+    """Write ``prefix`` with the events the log already holds after it: one write, where
+    the prefix alone and the first batch were two (the head is its own: aiohttp sends it at
+    ``prepare()``). Nothing waits for events: none there, the prefix goes alone. (The
+    stream's count says whether any was appended; a read only when one was.)"""
+    batch: list[Event] = []
+    stream = sub.stream
+    if not sub.finished and (stream.tokens or stream.final_seq is not None):
+        with contextlib.suppress(StreamGone, StoreUnavailable):
+            batch = await sub.next_batch(0)  # (these, the loop's next read meets and answers)
+    data = prefix
+    if batch:
+        framed = (
+            sub.framed(stream_format.frame, batch)
+            if stream_format.shared
+            else stream_format.frame(batch)
+        )
+        data += framed
+    async with send_deadline(request.transport, len(data), send_timeout):
+        if sub.finished:
+            await resp.write_eof(data)
+        else:
+            await resp.write(data)
+    if batch:
+        request.app[METRICS].sent(stream_format.transport, len(batch), len(data) - len(prefix))
 
 
 class _Push:
@@ -235,7 +275,7 @@ async def pump(
     try:
         await resp.prepare(request)
         if prefix:
-            await resp.write(prefix)
+            await _write_prefix(request, resp, sub, stream_format, prefix, send_timeout)
         while not sub.finished:
             try:
                 batch = await sub.next_batch(heartbeat, pushing)
@@ -258,7 +298,10 @@ async def pump(
             else:
                 data = stream_format.frame(batch)
             async with send_deadline(request.transport, len(data), send_timeout):
-                await resp.write(data)
+                if sub.finished:  # the terminal event and the body's end: one write
+                    await resp.write_eof(data)
+                else:
+                    await resp.write(data)
             metrics.sent(stream_format.transport, len(batch), len(data))
         await resp.write_eof()
     except TimeoutError:

@@ -17,10 +17,17 @@ from aiohttp.abc import AbstractStreamWriter
 
 from server.appkeys import HUB, METRICS, SETTINGS, SOCKETS
 from server.connections import CONNECTIONS
-from server.errors import ApiError, BadRequest, StreamGone, Unauthorized, UpgradeRequired
+from server.errors import (
+    ApiError,
+    BadRequest,
+    StoreUnavailable,
+    StreamGone,
+    Unauthorized,
+    UpgradeRequired,
+)
 from server.events import Event, created_message, end_message
-from server.framing.ws import ws_error, ws_text_frames
-from server.hub import Hub
+from server.framing.ws import ws_error, ws_text_frame, ws_text_frames
+from server.hub import Hub, StreamRecord, Subscription
 from server.metrics import Metrics
 from server.security import POLICY, bearer_token, token_matches
 from server.settings import Settings
@@ -103,24 +110,31 @@ class SocketSession:
         if not self.ws.closed:
             await self.ws.send_str(ws_error(err, stream, op))
 
-    def start_pump(self, stream_id: str, after: int) -> None:
+    def start_pump(self, stream: str | StreamRecord, after: int, first: bytes = b"") -> None:
+        """A pump of ``stream`` (its id, or the record just created) from ``after``;
+        ``first``: frames it writes before any event, with the events already logged."""
+        stream_id = stream if isinstance(stream, str) else stream.id
         old = self.pumps.pop(stream_id, None)
         if old is not None:
             old.cancel()  # a re-subscribe on the same socket replaces the old position
-        task = asyncio.create_task(self._pump(stream_id, after), name=f"ws-pump-{stream_id}")
+        task = asyncio.create_task(self._pump(stream, after, first), name=f"ws-pump-{stream_id}")
         self.pumps[stream_id] = task
         task.add_done_callback(
             lambda t: self.pumps.pop(stream_id, None) if self.pumps.get(stream_id) is t else None
         )
 
-    async def _pump(self, stream_id: str, after: int) -> None:
+    async def _pump(self, stream: str | StreamRecord, after: int, first: bytes = b"") -> None:
         ws = self.ws
+        stream_id = stream if isinstance(stream, str) else stream.id
         try:
             reading = self.metrics.reading("ws")
-            async with reading, self.hub.subscribe(stream_id, after, "ws") as sub:
+            async with reading, self.hub.subscribe(stream, after, "ws") as sub:
                 if sub.finished:  # like HTTP's 204: ended, and nothing after ``after``
                     await ws.send_frame(end_message(stream_id), WSMsgType.TEXT)
                     return
+                if first:
+                    unsent, first = first, b""
+                    await self._send_first(sub, unsent)
 
                 def push(event: Event) -> bool:
                     """Write a paced stream's new token from the generation's step, if
@@ -143,14 +157,34 @@ class SocketSession:
                     await self._send_frames(data)
                     self.metrics.sent("ws", len(batch), len(data))
         except StreamGone as e:
+            await self._send_unsent(first)
             await self.send_error(e, stream_id)
         except ApiError as e:
+            await self._send_unsent(first)  # (``created`` before the error, as always)
             await self.send_error(e, stream_id, "subscribe")
         except TimeoutError:
             log.info("closing a WebSocket: send timed out on %s", stream_id)
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"send timeout")
         except ConnectionResetError:
             pass
+
+    async def _send_unsent(self, first: bytes) -> None:
+        """``first``, if the pump failed before it wrote it."""
+        if first and not self.ws.closed:
+            with contextlib.suppress(ConnectionResetError):
+                await self._send_frames(first)
+
+    async def _send_first(self, sub: Subscription, first: bytes) -> None:
+        """``first`` with the events the log already holds (nothing waits for them): one
+        write, where ``created`` and a first token due at once were two."""
+        batch: list[Event] = []
+        if sub.stream.tokens or sub.stream.final_seq is not None:
+            with contextlib.suppress(StreamGone, StoreUnavailable):
+                batch = await sub.next_batch(0)  # (the pump's next read meets these)
+        data = first + sub.framed(ws_text_frames, batch) if batch else first
+        await self._send_frames(data)
+        if batch:
+            self.metrics.sent("ws", len(batch), len(data) - len(first))
 
     async def _send_frames(self, data: bytes) -> None:
         """Write whole text frames in one write, within the send timeout.
@@ -226,8 +260,10 @@ class SocketSession:
             elif isinstance(msg, Generate):
                 parsed = parse_create_body(msg.body, self.hub.settings, self.hub.sources)
                 stream = await self.hub.start(parsed, self.client)
-                await self.ws.send_frame(created_message(stream.id), WSMsgType.TEXT)
-                self.start_pump(stream.id, -1)
+                # The generation takes its first step first: a first token due at once
+                # goes out with ``created``, in one write (the pump's first).
+                await asyncio.sleep(0)
+                self.start_pump(stream, -1, ws_text_frame(created_message(stream.id)))
             elif isinstance(msg, Subscribe):
                 await self.hub.lookup(msg.stream)
                 self.start_pump(msg.stream, msg.after)
