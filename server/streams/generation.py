@@ -108,17 +108,22 @@ class TypedParts:
         return out or None
 
 
+_EMPTY_SHA256 = hashlib.sha256().hexdigest()
+
+
 class _Generation:
     """A stream's count, digests and typed parts as items are appended: the one place
     each rule of the generation is stated, whichever way the source is driven."""
 
-    __slots__ = ("digest", "encode", "max_tokens", "parts", "reason", "seq", "stream", "tokens")
+    __slots__ = ("digest", "encoder", "max_tokens", "parts", "reason", "seq", "stream", "tokens")
 
     def __init__(self, stream: StreamRecord, max_tokens: int) -> None:
         self.stream = stream
         self.max_tokens = max_tokens
-        self.digest = hashlib.sha256()
-        self.encode = PartEncoder(stream.id)
+        # Made at the first event (an idle stream, waiting for its first token, holds
+        # neither: a sha256 context is about 250 B of memory, the encoder 140 B).
+        self.digest: Any = None  # hashlib's sha256 (its type is private)
+        self.encoder: PartEncoder | None = None
         self.parts: TypedParts | None = None  # made at the first typed piece (most have none)
         self.seq = 0
         self.tokens = 0  # the answer's token events (``seq`` also counts the typed parts)
@@ -127,17 +132,23 @@ class _Generation:
     def event(self, item: SourceItem) -> Event | None:
         """The event to append for ``item``, counted in the digests; ``None`` for an empty
         piece, and for a ``Finish`` (then :attr:`reason` is set: the stream ends)."""
+        encode = self.encoder
+        if encode is None:
+            encode = self.encoder = PartEncoder(self.stream.id)
         if isinstance(item, str):
             if not item:
                 return None
-            self.digest.update(item.encode())
+            digest = self.digest
+            if digest is None:
+                digest = self.digest = hashlib.sha256()
+            digest.update(item.encode())
             self.tokens += 1
-            return self.encode(self.seq, item)
+            return encode(self.seq, item)
         if isinstance(item, Finish):
             self.reason = item.reason
             return None
         if self.parts is None:
-            self.parts = TypedParts(self.stream.id, self.encode)
+            self.parts = TypedParts(self.stream.id, encode)
         return self.parts.event(self.seq, item)
 
     def appended(self) -> bool:
@@ -157,7 +168,7 @@ class _Generation:
             self.seq,
             reason,
             self.tokens,
-            self.digest.hexdigest(),
+            _EMPTY_SHA256 if self.digest is None else self.digest.hexdigest(),
             parts.summary() if parts else None,
         )
 
