@@ -25,7 +25,6 @@ import msgspec
 from server.errors import SourceError
 from server.sources.base import (
     MAX_SEED,
-    TICKS_PER_S,
     Finish,
     FinishReason,
     GenerationRequest,
@@ -40,8 +39,6 @@ from server.sources.base import (
     ToolCallDelta,
     pace_clock,
 )
-
-__all__ = ["TICKS_PER_S", "PaceClock", "SyntheticSource", "SyntheticStepper"]
 
 #: Pieces an unpaced stream emits between two yields to the loop: its readers then write
 #: one batch of them (one write, not one per piece), and every other stream still runs
