@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,14 @@ import orjson
 import pytest
 
 from server.app import drain
-from server.sources.base import Finish, GenerationRequest, Reasoning, SourceItem
+from server.sources.base import (
+    TICKS_PER_S,
+    Finish,
+    GenerationRequest,
+    PaceClock,
+    Reasoning,
+    SourceItem,
+)
 from server.sources.synthetic import SyntheticSource, SyntheticStepper, synthetic_text
 from server.store.memory import MemoryStore
 from server.streams import generation
@@ -296,3 +304,38 @@ async def test_a_stepped_stream_that_fails_ends_with_one_error() -> None:
     assert final.type == "error"
     assert orjson.loads(final.data)["message"] == "tool_choice names no tool in tools: 'nope'"
     assert await store.read("s1", -1, limit=10, wait=0) == [final]
+
+
+async def test_the_clock_parks_far_deadlines_then_calls_each_at_its_tick() -> None:
+    """A deadline more than two coarse slots ahead waits in a slot shared with the others
+    near it (no tick of its own yet), then moves to its own tick: each call comes at or
+    after its deadline, in deadline order; a cancelled future is dropped, not resolved."""
+    clock = PaceClock(asyncio.get_running_loop())
+    now = clock.loop.time()
+    fired: list[tuple[str, float]] = []
+    done = asyncio.Event()
+
+    def call(name: str) -> Callable[[], None]:
+        def step() -> None:
+            fired.append((name, clock.loop.time()))
+            if name == "far-b":
+                done.set()
+
+        return step
+
+    deadlines = {"near": now + 0.05, "far-a": now + 0.35, "far-b": now + 0.352}
+    for name, at in deadlines.items():
+        assert clock.call(at, call(name))
+    dropped = clock.until(now + 0.351)
+    assert dropped is not None
+    dropped.cancel()
+    assert not clock.call(now - 0.01, call("past"))  # already past: no call
+    assert len(clock._ticks) == 1  # noqa: SLF001 - only the near one has a tick
+    assert sum(map(len, clock._slots.values())) == 3  # noqa: SLF001
+    async with asyncio.timeout(10):
+        await done.wait()
+    assert [name for name, _ in fired] == ["near", "far-a", "far-b"]
+    for name, t in fired:
+        assert t >= deadlines[name] - 2 / TICKS_PER_S
+    assert clock._ticks == {}  # noqa: SLF001
+    assert clock._slots == {}  # noqa: SLF001

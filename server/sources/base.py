@@ -175,6 +175,11 @@ SourceItem = str | Reasoning | ToolCallDelta | Finish
 TICKS_PER_S = 1000
 
 
+#: Ticks per slot of the clock's coarse wheel: a deadline further ahead than two slots waits
+#: in a slot that ends at least one slot before it, then moves to its own tick.
+COARSE_TICKS = 100
+
+
 class PaceClock:
     """One loop timer per tick wakes every paced stream due in it.
 
@@ -186,13 +191,19 @@ class PaceClock:
     A tick holds futures (:meth:`until`: a task waiting for its next piece; cancelling it
     cancels only that future, and the tick skips it) and plain calls (:meth:`call`: a
     stream stepped by the clock itself, see :class:`Stepper`, with no task step at all).
+
+    A deadline more than ``2 * COARSE_TICKS`` ahead (a long ``ttft``: an idle stream) waits
+    in a coarse slot first, which moves it to its tick at least ``COARSE_TICKS`` early:
+    idle streams opened in different milliseconds then share a timer per slot instead of
+    each holding a tick of its own (its list, timer handle and arguments: about 400 B).
     """
 
-    __slots__ = ("loop", "_ticks")
+    __slots__ = ("loop", "_slots", "_ticks")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._ticks: dict[int, list[asyncio.Future[None] | Callable[[], object]]] = {}
+        self._slots: dict[int, list[tuple[int, asyncio.Future[None] | Callable[[], object]]]] = {}
 
     def until(self, deadline: float) -> asyncio.Future[None] | None:
         """A future done at the first tick at or after ``deadline`` (loop time); ``None``
@@ -207,15 +218,33 @@ class PaceClock:
 
     def _add(self, deadline: float, entry: asyncio.Future[None] | Callable[[], object]) -> bool:
         tick = math.ceil(deadline * TICKS_PER_S)
-        if tick <= self.loop.time() * TICKS_PER_S:
+        now = self.loop.time() * TICKS_PER_S
+        if tick <= now:
             return False
+        if tick - now > 2 * COARSE_TICKS:
+            slot = (tick - COARSE_TICKS) // COARSE_TICKS  # ends COARSE_TICKS or more early
+            parked = self._slots.get(slot)
+            if parked is None:
+                self._slots[slot] = [(tick, entry)]
+                self.loop.call_at(slot * COARSE_TICKS / TICKS_PER_S, self._unpark, slot)
+            else:
+                parked.append((tick, entry))
+            return True
+        self._at(tick, entry)
+        return True
+
+    def _at(self, tick: int, entry: asyncio.Future[None] | Callable[[], object]) -> None:
         due = self._ticks.get(tick)
         if due is None:
             self._ticks[tick] = [entry]
             self.loop.call_at(tick / TICKS_PER_S, self._fire, tick)
         else:
             due.append(entry)
-        return True
+
+    def _unpark(self, slot: int) -> None:
+        for tick, entry in self._slots.pop(slot):
+            if not (isinstance(entry, asyncio.Future) and entry.done()):
+                self._at(tick, entry)  # a tick already past fires at the loop's next turn
 
     def _fire(self, tick: int) -> None:
         for entry in self._ticks.pop(tick):
