@@ -147,8 +147,8 @@ async def test_stepped_stream_is_exact_on_every_transport(
     sid = await create(session, srv, prompt="stepped", max_tokens=30, params=PACED)
     events = await read(session, base_url(srv), transport, sid)
     pieces = synthetic_text("stepped", 5, 30)
-    assert [(e["seq"], e["type"], e["text"]) for e in events[:-1]] == [
-        (i, "token", p) for i, p in enumerate(pieces)
+    assert without_t(events[:-1]) == [
+        {"stream": sid, "seq": i, "type": "token", "text": p} for i, p in enumerate(pieces)
     ]
     done = events[-1]
     del done["t"]
