@@ -17,6 +17,7 @@ from server.errors import InvalidField
 from server.sources.base import (
     INT64_MIN,
     MAX_SEED,
+    TICKS_PER_S,
     Finish,
     GenerationRequest,
     Param,
@@ -29,7 +30,6 @@ from server.sources.base import (
 from server.sources.synthetic import (
     CORPUS_NAMES,
     REASONING_PIECES,
-    TICKS_PER_S,
     CorpusName,
     SyntheticSource,
     corpus,

@@ -1,12 +1,16 @@
-"""The one async interface every token source implements (:class:`TokenSource`), and the
-declaration of a source's request parameters (:class:`Param`).
+"""The one async interface every token source implements (:class:`TokenSource`), the
+declaration of a source's request parameters (:class:`Param`), and paced output: the loop's
+pacing clock (:class:`PaceClock`) and the clock-driven form a paced source may offer besides
+its stream (:class:`Stepper`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Literal
 
@@ -166,6 +170,125 @@ class ToolCallDelta:
 SourceItem = str | Reasoning | ToolCallDelta | Finish
 
 
+#: The pacing clock's tick: a paced piece is due at the first tick at or after its deadline.
+#: A millisecond, the resolution of libuv's (uvloop's) timers anyway.
+TICKS_PER_S = 1000
+
+
+#: Ticks per slot of the clock's coarse wheel: a deadline further ahead than two slots waits
+#: in a slot that ends at least one slot before it, then moves to its own tick.
+COARSE_TICKS = 100
+
+
+class PaceClock:
+    """One loop timer per tick wakes every paced stream due in it.
+
+    ``asyncio.sleep(delay)`` per piece is a timer (and a future) per token per stream: at
+    200 streams of 50 tokens/s that is 10,000 timers a second, each created, fired and
+    freed (a libuv timer per call under uvloop). Deadlines rounded up to the tick share
+    one: about ``TICKS_PER_S`` timers a second at most, whatever the number of streams.
+
+    A tick holds futures (:meth:`until`: a task waiting for its next piece; cancelling it
+    cancels only that future, and the tick skips it) and plain calls (:meth:`call`: a
+    stream stepped by the clock itself, see :class:`Stepper`, with no task step at all).
+
+    A deadline more than ``2 * COARSE_TICKS`` ahead (a long ``ttft``: an idle stream) waits
+    in a coarse slot first, which moves it to its tick at least ``COARSE_TICKS`` early:
+    idle streams opened in different milliseconds then share a timer per slot instead of
+    each holding a tick of its own (its list, timer handle and arguments: about 400 B).
+    """
+
+    __slots__ = ("loop", "_slots", "_ticks")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._ticks: dict[int, list[asyncio.Future[None] | Callable[[], object]]] = {}
+        self._slots: dict[int, list[tuple[int, asyncio.Future[None] | Callable[[], object]]]] = {}
+
+    def until(self, deadline: float) -> asyncio.Future[None] | None:
+        """A future done at the first tick at or after ``deadline`` (loop time); ``None``
+        if that tick is already past."""
+        fut = self.loop.create_future()
+        return fut if self._add(deadline, fut) else None
+
+    def call(self, deadline: float, step: Callable[[], object]) -> bool:
+        """Call ``step()`` at the first tick at or after ``deadline`` (loop time); ``False``
+        (and no call) if that tick is already past. ``step`` must not raise."""
+        return self._add(deadline, step)
+
+    def _add(self, deadline: float, entry: asyncio.Future[None] | Callable[[], object]) -> bool:
+        tick = math.ceil(deadline * TICKS_PER_S)
+        now = self.loop.time() * TICKS_PER_S
+        if tick <= now:
+            return False
+        if tick - now > 2 * COARSE_TICKS:
+            slot = (tick - COARSE_TICKS) // COARSE_TICKS  # ends COARSE_TICKS or more early
+            parked = self._slots.get(slot)
+            if parked is None:
+                self._slots[slot] = [(tick, entry)]
+                self.loop.call_at(slot * COARSE_TICKS / TICKS_PER_S, self._unpark, slot)
+            else:
+                parked.append((tick, entry))
+            return True
+        self._at(tick, entry)
+        return True
+
+    def _at(self, tick: int, entry: asyncio.Future[None] | Callable[[], object]) -> None:
+        due = self._ticks.get(tick)
+        if due is None:
+            self._ticks[tick] = [entry]
+            self.loop.call_at(tick / TICKS_PER_S, self._fire, tick)
+        else:
+            due.append(entry)
+
+    def _unpark(self, slot: int) -> None:
+        for tick, entry in self._slots.pop(slot):
+            if not (isinstance(entry, asyncio.Future) and entry.done()):
+                self._at(tick, entry)  # a tick already past fires at the loop's next turn
+
+    def _fire(self, tick: int) -> None:
+        for entry in self._ticks.pop(tick):
+            if isinstance(entry, asyncio.Future):
+                if not entry.done():  # a cancelled stream's future is done
+                    entry.set_result(None)
+            else:
+                entry()
+
+
+_clocks: dict[asyncio.AbstractEventLoop, PaceClock] = {}
+
+
+def pace_clock() -> PaceClock:
+    """The running loop's pacing clock (one per loop, shared by every source)."""
+    loop = asyncio.get_running_loop()
+    clock = _clocks.get(loop)
+    if clock is None:
+        for old in [k for k in _clocks if k.is_closed()]:  # loops of finished tests
+            del _clocks[old]
+        clock = _clocks[loop] = PaceClock(loop)
+    return clock
+
+
+class Stepper(ABC):
+    """A paced source's items for one request, handed out one at a time with the loop time
+    each is due at: sans-I/O (no loop, no awaits), so that the pacing clock can call the
+    whole per-token path of a stream synchronously in its tick (see
+    ``server.streams.generation``) instead of waking a task per token.
+
+    ``due`` is when the item the next :meth:`next` returns is due; :meth:`next` returns
+    it and moves ``due`` on to the following one. The last item is a :class:`Finish`.
+    Items due at the same time as the one before them (the ``Finish``) follow it at once.
+    """
+
+    __slots__ = ()
+
+    due: float
+
+    @abstractmethod
+    def next(self) -> SourceItem:
+        """The next item (the one due at ``due``); may raise ``SourceError``."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Tool:
     """A function the model may call: its name, description and JSON Schema of arguments
@@ -264,6 +387,12 @@ class TokenSource(ABC):
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncIterator[SourceItem]:
         """Yield the generation's pieces, then optionally one ``Finish``."""
+
+    def stepper(self, request: GenerationRequest, now: float) -> Stepper | None:
+        """The same items as ``stream(request)`` started at loop time ``now``, as a
+        :class:`Stepper`, for a paced request of a source that can say in advance when each
+        piece is due; ``None`` (the default): the hub iterates ``stream()``."""
+        return None
 
     async def start(self) -> None:  # noqa: B027 - optional hook with a default
         """Load what the source needs (a model, an HTTP client). Called once at startup."""

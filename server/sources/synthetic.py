@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import random
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -29,13 +28,16 @@ from server.sources.base import (
     Finish,
     FinishReason,
     GenerationRequest,
+    PaceClock,
     Param,
     Reasoning,
     ReasoningEffort,
     SourceItem,
+    Stepper,
     TokenSource,
     Tool,
     ToolCallDelta,
+    pace_clock,
 )
 
 #: Pieces an unpaced stream emits between two yields to the loop: its readers then write
@@ -57,49 +59,6 @@ def _jitter(state: int) -> tuple[int, float]:
     z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return state, (z ^ (z >> 31)) / 2.0**63 - 1.0
-
-
-#: The pacing clock's tick: a paced piece is due at the first tick at or after its deadline.
-#: A millisecond, the resolution of libuv's (uvloop's) timers anyway.
-TICKS_PER_S = 1000
-
-
-class PaceClock:
-    """One loop timer per tick wakes every paced stream due in it.
-
-    ``asyncio.sleep(delay)`` per piece is a timer (and a future) per token per stream: at
-    200 streams of 50 tokens/s that is 10,000 timers a second, each created, fired and
-    freed (a libuv timer per call under uvloop). Deadlines rounded up to the tick share
-    one: about ``TICKS_PER_S`` timers a second at most, whatever the number of streams.
-    Each waiting stream still has its own future (cancelling one stream's task cancels
-    only that future; the tick skips it).
-    """
-
-    __slots__ = ("loop", "_ticks")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._ticks: dict[int, list[asyncio.Future[None]]] = {}
-
-    def until(self, deadline: float) -> asyncio.Future[None] | None:
-        """A future done at the first tick at or after ``deadline`` (loop time); ``None``
-        if that tick is already past."""
-        tick = math.ceil(deadline * TICKS_PER_S)
-        if tick <= self.loop.time() * TICKS_PER_S:
-            return None
-        fut = self.loop.create_future()
-        due = self._ticks.get(tick)
-        if due is None:
-            self._ticks[tick] = [fut]
-            self.loop.call_at(tick / TICKS_PER_S, self._fire, tick)
-        else:
-            due.append(fut)
-        return fut
-
-    def _fire(self, tick: int) -> None:
-        for fut in self._ticks.pop(tick):
-            if not fut.done():  # a cancelled stream's future is done
-                fut.set_result(None)
 
 
 # GPT-2's pre-tokenizer pattern, with ``[^\W\d_]`` standing for ``\p{L}`` and
@@ -338,6 +297,63 @@ def _forced(tools: tuple[Tool, ...], name: str) -> Tool:
     raise SourceError("source_error", f"tool_choice names no tool in tools: {name!r}")
 
 
+class SyntheticStepper(Stepper):
+    """The synthetic source's items for one request and when each is due (sans-I/O): the
+    one definition of its pacing, which :meth:`SyntheticSource.stream` awaits and the hub's
+    clock-driven generation steps.
+
+    The first piece is due ``ttft_ms`` after ``now``; each next one ``1 / tokens_per_s``
+    later (an absolute schedule, so pacing does not drift with load), spread by ``jitter``
+    (:func:`_jitter`, seeded by ``seed``); the ``Finish`` at once after the last piece.
+    At ``tokens_per_s`` 0 every item is due at the first one's time. The items
+    (:func:`synthetic_items`) are made at the first :meth:`next`, after the ttft: an idle
+    stream holds only these slots.
+    """
+
+    __slots__ = (
+        "corpus",
+        "due",
+        "finish",
+        "gap",
+        "i",
+        "items",
+        "jitter",
+        "pacing",
+        "request",
+        "seed",
+    )
+
+    def __init__(self, request: GenerationRequest, params: Mapping[str, Any], now: float) -> None:
+        self.request = request
+        self.seed = int(params["seed"])
+        self.corpus: CorpusName = params["corpus"]
+        rate = float(params["tokens_per_s"])
+        self.gap = 1.0 / rate if rate > 0 else 0.0
+        self.jitter = float(params["jitter"])
+        self.pacing = self.seed ^ 0x5EED
+        self.due = now + float(params["ttft_ms"]) / 1000.0
+        self.items: list[SourceItem] | None = None
+        self.finish: FinishReason = "length"
+        self.i = 0
+
+    def next(self) -> SourceItem:
+        items = self.items
+        if items is None:
+            items, self.finish = synthetic_items(self.request, self.seed, self.corpus)
+            self.items = items
+        i = self.i
+        if i >= len(items):
+            return Finish(self.finish)
+        self.i = i + 1
+        if i + 1 < len(items) and self.gap:
+            if self.jitter:
+                self.pacing, spread = _jitter(self.pacing)
+                self.due += self.gap * (1.0 + self.jitter * spread)
+            else:
+                self.due += self.gap  # no spread: no generator step per piece
+        return items[i]
+
+
 class SyntheticSource(TokenSource):
     """Paced, deterministic pieces of a bundled text. Needs no model and no network."""
 
@@ -400,15 +416,10 @@ class SyntheticSource(TokenSource):
             ),
         )
         self.defaults = self.param_defaults()
-        self._clock: PaceClock | None = None
 
     def clock(self) -> PaceClock:
-        """This source's pacing clock on the running loop."""
-        loop = asyncio.get_running_loop()
-        clock = self._clock
-        if clock is None or clock.loop is not loop:
-            clock = self._clock = PaceClock(loop)
-        return clock
+        """The pacing clock of the running loop (:func:`~server.sources.base.pace_clock`)."""
+        return pace_clock()
 
     def is_unpaced(self, params: Mapping[str, Any]) -> bool:
         return self._pace(params) == 0.0
@@ -419,36 +430,36 @@ class SyntheticSource(TokenSource):
     def _pace(self, params: Mapping[str, Any]) -> float:
         return float(params.get("tokens_per_s", self.defaults["tokens_per_s"]))
 
+    def stepper(self, request: GenerationRequest, now: float) -> SyntheticStepper | None:
+        """A paced request's :class:`SyntheticStepper`; ``None`` for an unpaced one (its
+        bursts are ``stream()``'s), or when a subclass redefines ``stream()`` (the stepper
+        would not say what it yields)."""
+        params = {**self.defaults, **request.params}
+        if float(params["tokens_per_s"]) == 0 or type(self).stream is not SyntheticSource.stream:
+            return None
+        return SyntheticStepper(request, params, now)
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[SourceItem]:
-        p = {**self.defaults, **request.params}
-        rate = float(p["tokens_per_s"])
-        jitter = float(p["jitter"])
-        pacing = int(p["seed"]) ^ 0x5EED
-        ttft = float(p["ttft_ms"]) / 1000.0
         clock = self.clock()
-        deadline = clock.loop.time() + ttft
-        if ttft > 0:
-            first = clock.until(deadline)
-            if first is not None:
-                await first
-        pieces, finish = synthetic_items(request, int(p["seed"]), p["corpus"])
+        last = clock.loop.time()
+        steps = SyntheticStepper(request, {**self.defaults, **request.params}, last)
         burst = 0  # pieces since the last yield to the loop
-        for i, piece in enumerate(pieces):
-            if i and rate > 0:
-                # Schedule against an absolute clock so pacing does not drift with load.
-                if jitter:
-                    pacing, spread = _jitter(pacing)
-                    deadline += (1.0 / rate) * (1.0 + jitter * spread)
-                else:
-                    deadline += 1.0 / rate  # no spread: no generator step per piece
-                due = clock.until(deadline)
-                if due is None:
-                    await asyncio.sleep(0)  # behind: still yield
-                else:
+        first = True
+        while True:
+            if steps.due > last:  # the ttft, or a paced piece's gap
+                last = steps.due
+                burst = 0
+                due = clock.until(last)
+                if due is not None:
                     await due
-            elif i and burst >= BURST:
+                elif not first:
+                    await asyncio.sleep(0)  # behind: still yield
+            elif burst >= BURST:
                 await asyncio.sleep(0)  # unpaced: still let every other stream run
                 burst = 0
+            item = steps.next()
+            yield item
+            if isinstance(item, Finish):
+                return
             burst += 1
-            yield piece
-        yield Finish(finish)
+            first = False

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import ClassVar
 
 from server.events import Event
 
 
 class LogStore(ABC):
     """Append-only event logs keyed by stream id."""
+
+    #: Whether :meth:`append_now` works: an append that completes in the caller's step,
+    #: without awaiting (the pacing clock then appends a paced stream's tokens itself).
+    appends_now: ClassVar[bool] = False
 
     @abstractmethod
     async def open(self, stream_id: str) -> None:
@@ -31,6 +36,10 @@ class LogStore(ABC):
 
         A terminal event (``done``/``error``) closes the log: nothing follows it.
         """
+
+    def append_now(self, stream_id: str, event: Event) -> None:
+        """``append()``, completed before it returns; only where :attr:`appends_now`."""
+        raise NotImplementedError
 
     async def settle(self, stream_id: str) -> int:
         """Wait for an append interrupted by a cancel to complete; the log's next seq.

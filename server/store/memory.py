@@ -339,7 +339,12 @@ class MemoryStore(LogStore):
     async def open(self, stream_id: str) -> None:
         self._logs[stream_id] = _Log()
 
+    appends_now = True
+
     async def append(self, stream_id: str, event: Event) -> None:
+        self.append_now(stream_id, event)
+
+    def append_now(self, stream_id: str, event: Event) -> None:
         log = self._logs.get(stream_id)
         if log is None:
             raise UnknownStream(stream_id)
