@@ -204,7 +204,9 @@ class _Stepped:
     def run(self) -> asyncio.Future[None]:
         """Start stepping (the first item here and now if it is due); the future is done
         when the stream ended by itself, or holds the error that ended it."""
-        if not self._schedule():
+        # (a first item due now, ``ttft_ms`` 0, is stepped here: the clock would hold it to
+        # the next tick, up to a millisecond on the first token)
+        if self.steps.due <= self.clock.loop.time() or not self._schedule():
             self.step()
         return self.fut
 
