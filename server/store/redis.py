@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from server.errors import StoreUnavailable, StreamGone, UnknownStream
@@ -57,6 +58,8 @@ log = logging.getLogger("tokenwire.store")
 CACHE = 1024
 #: Events a generation may queue before its append waits for them to be written.
 WRITE_BATCH = 256
+#: A round trip of the flusher that takes longer fails (its logs' appends raise).
+WRITE_TIMEOUT_S = 5.0
 #: How long the tail blocks in one XREAD (ms); it starts over sooner when keys change.
 TAIL_BLOCK_MS = 5_000
 #: A reader with no time limit still looks at the log again this often (a lost wake-up).
@@ -100,6 +103,17 @@ end
 return id
 """
 APPEND_SHA = hashlib.sha1(APPEND.encode()).hexdigest()
+#: ``EVALSHA APPEND_SHA 2`` in the Redis protocol (the flusher packs its commands itself:
+#: redis-py's packing and per-reply timeouts cost more than the rest of an append).
+_EVALSHA = b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n2\r\n" % APPEND_SHA.encode()
+
+
+def _pack_args(chunks: list[bytes], args: Sequence[bytes | str | int]) -> None:
+    """Append ``args`` as Redis protocol bulk strings to ``chunks``."""
+    for arg in args:
+        b = arg if isinstance(arg, bytes) else str(arg).encode()
+        chunks.append(b"$%d\r\n%s\r\n" % (len(b), b))
+
 
 _TYPES: dict[bytes, EventType] = {
     t.encode(): t for t in ("reasoning", "tool_call", "done", "error")
@@ -213,9 +227,12 @@ class RedisStore(LogStore):
         self._writers: dict[str, _Writer] = {}  # each log's queue of events to write
         self._ready: dict[str, _Writer] = {}  # logs with events to write, none in flight
         self._flusher: asyncio.Task[None] | None = None
-        #: Called with each batch's pipeline before it is sent (the registry adds a
-        #: running stream's progress to the same round trip).
-        self.on_write: Callable[[Any, str], None] | None = None
+        #: Called with each log's id as its batch goes out: Redis commands (argument
+        #: lists) to send in the same round trip (the registry's progress of a stream).
+        self.on_write: Callable[[str], Sequence[Sequence[bytes | str | int]]] | None = None
+        #: The flusher's own connection (no pool: one round trip at a time, no per-reply
+        #: timeout), opened at the first write.
+        self._write_conn: Any = None
         #: Redis commands sent, by kind (for the benchmarks: reads per event).
         self.commands = {"append": 0, "range": 0, "tail": 0}
 
@@ -245,6 +262,8 @@ class RedisStore(LogStore):
         for local in self._local.values():
             local.wake()
         await self._tail_redis.aclose()
+        if self._write_conn is not None:
+            await self._write_conn.disconnect()
         await self.redis.aclose()
 
     # ----- writing -----
@@ -358,32 +377,40 @@ class RedisStore(LogStore):
     async def _send(
         self, flight: Sequence[tuple[str, _Writer, list[Event]]]
     ) -> list[RedisError | None]:
-        """One pipeline of one :data:`APPEND` script call per log (what failed, per log).
-        After a Redis restart the script is loaded again and the logs it missed sent
-        again (a ``NOSCRIPT`` reply means the call did nothing)."""
+        """One round trip of one :data:`APPEND` script call per log, plus the hook's
+        commands (what failed, per log). After a Redis restart the script is loaded
+        again and the logs it missed sent again (a ``NOSCRIPT`` reply means the call did
+        nothing)."""
         todo = list(range(len(flight)))
         out: list[RedisError | None] = [None] * len(flight)
         for attempt in range(2):
-            at: list[int] = []  # where each log's script reply is among the pipeline's
-            async with self.redis.pipeline(transaction=False) as p:
-                for i in todo:
-                    sid, _, batch = flight[i]
-                    last = batch[-1]
-                    ttl = (
-                        self.retention_ms
-                        if last.terminal
-                        else self.open_ttl_ms
-                        if batch[0].seq == 0
-                        else 0
-                    )
-                    args: list[Any] = [self.max_events, ttl, int(last.terminal), batch[0].seq + 1]
-                    for event in batch:
-                        args += (event.data, b"" if event.type == "token" else event.type)
-                    at.append(len(p))
-                    p.evalsha(APPEND_SHA, 2, self.log_key(sid), self.meta_key(sid), *args)
-                    if self.on_write is not None and attempt == 0:
-                        self.on_write(p, sid)
-                replies = await p.execute(raise_on_error=False)
+            chunks: list[bytes] = []
+            at: list[int] = []  # where each log's script reply is among the replies
+            n = 0
+            for i in todo:
+                sid, _, batch = flight[i]
+                last = batch[-1]
+                ttl = (
+                    self.retention_ms
+                    if last.terminal
+                    else self.open_ttl_ms
+                    if batch[0].seq == 0
+                    else 0
+                )
+                head = (self.log_key(sid), self.meta_key(sid), self.max_events, ttl)
+                args: list[bytes | str | int] = [*head, int(last.terminal), batch[0].seq + 1]
+                for event in batch:
+                    args += (event.data, b"" if event.type == "token" else event.type)
+                chunks.append(b"*%d\r\n%s" % (len(args) + 3, _EVALSHA))
+                _pack_args(chunks, args)
+                at.append(n)
+                n += 1
+                if self.on_write is not None and attempt == 0:
+                    for command in self.on_write(sid):
+                        chunks.append(b"*%d\r\n" % len(command))
+                        _pack_args(chunks, command)
+                        n += 1
+            replies = await self._round_trip(b"".join(chunks), n)
             self.commands["append"] += 1
             missing = []
             for i, reply in zip(todo, [replies[k] for k in at], strict=True):
@@ -396,6 +423,33 @@ class RedisStore(LogStore):
             await self.redis.script_load(APPEND)
             todo = missing
         return out
+
+    async def _round_trip(self, packed: bytes, n: int) -> list[Any]:
+        """Send ``n`` packed commands on the flusher's own connection and read their
+        replies (an error reply is returned, not raised). One timeout for the whole round
+        trip, none per reply; a connection that failed or timed out mid-way is closed (what
+        it had sent is unknown) and reopened by the next round trip."""
+        conn = self._write_conn
+        if conn is None:
+            pool = self.redis.connection_pool
+            conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+            self._write_conn = conn
+        replies: list[Any] = []
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await conn.send_packed_command(packed, check_health=False)
+                for _ in range(n):
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as e:
+                        replies.append(e)
+        except BaseException as e:
+            self._write_conn = None
+            await conn.disconnect(nowait=True)
+            if isinstance(e, (TimeoutError, OSError)):
+                raise RedisConnectionError(f"writing to Redis: {e or 'timed out'}") from None
+            raise
+        return replies
 
     async def _exists(self, stream_id: str) -> bool:
         try:

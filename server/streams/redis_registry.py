@@ -25,7 +25,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -35,9 +35,6 @@ from server.errors import StoreUnavailable, StreamGone, UnknownStream
 from server.streams.record import StreamRecord
 from server.streams.registry import EXPIRED, MemoryRegistry
 from wire import READERS
-
-if TYPE_CHECKING:
-    from redis.asyncio.client import Pipeline
 
 log = logging.getLogger("tokenwire.registry")
 
@@ -331,14 +328,16 @@ class RedisRegistry(MemoryRegistry):
             if finished_at is not None:
                 stream.finished_at = float(finished_at)
 
-    def progress(self, p: Pipeline, stream_id: str) -> None:
-        """Add a running stream's ``tokens`` to the round trip that writes its batch (the
-        store's hook): other processes' status is as current as the log, at no cost in
-        round trips."""
+    def progress(self, stream_id: str) -> list[tuple[str | int, ...]]:
+        """Commands that add a running stream's ``tokens`` to the round trip that writes
+        its batch (the store's hook): other processes' status is as current as the log,
+        at no cost in round trips."""
         stream = self.records.get(stream_id)
         if stream is None or stream.state != "running":
-            return
-        p.hset(status_key(stream_id), "tokens", stream.tokens)
+            return []
+        out: list[tuple[str | int, ...]] = [
+            ("HSET", status_key(stream_id), "tokens", stream.tokens)
+        ]
         # A generation may run longer than its keys' first expiry (no generation_timeout_s):
         # push it back, in the same round trip, once half of it has passed.
         now = time.monotonic()
@@ -347,9 +346,10 @@ class RedisRegistry(MemoryRegistry):
 
             self._renewed[stream_id] = now
             for key in (RedisStore.log_key(stream_id), RedisStore.meta_key(stream_id)):
-                p.pexpire(key, self.ttl_ms)
-            p.pexpire(status_key(stream_id), self.ttl_ms)
-            p.pexpire(gone_key(stream_id), self.ttl_ms + TOMBSTONE_S * 1000)
+                out.append(("PEXPIRE", key, self.ttl_ms))
+            out.append(("PEXPIRE", status_key(stream_id), self.ttl_ms))
+            out.append(("PEXPIRE", gone_key(stream_id), self.ttl_ms + TOMBSTONE_S * 1000))
+        return out
 
     async def note(self, stream: StreamRecord, name: str, value: bytes) -> None:
         await super().note(stream, name, value)
