@@ -111,19 +111,36 @@ async def test_a_reader_leaving_after_the_record_expired_leaves_no_key(
     assert await store.redis.exists(status_key("s")) == 0
 
 
-async def test_a_running_streams_tokens_are_written_with_its_batches(
+async def test_a_running_streams_tokens_are_written_when_they_moved_never_over_its_end(
     store: RedisStore, registry: RedisRegistry
 ) -> None:
+    """The progress writer (every PROGRESS_S) writes the counts that moved, and none
+    over an end: an owner that ends its stream between building the write and Redis
+    running it (or another process that recorded ``producer_lost``) keeps its count."""
     store.on_write = registry.progress
-    stream = StreamRecord(id="s", source="synthetic", client="c", max_tokens=9, unpaced=False)
-    registry.add(stream)
-    await registry.published(stream)
-    await store.open("s")
+    streams = [
+        StreamRecord(id=sid, source="synthetic", client="c", max_tokens=9, unpaced=False)
+        for sid in ("s", "t")
+    ]
+    for stream in streams:
+        registry.add(stream)
+        await registry.published(stream)
+        await store.open(stream.id)
     token = TokenEncoder("s")
     for seq in range(4):
         await store.append("s", token(seq, "x"))
-        stream.tokens = seq + 1  # (as the generation counts them)
+        streams[0].tokens = seq + 1  # (as the generation counts them)
     await store.settle("s")
+    assert await store.redis.hget(status_key("s"), "tokens") == b"0"  # (not per batch)
+    await registry.write_progress()
+    assert [await store.redis.hget(status_key(sid), "tokens") for sid in ("s", "t")] == [b"4", b"0"]
+    await store.redis.hset(status_key("t"), "state", "error")  # ended by another process
+    streams[1].tokens = 7
+    await registry.write_progress()
+    assert await store.redis.hmget(status_key("t"), "state", "tokens") == [b"error", b"0"]
+    streams[0].tokens = 5
+    streams[0].state = "done"  # ended here: its end writes the final count, not the writer
+    await registry.write_progress()
     assert await store.redis.hget(status_key("s"), "tokens") == b"4"
 
 
