@@ -15,7 +15,8 @@
 4. **pacedstore**: the stores alone (no server, no HTTP), ``--paced-streams`` logs
    appended at ``--pace`` events/s each (phases spread), one local reader per log:
    the store's latency (append to the reader's wake-up) p50/p99, this process's CPU
-   per 1,000 events, Redis commands per event: what the Redis store adds at a pace.
+   per 1,000 events, Redis commands and the writer's round trips per event: what the
+   Redis store adds at a pace.
 5. **fan-out**: two processes on one Redis; one paced stream read by ``--readers``
    SSE readers spread over both; Redis commands per event from ``INFO commandstats``
    (all commands, both processes, divided by the events and by the processes).
@@ -308,6 +309,9 @@ async def paced_store(
         "p99_ms": round(1e3 * lat[int(len(lat) * 0.99)], 3),
         "cpu_ms_per_1k": round(1e6 * cpu / events, 1),
         "redis_commands_per_event": round(sum(calls.values()) / events, 2) if port else None,
+        "round_trips_per_event": (
+            round(store.commands["append"] / events, 3) if isinstance(store, RedisStore) else None
+        ),
     }
 
 
