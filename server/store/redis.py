@@ -231,7 +231,7 @@ class RedisStore(LogStore):
         #: lists) to send in the same round trip (the registry's progress of a stream).
         self.on_write: Callable[[str], Sequence[Sequence[bytes | str | int]]] | None = None
         #: The flusher's own connection (no pool: one round trip at a time, no per-reply
-        #: timeout), opened at the first write.
+        #: timeout), opened at start and again after it failed.
         self._write_conn: Any = None
         #: Redis commands sent, by kind (for the benchmarks: reads per event).
         self.commands = {"append": 0, "range": 0, "tail": 0}
@@ -250,6 +250,8 @@ class RedisStore(LogStore):
         try:
             await self.redis.ping()
             self._tail_id = int(await self._tail_redis.client_id())
+            self._write_conn = self._new_write_conn()
+            await self._write_conn.connect()  # (the first batch does not wait for it)
         except (RedisError, OSError) as e:
             raise StoreUnavailable(f"Redis at {self.url} does not answer: {e}") from None
         self._tail_task = asyncio.create_task(self._tail(), name="tokenwire-redis-tail")
@@ -431,9 +433,7 @@ class RedisStore(LogStore):
         it had sent is unknown) and reopened by the next round trip."""
         conn = self._write_conn
         if conn is None:
-            pool = self.redis.connection_pool
-            conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-            self._write_conn = conn
+            conn = self._write_conn = self._new_write_conn()
         replies: list[Any] = []
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_S):
@@ -450,6 +450,10 @@ class RedisStore(LogStore):
                 raise RedisConnectionError(f"writing to Redis: {e or 'timed out'}") from None
             raise
         return replies
+
+    def _new_write_conn(self) -> Any:
+        pool = self.redis.connection_pool
+        return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
 
     async def _exists(self, stream_id: str) -> bool:
         try:
