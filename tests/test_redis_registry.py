@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from server.errors import StoreUnavailable
-from server.events import TokenEncoder, error_event
+from server.events import PartEncoder, TokenEncoder, error_event
 from server.store.redis import RedisStore
 from server.streams.record import StreamRecord
 from server.streams.redis_registry import RedisRegistry, lease_key, status_key
@@ -211,3 +211,46 @@ async def test_a_paused_owner_adopts_the_end_another_process_gave_its_stream(
     assert (stream.state, stream.final_seq, stream.tokens) == ("error", 2, 2)
     view = await other.lookup("s")
     assert (view.state, view.final_seq, view.tokens) == ("error", 2, 2)
+
+
+async def test_one_event_batches_are_plain_xadds_with_the_same_log(
+    store: RedisStore, redis_url: str
+) -> None:
+    """A batch of one event in the middle of its log is one XADD, not a script call: the
+    log another process reads has the same seqs, types, bytes and exact trim (3 here),
+    and the TTL the first batch set still holds."""
+
+    async def calls() -> dict[str, int]:
+        stats = await store.redis.info("commandstats")
+        return {k: int(stats.get(f"cmdstat_{k}", {}).get("calls", 0)) for k in ("evalsha", "xadd")}
+
+    await store.open("one")
+    token = PartEncoder("one")
+    events = [
+        token(0, "a"),
+        token.reasoning(1, "hm"),
+        token(2, "b"),
+        token(3, "c"),
+        error_event("one", 4, "model_error", "boom"),
+    ]
+    before = await calls()
+    for event in events:  # (settled one by one: every batch is one event)
+        await store.append("one", event)
+        if not event.terminal:
+            await store.settle("one")
+    after = await calls()
+    # The first batch (it sets the TTL) and the last (it closes the log): the script,
+    # whose XADDs Redis counts too; the three in between: one XADD each.
+    assert {k: after[k] - before[k] for k in after} == {"evalsha": 2, "xadd": 5}
+    other = RedisStore(redis_url, 3, retention_s=60, open_ttl_s=600)
+    await other.start()
+    try:
+        got = await other.read("one", 1, limit=10, wait=0)
+        assert [(e.seq, e.type, e.data) for e in got] == [
+            (e.seq, e.type, e.data) for e in events[2:]
+        ]
+        assert await other.redis.xlen(RedisStore.log_key("one")) == 3
+        assert 0 < await other.redis.pttl(RedisStore.log_key("one")) <= 60_000
+        assert await other.redis.hget(RedisStore.meta_key("one"), "state") == b"closed"
+    finally:
+        await other.aclose()
