@@ -15,8 +15,8 @@
 4. **pacedstore**: the stores alone (no server, no HTTP), ``--paced-streams`` logs
    appended at ``--pace`` events/s each (phases spread), one local reader per log:
    the store's latency (append to the reader's wake-up) p50/p99, this process's CPU
-   per 1,000 events, Redis commands and the writer's round trips per event: what the
-   Redis store adds at a pace.
+   (and ``redis-server``'s) per 1,000 events, Redis commands and the writer's round
+   trips per event: what the Redis store adds at a pace.
 5. **fan-out**: two processes on one Redis; one paced stream read by ``--readers``
    SSE readers spread over both; Redis commands per event from ``INFO commandstats``
    (all commands, both processes, divided by the events and by the processes).
@@ -245,7 +245,7 @@ async def store_costs(url: str, parser: type[Any], streams: int, n: int) -> tupl
 
 
 async def paced_store(
-    url: str | None, streams: int, rate: float, n: int, port: str | None
+    url: str | None, streams: int, rate: float, n: int, port: str | None, redis_pid: int | None
 ) -> dict[str, Any]:
     """``streams`` logs of ``n`` events at ``rate``/s each, one local reader per log, on
     the Redis store (``url``) or the memory store (None): the store's latency (append to
@@ -289,12 +289,14 @@ async def paced_store(
             after = events[-1].seq
 
     before = commandstats(port) if port else {}
+    r0, _ = process_usage(redis_pid)
     c0 = time.process_time()
     rng = random.Random(7)
     await asyncio.gather(
         *(generate(sid, rng.random() / rate) for sid in ids), *(read(sid) for sid in ids)
     )
     cpu = time.process_time() - c0
+    r1, _ = process_usage(redis_pid)
     after = commandstats(port) if port else {}
     for sid in ids:
         await store.drop(sid)
@@ -308,6 +310,7 @@ async def paced_store(
         "p50_ms": round(1e3 * lat[len(lat) // 2], 3),
         "p99_ms": round(1e3 * lat[int(len(lat) * 0.99)], 3),
         "cpu_ms_per_1k": round(1e6 * cpu / events, 1),
+        "redis_cpu_ms_per_1k": per_1k(None if r0 is None or r1 is None else r1 - r0, events),
         "redis_commands_per_event": round(sum(calls.values()) / events, 2) if port else None,
         "round_trips_per_event": (
             round(store.commands["append"] / events, 3) if isinstance(store, RedisStore) else None
@@ -315,7 +318,7 @@ async def paced_store(
     }
 
 
-def measure_paced_store(url: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure_paced_store(url: str, redis_pid: int, args: argparse.Namespace) -> dict[str, Any]:
     port = url.rsplit(":", 1)[1].split("/")[0]
     runs: dict[str, list[dict[str, Any]]] = {"memory": [], "redis": []}
     for rep in range(args.repeat):
@@ -327,6 +330,7 @@ def measure_paced_store(url: str, args: argparse.Namespace) -> dict[str, Any]:
                     args.pace,
                     args.paced_tokens,
                     port if store == "redis" else None,
+                    redis_pid if store == "redis" else None,
                 )
             )
             runs[store].append(r)
@@ -407,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         if "store" in parts:
             figures.update(measure_store(url, args))
         if "pacedstore" in parts:
-            figures.update(measure_paced_store(url, args))
+            figures.update(measure_paced_store(url, redis_proc.pid, args))
         if "fanout" in parts:
             figures.update(measure_fanout(url, args))
     finally:
