@@ -123,6 +123,9 @@ class Settings:
     """This process's name in logs and metrics (default: host and pid)."""
     redis_max_connections: int = 16
     """Connections to Redis per process for commands (plus one for reading new events)."""
+    redis_write_linger_ms: float = 0.0
+    """How long the Redis store's writer waits before each round trip, so that more events
+    share it: less CPU per token at a pace, that much more latency (0: none)."""
     max_retained_bytes: int = 256 * 1024 * 1024
     """Memory the logs of finished streams (kept ``retention_s`` for late readers) may take
     in all; past it the oldest finished streams are forgotten first (``410 gone``). 0: no
@@ -179,6 +182,8 @@ class Settings:
             )
         if self.redis_max_connections < 1:
             raise ValueError("redis_max_connections must be >= 1")
+        if not 0 <= self.redis_write_linger_ms <= 100:
+            raise ValueError("redis_write_linger_ms must be between 0 and 100")
         if self.auth_token is not None and (
             not self.auth_token or any(c.isspace() for c in self.auth_token)
         ):
@@ -353,6 +358,9 @@ FLAG_HELP: dict[str, str] = {
     "the proxy's address).",
     "redis_max_connections": "Connections each process keeps to Redis for commands (one more "
     "reads new events for all of its readers).",
+    "redis_write_linger_ms": "With a Redis store: wait this long before each write round trip, "
+    "so that more events share it (less CPU per token at a pace, that much more latency; "
+    "0: none).",
     "store": "Where stream logs live: memory (this process only) or a Redis URL "
     "(redis://HOST:PORT/DB, or TOKENWIRE_STORE) shared by every process that names it.",
     "workers": "Processes that serve the same port (SO_REUSEPORT); more than 1 needs a Redis "
@@ -448,6 +456,7 @@ FLAG_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "workers",
             "node_id",
             "redis_max_connections",
+            "redis_write_linger_ms",
             "max_retained_bytes",
             "max_retained_bytes_per_client",
             "max_retained_events",

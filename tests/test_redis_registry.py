@@ -13,7 +13,7 @@ import pytest
 
 from server.errors import StoreUnavailable
 from server.events import PartEncoder, TokenEncoder, error_event
-from server.store.redis import RedisStore
+from server.store.redis import APPEND, RedisStore
 from server.streams.record import StreamRecord
 from server.streams.redis_registry import RedisRegistry, lease_key, status_key
 
@@ -254,3 +254,30 @@ async def test_one_event_batches_are_plain_xadds_with_the_same_log(
         assert await other.redis.hget(RedisStore.meta_key("one"), "state") == b"closed"
     finally:
         await other.aclose()
+
+
+async def test_a_lingering_writer_writes_the_same_log(redis_url: str) -> None:
+    """``redis_write_linger_ms``: the flusher waits before each round trip, so events
+    appended meanwhile share it; the log is the same, and the terminal append still
+    returns once everything is written."""
+    store = RedisStore(redis_url, 100, retention_s=60, open_ttl_s=600, linger_s=0.2)
+    await store.start()
+    try:
+        await store.open("lingered")
+        await store.redis.script_load(APPEND)  # (a NOSCRIPT retry would count as a trip)
+        token = TokenEncoder("lingered")
+        events = [token(seq, f"t{seq}") for seq in range(30)]
+        events.append(error_event("lingered", 30, "model_error", "boom"))
+        for event in events[:10]:
+            await store.append("lingered", event)
+            await asyncio.sleep(0)  # (without the wait, the flusher would send seq 0 now)
+        assert await store.settle("lingered") == 10
+        assert store.commands["append"] == 1  # all ten in one round trip
+        for event in events[10:]:
+            await store.append("lingered", event)
+        log = await store.redis.xrange(RedisStore.log_key("lingered"))
+        assert [(i, f[b"d"]) for i, f in log] == [
+            (f"{e.seq + 1}-0".encode(), e.data) for e in events
+        ]
+    finally:
+        await store.aclose()

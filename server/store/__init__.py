@@ -18,6 +18,7 @@ def build_store(settings: Settings) -> LogStore:
         # A generation that never ends (its process died) cannot keep its log forever.
         open_ttl_s=(settings.generation_timeout_s or 3600.0) + settings.retention_s + 60,
         max_connections=settings.redis_max_connections,
+        linger_s=settings.redis_write_linger_ms / 1000,
     )
 
 

@@ -191,7 +191,8 @@ class _Writer:
 
 
 class RedisStore(LogStore):
-    """Logs in Redis Streams (see the module); ``max_connections`` bounds the pool."""
+    """Logs in Redis Streams (see the module); ``max_connections`` bounds the pool;
+    ``linger_s``: the flusher waits that long before each round trip."""
 
     def __init__(
         self,
@@ -201,11 +202,14 @@ class RedisStore(LogStore):
         retention_s: float,
         open_ttl_s: float,
         max_connections: int = 16,
+        linger_s: float = 0.0,
     ) -> None:
         if max_events < 1:
             raise ValueError("max_events must be >= 1")
         self.url = url
         self.max_events = max_events
+        #: How long the flusher waits before each round trip (more events share it).
+        self.linger_s = linger_s
         self._keep = min(2 * CACHE, max_events)  # events a local cache holds at most
         self.retention_ms = max(1000, int(retention_s * 1000))
         self.open_ttl_ms = max(1000, int(open_ttl_s * 1000))
@@ -332,6 +336,8 @@ class RedisStore(LogStore):
         flight: list[tuple[str, _Writer, list[Event]]] = []
         try:
             while self._ready:
+                if self.linger_s:
+                    await asyncio.sleep(self.linger_s)
                 ready, self._ready = self._ready, {}
                 flight = []
                 for sid, writer in ready.items():
