@@ -368,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated (all five)",
     )
     p.add_argument("--repo", type=Path, default=REPO, help="the checkout whose servers run")
+    p.add_argument(
+        "--redis-args",
+        default="",
+        help="more `tokenwire serve` options for the Redis store's server "
+        "(e.g. '--redis-write-linger-ms 1')",
+    )
     p.add_argument("--transports", type=parse_transports, default=["sse", "ws", "chunked", "poll"])
     p.add_argument("--streams", type=int, default=100, help="throughput: streams at once (100)")
     p.add_argument("--tokens", type=int, default=2000, help="throughput: tokens each (2000)")
@@ -403,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             cap = max(args.streams, args.paced_streams) + 10
             tokens_cap = max(args.tokens, args.paced_tokens)
             for store in STORES:
-                extra = ["--store", url if store == "redis" else "memory"]
+                extra = ["--store", url] + args.redis_args.split() if store == "redis" else []
+                extra = extra or ["--store", "memory"]
                 servers[store] = spawn_server(cap, tokens_cap, 2.0, extra, repo=args.repo.resolve())
             for server in servers.values():
                 wait_ready(server, 30)
