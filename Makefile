@@ -63,7 +63,7 @@ install-dev: $(VENV)/.installed-dev
 # the Redis store), iproute2 (`ip` and `tc`: the lab's network namespace with a tbf
 # bandwidth limit). Each entry is a package, or `package:binary` when the binary it installs
 # has another name; the binary is what is checked.
-SYSTEM_PACKAGES := chromium redis-server nginx haproxy caddy openssl curl iproute2:tc
+SYSTEM_PACKAGES := chromium redis-server redis-tools:redis-cli nginx haproxy caddy openssl curl iproute2:tc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=""; export PATH="$$PATH:/usr/sbin:/sbin"; for p in $(SYSTEM_PACKAGES); do \

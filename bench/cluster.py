@@ -205,11 +205,14 @@ def measure_fanout(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 async def store_costs(url: str, parser: type[Any], streams: int, n: int) -> tuple[float, float]:
     """The store's CPU per event (us): appending, then range-reading from another store."""
+    from redis.asyncio import Redis
+
     from server.events import Event
     from server.store.redis import RedisStore
 
     def store() -> RedisStore:
         st = RedisStore(url, n + 10, retention_s=60, open_ttl_s=600)
+        assert isinstance(st.redis, Redis)  # (one Redis here, not a cluster)
         st.redis.connection_pool.connection_kwargs["parser_class"] = parser
         return st
 

@@ -76,6 +76,10 @@ def build_registry(settings: Settings, store: LogStore) -> StreamRegistry:
     return MemoryRegistry()
 
 
+#: How often a log whose generation failed on the store is tried again (s): its readers
+#: end this soon after the store answers again.
+END_RETRY_S = 0.5
+
 #: Why a stream forgotten to bound retained memory is gone (``max_retained_*``).
 EVICTED = "was forgotten early: the server's bound on memory for finished streams was reached"
 
@@ -182,14 +186,18 @@ class Hub:
 
     async def _end_when_back(self, stream_id: str) -> None:
         """Append ``error``/``store_unavailable`` to a log whose generation failed on the
-        store, as soon as the store answers again (for up to ``retention_s``)."""
+        store, as soon as the store answers again: tried every :data:`END_RETRY_S` for
+        as long as the store may keep the log open (``log_open_ttl_s``), not only for
+        ``retention_s``: the stream's readers on every process (cut while the store was
+        away) end with this event within :data:`END_RETRY_S` of the store answering
+        again, however short the retention (issue 16)."""
         message = "the store stopped answering while this stream was generated"
-        for _ in range(max(1, int(self.settings.retention_s / 0.5))):
+        for _ in range(max(1, int(self.settings.log_open_ttl_s / END_RETRY_S))):
             try:
                 await self.registry.end_open_log(stream_id, "store_unavailable", message)
                 return
             except StoreUnavailable:
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(END_RETRY_S)
 
     def _forget(self, stream_id: str, bound: Bound) -> None:
         """Forget a finished stream and drop its log: its reads now answer ``410 gone``."""

@@ -28,8 +28,18 @@ CONNECTION_RANGES: dict[str, tuple[float, float]] = {
     "max_connections_per_client": (0, 1_000_000),
 }
 SOURCE_NAMES: tuple[SourceName, ...] = typing.get_args(SourceName)
-#: The URL schemes ``store`` accepts besides ``memory`` (redis-py's).
+#: The URL schemes ``store`` accepts besides ``memory``: redis-py's for one Redis, and
+#: the same with ``+cluster`` for a Redis Cluster (one startup node; the rest are found).
 STORE_SCHEMES = ("redis://", "rediss://", "unix://")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def cluster_url(store: str) -> str | None:
+    """redis-py's URL for the cluster a ``redis+cluster://`` store names; None if it names
+    no cluster."""
+    if not store.startswith(CLUSTER_SCHEMES):
+        return None
+    return store.replace("+cluster", "", 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,14 +125,16 @@ class Settings:
 
     # --- store and processes ---
     store: str = "memory"
-    """Where stream logs live: ``memory`` (this process only) or a Redis URL,
-    ``redis://HOST:PORT/DB``, shared by every process that names it."""
+    """Where stream logs live: ``memory`` (this process only), a Redis URL,
+    ``redis://HOST:PORT/DB``, or a Redis Cluster's, ``redis+cluster://HOST:PORT`` (one
+    node; the others are discovered), shared by every process that names it."""
     workers: int = 1
     """Processes serving the same port (SO_REUSEPORT); more than 1 needs a Redis store."""
     node_id: str = ""
     """This process's name in logs and metrics (default: host and pid)."""
     redis_max_connections: int = 16
-    """Connections to Redis per process for commands (plus one for reading new events)."""
+    """Connections to Redis per process for commands (plus one for reading new events);
+    on a Redis Cluster, per cluster node (plus one per node for the news of its streams)."""
     redis_write_linger_ms: float = 0.0
     """How long the Redis store's writer waits before each round trip, so that more events
     share it: less CPU per token at a pace, that much more latency (0: none)."""
@@ -168,10 +180,17 @@ class Settings:
                 raise ValueError(f"{name} must be from {low:g} to {high:g} (0: off)")
         if self.max_log_events < 2:
             raise ValueError("max_log_events must be >= 2")
-        if not (self.store == "memory" or self.store.startswith(STORE_SCHEMES)):
+        if not (self.store == "memory" or self.store.startswith(STORE_SCHEMES + CLUSTER_SCHEMES)):
             raise ValueError(
-                f"store must be 'memory' or a Redis URL (redis://HOST:PORT/DB), got {self.store!r}"
+                "store must be 'memory', a Redis URL (redis://HOST:PORT/DB) or a Redis "
+                f"Cluster's (redis+cluster://HOST:PORT), got {self.store!r}"
             )
+        if cluster_url(self.store) is not None:
+            path = self.store.split("://", 1)[1].partition("?")[0]
+            if path.partition("/")[2] not in ("", "0"):
+                raise ValueError(
+                    f"a Redis Cluster has only database 0: store {self.store!r} names another"
+                )
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
         if self.workers > 1 and self.store == "memory":
@@ -214,6 +233,13 @@ class Settings:
     def node(self) -> str:
         """``node_id``, or host and pid."""
         return self.node_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def log_open_ttl_s(self) -> float:
+        """How long a shared store keeps a log that never ends (its process died, or the
+        store failed under it and never answered again): a generation's time limit
+        (an hour without one), then ``retention_s``, and a minute to spare."""
+        return (self.generation_timeout_s or 3600.0) + self.retention_s + 60
 
     @property
     def hf_model(self) -> str:
@@ -357,12 +383,13 @@ FLAG_HELP: dict[str, str] = {
     "is refused with 429 too_many_connections (0: no limit; behind a proxy every client has "
     "the proxy's address).",
     "redis_max_connections": "Connections each process keeps to Redis for commands (one more "
-    "reads new events for all of its readers).",
+    "reads new events for all of its readers); on a Redis Cluster, per node.",
     "redis_write_linger_ms": "With a Redis store: wait this long before each write round trip, "
     "so that more events share it (less CPU per token at a pace, that much more latency; "
     "0: none).",
-    "store": "Where stream logs live: memory (this process only) or a Redis URL "
-    "(redis://HOST:PORT/DB, or TOKENWIRE_STORE) shared by every process that names it.",
+    "store": "Where stream logs live: memory (this process only), a Redis URL "
+    "(redis://HOST:PORT/DB) or a Redis Cluster's (redis+cluster://HOST:PORT, one node), or "
+    "TOKENWIRE_STORE; shared by every process that names it.",
     "workers": "Processes that serve the same port (SO_REUSEPORT); more than 1 needs a Redis "
     "--store.",
     "node_id": "This process's name in logs and metrics (default: the host name and pid).",

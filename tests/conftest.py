@@ -19,6 +19,7 @@ import clients
 from server.app import create_app
 from server.settings import Settings
 from server.sources.base import TokenSource
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 MakeServer = Callable[..., Awaitable[TestServer]]
@@ -219,3 +220,23 @@ def store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory"
     return str(request.getfixturevalue("redis_url"))
+
+
+# ----- Redis Cluster: one real 3-master cluster per test session (tests/redis_cluster.py) -----
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """The session's Redis Cluster (``redis+cluster://``, one node), emptied for this test."""
+    redis_cluster.flush()
+    return redis_cluster.url

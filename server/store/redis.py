@@ -32,6 +32,15 @@ local reader last read it. A lost wake-up cannot strand a reader, because every 
 a log another process writes has a timeout after which the reader looks at the log
 again.
 
+**On a Redis Cluster** (``redis+cluster://``) one XREAD may only name keys of one slot,
+so the tail is different: each stream has a *news* channel, ``tw:{ID}:n`` (sharded
+pub/sub, Redis >= 7.0: it lives on the shard of the stream's slot), on which the writer
+publishes the last seq of each batch in the round trip that appends it. The tail holds one
+pub/sub connection per cluster master and ``SSUBSCRIBE``s (one slot per command) to the
+news of the streams its readers wait on; news, or the confirmation of a new subscription
+(then nothing appended since can be missed), makes it read what is new with one
+``XRANGE`` per stream, all of them in one pipeline that the cluster client splits by node.
+
 Redis errors become :class:`~server.errors.StoreUnavailable` (503 ``store_unavailable``).
 """
 
@@ -42,18 +51,62 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from server.errors import StoreUnavailable, StreamGone, UnknownStream
 from server.events import Event, EventType
+from server.settings import cluster_url
 from server.store.base import LogStore
 
 log = logging.getLogger("tokenwire.store")
+
+
+class WaitingCluster(RedisCluster):
+    """A Redis Cluster client whose commands wait for a connection, like the one-Redis
+    client's ``BlockingConnectionPool``: redis-py's cluster pool has no waiting, and past
+    ``max_connections`` per node its commands fail (200 concurrent pipelines on 16
+    connections: ``AttributeError`` inside redis-py 8.1). At most ``limit`` commands and
+    pipelines run at once; each node's pool is sized above that, so it never runs out
+    (a command or a pipeline holds at most one connection per node)."""
+
+    def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "max_connections": limit + PUBSUB_HEADROOM})
+        self.limit = asyncio.Semaphore(limit)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.limit:
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if transaction or shard_hint:
+            return super().pipeline(transaction, shard_hint)
+        return _WaitingPipeline(self)  # type: ignore[abstract]
+
+
+class _WaitingPipeline(ClusterPipeline):
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        assert isinstance(self.cluster_client, WaitingCluster)
+        async with self.cluster_client.limit:
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+#: Connections per cluster node beyond ``limit``: the registry's cancel listener (pub/sub).
+PUBSUB_HEADROOM = 4
+
+#: A client of one Redis, or of a Redis Cluster (the same commands, routed by key slot).
+RedisClient = aioredis.Redis | RedisCluster
+#: What Redis trouble raises (the cluster client's own errors are not ``RedisError``s).
+REDIS_ERRORS = (RedisError, RedisClusterException)
 
 #: Events a process keeps per stream for its local readers (the tail's last batches).
 CACHE = 1024
@@ -104,16 +157,19 @@ end
 return id
 """
 APPEND_SHA = hashlib.sha1(APPEND.encode()).hexdigest()
-#: ``EVALSHA APPEND_SHA 2`` in the Redis protocol (the flusher packs its commands itself:
-#: redis-py's packing and per-reply timeouts cost more than the rest of an append).
-_EVALSHA = b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n2\r\n" % APPEND_SHA.encode()
 
 
-def _pack_args(chunks: list[bytes], args: Sequence[bytes | str | int]) -> None:
-    """Append ``args`` as Redis protocol bulk strings to ``chunks``."""
-    for arg in args:
-        b = arg if isinstance(arg, bytes) else str(arg).encode()
-        chunks.append(b"$%d\r\n%s\r\n" % (len(b), b))
+def _pack(commands: Sequence[Sequence[bytes | str | int]]) -> bytes:
+    """Commands in the Redis protocol, for the flusher's own connection (it packs them
+    itself: redis-py's packing and per-reply timeouts cost more than the rest of an
+    append)."""
+    chunks: list[bytes] = []
+    for command in commands:
+        chunks.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            b = arg if isinstance(arg, bytes) else str(arg).encode()
+            chunks.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(chunks)
 
 
 _TYPES: dict[bytes, EventType] = {
@@ -127,6 +183,11 @@ def _entry_id(seq: int) -> str:
 
 def _seq(entry_id: bytes) -> int:
     return int(entry_id.partition(b"-")[0]) - 1
+
+
+def _slot(stream_id: str) -> int:
+    """The Cluster slot of a stream's keys and news channel (their hash tag)."""
+    return key_slot(RedisStore.news_channel(stream_id).encode())
 
 
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
@@ -213,14 +274,27 @@ class RedisStore(LogStore):
         self._keep = min(2 * CACHE, max_events)  # events a local cache holds at most
         self.retention_ms = max(1000, int(retention_s * 1000))
         self.open_ttl_ms = max(1000, int(open_ttl_s * 1000))
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=5, socket_connect_timeout=2
-        )
-        self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes it at aclose
-        # The tail's own connection: a blocking read holds it for the whole wait.
-        self._tail_redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, single_connection_client=True, socket_connect_timeout=2, socket_timeout=None
-        )
+        cluster = cluster_url(url)
+        self.redis: RedisClient
+        self._tail_redis: aioredis.Redis | None = None
+        if cluster is not None:
+            # ``max_connections`` per cluster node (the client finds the other nodes).
+            self.redis = WaitingCluster.from_url(
+                cluster, limit=max_connections, socket_connect_timeout=2
+            )
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=5, socket_connect_timeout=2
+            )
+            self.redis = aioredis.Redis.from_pool(pool)  # closes it at aclose
+            # The tail's own connection: a blocking read holds it for the whole wait.
+            self._tail_redis = aioredis.Redis.from_url(
+                url, single_connection_client=True, socket_connect_timeout=2, socket_timeout=None
+            )
+        #: On a cluster: each master's pub/sub connection for news, by node name.
+        self._news: dict[str, tuple[aioredis.Redis, PubSub, asyncio.Task[None]]] = {}
+        self._subscribed: dict[str, str] = {}  # stream -> the node its news come from
+        self._newsworthy: set[str] = set()  # streams with news the tail has not read yet
         self._tail_id: int | None = None
         self._tail_task: asyncio.Task[None] | None = None
         self._tail_blocked = False
@@ -249,17 +323,28 @@ class RedisStore(LogStore):
     def meta_key(stream_id: str) -> str:
         return f"tw:{{{stream_id}}}:m"
 
+    @staticmethod
+    def news_channel(stream_id: str) -> str:
+        """The sharded pub/sub channel of a stream's news (on a cluster)."""
+        return f"tw:{{{stream_id}}}:n"
+
+    @property
+    def cluster(self) -> bool:
+        return isinstance(self.redis, RedisCluster)
+
     # ----- lifecycle -----
 
     async def start(self) -> None:
         try:
             await self.redis.ping()
-            self._tail_id = int(await self._tail_redis.client_id())
-            self._write_conn = self._new_write_conn()
-            await self._write_conn.connect()  # (the first batch does not wait for it)
-        except (RedisError, OSError) as e:
+            if self._tail_redis is not None:
+                self._tail_id = int(await self._tail_redis.client_id())
+                self._write_conn = self._new_write_conn()
+                await self._write_conn.connect()  # (the first batch does not wait for it)
+        except (*REDIS_ERRORS, OSError) as e:
             raise StoreUnavailable(f"Redis at {self.url} does not answer: {e}") from None
-        self._tail_task = asyncio.create_task(self._tail(), name="tokenwire-redis-tail")
+        tail = self._tail if self._tail_redis is not None else self._tail_news
+        self._tail_task = asyncio.create_task(tail(), name="tokenwire-redis-tail")
 
     async def aclose(self) -> None:
         if self._tail_task is not None:
@@ -268,7 +353,9 @@ class RedisStore(LogStore):
                 await self._tail_task
         for local in self._local.values():
             local.wake()
-        await self._tail_redis.aclose()
+        await self._close_news()
+        if self._tail_redis is not None:
+            await self._tail_redis.aclose()
         if self._write_conn is not None:
             await self._write_conn.disconnect()
         await self.redis.aclose()
@@ -282,7 +369,7 @@ class RedisStore(LogStore):
                 p.hset(meta, "state", "open")
                 p.pexpire(meta, self.open_ttl_ms)
                 await p.execute()
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
         self._next[stream_id] = 0
         self._writers[stream_id] = _Writer()
@@ -351,7 +438,7 @@ class RedisStore(LogStore):
                     continue
                 try:
                     failed = await self._send(flight)
-                except RedisError as e:
+                except REDIS_ERRORS as e:
                     failed = [e] * len(flight)
                 for (sid, writer, batch), error in zip(flight, failed, strict=True):
                     if error is None:
@@ -385,18 +472,20 @@ class RedisStore(LogStore):
 
     async def _send(
         self, flight: Sequence[tuple[str, _Writer, list[Event]]]
-    ) -> list[RedisError | None]:
+    ) -> list[Exception | None]:
         """One round trip of one :data:`APPEND` script call per log (or one ``XADD``
-        for a batch of one event in the middle of its log), plus the hook's commands
-        (what failed, per log). After a Redis restart the script is loaded
-        again and the logs it missed sent again (a ``NOSCRIPT`` reply means the call did
-        nothing)."""
+        for a batch of one event in the middle of its log), on a cluster the batch's
+        news, and the hook's commands (what failed, per log). After a Redis restart the
+        script is loaded again and the logs it missed sent again (a ``NOSCRIPT`` reply
+        means the call did nothing). On one Redis the flusher's own connection carries
+        it (:meth:`_round_trip`); on a cluster a pipeline, which the client splits by
+        node."""
         todo = list(range(len(flight)))
-        out: list[RedisError | None] = [None] * len(flight)
+        out: list[Exception | None] = [None] * len(flight)
+        cluster = self.cluster
         for attempt in range(2):
-            chunks: list[bytes] = []
-            at: list[int] = []  # where each log's script reply is among the replies
-            n = 0
+            commands: list[Sequence[bytes | str | int]] = []
+            at: list[int] = []  # where each log's reply is among the replies
             for i in todo:
                 sid, _, batch = flight[i]
                 last = batch[-1]
@@ -416,22 +505,25 @@ class RedisStore(LogStore):
                     args += (_entry_id(last.seq), "d", last.data)
                     if last.type != "token":
                         args += ("e", last.type)
-                    chunks.append(b"*%d\r\n" % len(args))
                 else:
-                    head = (self.log_key(sid), self.meta_key(sid), self.max_events, ttl)
-                    args = [*head, int(last.terminal), batch[0].seq + 1]
+                    # (EVALSHA by name: a cluster pipeline refuses its evalsha method)
+                    args = ["EVALSHA", APPEND_SHA, 2, self.log_key(sid), self.meta_key(sid)]
+                    args += (self.max_events, ttl, int(last.terminal), batch[0].seq + 1)
                     for event in batch:
                         args += (event.data, b"" if event.type == "token" else event.type)
-                    chunks.append(b"*%d\r\n%s" % (len(args) + 3, _EVALSHA))
-                _pack_args(chunks, args)
-                at.append(n)
-                n += 1
+                at.append(len(commands))
+                commands.append(args)
+                if cluster:  # (the news of the batch, for the other processes' tails)
+                    commands.append(("SPUBLISH", self.news_channel(sid), last.seq))
                 if self.on_write is not None and attempt == 0:
-                    for command in self.on_write(sid):
-                        chunks.append(b"*%d\r\n" % len(command))
-                        _pack_args(chunks, command)
-                        n += 1
-            replies = await self._round_trip(b"".join(chunks), n)
+                    commands += self.on_write(sid)
+            if cluster:
+                async with self.redis.pipeline(transaction=False) as p:
+                    for command in commands:
+                        p.execute_command(*command)
+                    replies = await p.execute(raise_on_error=False)
+            else:
+                replies = await self._round_trip(_pack(commands), len(commands))
             self.commands["append"] += 1
             missing = []
             for i, reply in zip(todo, [replies[k] for k in at], strict=True):
@@ -471,13 +563,14 @@ class RedisStore(LogStore):
         return replies
 
     def _new_write_conn(self) -> Any:
+        assert isinstance(self.redis, aioredis.Redis)  # (one Redis, not a cluster)
         pool = self.redis.connection_pool
         return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
 
     async def _exists(self, stream_id: str) -> bool:
         try:
             return bool(await self.redis.exists(self.meta_key(stream_id)))
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
 
     # ----- reading -----
@@ -492,7 +585,7 @@ class RedisStore(LogStore):
                 p.xrange(self.log_key(stream_id), start, "+", count=limit)
                 p.hget(self.meta_key(stream_id), "state")
                 entries, state = await p.execute()
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
         self.commands["range"] += 1
         return [_event(i, f) for i, f in entries], state
@@ -588,28 +681,33 @@ class RedisStore(LogStore):
                 if await self.redis.client_unblock(self._tail_id):  # type: ignore[arg-type]
                     return
                 await asyncio.sleep(0.002)
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             log.warning("Redis: unblocking the tail: %s", e)
         finally:
             self._unblocking = None
 
+    def _watch_list(self) -> dict[str, str]:
+        """The streams the tail must watch, each with the last entry id known here."""
+        now = time.monotonic()
+        return {
+            sid: _entry_id(local.last_seq)
+            for sid, local in self._local.items()
+            # (the logs this process writes feed their readers themselves, unless
+            # the writing failed: then another process may end the log; a log read
+            # a moment ago stays watched, so that its readers, back for the next
+            # batch, do not make the tail start over every time)
+            if (local.waiters or now - local.used < WATCH_S)
+            and not local.closed
+            and self._feeds(sid) is False
+        }
+
     async def _tail(self) -> None:
         """Read every watched stream in one XREAD BLOCK; feed caches and wake readers."""
+        assert self._tail_redis is not None
         while True:
             self._keys_changed.clear()
             self._forget_idle()
-            now = time.monotonic()
-            watched = {
-                sid: _entry_id(local.last_seq)
-                for sid, local in self._local.items()
-                # (the logs this process writes feed their readers themselves, unless
-                # the writing failed: then another process may end the log; a log read
-                # a moment ago stays watched, so that its readers, back for the next
-                # batch, do not make the tail start over every time)
-                if (local.waiters or now - local.used < WATCH_S)
-                and not local.closed
-                and self._feeds(sid) is False
-            }
+            watched = self._watch_list()
             self._watched = set(watched)
             if not watched:
                 await self._keys_changed.wait()
@@ -621,7 +719,7 @@ class RedisStore(LogStore):
                     count=CACHE,
                     block=TAIL_BLOCK_MS,
                 )
-            except (RedisError, OSError) as e:
+            except (*REDIS_ERRORS, OSError) as e:
                 self._tail_blocked = False
                 self._watched = set()
                 log.warning("Redis tail read failed: %s", e)
@@ -637,6 +735,146 @@ class RedisStore(LogStore):
                 fed = self._local.get(sid)
                 if fed is not None:
                     fed.add([_event(i, f) for i, f in entries])
+
+    async def _tail_news(self) -> None:
+        """On a cluster: keep the news subscriptions to the watched streams, and read
+        what is new in the streams with news (one pipeline of XRANGEs per round)."""
+        while True:
+            self._keys_changed.clear()
+            self._forget_idle()
+            watched = self._watch_list()
+            self._watched = set(watched)
+            try:
+                await self._subscribe(watched)
+                news, self._newsworthy = self._newsworthy, set()
+                await self._read_news([sid for sid in news if sid in watched])
+            except (*REDIS_ERRORS, OSError) as e:
+                log.warning("Redis tail (cluster news) failed: %s", e)
+                await self._close_news()
+                for local in self._local.values():
+                    local.wake()  # readers look again (and get store_unavailable)
+                await asyncio.sleep(0.5)
+                continue
+            if not self._newsworthy:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(TAIL_BLOCK_MS / 1000):
+                        await self._keys_changed.wait()
+
+    async def _subscribe(self, watched: Mapping[str, str]) -> None:
+        """``SSUBSCRIBE`` to the news of new watched streams, ``SUNSUBSCRIBE`` from the
+        rest: on each stream's master, one command per slot (a command's channels must
+        share a slot). A subscription's confirmation counts as news (see
+        :meth:`_listen_news`), so what was appended before it is read too."""
+        assert isinstance(self.redis, RedisCluster)
+        plan: dict[tuple[str, bool, int], list[str]] = {}
+        for sid in watched.keys() - self._subscribed.keys():
+            node = self.redis.get_node_from_key(self.news_channel(sid))
+            if node is None:
+                raise RedisClusterException(f"no cluster node serves stream {sid}'s slot")
+            self._subscribed[sid] = node.name
+            plan.setdefault((node.name, True, _slot(sid)), []).append(sid)
+        for sid in self._subscribed.keys() - watched.keys():
+            name = self._subscribed.pop(sid)
+            if name in self._news:
+                plan.setdefault((name, False, _slot(sid)), []).append(sid)
+        for (name, on, _), sids in plan.items():
+            channels = [self.news_channel(sid) for sid in sids]
+            if on:
+                pubsub = self._news_pubsub(name)
+                await pubsub.ssubscribe(*channels)
+                entry = self._news.get(name)
+                if entry is None or entry[1] is not pubsub:
+                    self._lost_news(name)  # (its listener failed meanwhile: again)
+                elif entry[2].done():  # (its first subscription: start listening)
+                    self._news[name] = (entry[0], pubsub, self._listen_task(name, pubsub))
+            elif (entry := self._news.get(name)) is not None:
+                await entry[1].sunsubscribe(*channels)
+
+    def _lost_news(self, name: str, stream_id: str | None = None) -> None:
+        """The news of the streams subscribed on node ``name`` (or of one of them) no
+        longer come: the tail subscribes to them again."""
+        for sid in [s for s, n in self._subscribed.items() if n == name]:
+            if stream_id is None or sid == stream_id:
+                del self._subscribed[sid]
+        self._keys_changed.set()
+
+    def _news_pubsub(self, name: str) -> PubSub:
+        entry = self._news.get(name)
+        if entry is None:
+            assert isinstance(self.redis, RedisCluster)
+            node = self.redis.get_node(node_name=name)
+            assert node is not None
+            client = aioredis.Redis(
+                host=node.host, port=int(node.port), socket_connect_timeout=2, socket_timeout=None
+            )
+            idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            idle.set_result(None)
+            entry = (client, client.pubsub(), cast(asyncio.Task[None], idle))
+            self._news[name] = entry
+        return entry[1]
+
+    def _listen_task(self, name: str, pubsub: PubSub) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(
+            self._listen_news(name, pubsub), name=f"tokenwire-redis-news-{name}"
+        )
+
+    async def _listen_news(self, name: str, pubsub: PubSub) -> None:
+        """Note the streams with news (or a new subscription) and stir the tail."""
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is None or message.get("channel") is None:
+                    continue
+                kind = message["type"]
+                channel = bytes(message["channel"]).decode()
+                sid = channel.split("{", 1)[1].rsplit("}", 1)[0]
+                if kind in ("smessage", "ssubscribe"):
+                    self._newsworthy.add(sid)
+                    self._keys_changed.set()
+                elif kind == "sunsubscribe" and self._subscribed.get(sid) == name:
+                    # (not asked for: the slot moved to another master)
+                    self._lost_news(name, sid)
+        except (*REDIS_ERRORS, OSError) as e:
+            # (a lost connection, or a slot that moved: subscribe again, from scratch)
+            log.warning("Redis news from %s: %s", name, e)
+            entry = self._news.pop(name, None)
+            self._lost_news(name)
+            if entry is not None:
+                with contextlib.suppress(*REDIS_ERRORS, OSError):
+                    await entry[1].aclose()  # type: ignore[no-untyped-call]
+                    await entry[0].aclose()
+            for local in self._local.values():
+                local.wake()
+
+    async def _read_news(self, sids: Sequence[str]) -> None:
+        """What is new in each stream past what this process knows, in one pipeline."""
+        sids = [sid for sid in sids if sid in self._local]
+        if not sids:
+            return
+        async with self.redis.pipeline(transaction=False) as p:
+            for sid in sids:
+                last = self._local[sid].last_seq
+                p.xrange(self.log_key(sid), "(" + _entry_id(last), "+", count=CACHE)
+            replies = await p.execute()
+        self.commands["tail"] += 1
+        for sid, entries in zip(sids, replies, strict=True):
+            local = self._local.get(sid)
+            if local is None or not entries:
+                continue
+            local.add([_event(i, f) for i, f in entries])
+            if len(entries) == CACHE:
+                self._newsworthy.add(sid)  # (more than one reply holds: read on)
+
+    async def _close_news(self) -> None:
+        news, self._news = self._news, {}
+        self._subscribed.clear()
+        for client, pubsub, task in news.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS, OSError):
+                await task
+            with contextlib.suppress(*REDIS_ERRORS, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await client.aclose()
 
     def _feeds(self, stream_id: str) -> bool:
         """Whether this process writes the log (and so feeds its local readers)."""
@@ -669,7 +907,7 @@ class RedisStore(LogStore):
             local.wake()
         try:
             await self.redis.delete(self.log_key(stream_id), self.meta_key(stream_id))
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             log.warning("dropping %s: %s", stream_id, e)
 
     async def retained(self, stream_id: str) -> tuple[int, int]:
@@ -681,6 +919,6 @@ class RedisStore(LogStore):
                 n, nbytes = await p.execute()
         except ResponseError:
             return 0, 0
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
         return int(n), int(nbytes or 0)

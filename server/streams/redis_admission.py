@@ -25,11 +25,9 @@ import contextlib
 import logging
 import secrets
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from server.errors import ServerBusy, StoreUnavailable
 from server.settings import Settings
+from server.store.redis import REDIS_ERRORS, RedisClient
 from server.streams.admission import Admission, Counts, refuse
 from server.streams.record import StreamRecord
 
@@ -145,7 +143,7 @@ return 1
 class RedisAdmission(Admission):
     """The caps over every process on one Redis (this process's counts kept here too)."""
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis, node: str) -> None:
+    def __init__(self, settings: Settings, redis: RedisClient, node: str) -> None:
         super().__init__(settings)
         self.redis = redis
         self.node = node
@@ -163,7 +161,7 @@ class RedisAdmission(Admission):
     async def start(self) -> None:
         try:
             await self.renew()
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
         self._renewal = asyncio.create_task(self._keep_renewing(), name="tokenwire-caps")
 
@@ -172,7 +170,7 @@ class RedisAdmission(Admission):
             await asyncio.sleep(self.ttl_ms / 3000)
             try:
                 await self.renew()
-            except RedisError as e:
+            except REDIS_ERRORS as e:
                 log.warning("Redis: renewing the counts of %s: %s", self.process, e)
 
     async def renew(self) -> None:
@@ -209,7 +207,7 @@ class RedisAdmission(Admission):
                         self.ttl_ms,
                     ],
                 )
-            except RedisError as e:
+            except REDIS_ERRORS as e:
                 raise StoreUnavailable(f"Redis: {e}") from None
             admitted, live, client, unpaced, pace = reply
             if int(admitted):
@@ -231,7 +229,7 @@ class RedisAdmission(Admission):
                     keys=[TOTAL, self.key],
                     args=[stream.client, int(stream.unpaced), repr(stream.pace)],
                 )
-            except RedisError as e:
+            except REDIS_ERRORS as e:
                 log.warning("Redis: uncounting %s: %s", stream.id, e)
 
     async def aclose(self) -> None:
@@ -239,6 +237,6 @@ class RedisAdmission(Admission):
             self._renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewal
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             async with self._lock:
                 await self._reap(keys=[TOTAL, self.key, NODES], args=[self.process, 1])

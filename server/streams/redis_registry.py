@@ -28,10 +28,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from server.errors import StoreUnavailable, StreamGone, UnknownStream
+from server.store.redis import REDIS_ERRORS, RedisClient
 from server.streams.record import StreamRecord
 from server.streams.registry import EXPIRED, MemoryRegistry
 from wire import READERS
@@ -169,7 +170,7 @@ class RedisRegistry(MemoryRegistry):
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         node: str,
         ttl_s: float,
         retention_s: float,
@@ -211,7 +212,7 @@ class RedisRegistry(MemoryRegistry):
     async def _renew(self) -> None:
         try:
             await self.redis.set(lease_key(self.node), self.instance, px=int(LEASE_S * 1000))
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
 
     async def _keep_lease(self) -> None:
@@ -227,7 +228,7 @@ class RedisRegistry(MemoryRegistry):
             await asyncio.sleep(PROGRESS_S)
             try:
                 await self.write_progress()
-            except RedisError as e:
+            except REDIS_ERRORS as e:
                 log.warning("Redis: writing the streams' progress: %s", e)
 
     async def write_progress(self) -> None:
@@ -241,10 +242,15 @@ class RedisRegistry(MemoryRegistry):
         }
         if not moved:
             return
-        async with self.redis.pipeline(transaction=False) as p:
-            for sid, tokens in moved.items():
-                await self._progress(keys=[status_key(sid)], args=[tokens], client=p)
-            await p.execute()
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as p:
+                for sid, tokens in moved.items():
+                    # (EVALSHA by name: a cluster pipeline refuses its evalsha method)
+                    p.execute_command("EVALSHA", self._progress.sha, 1, status_key(sid), tokens)
+                replies = await p.execute(raise_on_error=False)
+            if attempt or not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            await self.redis.script_load(PROGRESS)  # (Redis restarted: load it again)
         for sid, tokens in moved.items():
             if sid in self.records:
                 self._written[sid] = tokens
@@ -273,7 +279,7 @@ class RedisRegistry(MemoryRegistry):
     async def end_open_log(self, stream_id: str, code: str, message: str) -> int | None:
         try:
             return await self._end(stream_id, code, message)
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
 
     async def _end(self, stream_id: str, code: str, message: str) -> int:
@@ -292,6 +298,9 @@ class RedisRegistry(MemoryRegistry):
             keys=[*keys, status_key(stream_id)],
             args=[head, tail, self.retention_ms, repr(time.time()), self.max_events],
         )
+        if int(seq) >= 0 and isinstance(self.redis, RedisCluster):
+            # (on a cluster the other processes' tails wait for a stream's news)
+            await self.redis.spublish(RedisStore.news_channel(stream_id), int(seq))
         own = self.records.get(stream_id)
         if own is not None and int(seq) >= 0:  # (its generation had given up on the store)
             own.state, own.final_seq, own.tokens = "error", int(seq), int(seq)
@@ -307,7 +316,7 @@ class RedisRegistry(MemoryRegistry):
                             sid = message["data"].decode()
                             if sid in self.records:
                                 on_cancel(sid)
-            except RedisError as e:
+            except REDIS_ERRORS as e:
                 log.warning("Redis: cancel messages: %s", e)
                 await asyncio.sleep(0.5)
 
@@ -317,7 +326,7 @@ class RedisRegistry(MemoryRegistry):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             if await self._alive(self.node, self.instance):
                 await self.redis.delete(lease_key(self.node))
 
@@ -351,7 +360,7 @@ class RedisRegistry(MemoryRegistry):
                 p.pexpire(status_key(stream.id), ttl)
                 p.set(gone_key(stream.id), EXPIRED, px=ttl + TOMBSTONE_S * 1000)
                 await p.execute()
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
 
     async def _publish_end(self, stream: StreamRecord) -> None:
@@ -363,7 +372,7 @@ class RedisRegistry(MemoryRegistry):
                 keys=[status_key(stream.id), gone_key(stream.id)],
                 args=[self.retention_ms, self.retention_ms + TOMBSTONE_S * 1000, EXPIRED, *fields],
             )
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
         if ended:  # another process ended the log first: adopt its end
             state, final_seq, finished_at = (v.decode() if v else None for v in ended)
@@ -399,7 +408,7 @@ class RedisRegistry(MemoryRegistry):
         await super().note(stream, name, value)
         try:
             await self.redis.hset(status_key(stream.id), f"x:{name}", value)
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
 
     async def _load(self, stream_id: str) -> dict[bytes, bytes]:
@@ -408,7 +417,7 @@ class RedisRegistry(MemoryRegistry):
             if raw:
                 return raw
             why = await self.redis.get(gone_key(stream_id))
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
         self.views.pop(stream_id, None)
         if why is not None:
@@ -432,7 +441,7 @@ class RedisRegistry(MemoryRegistry):
             try:
                 if await self._owner_lost(stream_id, node, _text(raw, "lease")):
                     raw = await self._load(stream_id)
-            except RedisError as e:
+            except REDIS_ERRORS as e:
                 raise StoreUnavailable(f"Redis: {e}") from None
         view = self.views.get(stream_id)
         if view is None:
@@ -462,7 +471,7 @@ class RedisRegistry(MemoryRegistry):
             raw = cast(dict[bytes, bytes], await self.redis.hgetall(status_key(stream_id)))
             if await self._drop_dead_readers(stream_id, raw):
                 raw = cast(dict[bytes, bytes], await self.redis.hgetall(status_key(stream_id)))
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
         body["subscribers"] = {t: max(0, int(raw.get(f"r:{t}".encode(), 0))) for t in READERS}
         return body
@@ -488,7 +497,7 @@ class RedisRegistry(MemoryRegistry):
     async def request_cancel(self, stream_id: str) -> None:
         try:
             await self.redis.publish(CANCEL_CHANNEL, stream_id)
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             raise StoreUnavailable(f"Redis: {e}") from None
 
     async def reader(self, stream: StreamRecord, reader: str, delta: int) -> None:
@@ -501,7 +510,7 @@ class RedisRegistry(MemoryRegistry):
             await self._reader(
                 keys=[status_key(stream.id)], args=[reader, self._me, delta, repr(time.time())]
             )
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             log.warning("Redis: counting a reader of %s: %s", stream.id, e)
 
     async def present_elsewhere(self, stream: StreamRecord, grace_s: float) -> bool:
@@ -515,7 +524,7 @@ class RedisRegistry(MemoryRegistry):
             if any(alive for _, alive in others):
                 return True
             await self._drop_dead_readers(stream.id, raw)
-        except RedisError:
+        except REDIS_ERRORS:
             return True  # do not cancel what cannot be checked
         return False
 
