@@ -12,13 +12,21 @@
    same logs read back in pages of 512 by another store, as a process that does not run
    the streams reads them), Python CPU per event, with hiredis and with redis-py's own
    reply parser.
-4. **fan-out**: two processes on one Redis; one paced stream read by ``--readers``
+4. **pacedstore**: the stores alone (no server, no HTTP), ``--paced-streams`` logs
+   appended at ``--pace`` events/s each (phases spread), one local reader per log:
+   the store's latency (append to the reader's wake-up) p50/p99, this process's CPU
+   (and ``redis-server``'s) per 1,000 events, Redis commands and the writer's round
+   trips per event: what the Redis store adds at a pace.
+5. **fan-out**: two processes on one Redis; one paced stream read by ``--readers``
    SSE readers spread over both; Redis commands per event from ``INFO commandstats``
    (all commands, both processes, divided by the events and by the processes).
 
 Streams are read and checked as in ``bench/overhead.py`` (the clients' decoders and
 :class:`clients.check.StreamCheck`: a gap, a duplicate or a wrong digest is a failure).
 It starts its own ``redis-server`` on a free loopback port in a temporary directory.
+``--repo DIR`` runs the servers from another checkout (an A/B of two versions of the code:
+``git archive main | tar -x -C DIR``); ``python DIR2/bench/cluster.py`` with
+``PYTHONPATH=DIR`` does the same for the in-process parts (store, pacedstore).
 ``python -m bench.cluster --help``; docs/bench.md, "The Redis store".
 """
 
@@ -28,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -39,6 +48,7 @@ from typing import Any
 import aiohttp
 
 from bench.lab import (
+    REPO,
     Server,
     process_usage,
     raise_nofile,
@@ -168,7 +178,7 @@ async def fanout(bases: list[str], readers: int, tokens: int, rate: float) -> in
 def measure_fanout(url: str, args: argparse.Namespace) -> dict[str, Any]:
     port = url.rsplit(":", 1)[1].split("/")[0]
     figures: dict[str, Any] = {}
-    pair = [spawn_server(10, 10_000, 0, ["--store", url]) for _ in range(2)]
+    pair = [spawn_server(10, 10_000, 0, ["--store", url], repo=args.repo) for _ in range(2)]
     try:
         for server in pair:
             wait_ready(server, 30)
@@ -237,6 +247,104 @@ async def store_costs(url: str, parser: type[Any], streams: int, n: int) -> tupl
     return 1e6 * (c1 - c0) / (streams * (n + 1)), 1e6 * (c2 - c1) / got
 
 
+async def paced_store(
+    url: str | None, streams: int, rate: float, n: int, port: str | None, redis_pid: int | None
+) -> dict[str, Any]:
+    """``streams`` logs of ``n`` events at ``rate``/s each, one local reader per log, on
+    the Redis store (``url``) or the memory store (None): the store's latency (append to
+    wake-up) p50/p99 in ms, CPU ms per 1,000 events, Redis commands per event."""
+    from server.events import Event
+    from server.store.base import LogStore
+    from server.store.memory import MemoryStore
+    from server.store.redis import RedisStore
+
+    store: LogStore = (
+        MemoryStore(n + 10)
+        if url is None
+        else RedisStore(url, n + 10, retention_s=60, open_ttl_s=600)
+    )
+    if isinstance(store, RedisStore):
+        await store.start()
+    line = b'{"type":"token","seq":0,"text":"hello wor","t":1764560000000000000}'
+    tag = time.monotonic_ns()
+    ids = [f"paced-{tag}-{i}" for i in range(streams)]
+    for sid in ids:
+        await store.open(sid)
+    sent: dict[str, list[float]] = {sid: [0.0] * (n + 1) for sid in ids}
+    lat: list[float] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.2
+
+    async def generate(sid: str, phase: float) -> None:
+        for seq in range(n + 1):
+            delay = start + phase + seq / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent[sid][seq] = time.perf_counter()
+            await store.append(sid, Event(seq, "done" if seq == n else "token", line))
+
+    async def read(sid: str) -> None:
+        after = -1
+        while after < n:
+            events = await store.read(sid, after, limit=512, wait=None)
+            now = time.perf_counter()
+            lat.extend(now - sent[sid][e.seq] for e in events)
+            after = events[-1].seq
+
+    before = commandstats(port) if port else {}
+    r0, _ = process_usage(redis_pid)
+    c0 = time.process_time()
+    rng = random.Random(7)
+    await asyncio.gather(
+        *(generate(sid, rng.random() / rate) for sid in ids), *(read(sid) for sid in ids)
+    )
+    cpu = time.process_time() - c0
+    r1, _ = process_usage(redis_pid)
+    after = commandstats(port) if port else {}
+    for sid in ids:
+        await store.drop(sid)
+    if isinstance(store, RedisStore):
+        await store.aclose()
+    lat.sort()
+    events = streams * (n + 1)
+    calls = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+    calls.pop("info", None)
+    return {
+        "p50_ms": round(1e3 * lat[len(lat) // 2], 3),
+        "p99_ms": round(1e3 * lat[int(len(lat) * 0.99)], 3),
+        "cpu_ms_per_1k": round(1e6 * cpu / events, 1),
+        "redis_cpu_ms_per_1k": per_1k(None if r0 is None or r1 is None else r1 - r0, events),
+        "redis_commands_per_event": round(sum(calls.values()) / events, 2) if port else None,
+        "round_trips_per_event": (
+            round(store.commands["append"] / events, 3) if isinstance(store, RedisStore) else None
+        ),
+    }
+
+
+def measure_paced_store(url: str, redis_pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    runs: dict[str, list[dict[str, Any]]] = {"memory": [], "redis": []}
+    for rep in range(args.repeat):
+        for store in STORES if rep % 2 == 0 else STORES[::-1]:
+            r = asyncio.run(
+                paced_store(
+                    url if store == "redis" else None,
+                    args.paced_streams,
+                    args.pace,
+                    args.paced_tokens,
+                    port if store == "redis" else None,
+                    redis_pid if store == "redis" else None,
+                )
+            )
+            runs[store].append(r)
+            print(f"  run {rep + 1}/{args.repeat} pacedstore {store:>6} {r}", flush=True)
+    out: dict[str, Any] = {}
+    for store, rs in runs.items():
+        for key in rs[0]:
+            out[f"pacedstore_{store}_{key}"] = median([r[key] for r in rs])
+    return out
+
+
 def measure_store(url: str, args: argparse.Namespace) -> dict[str, Any]:
     from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
     from redis.utils import HIREDIS_AVAILABLE
@@ -258,7 +366,16 @@ def measure_store(url: str, args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__.split("\n")[0])
     p.add_argument(
-        "--parts", default="throughput,paced,store,fanout", help="comma-separated (all four)"
+        "--parts",
+        default="throughput,paced,store,pacedstore,fanout",
+        help="comma-separated (all five)",
+    )
+    p.add_argument("--repo", type=Path, default=REPO, help="the checkout whose servers run")
+    p.add_argument(
+        "--redis-args",
+        default="",
+        help="more `tokenwire serve` options for the Redis store's server "
+        "(e.g. '--redis-write-linger-ms 1')",
     )
     p.add_argument("--transports", type=parse_transports, default=["sse", "ws", "chunked", "poll"])
     p.add_argument("--streams", type=int, default=100, help="throughput: streams at once (100)")
@@ -277,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     parts = set(args.parts.split(","))
-    if not parts <= {"throughput", "paced", "store", "fanout"} or args.repeat < 1:
-        raise SystemExit("--parts: throughput, paced, store, fanout; --repeat >= 1")
+    if not parts <= {"throughput", "paced", "store", "pacedstore", "fanout"} or args.repeat < 1:
+        raise SystemExit("--parts: throughput, paced, store, pacedstore, fanout; --repeat >= 1")
     raise_nofile(max(args.streams, args.paced_streams, args.readers))
     directory = Path(tempfile.mkdtemp(prefix="tokenwire-cluster-"))
     redis_proc, url = start_redis(directory)
@@ -295,13 +412,16 @@ def main(argv: list[str] | None = None) -> int:
             cap = max(args.streams, args.paced_streams) + 10
             tokens_cap = max(args.tokens, args.paced_tokens)
             for store in STORES:
-                extra = ["--store", url if store == "redis" else "memory"]
-                servers[store] = spawn_server(cap, tokens_cap, 2.0, extra)
+                extra = ["--store", url] + args.redis_args.split() if store == "redis" else []
+                extra = extra or ["--store", "memory"]
+                servers[store] = spawn_server(cap, tokens_cap, 2.0, extra, repo=args.repo.resolve())
             for server in servers.values():
                 wait_ready(server, 30)
             figures["cells"] = measure_cells(servers, redis_proc.pid, specs, args.repeat)
         if "store" in parts:
             figures.update(measure_store(url, args))
+        if "pacedstore" in parts:
+            figures.update(measure_paced_store(url, redis_proc.pid, args))
         if "fanout" in parts:
             figures.update(measure_fanout(url, args))
     finally:

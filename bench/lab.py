@@ -55,12 +55,17 @@ def free_port() -> int:
 
 
 def spawn_server(
-    cap: int, tokens_cap: int, retention_s: float, extra: Sequence[str], module: str = "tokenwire"
+    cap: int,
+    tokens_cap: int,
+    retention_s: float,
+    extra: Sequence[str],
+    module: str = "tokenwire",
+    repo: Path = REPO,
 ) -> Server:
     """Start ``python -m tokenwire serve`` on a free loopback port with the stream caps
     raised to ``cap`` and the total pace budget off (the streams are the measurement);
     its output goes to a temporary log file. (``module``: ``bench.probe`` serves the same
-    with the latency probe's routes.)"""
+    with the latency probe's routes; ``repo``: the checkout whose code runs.)"""
     port = free_port()
     cmd = [
         sys.executable,
@@ -77,7 +82,12 @@ def spawn_server(
     fd, name = tempfile.mkstemp(prefix="tokenwire-bench-server-", suffix=".log")
     with os.fdopen(fd, "wb") as log:
         proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     return Server(f"http://127.0.0.1:{port}", proc.pid, proc, Path(name), retention_s)
 

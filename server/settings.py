@@ -135,6 +135,9 @@ class Settings:
     redis_max_connections: int = 16
     """Connections to Redis per process for commands (plus one for reading new events);
     on a Redis Cluster, per cluster node (plus one per node for the news of its streams)."""
+    redis_write_linger_ms: float = 0.0
+    """How long the Redis store's writer waits before each round trip, so that more events
+    share it: less CPU per token at a pace, that much more latency (0: none)."""
     max_retained_bytes: int = 256 * 1024 * 1024
     """Memory the logs of finished streams (kept ``retention_s`` for late readers) may take
     in all; past it the oldest finished streams are forgotten first (``410 gone``). 0: no
@@ -198,6 +201,8 @@ class Settings:
             )
         if self.redis_max_connections < 1:
             raise ValueError("redis_max_connections must be >= 1")
+        if not 0 <= self.redis_write_linger_ms <= 100:
+            raise ValueError("redis_write_linger_ms must be between 0 and 100")
         if self.auth_token is not None and (
             not self.auth_token or any(c.isspace() for c in self.auth_token)
         ):
@@ -379,6 +384,9 @@ FLAG_HELP: dict[str, str] = {
     "the proxy's address).",
     "redis_max_connections": "Connections each process keeps to Redis for commands (one more "
     "reads new events for all of its readers); on a Redis Cluster, per node.",
+    "redis_write_linger_ms": "With a Redis store: wait this long before each write round trip, "
+    "so that more events share it (less CPU per token at a pace, that much more latency; "
+    "0: none).",
     "store": "Where stream logs live: memory (this process only), a Redis URL "
     "(redis://HOST:PORT/DB) or a Redis Cluster's (redis+cluster://HOST:PORT, one node), or "
     "TOKENWIRE_STORE; shared by every process that names it.",
@@ -475,6 +483,7 @@ FLAG_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "workers",
             "node_id",
             "redis_max_connections",
+            "redis_write_linger_ms",
             "max_retained_bytes",
             "max_retained_bytes_per_client",
             "max_retained_events",

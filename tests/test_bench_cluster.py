@@ -32,6 +32,12 @@ def test_bench_cluster_tiny_plan(tmp_path: Path) -> None:
     for kind in ("python", "hiredis"):
         assert figures[f"store_append_us_per_event_{kind}"] > 0
         assert figures[f"store_range_read_us_per_event_{kind}"] > 0
+    for store in ("memory", "redis"):
+        assert figures[f"pacedstore_{store}_p50_ms"] > 0
+        assert figures[f"pacedstore_{store}_cpu_ms_per_1k"] > 0
+    assert figures["pacedstore_memory_redis_commands_per_event"] is None
+    # 4 logs of 6 events: at least one script call per batch, each batch at most 6 events.
+    assert figures["pacedstore_redis_redis_commands_per_event"] >= 1 / 6
     # One stream of 5 tokens and its done event, 4 readers over 2 processes.
     assert (figures["fanout_events"], figures["fanout_readers"]) == (6, 4)
     assert figures["fanout_redis_commands"]["evalsha"] >= 1

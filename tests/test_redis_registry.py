@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from server.errors import StoreUnavailable
-from server.events import TokenEncoder, error_event
-from server.store.redis import RedisStore
+from server.events import PartEncoder, TokenEncoder, error_event
+from server.store.redis import APPEND, RedisStore
 from server.streams.record import StreamRecord
 from server.streams.redis_registry import RedisRegistry, lease_key, status_key
 
@@ -111,19 +111,36 @@ async def test_a_reader_leaving_after_the_record_expired_leaves_no_key(
     assert await store.redis.exists(status_key("s")) == 0
 
 
-async def test_a_running_streams_tokens_are_written_with_its_batches(
+async def test_a_running_streams_tokens_are_written_when_they_moved_never_over_its_end(
     store: RedisStore, registry: RedisRegistry
 ) -> None:
+    """The progress writer (every PROGRESS_S) writes the counts that moved, and none
+    over an end: an owner that ends its stream between building the write and Redis
+    running it (or another process that recorded ``producer_lost``) keeps its count."""
     store.on_write = registry.progress
-    stream = StreamRecord(id="s", source="synthetic", client="c", max_tokens=9, unpaced=False)
-    registry.add(stream)
-    await registry.published(stream)
-    await store.open("s")
+    streams = [
+        StreamRecord(id=sid, source="synthetic", client="c", max_tokens=9, unpaced=False)
+        for sid in ("s", "t")
+    ]
+    for stream in streams:
+        registry.add(stream)
+        await registry.published(stream)
+        await store.open(stream.id)
     token = TokenEncoder("s")
     for seq in range(4):
         await store.append("s", token(seq, "x"))
-        stream.tokens = seq + 1  # (as the generation counts them)
+        streams[0].tokens = seq + 1  # (as the generation counts them)
     await store.settle("s")
+    assert await store.redis.hget(status_key("s"), "tokens") == b"0"  # (not per batch)
+    await registry.write_progress()
+    assert [await store.redis.hget(status_key(sid), "tokens") for sid in ("s", "t")] == [b"4", b"0"]
+    await store.redis.hset(status_key("t"), "state", "error")  # ended by another process
+    streams[1].tokens = 7
+    await registry.write_progress()
+    assert await store.redis.hmget(status_key("t"), "state", "tokens") == [b"error", b"0"]
+    streams[0].tokens = 5
+    streams[0].state = "done"  # ended here: its end writes the final count, not the writer
+    await registry.write_progress()
     assert await store.redis.hget(status_key("s"), "tokens") == b"4"
 
 
@@ -194,3 +211,73 @@ async def test_a_paused_owner_adopts_the_end_another_process_gave_its_stream(
     assert (stream.state, stream.final_seq, stream.tokens) == ("error", 2, 2)
     view = await other.lookup("s")
     assert (view.state, view.final_seq, view.tokens) == ("error", 2, 2)
+
+
+async def test_one_event_batches_are_plain_xadds_with_the_same_log(
+    store: RedisStore, redis_url: str
+) -> None:
+    """A batch of one event in the middle of its log is one XADD, not a script call: the
+    log another process reads has the same seqs, types, bytes and exact trim (3 here),
+    and the TTL the first batch set still holds."""
+
+    async def calls() -> dict[str, int]:
+        stats = await store.redis.info("commandstats")
+        return {k: int(stats.get(f"cmdstat_{k}", {}).get("calls", 0)) for k in ("evalsha", "xadd")}
+
+    await store.open("one")
+    token = PartEncoder("one")
+    events = [
+        token(0, "a"),
+        token.reasoning(1, "hm"),
+        token(2, "b"),
+        token(3, "c"),
+        error_event("one", 4, "model_error", "boom"),
+    ]
+    before = await calls()
+    for event in events:  # (settled one by one: every batch is one event)
+        await store.append("one", event)
+        if not event.terminal:
+            await store.settle("one")
+    after = await calls()
+    # The first batch (it sets the TTL) and the last (it closes the log): the script,
+    # whose XADDs Redis counts too; the three in between: one XADD each.
+    assert {k: after[k] - before[k] for k in after} == {"evalsha": 2, "xadd": 5}
+    other = RedisStore(redis_url, 3, retention_s=60, open_ttl_s=600)
+    await other.start()
+    try:
+        got = await other.read("one", 1, limit=10, wait=0)
+        assert [(e.seq, e.type, e.data) for e in got] == [
+            (e.seq, e.type, e.data) for e in events[2:]
+        ]
+        assert await other.redis.xlen(RedisStore.log_key("one")) == 3
+        assert 0 < await other.redis.pttl(RedisStore.log_key("one")) <= 60_000
+        assert await other.redis.hget(RedisStore.meta_key("one"), "state") == b"closed"
+    finally:
+        await other.aclose()
+
+
+async def test_a_lingering_writer_writes_the_same_log(redis_url: str) -> None:
+    """``redis_write_linger_ms``: the flusher waits before each round trip, so events
+    appended meanwhile share it; the log is the same, and the terminal append still
+    returns once everything is written."""
+    store = RedisStore(redis_url, 100, retention_s=60, open_ttl_s=600, linger_s=0.2)
+    await store.start()
+    try:
+        await store.open("lingered")
+        await store.redis.script_load(APPEND)  # (a NOSCRIPT retry would count as a trip)
+        token = TokenEncoder("lingered")
+        events = [token(seq, f"t{seq}") for seq in range(30)]
+        events.append(error_event("lingered", 30, "model_error", "boom"))
+        for event in events[:10]:
+            await store.append("lingered", event)
+            await asyncio.sleep(0)  # (without the wait, the flusher would send seq 0 now)
+        assert await store.settle("lingered") == 10
+        assert store.commands["append"] == 1  # all ten in one round trip
+        for event in events[10:]:
+            await store.append("lingered", event)
+        log = await store.redis.xrange(RedisStore.log_key("lingered"))
+        assert [(i, f[b"d"]) for i, f in log] == [
+            (f"{e.seq + 1}-0".encode(), e.data) for e in events
+        ]
+    finally:
+        await store.aclose()

@@ -19,6 +19,7 @@ def build_store(settings: Settings) -> LogStore:
         # A generation that never ends (its process died) cannot keep its log forever.
         open_ttl_s=settings.log_open_ttl_s,
         max_connections=settings.redis_max_connections,
+        linger_s=settings.redis_write_linger_ms / 1000,
     )
 
 

@@ -8,9 +8,10 @@ Keys (one hash tag per stream, so Redis Cluster keeps a stream's keys on one sha
     tw:{ID}:m     a hash: ``state`` = ``open`` | ``closed``
 
 **Writing.** Appends go to per-log queues; one *flusher* task sends what every log has
-queued in one pipeline per round trip, one :data:`APPEND` script call per log (its
-XADDs, one exact trim, the TTLs, the closed state: atomic, so a batch is in the log
-whole or not at all). At a pace, the events of all the streams a process runs share a
+queued in one round trip on its own connection, one :data:`APPEND` script call per log
+(its XADDs, one exact trim, the TTLs, the closed state: atomic, so a batch is in the log
+whole or not at all), or one plain ``XADD`` for a batch of one event that neither opens
+nor ends its log. At a pace, the events of all the streams a process runs share a
 round trip; at full speed each call carries many events.
 
 Both keys expire: ``open_ttl_s`` after creation (a generation that never ends, because
@@ -57,6 +58,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from server.errors import StoreUnavailable, StreamGone, UnknownStream
@@ -110,6 +112,8 @@ REDIS_ERRORS = (RedisError, RedisClusterException)
 CACHE = 1024
 #: Events a generation may queue before its append waits for them to be written.
 WRITE_BATCH = 256
+#: A round trip of the flusher that takes longer fails (its logs' appends raise).
+WRITE_TIMEOUT_S = 5.0
 #: How long the tail blocks in one XREAD (ms); it starts over sooner when keys change.
 TAIL_BLOCK_MS = 5_000
 #: A reader with no time limit still looks at the log again this often (a lost wake-up).
@@ -153,6 +157,20 @@ end
 return id
 """
 APPEND_SHA = hashlib.sha1(APPEND.encode()).hexdigest()
+
+
+def _pack(commands: Sequence[Sequence[bytes | str | int]]) -> bytes:
+    """Commands in the Redis protocol, for the flusher's own connection (it packs them
+    itself: redis-py's packing and per-reply timeouts cost more than the rest of an
+    append)."""
+    chunks: list[bytes] = []
+    for command in commands:
+        chunks.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            b = arg if isinstance(arg, bytes) else str(arg).encode()
+            chunks.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(chunks)
+
 
 _TYPES: dict[bytes, EventType] = {
     t.encode(): t for t in ("reasoning", "tool_call", "done", "error")
@@ -234,7 +252,8 @@ class _Writer:
 
 
 class RedisStore(LogStore):
-    """Logs in Redis Streams (see the module); ``max_connections`` bounds the pool."""
+    """Logs in Redis Streams (see the module); ``max_connections`` bounds the pool;
+    ``linger_s``: the flusher waits that long before each round trip."""
 
     def __init__(
         self,
@@ -244,11 +263,14 @@ class RedisStore(LogStore):
         retention_s: float,
         open_ttl_s: float,
         max_connections: int = 16,
+        linger_s: float = 0.0,
     ) -> None:
         if max_events < 1:
             raise ValueError("max_events must be >= 1")
         self.url = url
         self.max_events = max_events
+        #: How long the flusher waits before each round trip (more events share it).
+        self.linger_s = linger_s
         self._keep = min(2 * CACHE, max_events)  # events a local cache holds at most
         self.retention_ms = max(1000, int(retention_s * 1000))
         self.open_ttl_ms = max(1000, int(open_ttl_s * 1000))
@@ -284,9 +306,12 @@ class RedisStore(LogStore):
         self._writers: dict[str, _Writer] = {}  # each log's queue of events to write
         self._ready: dict[str, _Writer] = {}  # logs with events to write, none in flight
         self._flusher: asyncio.Task[None] | None = None
-        #: Called with each batch's pipeline before it is sent (the registry adds a
-        #: running stream's progress to the same round trip).
-        self.on_write: Callable[[Any, str], None] | None = None
+        #: Called with each log's id as its batch goes out: Redis commands (argument
+        #: lists) to send in the same round trip (the registry's progress of a stream).
+        self.on_write: Callable[[str], Sequence[Sequence[bytes | str | int]]] | None = None
+        #: The flusher's own connection (no pool: one round trip at a time, no per-reply
+        #: timeout), opened at start and again after it failed.
+        self._write_conn: Any = None
         #: Redis commands sent, by kind (for the benchmarks: reads per event).
         self.commands = {"append": 0, "range": 0, "tail": 0}
 
@@ -314,6 +339,8 @@ class RedisStore(LogStore):
             await self.redis.ping()
             if self._tail_redis is not None:
                 self._tail_id = int(await self._tail_redis.client_id())
+                self._write_conn = self._new_write_conn()
+                await self._write_conn.connect()  # (the first batch does not wait for it)
         except (*REDIS_ERRORS, OSError) as e:
             raise StoreUnavailable(f"Redis at {self.url} does not answer: {e}") from None
         tail = self._tail if self._tail_redis is not None else self._tail_news
@@ -329,6 +356,8 @@ class RedisStore(LogStore):
         await self._close_news()
         if self._tail_redis is not None:
             await self._tail_redis.aclose()
+        if self._write_conn is not None:
+            await self._write_conn.disconnect()
         await self.redis.aclose()
 
     # ----- writing -----
@@ -394,6 +423,8 @@ class RedisStore(LogStore):
         flight: list[tuple[str, _Writer, list[Event]]] = []
         try:
             while self._ready:
+                if self.linger_s:
+                    await asyncio.sleep(self.linger_s)
                 ready, self._ready = self._ready, {}
                 flight = []
                 for sid, writer in ready.items():
@@ -442,38 +473,57 @@ class RedisStore(LogStore):
     async def _send(
         self, flight: Sequence[tuple[str, _Writer, list[Event]]]
     ) -> list[Exception | None]:
-        """One pipeline of one :data:`APPEND` script call per log (what failed, per log).
-        After a Redis restart the script is loaded again and the logs it missed sent
-        again (a ``NOSCRIPT`` reply means the call did nothing)."""
+        """One round trip of one :data:`APPEND` script call per log (or one ``XADD``
+        for a batch of one event in the middle of its log), on a cluster the batch's
+        news, and the hook's commands (what failed, per log). After a Redis restart the
+        script is loaded again and the logs it missed sent again (a ``NOSCRIPT`` reply
+        means the call did nothing). On one Redis the flusher's own connection carries
+        it (:meth:`_round_trip`); on a cluster a pipeline, which the client splits by
+        node."""
         todo = list(range(len(flight)))
         out: list[Exception | None] = [None] * len(flight)
         cluster = self.cluster
         for attempt in range(2):
-            at: list[int] = []  # where each log's script reply is among the pipeline's
-            async with self.redis.pipeline(transaction=False) as p:
-                for i in todo:
-                    sid, _, batch = flight[i]
-                    last = batch[-1]
-                    ttl = (
-                        self.retention_ms
-                        if last.terminal
-                        else self.open_ttl_ms
-                        if batch[0].seq == 0
-                        else 0
-                    )
-                    args: list[Any] = [self.max_events, ttl, int(last.terminal), batch[0].seq + 1]
+            commands: list[Sequence[bytes | str | int]] = []
+            at: list[int] = []  # where each log's reply is among the replies
+            for i in todo:
+                sid, _, batch = flight[i]
+                last = batch[-1]
+                ttl = (
+                    self.retention_ms
+                    if last.terminal
+                    else self.open_ttl_ms
+                    if batch[0].seq == 0
+                    else 0
+                )
+                args: list[bytes | str | int]
+                if len(batch) == 1 and not ttl:
+                    # One event that neither opens nor ends the log (at a pace, most
+                    # batches): a plain XADD is atomic by itself, and the script's own
+                    # cost in Redis was twice the XADD's.
+                    args = ["XADD", self.log_key(sid), "MAXLEN", "=", self.max_events]
+                    args += (_entry_id(last.seq), "d", last.data)
+                    if last.type != "token":
+                        args += ("e", last.type)
+                else:
+                    # (EVALSHA by name: a cluster pipeline refuses its evalsha method)
+                    args = ["EVALSHA", APPEND_SHA, 2, self.log_key(sid), self.meta_key(sid)]
+                    args += (self.max_events, ttl, int(last.terminal), batch[0].seq + 1)
                     for event in batch:
                         args += (event.data, b"" if event.type == "token" else event.type)
-                    at.append(len(p))
-                    # (EVALSHA by name: a cluster pipeline refuses its evalsha method)
-                    p.execute_command(
-                        "EVALSHA", APPEND_SHA, 2, self.log_key(sid), self.meta_key(sid), *args
-                    )
-                    if cluster:  # (the news of the batch, for the other processes' tails)
-                        p.execute_command("SPUBLISH", self.news_channel(sid), last.seq)
-                    if self.on_write is not None and attempt == 0:
-                        self.on_write(p, sid)
-                replies = await p.execute(raise_on_error=False)
+                at.append(len(commands))
+                commands.append(args)
+                if cluster:  # (the news of the batch, for the other processes' tails)
+                    commands.append(("SPUBLISH", self.news_channel(sid), last.seq))
+                if self.on_write is not None and attempt == 0:
+                    commands += self.on_write(sid)
+            if cluster:
+                async with self.redis.pipeline(transaction=False) as p:
+                    for command in commands:
+                        p.execute_command(*command)
+                    replies = await p.execute(raise_on_error=False)
+            else:
+                replies = await self._round_trip(_pack(commands), len(commands))
             self.commands["append"] += 1
             missing = []
             for i, reply in zip(todo, [replies[k] for k in at], strict=True):
@@ -486,6 +536,36 @@ class RedisStore(LogStore):
             await self.redis.script_load(APPEND)
             todo = missing
         return out
+
+    async def _round_trip(self, packed: bytes, n: int) -> list[Any]:
+        """Send ``n`` packed commands on the flusher's own connection and read their
+        replies (an error reply is returned, not raised). One timeout for the whole round
+        trip, none per reply; a connection that failed or timed out mid-way is closed (what
+        it had sent is unknown) and reopened by the next round trip."""
+        conn = self._write_conn
+        if conn is None:
+            conn = self._write_conn = self._new_write_conn()
+        replies: list[Any] = []
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await conn.send_packed_command(packed, check_health=False)
+                for _ in range(n):
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as e:
+                        replies.append(e)
+        except BaseException as e:
+            self._write_conn = None
+            await conn.disconnect(nowait=True)
+            if isinstance(e, (TimeoutError, OSError)):
+                raise RedisConnectionError(f"writing to Redis: {e or 'timed out'}") from None
+            raise
+        return replies
+
+    def _new_write_conn(self) -> Any:
+        assert isinstance(self.redis, aioredis.Redis)  # (one Redis, not a cluster)
+        pool = self.redis.connection_pool
+        return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
 
     async def _exists(self, stream_id: str) -> bool:
         try:

@@ -25,19 +25,17 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from server.errors import StoreUnavailable, StreamGone, UnknownStream
 from server.store.redis import REDIS_ERRORS, RedisClient
 from server.streams.record import StreamRecord
 from server.streams.registry import EXPIRED, MemoryRegistry
 from wire import READERS
-
-if TYPE_CHECKING:
-    from redis.asyncio.client import Pipeline
 
 log = logging.getLogger("tokenwire.registry")
 
@@ -47,6 +45,11 @@ TOMBSTONE_S = 86_400
 #: A process renews its lease every LEASE_S / 3; a stream whose owner's lease lapsed ends
 #: with ``producer_lost``.
 LEASE_S = 3.0
+#: A running stream's ``tokens`` in its hash is at most this far behind its generation
+#: (s): every PROGRESS_S each process writes the counts of its running streams that
+#: moved, in one round trip (at a pace, one write per stream per batch cost Redis as
+#: much as the append itself).
+PROGRESS_S = 0.25
 #: The highest entry id: once a log has its lost-producer event, no id is free above it.
 LAST_ID = "18446744073709551615-18446744073709551615"
 
@@ -119,6 +122,13 @@ redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 return false
 """
 
+#: Write a running stream's ``tokens`` only while its record says ``running`` (never over
+#: the end another write recorded). KEYS: status. ARGV: the count.
+PROGRESS = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+return redis.call('HSET', KEYS[1], 'tokens', ARGV[1])
+"""
+
 #: Take the readers of a dead process out of a stream's counts (once, whichever
 #: processes notice). KEYS: status. ARGV: the process, then every transport's name.
 DROP_READERS = """
@@ -179,11 +189,15 @@ class RedisRegistry(MemoryRegistry):
         self._reader = redis.register_script(READER)
         self._drop_readers = redis.register_script(DROP_READERS)
         self._finished = redis.register_script(FINISHED)
+        self._progress = redis.register_script(PROGRESS)
         self._lease: asyncio.Task[None] | None = None
         self.views: dict[str, StreamRecord] = {}  # other processes' streams read here
         self._listener: asyncio.Task[None] | None = None
         #: When each running stream's keys last had their expiry pushed back (monotonic).
         self._renewed: dict[str, float] = {}
+        #: The ``tokens`` last written for each running stream of this process.
+        self._written: dict[str, int] = {}
+        self._progressing: asyncio.Task[None] | None = None
 
     @property
     def _me(self) -> str:
@@ -193,6 +207,7 @@ class RedisRegistry(MemoryRegistry):
         await self._renew()
         self._lease = asyncio.create_task(self._keep_lease(), name="tokenwire-lease")
         self._listener = asyncio.create_task(self._listen(on_cancel), name="tokenwire-cancels")
+        self._progressing = asyncio.create_task(self._keep_progress(), name="tokenwire-progress")
 
     async def _renew(self) -> None:
         try:
@@ -207,6 +222,38 @@ class RedisRegistry(MemoryRegistry):
                 await self._renew()
             except StoreUnavailable as e:
                 log.warning("renewing the lease of %s: %s", self.node, e.message)
+
+    async def _keep_progress(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_S)
+            try:
+                await self.write_progress()
+            except REDIS_ERRORS as e:
+                log.warning("Redis: writing the streams' progress: %s", e)
+
+    async def write_progress(self) -> None:
+        """Write the ``tokens`` of this process's running streams that moved since they
+        were last written, in one round trip (one script call per stream: each call's
+        key in its stream's slot; a stream's end writes its final count itself)."""
+        moved = {
+            sid: stream.tokens
+            for sid, stream in self.records.items()
+            if stream.state == "running" and self._written.get(sid) != stream.tokens
+        }
+        if not moved:
+            return
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as p:
+                for sid, tokens in moved.items():
+                    # (EVALSHA by name: a cluster pipeline refuses its evalsha method)
+                    p.execute_command("EVALSHA", self._progress.sha, 1, status_key(sid), tokens)
+                replies = await p.execute(raise_on_error=False)
+            if attempt or not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            await self.redis.script_load(PROGRESS)  # (Redis restarted: load it again)
+        for sid, tokens in moved.items():
+            if sid in self.records:
+                self._written[sid] = tokens
 
     async def check_owners(self) -> None:
         """End the running streams read here whose owner's lease lapsed (``producer_lost``)."""
@@ -274,7 +321,7 @@ class RedisRegistry(MemoryRegistry):
                 await asyncio.sleep(0.5)
 
     async def aclose(self) -> None:
-        for task in (self._listener, self._lease):
+        for task in (self._listener, self._lease, self._progressing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -318,6 +365,7 @@ class RedisRegistry(MemoryRegistry):
 
     async def _publish_end(self, stream: StreamRecord) -> None:
         self._renewed.pop(stream.id, None)
+        self._written.pop(stream.id, None)
         fields = [x for kv in self._fields(stream).items() for x in kv]
         try:
             ended = await self._finished(
@@ -334,25 +382,27 @@ class RedisRegistry(MemoryRegistry):
             if finished_at is not None:
                 stream.finished_at = float(finished_at)
 
-    def progress(self, p: Pipeline, stream_id: str) -> None:
-        """Add a running stream's ``tokens`` to the round trip that writes its batch (the
-        store's hook): other processes' status is as current as the log, at no cost in
-        round trips."""
+    def progress(self, stream_id: str) -> list[tuple[str | int, ...]]:
+        """The store's hook, as a batch of a stream goes out: a generation may run longer
+        than its keys' first expiry (no generation_timeout_s), so once half of it has
+        passed, commands that push it back, in the same round trip. (Its ``tokens`` are
+        written every :data:`PROGRESS_S` by :meth:`write_progress`, not per batch.)"""
         stream = self.records.get(stream_id)
         if stream is None or stream.state != "running":
-            return
-        p.hset(status_key(stream_id), "tokens", stream.tokens)
-        # A generation may run longer than its keys' first expiry (no generation_timeout_s):
-        # push it back, in the same round trip, once half of it has passed.
+            return []
         now = time.monotonic()
-        if now - self._renewed.setdefault(stream_id, now) >= self.ttl_ms / 2000:
-            from server.store.redis import RedisStore
+        if now - self._renewed.setdefault(stream_id, now) < self.ttl_ms / 2000:
+            return []
+        from server.store.redis import RedisStore
 
-            self._renewed[stream_id] = now
-            for key in (RedisStore.log_key(stream_id), RedisStore.meta_key(stream_id)):
-                p.pexpire(key, self.ttl_ms)
-            p.pexpire(status_key(stream_id), self.ttl_ms)
-            p.pexpire(gone_key(stream_id), self.ttl_ms + TOMBSTONE_S * 1000)
+        self._renewed[stream_id] = now
+        ttl = self.ttl_ms
+        return [
+            ("PEXPIRE", RedisStore.log_key(stream_id), ttl),
+            ("PEXPIRE", RedisStore.meta_key(stream_id), ttl),
+            ("PEXPIRE", status_key(stream_id), ttl),
+            ("PEXPIRE", gone_key(stream_id), ttl + TOMBSTONE_S * 1000),
+        ]
 
     async def note(self, stream: StreamRecord, name: str, value: bytes) -> None:
         await super().note(stream, name, value)
@@ -481,6 +531,7 @@ class RedisRegistry(MemoryRegistry):
     def forget(self, stream_id: str, why: str = EXPIRED) -> None:
         super().forget(stream_id, why)
         self._renewed.pop(stream_id, None)
+        self._written.pop(stream_id, None)
         task = asyncio.get_running_loop().create_task(self._bury(stream_id, why))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
