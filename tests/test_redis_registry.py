@@ -281,3 +281,20 @@ async def test_a_lingering_writer_writes_the_same_log(redis_url: str) -> None:
         ]
     finally:
         await store.aclose()
+
+
+@pytest.mark.parametrize("batch", [1, 2], ids=["plain XADD", "script"])
+async def test_a_log_no_longer_in_redis_is_not_made_again(store: RedisStore, batch: int) -> None:
+    """The log vanished mid-stream (a restart without persistence, an eviction): the
+    owner's next batch, one event (the plain XADD) or more (the script), fails with
+    ``store_unavailable`` and leaves no key behind, where it used to make a log again
+    from the middle, with no start and no TTL (a key that never expired)."""
+    await store.open("v")
+    await written(store, "v", 2)
+    await store.redis.delete(RedisStore.log_key("v"), RedisStore.meta_key("v"))
+    token = TokenEncoder("v")
+    for seq in range(2, 2 + batch):
+        await store.append("v", token(seq, "late"))
+    with pytest.raises(StoreUnavailable, match="no longer in Redis"):
+        await store.settle("v")
+    assert await store.redis.exists(RedisStore.log_key("v"), RedisStore.meta_key("v")) == 0

@@ -123,15 +123,19 @@ WATCH_S = 1.0
 #: A stream's local state is dropped this long after its last local reader left.
 IDLE_S = 10.0
 
-#: The ``e`` field's values: every type but ``token`` (the most common, so left out).
 #: Append a batch of events to a log, atomically: ``KEYS`` the log and its meta hash,
 #: ``ARGV`` the trim length, a TTL in ms to set on the log (0: none), 1 if the batch ends
 #: the log (the meta hash says ``closed`` and gets the TTL too), the first entry id's
 #: number (``seq+1``), then per event its JSON line and its type (empty for a token).
 #: One call per log and round trip instead of one XADD per event; the batch's last XADD
-#: trims the log exactly (the script is atomic: nobody sees it longer meanwhile).
+#: trims the log exactly (the script is atomic: nobody sees it longer meanwhile). A batch
+#: after the first meets a log no longer in Redis (a restart without persistence, an
+#: eviction) with an error reply: the log is not made again without its start or its TTL.
 APPEND = """
 local id = tonumber(ARGV[4])
+if id > 1 and redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('GONE the log is no longer in Redis')
+end
 for i = 5, #ARGV, 2 do
   local add = {'XADD', KEYS[1]}
   if i + 2 > #ARGV then  -- the last: trim once, after the whole batch is in
@@ -172,6 +176,7 @@ def _pack(commands: Sequence[Sequence[bytes | str | int]]) -> bytes:
     return b"".join(chunks)
 
 
+#: The ``e`` field's values: every type but ``token`` (the most common, so left out).
 _TYPES: dict[bytes, EventType] = {
     t.encode(): t for t in ("reasoning", "tool_call", "done", "error")
 }
@@ -501,7 +506,10 @@ class RedisStore(LogStore):
                     # One event that neither opens nor ends the log (at a pace, most
                     # batches): a plain XADD is atomic by itself, and the script's own
                     # cost in Redis was twice the XADD's.
-                    args = ["XADD", self.log_key(sid), "MAXLEN", "=", self.max_events]
+                    # (NOMKSTREAM: a log no longer in Redis, lost in a restart without
+                    # persistence or evicted, is not made again without its start or TTL)
+                    args = ["XADD", self.log_key(sid), "NOMKSTREAM", "MAXLEN", "="]
+                    args.append(self.max_events)
                     args += (_entry_id(last.seq), "d", last.data)
                     if last.type != "token":
                         args += ("e", last.type)
@@ -531,6 +539,8 @@ class RedisStore(LogStore):
                     missing.append(i)
                 elif isinstance(reply, RedisError):
                     out[i] = reply
+                elif reply is None:  # (the plain XADD's answer for a log not in Redis)
+                    out[i] = ResponseError("GONE the log is no longer in Redis")
             if not missing:
                 break
             await self.redis.script_load(APPEND)
