@@ -28,10 +28,12 @@ The load is a lean uvloop client (this process) that opens every connection, che
 byte against the expected frames (exact count and order), and counts them. After
 ``--warmup`` s it takes the server's psutil user + system time over ``--window`` s: **% of
 one core** and **µs per frame** (CPU over the frames received in the window), beside
-``os.getloadavg()``. With ``--pin`` the server runs on CPU 0, the client on the rest (as
-``bench.race --pin``). With ``--veth`` (root, iproute2) the servers run in a network
-namespace of their own behind a veth pair, so the receiver's TCP work is no longer run
-inside the sender's ``send`` as it is on loopback.
+``os.getloadavg()``; its system part (``sys_pct``) is the kernel's share. With
+``--pin`` the server runs on CPU 0, the client on the rest (as ``bench.race --pin``). With
+``--veth`` (root, iproute2) the servers run in a network namespace of their own behind a
+veth pair: a real device between the two stacks instead of ``lo`` (both hand the packet
+to the receiving CPU's backlog; whether the receiver's TCP work is still charged to the
+sender is what the figures tell).
 
 It prints a table and one JSON line (medians over ``--repeat`` rounds). docs/bench.md,
 "The floor at a pace".
@@ -77,6 +79,7 @@ REQUEST: Final = b"GET /floor HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r
 #: The JSON line's fields per variant.
 FIELDS: Final = (
     "cpu_pct",
+    "sys_pct",
     "us_per_frame",
     "frames_per_s",
     "frames_in_window",
@@ -359,6 +362,7 @@ class Plan:
 @dataclass
 class Sample:
     cpu_pct: float
+    sys_pct: float
     us_per_frame: float | None
     frames_per_s: float
     frames_in_window: int
@@ -432,9 +436,9 @@ async def drive(plan: Plan, variant: str, host: str, port: int, server: psutil.P
         readers.append(reader)
         dones.append(done)
     await asyncio.sleep(plan.warmup)
-    cpu0, got0, t0 = cpu_s(server), sum(r.got for r in readers), time.perf_counter()
+    c0, got0, t0 = server.cpu_times(), sum(r.got for r in readers), time.perf_counter()
     await asyncio.sleep(plan.window)
-    cpu1, got1, t1 = cpu_s(server), sum(r.got for r in readers), time.perf_counter()
+    c1, got1, t1 = server.cpu_times(), sum(r.got for r in readers), time.perf_counter()
     load1 = os.getloadavg()[0]
     # Every stream ends by itself after its frames; allow twice its length, and a margin.
     _, pending = (
@@ -454,9 +458,11 @@ async def drive(plan: Plan, variant: str, host: str, port: int, server: psutil.P
             errors.append(f"received {r.got} bytes of {len(expected)}")
     span = t1 - t0
     in_window = (got1 - got0) // plan.frame_bytes
-    cpu = cpu1 - cpu0
+    sys_s = c1.system - c0.system
+    cpu = c1.user - c0.user + sys_s
     return Sample(
         cpu_pct=100.0 * cpu / span,
+        sys_pct=100.0 * sys_s / span,
         us_per_frame=1e6 * cpu / in_window if in_window else None,
         frames_per_s=in_window / span,
         frames_in_window=in_window,
@@ -467,11 +473,6 @@ async def drive(plan: Plan, variant: str, host: str, port: int, server: psutil.P
     )
 
 
-def cpu_s(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return float(t.user + t.system)
-
-
 def median(xs: Sequence[float | None]) -> float | None:
     known = [x for x in xs if x is not None]
     return statistics.median(known) if known else None
@@ -480,6 +481,7 @@ def median(xs: Sequence[float | None]) -> float | None:
 def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
     return {
         "cpu_pct": median([s.cpu_pct for s in samples]),
+        "sys_pct": median([s.sys_pct for s in samples]),
         "us_per_frame": median([s.us_per_frame for s in samples]),
         "frames_per_s": median([s.frames_per_s for s in samples]),
         "frames_in_window": int(statistics.median(s.frames_in_window for s in samples)),
@@ -557,13 +559,14 @@ def print_report(doc: dict[str, Any]) -> None:
             f"frames, {f['net']}, median of {f['repeat']}"
         )
     )
-    for col in ("variant", "% of a core", "µs/frame", "frames/s", "exact", "load1"):
+    for col in ("variant", "% of a core", "kernel %", "µs/frame", "frames/s", "exact", "load1"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for name, v in f["variants"].items():
         us = v["us_per_frame"]
         table.add_row(
             name,
             f"{v['cpu_pct']:.1f}",
+            f"{v['sys_pct']:.1f}",
             "-" if us is None else f"{us:.1f}",
             f"{v['frames_per_s']:.0f}",
             "yes" if v["exact"] else "NO",
