@@ -21,8 +21,11 @@ length, by default the length of a real tokenwire SSE token event from
   Content-Length, so its bytes are the same frames (no chunk framing).
 - ``syscall-only``: no event loop: blocking ``socket.send`` from one plain loop on the same
   1 ms ticks (``time.sleep`` between them): the send syscalls plus the least Python that
-  calls them. (``perf`` here counts syscalls but has no hardware counters, and ``strace -c``
-  timings carry ptrace's cost, so neither times a send.)
+  calls them.
+- ``c-send``: the same loop in C (``C_SEND``, built with ``cc`` on first use): the send
+  syscalls alone, the floor of any server on this kernel. (``perf`` here has no hardware
+  counters, and ``perf trace``/``strace -c`` add their own cost to every syscall they time,
+  so neither gives a send's true cost.)
 
 The load is a lean uvloop client (this process) that opens every connection, checks every
 byte against the expected frames (exact count and order), and counts them. After
@@ -69,7 +72,7 @@ from bench.race import SERVER_CPU
 from server.events import TokenEncoder
 from server.framing.sse import sse_frame
 
-VARIANTS: Final = ("raw-shared", "raw-tasks", "aiohttp-tasks", "syscall-only")
+VARIANTS: Final = ("raw-shared", "raw-tasks", "aiohttp-tasks", "syscall-only", "c-send")
 #: The shared timer's tick (s): due frames go out on the next tick.
 TICK_S: Final = 0.001
 #: What a frame starts with; then its zero-padded index, an event line, a data line.
@@ -284,6 +287,78 @@ def serve_syscall_only(sock: socket.socket, frames: list[bytes], pace: float, n:
             time.sleep(delay)
 
 
+#: ``c-send``: syscall-only without Python: accept every connection, then blocking ``send``
+#: on 1 ms ticks (``clock_nanosleep`` to absolute ticks), connection ``i`` in slot
+#: ``i % slots``; the same frames; prints ``ready`` once listening. Built with ``cc``.
+C_SEND: Final = r"""
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  const char *host = argv[1]; int port = atoi(argv[2]), n = atoi(argv[3]);
+  int slots = atoi(argv[4]), total = atoi(argv[5]), size = atoi(argv[6]), pin = atoi(argv[7]);
+  if (pin >= 0) { cpu_set_t set; CPU_ZERO(&set); CPU_SET(pin, &set);
+    sched_setaffinity(0, sizeof set, &set); }
+  char *frames = malloc((size_t)total * size);
+  for (int k = 0; k < total; k++) {
+    char *f = frames + (size_t)k * size;
+    int h = snprintf(f, size, "id: %06d\nevent: token\ndata: ", k);
+    memset(f + h, 'x', size - h - 2); f[size - 2] = '\n'; f[size - 1] = '\n';
+  }
+  int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  inet_pton(AF_INET, host, &a.sin_addr);
+  if (bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 4096)) { perror("listen"); return 1; }
+  printf("ready\n"); fflush(stdout);
+  int *fd = malloc(sizeof(int) * n), *sent = calloc(n, sizeof(int));
+  for (int i = 0; i < n; i++) {
+    fd[i] = accept(ls, NULL, NULL);
+    setsockopt(fd[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+  for (long tick = 1, left = n; left > 0; tick++) {
+    t.tv_nsec += 1000000; if (t.tv_nsec >= 1000000000) { t.tv_nsec -= 1000000000; t.tv_sec++; }
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL);
+    for (int i = (int)(tick % slots); i < n; i += slots) {
+      if (sent[i] == total) continue;
+      send(fd[i], frames + (size_t)sent[i] * size, size, 0);
+      if (++sent[i] == total) { close(fd[i]); left--; }
+    }
+  }
+  for (;;) pause();
+}
+"""
+
+
+def c_send_binary() -> str:
+    """Build ``C_SEND`` once per source into a cache dir; the binary's path."""
+    import hashlib
+    import tempfile
+
+    tag = hashlib.sha256(C_SEND.encode()).hexdigest()[:12]
+    out = os.path.join(tempfile.gettempdir(), f"tokenwire-floor-c-send-{tag}")
+    if not os.path.exists(out):
+        src = out + ".c"
+        with open(src, "w") as f:
+            f.write(C_SEND)
+        cc = subprocess.run(
+            ["cc", "-O2", "-o", out + ".tmp", src], capture_output=True, text=True, timeout=60
+        )
+        if cc.returncode != 0:
+            raise SystemExit(f"bench.floor: cc failed: {cc.stderr.strip()}")
+        os.replace(out + ".tmp", out)
+    return out
+
+
 def serve(ns: argparse.Namespace) -> None:
     if ns.pin:
         os.sched_setaffinity(0, {SERVER_CPU})
@@ -373,6 +448,11 @@ class Sample:
 
 
 def server_argv(plan: Plan, variant: str, host: str, port: int) -> list[str]:
+    if variant == "c-send":
+        pin = str(SERVER_CPU) if plan.pin else "-1"
+        sizes = (plan.streams, slots_of(plan.pace), plan.frames, plan.frame_bytes)
+        argv = [c_send_binary(), host, str(port), *map(str, sizes), pin]
+        return ["ip", "netns", "exec", NETNS, *argv] if plan.veth else argv
     argv = [
         *(sys.executable, "-m", "bench.floor", "serve", variant),
         *("--host", host, "--port", str(port), "--streams", str(plan.streams)),
@@ -593,7 +673,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="3 streams, 20 frames, 0.5 s window")
     sub = p.add_subparsers(dest="cmd")
     s = sub.add_parser("serve", help="(internal) one server")
-    s.add_argument("variant", choices=VARIANTS)
+    s.add_argument("variant", choices=VARIANTS[:-1])
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--streams", type=int, required=True)
@@ -625,6 +705,8 @@ def plan_of(ns: argparse.Namespace) -> Plan | str:
     if pin and (os.cpu_count() or 1) < 2:
         print("--pin: a second core is missing; running unpinned", file=sys.stderr)
         pin = False
+    if "c-send" in variants and shutil.which("cc") is None:
+        return "c-send needs a C compiler (cc); leave it out with --variants"
     if ns.veth and (why := veth_unavailable()):
         return why
     return Plan(

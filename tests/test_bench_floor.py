@@ -78,5 +78,5 @@ def test_bad_arguments_get_one_line() -> None:
     assert out.returncode == 2
     assert out.stderr.decode() == (
         "bench.floor: unknown variants ['nope']; known: "
-        "raw-shared, raw-tasks, aiohttp-tasks, syscall-only\n"
+        "raw-shared, raw-tasks, aiohttp-tasks, syscall-only, c-send\n"
     )
