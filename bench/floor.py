@@ -431,6 +431,7 @@ class Plan:
     repeat: int
     pin: bool
     veth: bool
+    rps: bool
     variants: tuple[str, ...]
 
 
@@ -573,8 +574,9 @@ def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def veth_pair() -> Iterator[None]:
-    """A namespace for the servers behind a veth pair to this one (root, iproute2)."""
+def veth_pair(rps_cpus: set[int] | None) -> Iterator[None]:
+    """A namespace for the servers behind a veth pair to this one (root, iproute2); with
+    ``rps_cpus``, the client side's receive processing steered to those cores (RPS)."""
 
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
@@ -588,6 +590,10 @@ def veth_pair() -> Iterator[None]:
         ip("netns", "exec", NETNS, "ip", "addr", "add", f"{VETH_SERVER}/24", "dev", "twfloor1")
         ip("netns", "exec", NETNS, "ip", "link", "set", "twfloor1", "up")
         ip("netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
+        if rps_cpus:
+            mask = format(sum(1 << c for c in rps_cpus), "x")
+            with open("/sys/class/net/twfloor0/queues/rx-0/rps_cpus", "w") as f:
+                f.write(mask)
         yield
     finally:
         subprocess.run(["ip", "link", "del", "twfloor0"], capture_output=True, timeout=30)
@@ -622,7 +628,7 @@ def report(plan: Plan, samples: dict[str, list[Sample]]) -> dict[str, Any]:
             "window": plan.window,
             "repeat": plan.repeat,
             "pin": plan.pin,
-            "net": "veth" if plan.veth else "loopback",
+            "net": ("veth+rps" if plan.rps else "veth") if plan.veth else "loopback",
             "variants": {v: summarize(s) for v, s in samples.items()},
         }
     }
@@ -669,6 +675,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--pin", action="store_true", help="server on CPU 0, this client on the rest")
     p.add_argument("--veth", action="store_true", help="servers in a netns behind a veth pair")
+    p.add_argument(
+        "--rps",
+        action="store_true",
+        help="with --veth --pin: the client side's receive work on the client's cores (RPS)",
+    )
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--quick", action="store_true", help="3 streams, 20 frames, 0.5 s window")
     sub = p.add_subparsers(dest="cmd")
@@ -709,6 +720,8 @@ def plan_of(ns: argparse.Namespace) -> Plan | str:
         return "c-send needs a C compiler (cc); leave it out with --variants"
     if ns.veth and (why := veth_unavailable()):
         return why
+    if ns.rps and not (ns.veth and pin):
+        return "--rps needs --veth and --pin"
     return Plan(
         streams=ns.streams,
         pace=ns.pace,
@@ -719,6 +732,7 @@ def plan_of(ns: argparse.Namespace) -> Plan | str:
         repeat=ns.repeat,
         pin=pin,
         veth=bool(ns.veth),
+        rps=bool(ns.rps),
         variants=variants,
     )
 
@@ -735,7 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_nofile(plan.streams)  # the servers inherit it
     if plan.pin:
         os.sched_setaffinity(0, {c for c in os.sched_getaffinity(0) if c != SERVER_CPU})
-    with veth_pair() if plan.veth else contextlib.nullcontext():
+    client_cpus = os.sched_getaffinity(0)
+    with veth_pair(client_cpus if plan.rps else None) if plan.veth else contextlib.nullcontext():
         samples = uvloop.run(run(plan))
     doc = report(plan, samples)
     print_report(doc)

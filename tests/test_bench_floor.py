@@ -80,3 +80,7 @@ def test_bad_arguments_get_one_line() -> None:
         "bench.floor: unknown variants ['nope']; known: "
         "raw-shared, raw-tasks, aiohttp-tasks, syscall-only, c-send\n"
     )
+    argv = [sys.executable, "-m", "bench.floor", "--rps"]
+    out = subprocess.run(argv, cwd=REPO, capture_output=True, timeout=60, check=False)
+    assert out.returncode == 2
+    assert out.stderr.decode() == "bench.floor: --rps needs --veth and --pin\n"
