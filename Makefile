@@ -60,10 +60,11 @@ install-dev: $(VENV)/.installed-dev
 # browser here); the network lab's intermediaries (nginx, haproxy, caddy: bench/net/, started
 # on free ports from the repo's configs, never as services), openssl (the lab's certificates)
 # and curl (a client of the lab); redis-server (the tests start their own on free ports for
-# the Redis store), iproute2 (`ip` and `tc`: the lab's network namespace with a tbf
-# bandwidth limit). Each entry is a package, or `package:binary` when the binary it installs
+# the Redis store; redis-cli joins the tests' Redis Cluster), iproute2 (`ip` and `tc`: the
+# lab's network namespace with a tbf bandwidth limit), gcc (`cc`: bench/floor.py's C sender,
+# the kernel's floor without Python). Each entry is a package, or `package:binary` when the binary it installs
 # has another name; the binary is what is checked.
-SYSTEM_PACKAGES := chromium redis-server redis-tools:redis-cli nginx haproxy caddy openssl curl iproute2:tc
+SYSTEM_PACKAGES := chromium redis-server redis-tools:redis-cli nginx haproxy caddy openssl curl iproute2:tc gcc:cc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=""; export PATH="$$PATH:/usr/sbin:/sbin"; for p in $(SYSTEM_PACKAGES); do \
