@@ -278,6 +278,36 @@ async def _read_fresh(base: str, sid: str) -> AsyncIterator[dict[str, object]]:
     raise AssertionError("the stream did not end")
 
 
+async def check_caps_across(session: aiohttp.ClientSession, a: Node, b: Node) -> None:
+    """``--max-live-streams 2`` on ``a`` and ``b`` (one stream each): both refuse a third
+    with the cluster's count; once ``b`` is killed its stream stops counting (its lease
+    lapses) and ``a`` admits one again."""
+    await create_on(session, a.base, prompt="one", max_tokens=2000, params=SLOW)
+    await create_on(session, b.base, prompt="two", max_tokens=2000, params=SLOW)
+    for base in (a.base, b.base):
+        async with session.post(
+            f"{base}/api/streams", data=orjson.dumps({"prompt": "three"})
+        ) as resp:
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == "5"
+            assert await resp.json() == {
+                "error": {
+                    "code": "too_many_streams",
+                    "message": "2 streams are live; the server limit is 2",
+                }
+            }
+    b.stop(signal.SIGKILL)  # its stream stops counting once its lease lapses (3 s)
+    for _ in range(200):
+        async with session.post(
+            f"{a.base}/api/streams", data=orjson.dumps({"prompt": "three"})
+        ) as resp:
+            if resp.status == 201:
+                break
+            assert resp.status == 503
+        await asyncio.sleep(0.05)
+    assert resp.status == 201
+
+
 async def test_caps_count_every_process_and_a_dead_one_stops_counting(
     redis_url: str, session: aiohttp.ClientSession
 ) -> None:
@@ -286,30 +316,7 @@ async def test_caps_count_every_process_and_a_dead_one_stops_counting(
     try:
         for node in (a, b):
             await node.ready(session)
-        await create_on(session, a.base, prompt="one", max_tokens=2000, params=SLOW)
-        await create_on(session, b.base, prompt="two", max_tokens=2000, params=SLOW)
-        for base in (a.base, b.base):
-            async with session.post(
-                f"{base}/api/streams", data=orjson.dumps({"prompt": "three"})
-            ) as resp:
-                assert resp.status == 503
-                assert resp.headers["Retry-After"] == "5"
-                assert await resp.json() == {
-                    "error": {
-                        "code": "too_many_streams",
-                        "message": "2 streams are live; the server limit is 2",
-                    }
-                }
-        b.stop(signal.SIGKILL)  # its stream stops counting once its lease lapses (3 s)
-        for _ in range(200):
-            async with session.post(
-                f"{a.base}/api/streams", data=orjson.dumps({"prompt": "three"})
-            ) as resp:
-                if resp.status == 201:
-                    break
-                assert resp.status == 503
-            await asyncio.sleep(0.05)
-        assert resp.status == 201
+        await check_caps_across(session, a, b)
     finally:
         a.stop()
         b.stop()

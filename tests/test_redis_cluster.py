@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
 from server.events import done_event, token_event
@@ -29,7 +28,7 @@ from server.store.redis import RedisStore
 from tests.readers import TRANSPORTS, read
 from tests.redis_cluster import RedisCluster, command
 from tests.redis_server import free_port
-from tests.test_cluster import REPO, SLOW, Node, create_on, status
+from tests.test_cluster import REPO, SLOW, Node, check_caps_across, create_on, status
 
 # The store's and the transports' contract on the cluster: these tests are collected
 # again here, where ``store_url`` and ``server_store`` name the cluster.
@@ -198,29 +197,7 @@ async def test_caps_hold_across_processes_on_a_cluster(
 ) -> None:
     args = ("--max-live-streams", "2", "--grace-s", "60")  # (nobody reads the streams)
     async with nodes_on(cluster_url, session, "ab", *args) as (a, b):
-        await create_on(session, a.base, prompt="one", max_tokens=2000, params=SLOW)
-        await create_on(session, b.base, prompt="two", max_tokens=2000, params=SLOW)
-        for base in (a.base, b.base):
-            async with session.post(
-                f"{base}/api/streams", data=orjson.dumps({"prompt": "three"})
-            ) as resp:
-                assert resp.status == 503
-                assert await resp.json() == {
-                    "error": {
-                        "code": "too_many_streams",
-                        "message": "2 streams are live; the server limit is 2",
-                    }
-                }
-        b.stop(signal.SIGKILL)  # its stream stops counting once its lease lapses (3 s)
-        for _ in range(200):
-            async with session.post(
-                f"{a.base}/api/streams", data=orjson.dumps({"prompt": "three"})
-            ) as resp:
-                if resp.status == 201:
-                    break
-                assert resp.status == 503
-            await asyncio.sleep(0.05)
-        assert resp.status == 201
+        await check_caps_across(session, a, b)
 
 
 async def test_readers_of_another_process_cost_one_read_per_batch_and_a_connection_per_master(
