@@ -28,7 +28,7 @@ from server.store.redis import RedisStore
 from tests.readers import TRANSPORTS, read
 from tests.redis_cluster import RedisCluster, command
 from tests.redis_server import free_port
-from tests.test_cluster import REPO, SLOW, Node, check_caps_across, create_on, status
+from tests.test_cluster import REPO, SLOW, Node, check_caps_across, create_on, same_status, status
 
 # The store's and the transports' contract on the cluster: these tests are collected
 # again here, where ``store_url`` and ``server_store`` name the cluster.
@@ -117,7 +117,8 @@ async def test_created_on_a_read_and_resumed_on_b_on_every_master_and_transport(
             for (of, transport), events in zip(jobs, results, strict=True):
                 if of == sid:
                     assert events == whole, transport
-            assert await status(session, b.base, sid) == await status(session, a.base, sid)
+            st = await same_status(session, [a.base, b.base], sid)
+            assert (st["state"], st["tokens"]) == ("done", 24)
 
 
 async def test_owner_killed_on_a_cluster_ends_with_producer_lost_on_every_transport(
