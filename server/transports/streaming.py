@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import typing
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import HttpVersion11, hdrs, web
+from aiohttp.http_writer import StreamWriter
 
 from server.appkeys import HUB, METRICS, SETTINGS
 from server.errors import (
@@ -23,6 +25,7 @@ from server.errors import (
     UnsupportedEncoding,
 )
 from server.events import Event, created_message
+from server.framing.chunked import http_chunk
 from server.hub import Subscription
 from server.settings import Settings
 from server.validation import parse_create_body
@@ -214,12 +217,53 @@ async def _write_prefix(
         request.app[METRICS].sent(stream_format.transport, len(batch), len(data) - len(prefix))
 
 
+#: How :class:`_Push` writes a pushed frame: not yet decided (until the first push, after
+#: ``prepare()``), through aiohttp (``resp.write``), or straight to the transport, as a chunk
+#: or as it is.
+_UNDECIDED, _VIA_AIOHTTP, _DIRECT_CHUNKED, _DIRECT_PLAIN = range(4)
+
+
+def _direct_mode(request: web.Request, resp: web.StreamResponse) -> int:
+    """Whether pushed frames can go straight to the transport, and framed how.
+
+    aiohttp's writer (``StreamWriter.write``) does per write: compression, clipping at a
+    ``Content-Length`` (``length``), the chunk framing, the headers if still buffered, its
+    ``buffer_size``/``output_size`` counts, ``on_body_write`` and ``on_chunk_sent``
+    callbacks, and a drain past 64 KiB. For our streaming responses after ``prepare()``: no
+    compression (never enabled on these routes; checked), no ``Content-Length`` (``length``
+    is None: chunked on HTTP/1.1, close-delimited on HTTP/1.0), no callbacks (the server's
+    writer has none; checked); the headers are sent here (``send_headers()``, as the first
+    write would). What remains is the framing (:func:`http_chunk`) and the counts, which
+    :meth:`_Push.push` keeps (``output_size`` is the access log's body length). Anything
+    else (another writer, compression, a length) writes through aiohttp.
+    """
+    writer = request.writer
+    if (
+        not resp.prepared
+        or resp.compression
+        or not isinstance(writer, StreamWriter)
+        or writer.length is not None
+        or writer.on_body_write is not None
+        # (private: the server's writer has no chunk callback; a client-trace one would)
+        or getattr(writer, "_on_chunk_sent", None) is not None
+        or getattr(writer, "_compress", None) is not None
+    ):
+        return _VIA_AIOHTTP
+    writer.send_headers()
+    return _DIRECT_CHUNKED if writer.chunked else _DIRECT_PLAIN
+
+
 class _Push:
     """Writes a paced stream's new token from the generation's step, if that cannot wait
     (else the reader's task wakes and writes it within the send timeout). An object, not a
-    closure over ``pump``'s locals: what every waiting stream holds, smaller."""
+    closure over ``pump``'s locals: what every waiting stream holds, smaller.
 
-    __slots__ = ("frame", "metrics", "reader", "request", "resp", "sub")
+    The write goes straight to the transport, one ``transport.write`` (framed as a chunk
+    when the body is chunked), keeping aiohttp's writer's counts true so its later writes
+    (the terminal event, ``write_eof``) stay right: :func:`_direct_mode`.
+    """
+
+    __slots__ = ("frame", "metrics", "mode", "reader", "request", "resp", "sub")
 
     def __init__(
         self,
@@ -234,12 +278,27 @@ class _Push:
         self.frame = stream_format.frame
         self.reader = stream_format.transport
         self.metrics = request.app[METRICS]
+        self.mode = _UNDECIDED
 
     def push(self, event: Event) -> bool:
         data = self.sub.framed(self.frame, (event,))
-        if not free_write(self.request.transport, len(data)):
+        transport = self.request.transport
+        if not free_write(transport, len(data)):
             return False
-        write_now(self.resp.write(data))
+        mode = self.mode
+        if mode == _UNDECIDED:
+            mode = self.mode = _direct_mode(self.request, self.resp)
+        if mode == _VIA_AIOHTTP:
+            write_now(self.resp.write(data))
+        else:
+            assert transport is not None  # (free_write: it has a buffer)
+            if transport.is_closing():
+                return False  # (the reader's task meets the reset)
+            wire = http_chunk(data) if mode == _DIRECT_CHUNKED else data
+            writer = self.request.writer
+            writer.buffer_size += len(wire)
+            writer.output_size += len(wire)
+            typing.cast(asyncio.WriteTransport, transport).write(wire)
         self.metrics.sent(self.reader, 1, len(data))
         return True
 
