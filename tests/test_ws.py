@@ -47,6 +47,33 @@ async def test_two_streams_share_one_socket(
     assert text_of(by_stream[two]) == "".join(synthetic_text("two", 0, 20))
 
 
+async def test_created_messages_follow_the_order_of_the_generates(
+    server: TestServer, session: aiohttp.ClientSession
+) -> None:
+    """Six ``generate``s sent at once: the ``created`` messages come in the same order (a
+    client tells its streams apart by it), though each pump writes its own ``created``
+    with the stream's first events; on the Redis store the pumps' first reads end in any
+    order, and the second ``created`` once came first."""
+    prompts = [f"order {i}" for i in range(6)]
+    async with session.ws_connect(f"{base_url(server)}/api/ws") as ws:
+        for prompt in prompts:
+            await ws.send_json(
+                {"op": "generate", "prompt": prompt, "max_tokens": 5, "params": FAST}
+            )
+        created: list[str] = []
+        by_stream: dict[str, list[dict[str, Any]]] = {}
+        async with asyncio.timeout(10):
+            while len([s for s in by_stream.values() if s and s[-1]["type"] == "done"]) < 6:
+                msg = await ws.receive_json()
+                if msg["type"] == "created":
+                    created.append(msg["stream"])
+                    by_stream[msg["stream"]] = []
+                else:
+                    by_stream[msg["stream"]].append(msg)
+    texts = [text_of(by_stream[sid]) for sid in created]
+    assert texts == ["".join(synthetic_text(p, 0, 5)) for p in prompts]
+
+
 BAD_MESSAGES = [
     ("not json", {"code": "bad_json", "message": "message is not valid JSON"}),
     ("[1, 2]", {"code": "bad_json", "message": "message must be a JSON object"}),

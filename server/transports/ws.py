@@ -78,6 +78,25 @@ class _TokenBucket:
         return True
 
 
+class _Turn:
+    """A ``generate``'s place in its socket's order of ``created`` messages: it writes its
+    own after ``before`` is done, and marks ``mine`` done once written (or its pump ended)."""
+
+    __slots__ = ("before", "mine")
+
+    def __init__(self, before: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        self.before = before
+        self.mine = mine
+
+    async def wait(self) -> None:
+        if self.before is not None and not self.before.done():
+            await asyncio.shield(self.before)
+
+    def done(self) -> None:
+        if not self.mine.done():
+            self.mine.set_result(None)
+
+
 class SocketSession:
     """One WebSocket's state: its authentication, and a pump task per subscribed stream,
     each writing that stream's events."""
@@ -103,6 +122,9 @@ class SocketSession:
         self.metrics = metrics
         self.send_timeout = send_timeout or None
         self.pumps: dict[str, asyncio.Task[None]] = {}
+        #: Done once the last ``generate``'s ``created`` was written (or its pump ended):
+        #: each pump writes its ``created`` after the one before (see :meth:`start_pump`).
+        self._created: asyncio.Future[None] | None = None
 
     async def send_error(
         self, err: ApiError, stream: str | None = None, op: str | None = None
@@ -117,13 +139,38 @@ class SocketSession:
         old = self.pumps.pop(stream_id, None)
         if old is not None:
             old.cancel()  # a re-subscribe on the same socket replaces the old position
-        task = asyncio.create_task(self._pump(stream, after, first), name=f"ws-pump-{stream_id}")
+        turn: _Turn | None = None
+        if first:
+            # ``created`` messages go out in the order of their ``generate``s (a client
+            # that sends two on one socket tells them apart by that order), though each
+            # pump writes its own, with the first events, from its own task.
+            mine = asyncio.get_running_loop().create_future()
+            turn = _Turn(self._created, mine)
+            self._created = mine
+        task = asyncio.create_task(
+            self._pump(stream, after, first, turn), name=f"ws-pump-{stream_id}"
+        )
         self.pumps[stream_id] = task
         task.add_done_callback(
             lambda t: self.pumps.pop(stream_id, None) if self.pumps.get(stream_id) is t else None
         )
 
-    async def _pump(self, stream: str | StreamRecord, after: int, first: bytes = b"") -> None:
+    async def _pump(
+        self,
+        stream: str | StreamRecord,
+        after: int,
+        first: bytes = b"",
+        turn: _Turn | None = None,
+    ) -> None:
+        try:
+            await self._pump_events(stream, after, first, turn)
+        finally:
+            if turn is not None:
+                turn.done()
+
+    async def _pump_events(
+        self, stream: str | StreamRecord, after: int, first: bytes, turn: _Turn | None
+    ) -> None:
         ws = self.ws
         stream_id = stream if isinstance(stream, str) else stream.id
         try:
@@ -134,7 +181,7 @@ class SocketSession:
                     return
                 if first:
                     unsent, first = first, b""
-                    await self._send_first(sub, unsent)
+                    await self._send_first(sub, unsent, turn)
 
                 def push(event: Event) -> bool:
                     """Write a paced stream's new token from the generation's step, if
@@ -157,10 +204,10 @@ class SocketSession:
                     await self._send_frames(data)
                     self.metrics.sent("ws", len(batch), len(data))
         except StreamGone as e:
-            await self._send_unsent(first)
+            await self._send_unsent(first, turn)
             await self.send_error(e, stream_id)
         except ApiError as e:
-            await self._send_unsent(first)  # (``created`` before the error, as always)
+            await self._send_unsent(first, turn)  # (``created`` before the error, as always)
             await self.send_error(e, stream_id, "subscribe")
         except TimeoutError:
             log.info("closing a WebSocket: send timed out on %s", stream_id)
@@ -168,13 +215,15 @@ class SocketSession:
         except ConnectionResetError:
             pass
 
-    async def _send_unsent(self, first: bytes) -> None:
+    async def _send_unsent(self, first: bytes, turn: _Turn | None) -> None:
         """``first``, if the pump failed before it wrote it."""
         if first and not self.ws.closed:
+            if turn is not None:
+                await turn.wait()
             with contextlib.suppress(ConnectionResetError):
                 await self._send_frames(first)
 
-    async def _send_first(self, sub: Subscription, first: bytes) -> None:
+    async def _send_first(self, sub: Subscription, first: bytes, turn: _Turn | None) -> None:
         """``first`` with the events the log already holds (nothing waits for them): one
         write, where ``created`` and a first token due at once were two."""
         batch: list[Event] = []
@@ -182,7 +231,11 @@ class SocketSession:
             with contextlib.suppress(StreamGone, StoreUnavailable):
                 batch = await sub.next_batch(0)  # (the pump's next read meets these)
         data = first + sub.framed(ws_text_frames, batch) if batch else first
+        if turn is not None:
+            await turn.wait()
         await self._send_frames(data)
+        if turn is not None:
+            turn.done()
         if batch:
             self.metrics.sent("ws", len(batch), len(data) - len(first))
 
