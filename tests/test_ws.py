@@ -24,22 +24,31 @@ def server_store(store_url: str) -> str:
 FAST = {"tokens_per_s": 0, "ttft_ms": 0}
 
 
+async def read_generated(
+    ws: aiohttp.ClientWebSocketResponse, n: int
+) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
+    """Read until ``n`` streams generated on ``ws`` ended: their ids in the order of their
+    ``created`` messages, and each one's events."""
+    created: list[str] = []
+    by_stream: dict[str, list[dict[str, Any]]] = {}
+    async with asyncio.timeout(10):
+        while len([s for s in by_stream.values() if s and s[-1]["type"] == "done"]) < n:
+            msg = await ws.receive_json()
+            if msg["type"] == "created":
+                created.append(msg["stream"])
+                by_stream[msg["stream"]] = []
+            else:
+                by_stream[msg["stream"]].append(msg)
+    return created, by_stream
+
+
 async def test_two_streams_share_one_socket(
     server: TestServer, session: aiohttp.ClientSession
 ) -> None:
     async with session.ws_connect(f"{base_url(server)}/api/ws") as ws:
         await ws.send_json({"op": "generate", "prompt": "one", "max_tokens": 30, "params": FAST})
         await ws.send_json({"op": "generate", "prompt": "two", "max_tokens": 20, "params": FAST})
-        created: list[str] = []
-        by_stream: dict[str, list[dict[str, Any]]] = {}
-        async with asyncio.timeout(10):
-            while len([s for s in by_stream.values() if s and s[-1]["type"] == "done"]) < 2:
-                msg = await ws.receive_json()
-                if msg["type"] == "created":
-                    created.append(msg["stream"])
-                    by_stream[msg["stream"]] = []
-                else:
-                    by_stream[msg["stream"]].append(msg)
+        created, by_stream = await read_generated(ws, 2)
     one, two = created
     assert [e["seq"] for e in by_stream[one]] == list(range(31))
     assert [e["seq"] for e in by_stream[two]] == list(range(21))
@@ -60,16 +69,7 @@ async def test_created_messages_follow_the_order_of_the_generates(
             await ws.send_json(
                 {"op": "generate", "prompt": prompt, "max_tokens": 5, "params": FAST}
             )
-        created: list[str] = []
-        by_stream: dict[str, list[dict[str, Any]]] = {}
-        async with asyncio.timeout(10):
-            while len([s for s in by_stream.values() if s and s[-1]["type"] == "done"]) < 6:
-                msg = await ws.receive_json()
-                if msg["type"] == "created":
-                    created.append(msg["stream"])
-                    by_stream[msg["stream"]] = []
-                else:
-                    by_stream[msg["stream"]].append(msg)
+        created, by_stream = await read_generated(ws, 6)
     texts = [text_of(by_stream[sid]) for sid in created]
     assert texts == ["".join(synthetic_text(p, 0, 5)) for p in prompts]
 
