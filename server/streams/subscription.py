@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 
+from server.errors import StoreUnavailable, StreamGone
 from server.events import Event
 from server.store.base import LogStore
 from server.streams.record import StreamRecord
@@ -56,6 +57,17 @@ class Subscription:
         elif self.stream.delivered(self.after):
             self.finished = True
         return events
+
+    async def logged(self) -> list[Event]:
+        """The events the log already holds after the position, without waiting for any:
+        ``[]`` when there are none, or when the read fails (the reader's next read meets
+        that). The stream's count says whether any was appended: a read only then."""
+        stream = self.stream
+        if self.finished or not (stream.tokens or stream.final_seq is not None):
+            return []
+        with contextlib.suppress(StreamGone, StoreUnavailable):
+            return await self.next_batch(0)
+        return []
 
     def _take(self, event: Event) -> bool:
         push = self._push

@@ -183,6 +183,14 @@ async def stream_created(request: web.Request, stream_format: StreamFormat) -> w
         )
 
 
+def _framed(sub: Subscription, stream_format: StreamFormat, batch: Sequence[Event]) -> bytes:
+    """``batch`` in the stream's format: built once for all its readers when the format
+    depends on the events only (``shared``)."""
+    if stream_format.shared:
+        return sub.framed(stream_format.frame, batch)
+    return stream_format.frame(batch)
+
+
 async def _write_prefix(
     request: web.Request,
     resp: web.StreamResponse,
@@ -193,21 +201,9 @@ async def _write_prefix(
 ) -> None:
     """Write ``prefix`` with the events the log already holds after it: one write, where
     the prefix alone and the first batch were two (the head is its own: aiohttp sends it at
-    ``prepare()``). Nothing waits for events: none there, the prefix goes alone. (The
-    stream's count says whether any was appended; a read only when one was.)"""
-    batch: list[Event] = []
-    stream = sub.stream
-    if not sub.finished and (stream.tokens or stream.final_seq is not None):
-        with contextlib.suppress(StreamGone, StoreUnavailable):
-            batch = await sub.next_batch(0)  # (these, the loop's next read meets and answers)
-    data = prefix
-    if batch:
-        framed = (
-            sub.framed(stream_format.frame, batch)
-            if stream_format.shared
-            else stream_format.frame(batch)
-        )
-        data += framed
+    ``prepare()``). Nothing waits for events: none there, the prefix goes alone."""
+    batch = await sub.logged()
+    data = prefix + _framed(sub, stream_format, batch) if batch else prefix
     async with send_deadline(request.transport, len(data), send_timeout):
         if sub.finished:
             await resp.write_eof(data)
@@ -350,12 +346,7 @@ async def pump(
                 # The shared store stopped answering: cut, so the client resumes later.
                 log.warning("cutting a subscriber of %s: %s", sub.stream.id, e.message)
                 break
-            if not batch:
-                data = stream_format.heartbeat
-            elif stream_format.shared:
-                data = sub.framed(stream_format.frame, batch)
-            else:
-                data = stream_format.frame(batch)
+            data = _framed(sub, stream_format, batch) if batch else stream_format.heartbeat
             async with send_deadline(request.transport, len(data), send_timeout):
                 if sub.finished:  # the terminal event and the body's end: one write
                     await resp.write_eof(data)

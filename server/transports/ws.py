@@ -20,7 +20,6 @@ from server.connections import CONNECTIONS
 from server.errors import (
     ApiError,
     BadRequest,
-    StoreUnavailable,
     StreamGone,
     Unauthorized,
     UpgradeRequired,
@@ -226,10 +225,7 @@ class SocketSession:
     async def _send_first(self, sub: Subscription, first: bytes, turn: _Turn | None) -> None:
         """``first`` with the events the log already holds (nothing waits for them): one
         write, where ``created`` and a first token due at once were two."""
-        batch: list[Event] = []
-        if sub.stream.tokens or sub.stream.final_seq is not None:
-            with contextlib.suppress(StreamGone, StoreUnavailable):
-                batch = await sub.next_batch(0)  # (the pump's next read meets these)
+        batch = await sub.logged()
         data = first + sub.framed(ws_text_frames, batch) if batch else first
         if turn is not None:
             await turn.wait()
